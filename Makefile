@@ -1,0 +1,38 @@
+# Two commands from a fresh clone: `make demo` and `make test`. Both (re)create .venv from
+# the pyprojects when it is missing or older than them.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROJECTS := pyproject.toml hookspecs/pyproject.toml examples/bitmusa-example-plugin/pyproject.toml
+
+.PHONY: setup demo test lint typecheck unit bench clean
+
+$(STAMP): $(PROJECTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ./hookspecs -e '.[dev]' -e ./examples/bitmusa-example-plugin
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/bitmusa-plugin replay --output pretty examples/sample-session.jsonl
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_mapping.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

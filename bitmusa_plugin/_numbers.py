@@ -1,0 +1,203 @@
+"""Exact decimal arithmetic with ccxt's semantics, and tolerant field readers.
+
+ccxt derives fields with ``Precise`` (a decimal as an ``(integer, decimals)`` pair) and
+turns the result into a float with ``float(str(result))``. We keep the same pairs, so a
+sum such as ``"9981.51952661" + "18.48047339"`` is exactly ``10000``, and a quotient is
+truncated at 18 places exactly as ``Precise.string_div`` does. ``integer / 10**decimals``
+is Python's correctly rounded int division, so the float equals ``float(str(result))``.
+
+Readers raise :class:`Reject` with a stable ``kind``; the decoder turns that into one
+error report for the frame. Nothing here imports ccxt.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+#: A decimal as ccxt's Precise holds it: value == integer * 10**-decimals.
+Pair = tuple[int, int]
+
+#: Strings that mean "missing", compared case-insensitively (Bitmusa sends "null").
+MISSING_STRINGS = frozenset(("", "null", "none"))
+
+#: Larger magnitudes are rejected: no balance, price or size comes near this, and it
+#: keeps every derived value finite.
+MAX_ABS = 1e30
+#: Smaller non-zero magnitudes are rejected too (5e-324 is no price): derived values such
+#: as 1 / leverage then stay finite.
+MIN_ABS = 1e-30
+#: Longest numeric string accepted (a double's repr is at most 24 characters).
+MAX_NUMBER_CHARS = 64
+#: Largest decimal exponent accepted, either way; bounds the cost of exact arithmetic.
+MAX_EXPONENT = 400
+#: Latest timestamp ccxt can render as ISO 8601 (year 9999), in ms.
+MAX_TIMESTAMP = 253402300799999
+
+_POW10 = [10**i for i in range(256)]
+
+
+def _p10(n: int) -> int:
+    return _POW10[n] if n < 256 else 10**n
+
+
+class Reject(Exception):
+    """A frame cannot be accepted. ``kind`` is one of the documented error kinds."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def is_missing(value: object) -> bool:
+    """True for ``None`` and the strings that mean missing."""
+    return value is None or (type(value) is str and value.lower() in MISSING_STRINGS)
+
+
+def number(value: object, name: str) -> float | None:
+    """A numeric field as ccxt would output it (``float``), or None when missing."""
+    t = type(value)
+    if t is float:
+        f: float = value  # type: ignore[assignment]
+    elif t is int:
+        f = float(value)  # type: ignore[arg-type]
+    elif t is str:
+        s: str = value  # type: ignore[assignment]
+        if len(s) > MAX_NUMBER_CHARS or not s:
+            if not s:
+                return None
+            raise Reject("invalid_field", f"{name}: number too long")
+        try:
+            f = float(s)
+        except ValueError:
+            if s.lower() in MISSING_STRINGS:
+                return None
+            raise Reject("invalid_field", f"{name}: {s[:32]!r} is not a number") from None
+    elif value is None:
+        return None
+    else:
+        raise Reject("invalid_field", f"{name}: expected a number, got {t.__name__}")
+    if not (-MAX_ABS < f < MAX_ABS) or (f and -MIN_ABS < f < MIN_ABS):  # nan fails too
+        raise Reject("invalid_value", f"{name}: {value!r:.40} is not a number in range")
+    return f
+
+
+def pair(value: object) -> Pair:
+    """The exact decimal of a value :func:`number` accepted (same parse as ``Precise``)."""
+    if type(value) is int:
+        return (value, 0)  # type: ignore[return-value]
+    s = value if type(value) is str else repr(value)
+    modifier = 0
+    if "e" in s or "E" in s:
+        s, _, exp = s.lower().partition("e")
+        modifier = int(exp)
+        if not -MAX_EXPONENT <= modifier <= MAX_EXPONENT:
+            raise Reject("invalid_value", f"exponent {modifier} out of range")
+    dot = s.find(".")
+    if dot > -1:
+        return (int(s.replace(".", "") or "0"), len(s) - dot - 1 - modifier)
+    return (int(s), -modifier)
+
+
+def to_float(p: Pair) -> float:
+    """``float(str(Precise))``, without building the string."""
+    i, d = p
+    try:
+        if d <= 0:
+            return float(i * _p10(-d))
+        return i / _p10(d)
+    except OverflowError:
+        raise Reject("invalid_value", "a derived value is out of range") from None
+
+
+def add(a: Pair, b: Pair) -> Pair:
+    if a[1] == b[1]:
+        return (a[0] + b[0], a[1])
+    if a[1] > b[1]:
+        return (a[0] + b[0] * _p10(a[1] - b[1]), a[1])
+    return (a[0] * _p10(b[1] - a[1]) + b[0], b[1])
+
+
+def sub(a: Pair, b: Pair) -> Pair:
+    return add(a, (-b[0], b[1]))
+
+
+def div(a: Pair, b: Pair, precision: int = 18) -> Pair:
+    """``Precise.div``: truncate toward zero at ``precision`` places (ccxt's quirks kept)."""
+    distance = precision - a[1] + b[1]
+    if distance == 0:
+        numerator = a[0]
+    elif distance < 0:
+        numerator = a[0] // _p10(-distance)  # floors, as Precise does
+    else:
+        numerator = a[0] * _p10(distance)
+    result, mod = divmod(numerator, b[0])
+    if result < 0 and mod:
+        result += 1
+    return (result, precision)
+
+
+def mul(a: Pair, b: Pair) -> Pair:
+    return (a[0] * b[0], a[1] + b[1])
+
+
+def timestamp(value: object, name: str) -> int | None:
+    """Milliseconds from an int, a digit string or a float (as ccxt's ``safe_integer``)."""
+    t = type(value)
+    if t is int:
+        ts: int = value  # type: ignore[assignment]
+    elif t is str:
+        s: str = value  # type: ignore[assignment]
+        if s.isdigit() and s.isascii() and len(s) <= 16:
+            ts = int(s)
+        elif s.lower() in MISSING_STRINGS:
+            return None
+        else:
+            raise Reject("invalid_field", f"{name}: {s[:32]!r} is not a timestamp")
+    elif t is float:
+        f: float = value  # type: ignore[assignment]
+        if not math.isfinite(f):
+            raise Reject("invalid_value", f"{name}: {f} is not a timestamp")
+        ts = int(f)
+    elif value is None:
+        return None
+    else:
+        raise Reject("invalid_field", f"{name}: expected a timestamp, got {t.__name__}")
+    if not 0 <= ts <= MAX_TIMESTAMP:
+        raise Reject("invalid_value", f"{name}: {ts} is out of range")
+    return ts
+
+
+_ISO_PREFIX: dict[int, str] = {}
+
+
+def iso8601(ms: int | None) -> str | None:
+    """ccxt's ``iso8601`` for an in-range timestamp; the per-second prefix is cached."""
+    if ms is None:
+        return None
+    seconds, millis = divmod(ms, 1000)
+    prefix = _ISO_PREFIX.get(seconds)
+    if prefix is None:
+        if len(_ISO_PREFIX) >= 4096:  # events cluster in time: a small cache suffices
+            _ISO_PREFIX.clear()
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        if seconds < 0 or len(prefix) != 19:
+            return None
+        _ISO_PREFIX[seconds] = prefix
+    return f"{prefix}.{millis:03d}Z"
+
+
+def norm(p: Pair) -> Pair:
+    """The pair ``Precise(str(p))`` gives: ccxt re-parses every intermediate from its string,
+    which strips trailing zeros. Division truncates differently for negative values
+    depending on that representation, so derivations reuse results in this form."""
+    i, d = p
+    if i == 0:
+        return (0, 0)
+    while i % 10 == 0:
+        i //= 10
+        d -= 1
+    if d < 0:
+        return (i * _p10(-d), 0)
+    return (i, d)

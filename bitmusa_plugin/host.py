@@ -1,0 +1,129 @@
+"""The plugin host: frames in, hook calls out. Shared by ``replay`` and the live stream.
+
+Data flows one way: raw frame -> :class:`~bitmusa_plugin.mapping.Mapper` (per account)
+-> :class:`~bitmusa_plugin.dispatch.Dispatcher` -> plugins. Everything that goes wrong on
+the way is reported three ways: an ``on_error`` hook call, a log record and a counter.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bitmusa_hookspecs import Context, ErrorInfo, Event, StreamState
+
+from . import __version__
+from .dispatch import DEFAULT_QUEUE_SIZE, DEFAULT_SLOW_AFTER, Dispatcher
+from .mapping import DEFAULT_MAX_FRAME_BYTES, Mapped, Mapper, SymbolMap
+from .plugins import PluginHost
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AccountStats:
+    """Counters for one account."""
+
+    events: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    last_event_at: float | None = None
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        age = None if self.last_event_at is None else round(now - self.last_event_at, 3)
+        return {
+            "events": dict(self.events),
+            "rejected": dict(self.rejected),
+            "last_event_age": age,
+        }
+
+
+class Host:
+    """Maps frames per account and delivers the results to every plugin."""
+
+    def __init__(
+        self,
+        plugins: PluginHost,
+        *,
+        command: str,
+        markets: Mapping[str, str] | None = None,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        slow_after: float = DEFAULT_SLOW_AFTER,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.plugins = plugins
+        self.command = command
+        self.symbols = SymbolMap(markets)
+        self.max_frame_bytes = max_frame_bytes
+        self.dispatcher = Dispatcher(
+            plugins.hookimpls(), queue_size=queue_size, slow_after=slow_after, reporter=self.report
+        )
+        self._clock = clock
+        self._mappers: dict[str, Mapper] = {}
+        self.accounts: dict[str, AccountStats] = {}
+        self.errors: Counter[str] = Counter()
+        self._context: Context = {"version": __version__, "command": command, "accounts": []}
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self, accounts: list[str]) -> None:
+        """Start delivery and send ``on_startup`` (call from the running loop)."""
+        for account in accounts:
+            self.mapper(account)
+        self._context = {"version": __version__, "command": self.command, "accounts": accounts}
+        self.dispatcher.start()
+        self.dispatcher.publish("on_startup", {"context": dict(self._context)})
+
+    async def stop(self, timeout: float = 1.5) -> None:
+        """Send ``on_shutdown`` after everything queued, then stop delivery."""
+        self.dispatcher.publish("on_shutdown", {"context": dict(self._context)})
+        await self.dispatcher.close(timeout)
+
+    def mapper(self, account: str) -> Mapper:
+        mapper = self._mappers.get(account)
+        if mapper is None:
+            mapper = self._mappers[account] = Mapper(
+                account,
+                symbols=self.symbols,
+                max_frame_bytes=self.max_frame_bytes,
+                clock=self._clock,
+            )
+            self.accounts[account] = AccountStats()
+        return mapper
+
+    # -- the data path ----------------------------------------------------------------------
+
+    def ingest(self, account: str, raw: str | bytes, received_at: int | None = None) -> bool:
+        """Decode, map and dispatch one frame. Returns False if it was rejected."""
+        result = self.mapper(account).feed(raw, received_at)
+        stats = self.accounts[account]
+        if type(result) is Mapped:
+            stats.events[result.event["stream"]] += 1
+            stats.last_event_at = self._clock()
+            self.dispatcher.publish(result.hook, {result.key: result.obj, "event": result.event})
+            return True
+        error = result[0]
+        stats.rejected[error["kind"]] += 1
+        self.report(error)
+        return False
+
+    def report(self, error: ErrorInfo | dict[str, Any], event: Event | None = None) -> None:
+        """Report a contained failure: counter, log, ``on_error``."""
+        self.errors[error["kind"]] += 1
+        log.warning("%s: %s", error["kind"], error["message"])
+        self.dispatcher.publish("on_error", {"error": error, "event": event})
+
+    def stream_state(self, state: StreamState) -> None:
+        self.dispatcher.publish("on_stream_state", {"state": state})
+
+    def stats(self) -> dict[str, Any]:
+        now = self._clock()
+        return {
+            "accounts": {name: s.as_dict(now) for name, s in self.accounts.items()},
+            "errors": dict(self.errors),
+            "plugins": self.dispatcher.stats(),
+        }

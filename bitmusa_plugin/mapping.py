@@ -1,0 +1,542 @@
+"""Bitmusa user-stream frames -> ccxt unified structures. Pure: no I/O, no ccxt import.
+
+One :class:`Mapper` per account turns a raw text frame into a :class:`Mapped` (which hook
+to call with which unified object) or a :class:`Rejected` (one error report). It never
+raises. It holds the only per-account state the mapping needs: the cumulative wallet.
+
+Derived fields follow ccxt's ``safe_order`` / ``safe_balance`` / ``safe_position`` to the
+letter, on exact decimals (see ``_numbers``); ``tests/test_mapping_exact.py`` checks every
+output against ccxt itself. The decisions are tabled in ``docs/mapping.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, cast
+
+import orjson
+
+from bitmusa_hookspecs import Balance, ErrorInfo, Event, Order, Position
+
+from ._numbers import (
+    Pair,
+    Reject,
+    add,
+    div,
+    is_missing,
+    iso8601,
+    mul,
+    norm,
+    number,
+    pair,
+    sub,
+    timestamp,
+    to_float,
+)
+
+log = logging.getLogger(__name__)
+
+#: Frames longer than this (bytes or characters) are rejected unread. User-stream
+#: frames are a few hundred bytes; 64 KiB leaves room for any real payload.
+DEFAULT_MAX_FRAME_BYTES = 65536
+#: How much of an offending frame an error report carries.
+RAW_EXCERPT_CHARS = 512
+
+#: Quote currencies recognised at the end of a ticker, longest first.
+QUOTES = ("USDT", "USDC", "USD")
+
+STREAM_HOOKS = {
+    "future_order": ("on_order", "order"),
+    "future_wallet": ("on_wallet", "balance"),
+    "future_position": ("on_position", "position"),
+}
+
+# Enum tables. Keys are the documented strings and numeric codes (as int and as digit
+# string); anything else passes through lowercased (see _enum).
+ORDER_STATUS: dict[object, str] = {
+    "TRADING": "open",
+    "PARTIAL": "open",
+    "FILLED": "closed",
+    "CANCELLED": "canceled",
+    "CANCELED": "canceled",
+    0: "open",
+    4: "open",
+    1: "closed",
+    3: "closed",
+    2: "canceled",
+}
+ORDER_TYPE: dict[object, str] = {
+    "MARKET": "market",
+    "LIMIT": "limit",
+    "TAKE_PROFIT": "take_profit",
+    "STOP_LOSS": "stop_loss",
+    "LIQUIDATION": "liquidation",
+    0: "market",
+    1: "limit",
+    2: "take_profit",
+    3: "stop_loss",
+    4: "liquidation",
+}
+ORDER_SIDE: dict[object, str] = {"BUY": "buy", "SELL": "sell", 0: "buy", 1: "sell"}
+REDUCE_ONLY: dict[object, bool] = {"OPEN": False, "CLOSE": True, 0: False, 1: True}
+TIME_IN_FORCE: dict[object, str] = {
+    "GTC": "GTC",
+    "IOC": "IOC",
+    "FOK": "FOK",
+    0: "GTC",
+    1: "IOC",
+    2: "FOK",
+}
+POSITION_SIDE: dict[object, str] = {"BUY": "long", "SELL": "short", 0: "long", 1: "short"}
+MARGIN_MODE: dict[object, str] = {
+    "ISOLATED": "isolated",
+    "CROSSED": "cross",
+    "CROSS": "cross",
+    0: "isolated",
+    1: "cross",
+}
+HEDGED: dict[object, bool] = {"HEDGE": True, "ONEWAY": False, 0: False, 1: True}
+#: Position statuses that mean the position is now flat.
+CLOSING_STATUSES = frozenset(("USER_CLOSE", "FORCE_CLOSE", "TAKE_PROFIT", "STOP_LOSS"))
+
+for _table in (ORDER_STATUS, ORDER_TYPE, ORDER_SIDE, REDUCE_ONLY, TIME_IN_FORCE):
+    _table.update({str(k): v for k, v in list(_table.items()) if type(k) is int})
+for _table2 in (POSITION_SIDE, MARGIN_MODE, HEDGED):
+    _table2.update({str(k): v for k, v in list(_table2.items()) if type(k) is int})
+
+_ONE: Pair = (1, 0)
+_ZERO: Pair = (0, 0)
+_TRAILING_COMMA = re.compile(rb",(\s*[}\]])")
+
+
+class Mapped(NamedTuple):
+    """An accepted frame: call ``hook`` with ``{key: obj, "event": event}``."""
+
+    hook: str
+    key: str
+    obj: dict[str, Any]
+    event: Event
+
+
+class Rejected(NamedTuple):
+    """A frame that could not be accepted, as its one error report."""
+
+    error: ErrorInfo
+
+
+def error_info(
+    kind: str,
+    message: str,
+    account: str | None = None,
+    raw: str | bytes | None = None,
+    plugin: str | None = None,
+) -> ErrorInfo:
+    """Build an :class:`ErrorInfo`; ``raw`` is truncated to ``RAW_EXCERPT_CHARS``."""
+    if isinstance(raw, bytes):
+        raw = raw[: RAW_EXCERPT_CHARS * 4].decode("utf-8", "replace")
+    if raw is not None and len(raw) > RAW_EXCERPT_CHARS:
+        raw = raw[:RAW_EXCERPT_CHARS] + "…"
+    return {"kind": kind, "message": message, "account": account, "raw": raw, "plugin": plugin}
+
+
+def _enum(value: object, table: Mapping[object, Any], name: str) -> Any:
+    """Look a documented value up; pass an unknown one through lowercased."""
+    if value is None:
+        return None
+    try:
+        found = table.get(value)
+    except TypeError:  # unhashable: a list or an object where an enum belongs
+        found = None
+    if found is not None:
+        return found
+    t = type(value)
+    if t is str:
+        s = cast(str, value)
+        if is_missing(s):
+            return None
+        found = table.get(s.upper())
+        return found if found is not None else s.lower()
+    if t is int:
+        return str(value)
+    raise Reject("invalid_field", f"{name}: expected a string or code, got {t.__name__}")
+
+
+def _required_str(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    if type(value) is str and value and not is_missing(value):
+        return cast(str, value)
+    if type(value) is int:
+        return str(value)
+    if is_missing(value):
+        raise Reject("missing_field", f"{key} is missing")
+    raise Reject("invalid_field", f"{key}: expected a string, got {type(value).__name__}")
+
+
+def _non_negative(value: float | None, name: str) -> None:
+    if value is not None and value < 0:
+        raise Reject("invalid_value", f"{name}: {value} is negative")
+
+
+class SymbolMap:
+    """Bitmusa tickers -> ccxt symbols (``XRPUSDT`` -> ``XRP/USDT:USDT``), cached.
+
+    ``markets`` (ticker -> unified symbol) overrides the rule. A ticker that ends in no
+    known quote passes through unchanged, with one warning per ticker.
+    """
+
+    __slots__ = ("_cache",)
+
+    def __init__(self, markets: Mapping[str, str] | None = None) -> None:
+        self._cache: dict[str, str] = dict(markets or {})
+
+    def __call__(self, ticker: str) -> str:
+        symbol = self._cache.get(ticker)
+        if symbol is None:
+            symbol = self._derive(ticker)
+            self._cache[ticker] = symbol
+        return symbol
+
+    @staticmethod
+    def _derive(ticker: str) -> str:
+        upper = ticker.upper()
+        for quote in QUOTES:
+            if upper.endswith(quote) and len(upper) > len(quote):
+                return f"{upper[: -len(quote)]}/{quote}:{quote}"
+        log.warning("unknown ticker %r: no known quote currency, passing it through", ticker)
+        return ticker
+
+
+class _Asset(NamedTuple):
+    free: float
+    used: float
+    total: float
+
+
+class Mapper:
+    """Maps one account's frames. ``feed`` never raises."""
+
+    __slots__ = ("account", "symbols", "max_frame_bytes", "_clock", "_assets", "_dispatch")
+
+    def __init__(
+        self,
+        account: str = "default",
+        markets: Mapping[str, str] | None = None,
+        *,
+        symbols: SymbolMap | None = None,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.account = account
+        self.symbols = symbols if symbols is not None else SymbolMap(markets)
+        self.max_frame_bytes = max_frame_bytes
+        self._clock = clock
+        self._assets: dict[str, _Asset] = {}
+        self._dispatch: dict[str, Callable[[dict[str, Any], int | None], dict[str, Any]]] = {
+            "future_order": self.order,  # type: ignore[dict-item]
+            "future_wallet": self.wallet,  # type: ignore[dict-item]
+            "future_position": self.position,  # type: ignore[dict-item]
+        }
+
+    # -- frames --------------------------------------------------------------------------
+
+    def feed(self, raw: str | bytes, received_at: int | None = None) -> Mapped | Rejected:
+        """Decode and map one text frame."""
+        if received_at is None:
+            received_at = int(self._clock() * 1000)
+        try:
+            if len(raw) > self.max_frame_bytes:
+                raise Reject(
+                    "oversize", f"frame of {len(raw)} bytes exceeds {self.max_frame_bytes}"
+                )
+            try:
+                frame = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                frame = self._lenient(raw)
+            if type(frame) is not dict:
+                raise Reject("not_an_object", f"frame is a JSON {type(frame).__name__}")
+            stream = frame.get("stream")
+            build = self._dispatch.get(stream) if type(stream) is str else None
+            if build is None:
+                raise Reject("unknown_stream", f"unknown stream {stream!r:.64}")
+            data = frame.get("data")
+            if type(data) is not dict:
+                raise Reject(
+                    "missing_field" if is_missing(data) else "invalid_field",
+                    f"{stream}: data must be an object",
+                )
+            event_time = timestamp(frame.get("eventTime"), "eventTime")
+            obj = build(data, event_time)
+        except Reject as exc:
+            return Rejected(error_info(exc.kind, exc.message, self.account, raw))
+        except Exception as exc:  # a bug of ours must not stop the stream either
+            log.exception("bitmusa mapping failed unexpectedly")
+            return Rejected(error_info("internal", repr(exc), self.account, raw))
+        hook, key = STREAM_HOOKS[stream]
+        event: Event = {
+            "account": self.account,
+            "stream": stream,
+            "eventTime": event_time,
+            "receivedAt": received_at,
+            "data": data,
+        }
+        return Mapped(hook, key, obj, event)
+
+    @staticmethod
+    def _lenient(raw: str | bytes) -> Any:
+        # The documented position example has a trailing comma; retry once without them.
+        text = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
+        repaired = _TRAILING_COMMA.sub(rb"\1", text)
+        try:
+            if repaired != text:
+                return orjson.loads(repaired)
+        except orjson.JSONDecodeError:
+            pass
+        raise Reject("malformed_json", "frame is not valid JSON")
+
+    # -- structures ------------------------------------------------------------------------
+
+    def order(self, data: dict[str, Any], event_time: int | None) -> Order:
+        """``future_order`` data -> ccxt order, with ``safe_order``'s derivations."""
+        g = data.get
+        order_id = _required_str(data, "orderId")
+        symbol = self.symbols(_required_str(data, "ticker"))
+        status = _enum(g("status"), ORDER_STATUS, "status")
+        otype = _enum(g("type"), ORDER_TYPE, "type")
+        side = _enum(g("position"), ORDER_SIDE, "position")
+        direction = g("direction")
+        reduce_only = None if is_missing(direction) else REDUCE_ONLY.get(_enum_key(direction))
+        tif = _enum(g("tif"), TIME_IN_FORCE, "tif")
+        if type(tif) is str:
+            tif = tif.upper()
+        raw_price, raw_amount, raw_filled, raw_cost = (
+            g("price"),
+            g("amount"),
+            g("tradedAmount"),
+            g("value"),
+        )
+        price = number(raw_price, "price")
+        amount = number(raw_amount, "amount")
+        filled = number(raw_filled, "tradedAmount")
+        cost = number(raw_cost, "value")
+        _non_negative(price, "price")
+        _non_negative(amount, "amount")
+        _non_negative(filled, "tradedAmount")
+        _non_negative(cost, "value")
+        created = timestamp(g("createdTime"), "createdTime")
+        completed = timestamp(g("completedTime"), "completedTime")
+
+        # safe_order: a zero price or amount means none was given.
+        if not price:
+            price = None
+        amount_p: Pair | None = None
+        if amount:
+            amount_p = pair(raw_amount)
+        else:
+            amount = None
+        filled_p = None if filled is None else pair(raw_filled)
+        closed = status == "closed"
+        if amount is None and closed:
+            amount, amount_p = filled, filled_p
+        if filled is None and closed and amount is not None:
+            filled, filled_p = amount, amount_p
+        remaining: float | None = None
+        if amount_p is not None and filled_p is not None:
+            remaining_p = sub(amount_p, filled_p)
+            if remaining_p[0] < 0:
+                raise Reject("invalid_value", "tradedAmount exceeds amount")
+            remaining = to_float(remaining_p)
+        elif closed:
+            remaining = 0.0
+        average: float | None = None
+        filled_size = None if filled_p is None else norm(filled_p)  # filled * contractSize 1
+        if filled_size is not None and cost is not None and filled_size[0] > 0:
+            average = to_float(div(pair(raw_cost), filled_size))
+        elif cost is None and filled_size is not None and price is not None:
+            cost = to_float(mul(filled_size, pair(raw_price)))
+        if price is None and otype == "market":
+            price = average
+        post_only = None
+        if tif is None:
+            if otype == "market":
+                tif = "IOC"
+        else:
+            post_only = tif == "PO"
+        return {
+            "info": data,
+            "id": order_id,
+            "clientOrderId": None,
+            "timestamp": created,
+            "datetime": iso8601(created),
+            "lastTradeTimestamp": completed,
+            "lastUpdateTimestamp": event_time,
+            "symbol": symbol,
+            "type": otype,
+            "timeInForce": tif,
+            "postOnly": post_only,
+            "reduceOnly": reduce_only,
+            "side": side,
+            "price": price,
+            "stopPrice": None,
+            "triggerPrice": None,
+            "takeProfitPrice": None,
+            "stopLossPrice": None,
+            "amount": amount,
+            "cost": cost,
+            "average": average,
+            "filled": filled,
+            "remaining": remaining,
+            "status": status,
+            "fee": None,
+            "fees": [],
+            "trades": [],
+        }
+
+    def wallet(self, data: dict[str, Any], event_time: int | None) -> Balance:
+        """``future_wallet`` data -> the whole account balance after this update."""
+        asset = _required_str(data, "asset")
+        raw_free, raw_used = data.get("free"), data.get("locked")
+        free = number(raw_free, "free")
+        used = number(raw_used, "locked")
+        if free is None or used is None:
+            raise Reject("missing_field", "free and locked are required")
+        _non_negative(free, "free")
+        _non_negative(used, "locked")
+        total = to_float(add(pair(raw_free), pair(raw_used)))
+        self._assets[asset] = _Asset(free, used, total)
+        return self.balance(data, event_time)
+
+    def balance(self, info: dict[str, Any] | None = None, event_time: int | None = None) -> Balance:
+        """The cumulative balance, as a fresh ccxt ``Balances`` structure."""
+        result: dict[str, Any] = {
+            "info": info if info is not None else {},
+            "timestamp": event_time,
+            "datetime": iso8601(event_time),
+        }
+        frees: dict[str, float] = {}
+        useds: dict[str, float] = {}
+        totals: dict[str, float] = {}
+        for code, a in self._assets.items():
+            result[code] = {"free": a.free, "used": a.used, "total": a.total}
+            frees[code], useds[code], totals[code] = a.free, a.used, a.total
+        result["free"], result["used"], result["total"] = frees, useds, totals
+        return cast(Balance, result)
+
+    def position(self, data: dict[str, Any], event_time: int | None) -> Position:
+        """``future_position`` data -> ccxt position, with ``safe_position``'s derivations."""
+        g = data.get
+        symbol = self.symbols(_required_str(data, "ticker"))
+        side = _enum(g("position"), POSITION_SIDE, "position")
+        margin_mode = _enum(g("marginMode"), MARGIN_MODE, "marginMode")
+        mode = g("positionMode")
+        hedged = None if is_missing(mode) else HEDGED.get(_enum_key(mode))
+        status = g("status")
+        raw_lev, raw_entry, raw_contracts, raw_notional, raw_liq, raw_upnl = (
+            g("leverage"),
+            g("price"),
+            g("amount"),
+            g("value"),
+            g("liquidPrice"),
+            g("unpnl"),
+        )
+        leverage = number(raw_lev, "leverage")
+        entry = number(raw_entry, "price")
+        contracts = number(raw_contracts, "amount")
+        notional = number(raw_notional, "value")
+        liquidation = number(raw_liq, "liquidPrice")
+        upnl = number(raw_upnl, "unpnl")
+        for value, name in (
+            (leverage, "leverage"),
+            (entry, "price"),
+            (contracts, "amount"),
+            (notional, "value"),
+            (liquidation, "liquidPrice"),
+        ):
+            _non_negative(value, name)
+        created = timestamp(g("createdTime"), "createdTime")
+        _enum(status, {}, "status")  # type check only: the raw status stays in info
+        if type(status) is str and status.upper() in CLOSING_STATUSES:
+            contracts, raw_contracts, notional, raw_notional = 0.0, "0", 0.0, "0"
+        if not liquidation:
+            liquidation = None
+
+        # safe_position's derivations that our facts can reach (tests/ccxt_reference.py
+        # runs ccxt's own on the same facts): no margins or mark price are sent, so only
+        # markPrice (when there is no entry price), initial margin and percentage derive.
+        mark: float | None = None
+        im_p: Pair | None = None
+        initial_margin: float | None = None
+        im_percentage: float | None = None
+        contracts_p = None if contracts is None else pair(raw_contracts)
+        if contracts_p is None or contracts_p[0] != 0:
+            notional_p = None if notional is None else pair(raw_notional)
+            has_notional = notional_p is not None and notional_p[0] > 0
+            if entry is None and has_notional and contracts_p is not None and contracts_p[0] > 0:
+                derived = div(notional_p, norm(contracts_p))  # type: ignore[arg-type]
+                if derived[0] > 0:
+                    mark = to_float(derived)
+            lev_p = None if leverage is None else pair(raw_lev)
+            if lev_p is not None and lev_p[0] > 0:
+                imp_p = div(_ONE, lev_p)
+                if imp_p[0] > 0:
+                    im_percentage = to_float(imp_p)
+                if has_notional:
+                    im_p = div(notional_p, lev_p)  # type: ignore[arg-type]
+                    if im_p[0] > 0:
+                        initial_margin = to_float(im_p)
+        percentage: float | None = None
+        if upnl is not None and im_p is not None and im_p[0] != 0:
+            ratio = norm(div(pair(raw_upnl), norm(im_p), 4))
+            percentage = to_float(mul(ratio, (100, 0)))
+        return {
+            "info": data,
+            "id": None,
+            "symbol": symbol,
+            "timestamp": created,
+            "datetime": iso8601(created),
+            "lastUpdateTimestamp": event_time,
+            "initialMargin": initial_margin,
+            "initialMarginPercentage": im_percentage,
+            "maintenanceMargin": None,
+            "maintenanceMarginPercentage": None,
+            "entryPrice": entry,
+            "notional": notional,
+            "leverage": leverage,
+            "unrealizedPnl": upnl,
+            "realizedPnl": None,
+            "contracts": contracts,
+            "contractSize": 1.0,
+            "marginRatio": None,
+            "liquidationPrice": liquidation,
+            "markPrice": mark,
+            "lastPrice": None,
+            "collateral": None,
+            "positionMargin": None,
+            "marginMode": margin_mode,
+            "side": side,
+            "percentage": percentage,
+            "stopLossPrice": None,
+            "takeProfitPrice": None,
+            "hedged": hedged,
+        }
+
+
+def _enum_key(value: object) -> object:
+    """Normalise a flag-like enum value for a table lookup (``"close"`` -> ``"CLOSE"``)."""
+    if type(value) is str:
+        return cast(str, value).upper()
+    if type(value) is int:
+        return value
+    raise Reject("invalid_field", f"expected a string or code, got {type(value).__name__}")
+
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "Mapped",
+    "Mapper",
+    "Rejected",
+    "SymbolMap",
+    "error_info",
+]

@@ -1,0 +1,27 @@
+"""Built-in output plugins. They implement the same hooks a third-party plugin would and
+are registered through the same path (:meth:`bitmusa_plugin.plugins.PluginHost.register`).
+"""
+
+from __future__ import annotations
+
+from typing import IO
+
+from .jsonl import JsonlOutput
+
+OUTPUT_NAMES = ("pretty", "jsonl", "none")
+
+
+def make_output(name: str, stream: IO[str] | None = None) -> object | None:
+    """The built-in output plugin called ``name`` (``none`` gives None)."""
+    if name == "jsonl":
+        return JsonlOutput(stream)
+    if name == "pretty":
+        from .pretty import PrettyOutput  # rich is imported only when it is used
+
+        return PrettyOutput(stream)
+    if name == "none":
+        return None
+    raise ValueError(f"unknown output {name!r}; choose from {', '.join(OUTPUT_NAMES)}")
+
+
+__all__ = ["OUTPUT_NAMES", "JsonlOutput", "make_output"]

@@ -1,0 +1,133 @@
+"""``--output pretty``: one colourised, human-readable line per hook call (rich)."""
+
+from __future__ import annotations
+
+import time
+from typing import IO
+
+from rich.console import Console
+from rich.markup import escape
+
+from bitmusa_hookspecs import (
+    Balance,
+    Context,
+    ErrorInfo,
+    Event,
+    Order,
+    Position,
+    StreamState,
+    hookimpl,
+)
+
+_STATUS_STYLE = {"open": "cyan", "closed": "green", "canceled": "yellow"}
+_STATE_STYLE = {
+    "connected": "green",
+    "rotated": "green",
+    "gap": "bold yellow",
+    "disconnected": "yellow",
+    "failed": "bold red",
+    "closed": "dim",
+}
+
+
+def _n(value: float | None) -> str:
+    """A number as a trader reads it: no float noise, no trailing zeros."""
+    if value is None:
+        return "-"
+    text = f"{value:.10f}".rstrip("0").rstrip(".")
+    return text if text not in ("", "-0") else "0"
+
+
+def _styled(style: str, text: str) -> str:
+    return f"[{style}]{escape(text)}[/]" if style else escape(text)
+
+
+def _clock(ms: int | None) -> str:
+    if ms is None:
+        return "--:--:--.---"
+    return time.strftime("%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}"
+
+
+class PrettyOutput:
+    """Prints a line per event to ``stream`` (stdout by default)."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.console = Console(file=stream, highlight=False, soft_wrap=True)
+
+    def _line(self, ms: int | None, account: str | None, kind: str, text: str) -> None:
+        who = f"[dim]{escape(account)}[/] " if account else ""
+        self.console.print(f"[dim]{_clock(ms)}[/] {who}{kind} {text}")
+
+    @hookimpl
+    def on_wallet(self, balance: Balance, event: Event) -> None:
+        asset = str(event["data"].get("asset", ""))
+        entry = balance.get("total", {})
+        text = (
+            f"[bold]{escape(asset)}[/] free {_n(balance['free'].get(asset))} "
+            f"used {_n(balance['used'].get(asset))} total {_n(entry.get(asset))}"
+        )
+        self._line(event["eventTime"], event["account"], "[magenta]WALLET  [/]", text)
+
+    @hookimpl
+    def on_order(self, order: Order, event: Event) -> None:
+        status = order["status"] or "?"
+        style = _STATUS_STYLE.get(status, "red")
+        side = order["side"] or ""
+        side_style = "green" if side == "buy" else "red" if side == "sell" else ""
+        text = (
+            f"[bold]{escape(order['symbol'] or '?')}[/] "
+            f"{_styled(side_style, side)} {escape(order['type'] or '')} "
+            f"[{style}]{escape(status)}[/] {_n(order['filled'])}/{_n(order['amount'])} "
+            f"@ {_n(order['price'])} avg {_n(order['average'])} "
+            f"[dim]{escape(order['id'] or '')}[/]"
+        )
+        if order["reduceOnly"]:
+            text += " [dim]reduce-only[/]"
+        self._line(event["eventTime"], event["account"], "[blue]ORDER   [/]", text)
+
+    @hookimpl
+    def on_position(self, position: Position, event: Event) -> None:
+        side = position["side"] or ""
+        style = "green" if side == "long" else "red" if side == "short" else ""
+        flat = position["contracts"] == 0
+        text = (
+            f"[bold]{escape(position['symbol'] or '?')}[/] {_styled(style, side)} "
+            f"{_n(position['contracts'])} @ {_n(position['entryPrice'])} "
+            f"liq {_n(position['liquidationPrice'])} uPnL {_n(position['unrealizedPnl'])} "
+            f"[dim]{escape(position['marginMode'] or '')} x{_n(position['leverage'])}[/]"
+        )
+        if flat:
+            text += f" [yellow]flat ({escape(str(event['data'].get('status')))})[/]"
+        self._line(event["eventTime"], event["account"], "[cyan]POSITION[/]", text)
+
+    @hookimpl
+    def on_stream_state(self, state: StreamState) -> None:
+        status = state["status"]
+        text = f"[{_STATE_STYLE.get(status, 'white')}]{status}[/]"
+        if status == "gap":
+            text += f" since {_clock(state['since'])} until {_clock(state['until'])}"
+        if state.get("reason"):
+            text += f" [dim]({escape(str(state['reason']))})[/]"
+        stats = state.get("stats")
+        if stats:
+            text += " [dim]" + escape(" ".join(f"{k}={v}" for k, v in stats.items())) + "[/]"
+        self._line(int(time.time() * 1000), state["account"], "[white]STREAM  [/]", text)
+
+    @hookimpl
+    def on_error(self, error: ErrorInfo, event: Event | None) -> None:
+        text = f"[red]{escape(error['kind'])}[/] {escape(error['message'])}"
+        if error.get("raw"):
+            text += f" [dim]{escape((error['raw'] or '')[:120])}[/]"
+        self._line(int(time.time() * 1000), error.get("account"), "[bold red]ERROR   [/]", text)
+
+    @hookimpl
+    def on_startup(self, context: Context) -> None:
+        accounts = ", ".join(context["accounts"]) or "-"
+        self.console.print(
+            f"[bold]bitmusa-plugin {escape(context['version'])}[/] "
+            f"{escape(context['command'])} [dim]accounts: {escape(accounts)}[/]"
+        )
+
+    @hookimpl
+    def on_shutdown(self, context: Context) -> None:
+        self.console.print("[dim]stopped[/]")

@@ -1,0 +1,126 @@
+"""The hook specifications. Each docstring is that hook's reference (see docs/hooks.md).
+
+Every implementation may be ``def`` or ``async def`` and may accept any subset of the
+arguments (pluggy's rule): ``def on_order(order): ...`` is a valid implementation.
+The host delivers each event to each plugin through that plugin's own ordered queue, so
+one plugin that raises, blocks or falls behind never affects another; a sync
+implementation runs in a worker thread of its plugin, an async one on the event loop.
+Every plugin receives its own copy of each object: mutating it affects no one else.
+"""
+
+from __future__ import annotations
+
+from ._markers import hookspec
+from ._types import Balance, Context, ErrorInfo, Event, Order, Position, StreamState
+
+
+@hookspec
+def on_wallet(balance: Balance, event: Event) -> None:
+    """A ``future_wallet`` frame arrived: the account's balance changed.
+
+    ``balance`` is the whole futures account balance in ccxt's unified shape *after*
+    this update: cumulative across every asset seen since the stream started, not only
+    the asset in this frame. ``total`` is ``free + used``, computed exactly.
+    ``balance["info"]`` is this frame's raw ``data``.
+
+    Example::
+
+        @hookimpl
+        def on_wallet(balance):
+            print("USDT free:", balance["free"].get("USDT"))
+    """
+
+
+@hookspec
+def on_order(order: Order, event: Event) -> None:
+    """A ``future_order`` frame arrived: one of the account's orders changed.
+
+    ``order`` is a ccxt unified order (``status`` ``open``/``closed``/``canceled``,
+    ``filled``, ``remaining``, ``average``, ...), derived exactly as ccxt's
+    ``safe_order`` would. ``order["info"]`` is the raw ``data``.
+
+    Example::
+
+        @hookimpl
+        async def on_order(order, event):
+            if order["status"] == "closed":
+                await notify(f"{order['symbol']} filled {order['filled']} @ {order['average']}")
+    """
+
+
+@hookspec
+def on_position(position: Position, event: Event) -> None:
+    """A ``future_position`` frame arrived: one of the account's positions changed.
+
+    ``position`` is a ccxt unified position. A position closed by the user, by
+    liquidation, by take-profit or by stop-loss arrives with ``contracts == 0`` and
+    ``notional == 0``; the reason stays in ``position["info"]["status"]``.
+
+    Example::
+
+        @hookimpl
+        def on_position(position):
+            if position["contracts"] == 0:
+                print(position["symbol"], "is flat")
+    """
+
+
+@hookspec
+def on_stream_state(state: StreamState) -> None:
+    """An account's stream changed state.
+
+    ``state["status"]`` is one of ``connecting``, ``connected``, ``disconnected``,
+    ``gap``, ``rotating``, ``rotated``, ``closed``, ``failed``. Exactly one ``gap``
+    follows each unplanned disconnect, after the new connection is up and before its
+    first event, with ``since``/``until`` (ms) bounding what may have been missed: resync
+    there. ``replay`` reports ``connected`` at the start and ``closed`` at the end.
+
+    Example::
+
+        @hookimpl
+        def on_stream_state(state):
+            if state["status"] == "gap":
+                print("missed", state["since"], "to", state["until"], "on", state["account"])
+    """
+
+
+@hookspec
+def on_error(error: ErrorInfo, event: Event | None) -> None:
+    """Something failed and was contained; the stream goes on.
+
+    Fires for a frame that could not be decoded or mapped (``event`` is ``None``, the
+    frame's text is in ``error["raw"]``, truncated), a plugin that raised or fell behind
+    (``error["plugin"]`` names it, ``event`` is the event it failed on), and a REST
+    failure. ``error["kind"]`` is one of the kinds listed in docs/hooks.md. An exception
+    raised by an ``on_error`` implementation is logged, never re-dispatched.
+
+    Example::
+
+        @hookimpl
+        def on_error(error):
+            log.warning("bitmusa %s: %s", error["kind"], error["message"])
+    """
+
+
+@hookspec
+def on_startup(context: Context) -> None:
+    """The host is starting, before the first event. Open files and sessions here.
+
+    Example::
+
+        @hookimpl
+        def on_startup(context):
+            print("bitmusa-plugin", context["version"], "for", context["accounts"])
+    """
+
+
+@hookspec
+def on_shutdown(context: Context) -> None:
+    """The host is stopping, after the last event was delivered. Flush and close here.
+
+    Example::
+
+        @hookimpl
+        async def on_shutdown(context):
+            await session.close()
+    """
