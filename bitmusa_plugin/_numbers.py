@@ -37,8 +37,12 @@ MAX_TIMESTAMP = 253402300799999
 _POW10 = [10**i for i in range(256)]
 
 
+_FPOW10 = [float(10**i) for i in range(23)]  # exact doubles up to 1e22
+_TWO53 = 2**53
+
+
 def _p10(n: int) -> int:
-    return _POW10[n] if n < 256 else 10**n
+    return _POW10[n] if n < 256 else int(10**n)
 
 
 class Reject(Exception):
@@ -58,51 +62,64 @@ def is_missing(value: object) -> bool:
 def number(value: object, name: str) -> float | None:
     """A numeric field as ccxt would output it (``float``), or None when missing."""
     t = type(value)
-    if t is float:
-        f: float = value  # type: ignore[assignment]
-    elif t is int:
-        f = float(value)  # type: ignore[arg-type]
-    elif t is str:
+    if t is str:  # the common case first: Bitmusa sends most numbers as strings
         s: str = value  # type: ignore[assignment]
-        if len(s) > MAX_NUMBER_CHARS or not s:
-            if not s:
-                return None
-            raise Reject("invalid_field", f"{name}: number too long")
         try:
             f = float(s)
         except ValueError:
             if s.lower() in MISSING_STRINGS:
                 return None
             raise Reject("invalid_field", f"{name}: {s[:32]!r} is not a number") from None
+        if len(s) > MAX_NUMBER_CHARS:
+            raise Reject("invalid_field", f"{name}: number too long")
+    elif t is float:
+        f = value  # type: ignore[assignment]
+    elif t is int:
+        f = float(value)  # type: ignore[arg-type]
     elif value is None:
         return None
     else:
         raise Reject("invalid_field", f"{name}: expected a number, got {t.__name__}")
-    if not (-MAX_ABS < f < MAX_ABS) or (f and -MIN_ABS < f < MIN_ABS):  # nan fails too
-        raise Reject("invalid_value", f"{name}: {value!r:.40} is not a number in range")
-    return f
+    if -MAX_ABS < f < MAX_ABS and not (f and -MIN_ABS < f < MIN_ABS):  # nan fails too
+        return f
+    raise Reject("invalid_value", f"{name}: {value!r:.40} is not a number in range")
 
 
 def pair(value: object) -> Pair:
-    """The exact decimal of a value :func:`number` accepted (same parse as ``Precise``)."""
-    if type(value) is int:
+    """The exact decimal of a value :func:`number` accepted (the same parse as ``Precise``).
+
+    Only call it on a value :func:`number` returned a float for: that validation is what
+    makes the fast path below safe (no empty digit strings, no exponent overflow)."""
+    t = type(value)
+    if t is int:
         return (value, 0)  # type: ignore[return-value]
-    s = value if type(value) is str else repr(value)
-    modifier = 0
+    s: str = value if t is str else repr(value)  # type: ignore[assignment]
     if "e" in s or "E" in s:
-        s, _, exp = s.lower().partition("e")
-        modifier = int(exp)
-        if not -MAX_EXPONENT <= modifier <= MAX_EXPONENT:
-            raise Reject("invalid_value", f"exponent {modifier} out of range")
-    dot = s.find(".")
-    if dot > -1:
-        return (int(s.replace(".", "") or "0"), len(s) - dot - 1 - modifier)
-    return (int(s), -modifier)
+        return _pair_exponent(s)
+    head, dot, tail = s.partition(".")
+    if not dot:
+        return (int(s), 0)
+    return (int(head + tail), len(tail))
+
+
+def _pair_exponent(s: str) -> Pair:
+    mantissa, _, exp = s.lower().partition("e")
+    modifier = int(exp)
+    if not -MAX_EXPONENT <= modifier <= MAX_EXPONENT:
+        raise Reject("invalid_value", f"exponent {modifier} out of range")
+    integer, decimals = pair(mantissa)
+    return (integer, decimals - modifier)
 
 
 def to_float(p: Pair) -> float:
     """``float(str(Precise))``, without building the string."""
     i, d = p
+    if d > 22 or not -_TWO53 < i < _TWO53:
+        i, d = norm(p)  # 18-place quotients usually end in zeros; fewer digits, fast path
+    if 0 < d <= 22 and -_TWO53 < i < _TWO53:
+        # both exact as doubles, so IEEE division is the correctly rounded quotient (and
+        # much faster than CPython's big-int true division)
+        return i / _FPOW10[d]
     try:
         if d <= 0:
             return float(i * _p10(-d))
@@ -170,6 +187,7 @@ def timestamp(value: object, name: str) -> int | None:
 
 
 _ISO_PREFIX: dict[int, str] = {}
+_ISO_MILLIS = [f".{ms:03d}Z" for ms in range(1000)]
 
 
 def iso8601(ms: int | None) -> str | None:
@@ -185,7 +203,7 @@ def iso8601(ms: int | None) -> str | None:
         if seconds < 0 or len(prefix) != 19:
             return None
         _ISO_PREFIX[seconds] = prefix
-    return f"{prefix}.{millis:03d}Z"
+    return prefix + _ISO_MILLIS[millis]
 
 
 def norm(p: Pair) -> Pair:
@@ -193,11 +211,14 @@ def norm(p: Pair) -> Pair:
     which strips trailing zeros. Division truncates differently for negative values
     depending on that representation, so derivations reuse results in this form."""
     i, d = p
+    if i % 10:  # the common case: nothing to strip
+        return p if d >= 0 else (i * _p10(-d), 0)
     if i == 0:
         return (0, 0)
-    while i % 10 == 0:
-        i //= 10
-        d -= 1
+    digits = str(i)
+    stripped = digits.rstrip("0")  # what Precise.reduce_digits does, as fast
+    d -= len(digits) - len(stripped)
+    i = int(stripped)
     if d < 0:
         return (i * _p10(-d), 0)
     return (i, d)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING
@@ -74,9 +73,7 @@ def _add_output_options(parser: argparse.ArgumentParser, default_output: str) ->
     )
 
 
-def load_plugins(
-    output: str, *, strict: bool, stream: IO[str] | None = None
-) -> PluginHost:
+def load_plugins(output: str, *, strict: bool, stream: IO[str] | None = None) -> PluginHost:
     """The plugin host with the chosen built-in output and every enabled entry point."""
     from .outputs import make_output
     from .plugins import PluginHost
@@ -84,23 +81,31 @@ def load_plugins(
     host = PluginHost(strict=strict)
     plugin = make_output(output, stream)
     if plugin is not None:
-        host.register(plugin, f"output-{output}", distribution="bitmusa-plugin",
-                      version=__version__, builtin=True)
+        host.register(
+            plugin,
+            f"output-{output}",
+            distribution="bitmusa-plugin",
+            version=__version__,
+            builtin=True,
+        )
     host.load_entrypoints()
     return host
 
 
-async def replay(
-    lines: IO[str], plugins: PluginHost, account: str = "default"
-) -> int:
+async def replay(lines: IO[str], plugins: PluginHost, account: str = "default") -> int:
     """Feed each line through the same path the live stream uses; the exit status."""
     from .host import Host
 
     host = Host(plugins, command="replay")
     host.start([account])
     host.stream_state(
-        {"account": account, "status": "connected", "since": None, "until": None,
-         "reason": "replay"}
+        {
+            "account": account,
+            "status": "connected",
+            "since": None,
+            "until": None,
+            "reason": "replay",
+        }
     )
     rejected = 0
     limit = host.dispatcher.queue_size // 2
@@ -112,12 +117,17 @@ async def replay(
             rejected += 1
         if n % 64 == 0:
             # a file is read faster than plugins consume: wait instead of overflowing
-            while host.dispatcher.backlog() > limit:
+            while host.dispatcher.backlog() > limit:  # noqa: ASYNC110 (a counter, not an event)
                 await asyncio.sleep(0.001)
             await asyncio.sleep(0)
     host.stream_state(
-        {"account": account, "status": "closed", "since": None, "until": None,
-         "reason": "end of replay"}
+        {
+            "account": account,
+            "status": "closed",
+            "since": None,
+            "until": None,
+            "reason": "end of replay",
+        }
     )
     await host.dispatcher.drain()
     await host.stop()
@@ -143,8 +153,13 @@ def _plugins_command(args: argparse.Namespace) -> int:
         table = Table("name", "version", "distribution", "hooks", "status")
         for r in records:
             status = r["status"] if r["error"] is None else f"{r['status']}: {r['error']}"
-            table.add_row(r["name"], r["version"] or "", r["distribution"] or "",
-                          ", ".join(r["hooks"]), status)
+            table.add_row(
+                r["name"],
+                r["version"] or "",
+                r["distribution"] or "",
+                ", ".join(r["hooks"]),
+                status,
+            )
         Console().print(table if records else "no plugins installed")
     if args.strict_plugins and host.failed:
         return EXIT_USAGE

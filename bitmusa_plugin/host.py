@@ -101,17 +101,17 @@ class Host:
         """Decode, map and dispatch one frame. Returns False if it was rejected."""
         result = self.mapper(account).feed(raw, received_at)
         stats = self.accounts[account]
-        if type(result) is Mapped:
+        if isinstance(result, Mapped):
             stats.events[result.event["stream"]] += 1
             stats.last_event_at = self._clock()
             self.dispatcher.publish(result.hook, {result.key: result.obj, "event": result.event})
             return True
-        error = result[0]
+        error = result.error
         stats.rejected[error["kind"]] += 1
         self.report(error)
         return False
 
-    def report(self, error: ErrorInfo | dict[str, Any], event: Event | None = None) -> None:
+    def report(self, error: ErrorInfo, event: Event | None = None) -> None:
         """Report a contained failure: counter, log, ``on_error``."""
         self.errors[error["kind"]] += 1
         log.warning("%s: %s", error["kind"], error["message"])

@@ -15,13 +15,15 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import orjson
 
 from bitmusa_hookspecs import Balance, ErrorInfo, Event, Order, Position
 
 from ._numbers import (
+    MAX_TIMESTAMP,
+    MISSING_STRINGS,
     Pair,
     Reject,
     add,
@@ -102,10 +104,15 @@ HEDGED: dict[object, bool] = {"HEDGE": True, "ONEWAY": False, 0: False, 1: True}
 #: Position statuses that mean the position is now flat.
 CLOSING_STATUSES = frozenset(("USER_CLOSE", "FORCE_CLOSE", "TAKE_PROFIT", "STOP_LOSS"))
 
-for _table in (ORDER_STATUS, ORDER_TYPE, ORDER_SIDE, REDUCE_ONLY, TIME_IN_FORCE):
+# Codes also arrive as digit strings ("4"): index those too.
+for _table in (ORDER_STATUS, ORDER_TYPE, ORDER_SIDE, TIME_IN_FORCE, POSITION_SIDE, MARGIN_MODE):
     _table.update({str(k): v for k, v in list(_table.items()) if type(k) is int})
-for _table2 in (POSITION_SIDE, MARGIN_MODE, HEDGED):
-    _table2.update({str(k): v for k, v in list(_table2.items()) if type(k) is int})
+for _flags in (REDUCE_ONLY, HEDGED):
+    _flags.update({str(k): v for k, v in list(_flags.items()) if type(k) is int})
+
+#: Every key of a unified order, in ccxt's order; each order starts as a copy of this.
+_ORDER_TEMPLATE: dict[str, Any] = dict.fromkeys(Order.__annotations__)
+_POSITION_TEMPLATE: dict[str, Any] = dict.fromkeys(Position.__annotations__)
 
 _ONE: Pair = (1, 0)
 _ZERO: Pair = (0, 0)
@@ -119,6 +126,9 @@ class Mapped(NamedTuple):
     key: str
     obj: dict[str, Any]
     event: Event
+
+
+_new_mapped = tuple.__new__
 
 
 class Rejected(NamedTuple):
@@ -144,33 +154,33 @@ def error_info(
 
 def _enum(value: object, table: Mapping[object, Any], name: str) -> Any:
     """Look a documented value up; pass an unknown one through lowercased."""
-    if value is None:
-        return None
-    try:
-        found = table.get(value)
-    except TypeError:  # unhashable: a list or an object where an enum belongs
-        found = None
-    if found is not None:
-        return found
-    t = type(value)
-    if t is str:
-        s = cast(str, value)
-        if is_missing(s):
+    if type(value) is str:
+        s = value
+        found = table.get(s)
+        if found is not None:
+            return found
+        if len(s) <= 4 and s.lower() in MISSING_STRINGS:
             return None
         found = table.get(s.upper())
         return found if found is not None else s.lower()
-    if t is int:
-        return str(value)
-    raise Reject("invalid_field", f"{name}: expected a string or code, got {t.__name__}")
+    if type(value) is int:  # exact type: a JSON true must not pass for code 1
+        found = table.get(value)
+        return found if found is not None else str(value)
+    if value is None:
+        return None
+    raise Reject("invalid_field", f"{name}: expected a string or code, got {type(value).__name__}")
 
 
 def _required_str(data: Mapping[str, Any], key: str) -> str:
     value = data.get(key)
-    if type(value) is str and value and not is_missing(value):
-        return cast(str, value)
+    if type(value) is str:
+        s = value
+        if len(s) > 4 or s.lower() not in MISSING_STRINGS:  # "", "null", "none"
+            return s
+        raise Reject("missing_field", f"{key} is missing")
     if type(value) is int:
         return str(value)
-    if is_missing(value):
+    if value is None:
         raise Reject("missing_field", f"{key} is missing")
     raise Reject("invalid_field", f"{key}: expected a string, got {type(value).__name__}")
 
@@ -187,16 +197,18 @@ class SymbolMap:
     known quote passes through unchanged, with one warning per ticker.
     """
 
-    __slots__ = ("_cache",)
+    __slots__ = ("known",)
 
     def __init__(self, markets: Mapping[str, str] | None = None) -> None:
-        self._cache: dict[str, str] = dict(markets or {})
+        #: ticker -> symbol for every ticker seen (and every one given); read it directly
+        #: on hot paths, call the map for a ticker not in it yet.
+        self.known: dict[str, str] = dict(markets or {})
 
     def __call__(self, ticker: str) -> str:
-        symbol = self._cache.get(ticker)
+        symbol = self.known.get(ticker)
         if symbol is None:
             symbol = self._derive(ticker)
-            self._cache[ticker] = symbol
+            self.known[ticker] = symbol
         return symbol
 
     @staticmethod
@@ -218,7 +230,7 @@ class _Asset(NamedTuple):
 class Mapper:
     """Maps one account's frames. ``feed`` never raises."""
 
-    __slots__ = ("account", "symbols", "max_frame_bytes", "_clock", "_assets", "_dispatch")
+    __slots__ = ("_assets", "_clock", "_dispatch", "account", "max_frame_bytes", "symbols")
 
     def __init__(
         self,
@@ -258,8 +270,7 @@ class Mapper:
             if type(frame) is not dict:
                 raise Reject("not_an_object", f"frame is a JSON {type(frame).__name__}")
             stream = frame.get("stream")
-            build = self._dispatch.get(stream) if type(stream) is str else None
-            if build is None:
+            if type(stream) is not str or (build := self._dispatch.get(stream)) is None:
                 raise Reject("unknown_stream", f"unknown stream {stream!r:.64}")
             data = frame.get("data")
             if type(data) is not dict:
@@ -267,7 +278,9 @@ class Mapper:
                     "missing_field" if is_missing(data) else "invalid_field",
                     f"{stream}: data must be an object",
                 )
-            event_time = timestamp(frame.get("eventTime"), "eventTime")
+            event_time = frame.get("eventTime")
+            if type(event_time) is not int or not 0 <= event_time <= MAX_TIMESTAMP:
+                event_time = timestamp(event_time, "eventTime")
             obj = build(data, event_time)
         except Reject as exc:
             return Rejected(error_info(exc.kind, exc.message, self.account, raw))
@@ -282,7 +295,7 @@ class Mapper:
             "receivedAt": received_at,
             "data": data,
         }
-        return Mapped(hook, key, obj, event)
+        return _new_mapped(Mapped, (hook, key, obj, event))  # NamedTuple.__new__ is slow
 
     @staticmethod
     def _lenient(raw: str | bytes) -> Any:
@@ -301,16 +314,36 @@ class Mapper:
     def order(self, data: dict[str, Any], event_time: int | None) -> Order:
         """``future_order`` data -> ccxt order, with ``safe_order``'s derivations."""
         g = data.get
-        order_id = _required_str(data, "orderId")
-        symbol = self.symbols(_required_str(data, "ticker"))
-        status = _enum(g("status"), ORDER_STATUS, "status")
-        otype = _enum(g("type"), ORDER_TYPE, "type")
-        side = _enum(g("position"), ORDER_SIDE, "position")
-        direction = g("direction")
-        reduce_only = None if is_missing(direction) else REDUCE_ONLY.get(_enum_key(direction))
-        tif = _enum(g("tif"), TIME_IN_FORCE, "tif")
-        if type(tif) is str:
-            tif = tif.upper()
+        order_id = g("orderId")
+        if type(order_id) is not str or len(order_id) <= 4:  # "", "null", "none", or ints
+            order_id = _required_str(data, "orderId")
+        v = g("ticker")
+        symbol = self.symbols.known.get(v) if type(v) is str else None
+        if symbol is None:
+            symbol = self.symbols(_required_str(data, "ticker"))
+        # enum fast path: a documented string is one dict lookup; anything else -> _enum
+        v = g("status")
+        status = ORDER_STATUS.get(v) if type(v) is str else None
+        if status is None:
+            status = _enum(v, ORDER_STATUS, "status")
+        v = g("type")
+        otype = ORDER_TYPE.get(v) if type(v) is str else None
+        if otype is None:
+            otype = _enum(v, ORDER_TYPE, "type")
+        v = g("position")
+        side = ORDER_SIDE.get(v) if type(v) is str else None
+        if side is None:
+            side = _enum(v, ORDER_SIDE, "position")
+        v = g("direction")
+        reduce_only = REDUCE_ONLY.get(v) if type(v) is str else None
+        if reduce_only is None and not is_missing(v):
+            reduce_only = REDUCE_ONLY.get(_enum_key(v))
+        v = g("tif")
+        tif = TIME_IN_FORCE.get(v) if type(v) is str else None
+        if tif is None and v is not None:
+            tif = _enum(v, TIME_IN_FORCE, "tif")
+            if tif is not None:
+                tif = tif.upper()
         raw_price, raw_amount, raw_filled, raw_cost = (
             g("price"),
             g("amount"),
@@ -321,12 +354,19 @@ class Mapper:
         amount = number(raw_amount, "amount")
         filled = number(raw_filled, "tradedAmount")
         cost = number(raw_cost, "value")
-        _non_negative(price, "price")
-        _non_negative(amount, "amount")
-        _non_negative(filled, "tradedAmount")
-        _non_negative(cost, "value")
-        created = timestamp(g("createdTime"), "createdTime")
-        completed = timestamp(g("completedTime"), "completedTime")
+        if (
+            (price is not None and price < 0)
+            or (amount is not None and amount < 0)
+            or (filled is not None and filled < 0)
+            or (cost is not None and cost < 0)
+        ):
+            raise Reject("invalid_value", "price, amount, tradedAmount and value must be >= 0")
+        created = g("createdTime")
+        if type(created) is not int or not 0 <= created <= MAX_TIMESTAMP:
+            created = timestamp(created, "createdTime")
+        completed = g("completedTime")
+        if completed is not None:
+            completed = timestamp(completed, "completedTime")
 
         # safe_order: a zero price or amount means none was given.
         if not price:
@@ -351,11 +391,13 @@ class Mapper:
         elif closed:
             remaining = 0.0
         average: float | None = None
-        filled_size = None if filled_p is None else norm(filled_p)  # filled * contractSize 1
-        if filled_size is not None and cost is not None and filled_size[0] > 0:
-            average = to_float(div(pair(raw_cost), filled_size))
-        elif cost is None and filled_size is not None and price is not None:
-            cost = to_float(mul(filled_size, pair(raw_price)))
+        if filled_p is not None:
+            # safe_order re-reads filled * contractSize (1) from its string: norm()
+            if cost is not None:
+                if filled_p[0] > 0:
+                    average = to_float(div(pair(raw_cost), norm(filled_p)))
+            elif price is not None:
+                cost = to_float(mul(norm(filled_p), pair(raw_price)))
         if price is None and otype == "market":
             price = average
         post_only = None
@@ -364,35 +406,30 @@ class Mapper:
                 tif = "IOC"
         else:
             post_only = tif == "PO"
-        return {
-            "info": data,
-            "id": order_id,
-            "clientOrderId": None,
-            "timestamp": created,
-            "datetime": iso8601(created),
-            "lastTradeTimestamp": completed,
-            "lastUpdateTimestamp": event_time,
-            "symbol": symbol,
-            "type": otype,
-            "timeInForce": tif,
-            "postOnly": post_only,
-            "reduceOnly": reduce_only,
-            "side": side,
-            "price": price,
-            "stopPrice": None,
-            "triggerPrice": None,
-            "takeProfitPrice": None,
-            "stopLossPrice": None,
-            "amount": amount,
-            "cost": cost,
-            "average": average,
-            "filled": filled,
-            "remaining": remaining,
-            "status": status,
-            "fee": None,
-            "fees": [],
-            "trades": [],
-        }
+        # A template copy plus assignments is twice as fast as a 28-key dict literal.
+        result = _ORDER_TEMPLATE.copy()
+        result["info"] = data
+        result["id"] = order_id
+        result["timestamp"] = created
+        result["datetime"] = iso8601(created)
+        result["lastTradeTimestamp"] = completed
+        result["lastUpdateTimestamp"] = event_time
+        result["symbol"] = symbol
+        result["type"] = otype
+        result["timeInForce"] = tif
+        result["postOnly"] = post_only
+        result["reduceOnly"] = reduce_only
+        result["side"] = side
+        result["price"] = price
+        result["amount"] = amount
+        result["cost"] = cost
+        result["average"] = average
+        result["filled"] = filled
+        result["remaining"] = remaining
+        result["status"] = status
+        result["fees"] = []
+        result["trades"] = []
+        return result  # type: ignore[return-value]
 
     def wallet(self, data: dict[str, Any], event_time: int | None) -> Balance:
         """``future_wallet`` data -> the whole account balance after this update."""
@@ -422,7 +459,7 @@ class Mapper:
             result[code] = {"free": a.free, "used": a.used, "total": a.total}
             frees[code], useds[code], totals[code] = a.free, a.used, a.total
         result["free"], result["used"], result["total"] = frees, useds, totals
-        return cast(Balance, result)
+        return result  # type: ignore[return-value]
 
     def position(self, data: dict[str, Any], event_time: int | None) -> Position:
         """``future_position`` data -> ccxt position, with ``safe_position``'s derivations."""
@@ -490,43 +527,33 @@ class Mapper:
         if upnl is not None and im_p is not None and im_p[0] != 0:
             ratio = norm(div(pair(raw_upnl), norm(im_p), 4))
             percentage = to_float(mul(ratio, (100, 0)))
-        return {
-            "info": data,
-            "id": None,
-            "symbol": symbol,
-            "timestamp": created,
-            "datetime": iso8601(created),
-            "lastUpdateTimestamp": event_time,
-            "initialMargin": initial_margin,
-            "initialMarginPercentage": im_percentage,
-            "maintenanceMargin": None,
-            "maintenanceMarginPercentage": None,
-            "entryPrice": entry,
-            "notional": notional,
-            "leverage": leverage,
-            "unrealizedPnl": upnl,
-            "realizedPnl": None,
-            "contracts": contracts,
-            "contractSize": 1.0,
-            "marginRatio": None,
-            "liquidationPrice": liquidation,
-            "markPrice": mark,
-            "lastPrice": None,
-            "collateral": None,
-            "positionMargin": None,
-            "marginMode": margin_mode,
-            "side": side,
-            "percentage": percentage,
-            "stopLossPrice": None,
-            "takeProfitPrice": None,
-            "hedged": hedged,
-        }
+        result = _POSITION_TEMPLATE.copy()  # faster than a 29-key dict literal
+        result["info"] = data
+        result["symbol"] = symbol
+        result["timestamp"] = created
+        result["datetime"] = iso8601(created)
+        result["lastUpdateTimestamp"] = event_time
+        result["initialMargin"] = initial_margin
+        result["initialMarginPercentage"] = im_percentage
+        result["entryPrice"] = entry
+        result["notional"] = notional
+        result["leverage"] = leverage
+        result["unrealizedPnl"] = upnl
+        result["contracts"] = contracts
+        result["contractSize"] = 1.0
+        result["liquidationPrice"] = liquidation
+        result["markPrice"] = mark
+        result["marginMode"] = margin_mode
+        result["side"] = side
+        result["percentage"] = percentage
+        result["hedged"] = hedged
+        return result  # type: ignore[return-value]
 
 
 def _enum_key(value: object) -> object:
     """Normalise a flag-like enum value for a table lookup (``"close"`` -> ``"CLOSE"``)."""
     if type(value) is str:
-        return cast(str, value).upper()
+        return value.upper()
     if type(value) is int:
         return value
     raise Reject("invalid_field", f"expected a string or code, got {type(value).__name__}")

@@ -46,7 +46,7 @@ class Reference(ccxt.Exchange):  # type: ignore[misc]
 
     def __init__(self) -> None:
         super().__init__({"id": "bitmusa"})
-        self.wallet: dict[str, dict[str, str]] = {}
+        self.wallet: dict[str, dict[str, str | None]] = {}
 
     def s(self, data: Any, key: str) -> str | None:
         value: str | None = self.safe_string(data, key)
@@ -64,7 +64,7 @@ class Reference(ccxt.Exchange):  # type: ignore[misc]
             return table.get(value.upper(), value.lower())
         return str(value)
 
-    def parse_order(self, data: Any, event_time: int | None) -> Any:  # type: ignore[override]
+    def parse_order(self, data: Any, event_time: int | None) -> Any:
         tif = self.enum(data, "tif", m.TIME_IN_FORCE)
         direction = data.get("direction")
         reduce_only = None
@@ -114,7 +114,7 @@ class Reference(ccxt.Exchange):  # type: ignore[misc]
             balance[code] = dict(entry)
         return self.safe_balance(balance)
 
-    def parse_position(self, data: Any, event_time: int | None) -> Any:  # type: ignore[override]
+    def parse_position(self, data: Any, event_time: int | None) -> Any:
         contracts, notional = self.s(data, "amount"), self.s(data, "value")
         status = data.get("status")
         if isinstance(status, str) and status.upper() in m.CLOSING_STATUSES:

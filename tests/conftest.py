@@ -32,3 +32,39 @@ def _clean_plugin_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("BITMUSA_LOAD_PLUGINS", "BITMUSA_DISABLE_PLUGINS"):
         if name in os.environ:
             monkeypatch.delenv(name)
+
+
+class FakeDistribution:
+    """Installs a distribution with ``bitmusa`` entry points onto sys.path, for real
+    entry-point discovery without pip."""
+
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.root = root
+        self.monkeypatch = monkeypatch
+        self.count = 0
+
+    def install(
+        self,
+        modules: dict[str, str],
+        entry_points: dict[str, str] | None = None,
+        name: str | None = None,
+        version: str = "1.0",
+    ) -> Path:
+        self.count += 1
+        name = name or f"fake-plugins-{self.count}"
+        site = self.root / f"site{self.count}"
+        info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        eps = entry_points or {mod: mod for mod in modules}
+        lines = "\n".join(f"{ep} = {target}" for ep, target in eps.items())
+        (info / "entry_points.txt").write_text(f"[bitmusa]\n{lines}\n")
+        for mod, source in modules.items():
+            (site / f"{mod}.py").write_text(source)
+        self.monkeypatch.syspath_prepend(str(site))
+        return site
+
+
+@pytest.fixture
+def fake_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeDistribution:
+    return FakeDistribution(tmp_path, monkeypatch)

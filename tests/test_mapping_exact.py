@@ -9,12 +9,12 @@ from typing import Any
 
 import orjson
 import pytest
-from ccxt_reference import Reference, validate
-from conftest import corpus_frames
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bitmusa_plugin.mapping import Mapped, Mapper, Rejected
+from ccxt_reference import Reference, validate
+from conftest import corpus_frames
 
 ERROR_KINDS = {
     "malformed_json",
@@ -84,8 +84,9 @@ def test_order_derivations_match_ccxt_semantics() -> None:
     assert partial["remaining"] == 0.2  # exact: a float 0.3 - 0.1 is 0.19999999999999998
     assert partial["average"] == 0.5
     assert partial["status"] == "open"
-    market = order(type="MARKET", price=0, amount="2", tradedAmount="2", value="1.031",
-                   status="FILLED")
+    market = order(
+        type="MARKET", price=0, amount="2", tradedAmount="2", value="1.031", status="FILLED"
+    )
     assert market["price"] == market["average"] == 0.5155  # market price <- average
     assert market["timeInForce"] == "IOC"
     limit = order(type="LIMIT", price="0", amount="1", status="TRADING")
@@ -104,8 +105,15 @@ def test_position_closing_statuses_are_flat_with_reason_in_info() -> None:
     for status in ("USER_CLOSE", "FORCE_CLOSE", "TAKE_PROFIT", "STOP_LOSS"):
         raw = orjson.dumps(
             {
-                "data": {"ticker": "XRPUSDT", "status": status, "amount": "3", "value": "1.5",
-                         "position": "SELL", "marginMode": "CROSSED", "positionMode": "HEDGE"},
+                "data": {
+                    "ticker": "XRPUSDT",
+                    "status": status,
+                    "amount": "3",
+                    "value": "1.5",
+                    "position": "SELL",
+                    "marginMode": "CROSSED",
+                    "positionMode": "HEDGE",
+                },
                 "stream": "future_position",
                 "eventTime": 1700703548846,
             }
@@ -126,10 +134,16 @@ def test_wallet_is_cumulative_across_assets() -> None:
     mapper = Mapper()
     for asset, free in (("USDT", "10"), ("BTC", "0.5"), ("USDT", "12")):
         result = mapper.feed(
-            orjson.dumps({"data": {"asset": asset, "free": free, "locked": "1"},
-                          "stream": "future_wallet", "eventTime": 1700703707123})
+            orjson.dumps(
+                {
+                    "data": {"asset": asset, "free": free, "locked": "1"},
+                    "stream": "future_wallet",
+                    "eventTime": 1700703707123,
+                }
+            )
         )
         assert isinstance(result, Mapped)
+    assert isinstance(result, Mapped)
     balance = result.obj
     assert balance["free"] == {"USDT": 12.0, "BTC": 0.5}
     assert balance["total"] == {"USDT": 13.0, "BTC": 1.5}
@@ -179,16 +193,18 @@ def order_frames(draw: st.DrawFn) -> dict[str, Any]:
         "orderId": draw(st.one_of(st.text(min_size=1, max_size=8), st.integers(0, 10**12))),
         "ticker": draw(st.sampled_from(["XRPUSDT", "BTCUSDC", "ETHUSD", "DOGEBTC"])),
         "direction": draw(enums("OPEN", "CLOSE", 0, 1)),
-        "type": draw(enums("MARKET", "LIMIT", "TAKE_PROFIT", "STOP_LOSS", "LIQUIDATION",
-                           0, 1, 2, 3, 4, "2")),
+        "type": draw(
+            enums("MARKET", "LIMIT", "TAKE_PROFIT", "STOP_LOSS", "LIQUIDATION", 0, 1, 2, 3, 4, "2")
+        ),
         "position": draw(enums("BUY", "SELL", 0, 1)),
         "tif": draw(enums("GTC", "IOC", "FOK", 0, 1, 2)),
         "price": draw(numbers()),
         "amount": draw(numbers()),
         "tradedAmount": draw(numbers()),
         "value": draw(numbers(10**12)),
-        "status": draw(enums("TRADING", "PARTIAL", "FILLED", "CANCELLED", "CANCELED",
-                             0, 1, 2, 3, 4, "4")),
+        "status": draw(
+            enums("TRADING", "PARTIAL", "FILLED", "CANCELLED", "CANCELED", 0, 1, 2, 3, 4, "4")
+        ),
         "createdTime": draw(timestamps),
         "completedTime": draw(timestamps),
     }
@@ -236,6 +252,7 @@ def test_generated_frames_equal_ccxt(frames: list[dict[str, Any]]) -> None:
             assert result.error["raw"] is not None
             continue
         hook, expected = ref.parse_frame(orjson.loads(raw))
+        assert hook == result.hook
         assert canonical(result.obj) == canonical(expected)
 
 
@@ -246,15 +263,15 @@ def consistent_frames(draw: st.DrawFn) -> dict[str, Any]:
     kind = draw(st.sampled_from(["order", "position", "wallet"]))
     if kind == "wallet":
         # at most 15 significant digits, as a float must hold free, used and their sum
-        amount = decimal_strings(max_int=10**6, max_places=8)
-        data = {"asset": "USDT", "free": draw(amount), "locked": draw(amount)}
-        return {"data": data, "stream": "future_wallet", "eventTime": draw(now_ts)}
+        figure = decimal_strings(max_int=10**6, max_places=8)
+        wallet: dict[str, Any] = {"asset": "USDT", "free": draw(figure), "locked": draw(figure)}
+        return {"data": wallet, "stream": "future_wallet", "eventTime": draw(now_ts)}
     if kind == "order":
         amount = draw(st.integers(1, 10**6))
         filled = draw(st.integers(0, amount))
         price = draw(st.integers(1, 10**6))
         scale = draw(st.integers(0, 8))
-        data = {
+        order: dict[str, Any] = {
             "orderId": "X",
             "ticker": "BTCUSDT",
             "type": draw(st.sampled_from(["MARKET", "LIMIT", 0, 1])),
@@ -267,12 +284,12 @@ def consistent_frames(draw: st.DrawFn) -> dict[str, Any]:
             "value": f"{filled * price}e-{2 * scale}",
             "createdTime": draw(now_ts),
         }
-        return {"data": data, "stream": "future_order", "eventTime": draw(now_ts)}
+        return {"data": order, "stream": "future_order", "eventTime": draw(now_ts)}
     side = draw(st.sampled_from(["BUY", "SELL"]))
     entry = draw(st.integers(100, 10**6))
     liq = entry - draw(st.integers(1, 99)) if side == "BUY" else entry + draw(st.integers(1, 99))
     contracts = draw(st.integers(1, 10**4))
-    data = {
+    data: dict[str, Any] = {
         "ticker": "BTCUSDT",
         "marginMode": draw(st.sampled_from(["ISOLATED", "CROSSED"])),
         "positionMode": "ONEWAY",

@@ -7,14 +7,14 @@ integer milliseconds, and a fact the exchange did not send is ``None``, as in cc
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from typing_extensions import NotRequired, TypedDict
 
-Num = Optional[float]
-Str = Optional[str]
-Int = Optional[int]
-Bool = Optional[bool]
+Num = float | None
+Str = str | None
+Int = int | None
+Bool = bool | None
 
 #: The values ``StreamState["status"]`` takes.
 StreamStatus = Literal[

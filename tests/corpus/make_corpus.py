@@ -110,14 +110,47 @@ def wallet(asset: str = "USDT", free: Any = "100.5", locked: Any = "0.25") -> st
 
 
 def accepted() -> list[str]:
-    frames = [DOC_WALLET.replace("\n", " "), DOC_ORDER.replace("\n", " "),
-              DOC_POSITION.replace("\n", " ")]
+    frames = [
+        DOC_WALLET.replace("\n", " "),
+        DOC_ORDER.replace("\n", " "),
+        DOC_POSITION.replace("\n", " "),
+    ]
     # every documented order enum value, and every numeric code, as int and as string
-    for status in ("TRADING", "PARTIAL", "FILLED", "CANCELLED", "CANCELED", "trading",
-                   0, 1, 2, 3, 4, "0", "1", "2", "3", "4", "EXPIRED", 9):
+    for status in (
+        "TRADING",
+        "PARTIAL",
+        "FILLED",
+        "CANCELLED",
+        "CANCELED",
+        "trading",
+        0,
+        1,
+        2,
+        3,
+        4,
+        "0",
+        "1",
+        "2",
+        "3",
+        "4",
+        "EXPIRED",
+        9,
+    ):
         frames.append(order(status=status))
-    for otype in ("MARKET", "LIMIT", "TAKE_PROFIT", "STOP_LOSS", "LIQUIDATION", 0, 1, 2, 3, 4,
-                  "3", "TRAILING_STOP"):
+    for otype in (
+        "MARKET",
+        "LIMIT",
+        "TAKE_PROFIT",
+        "STOP_LOSS",
+        "LIQUIDATION",
+        0,
+        1,
+        2,
+        3,
+        4,
+        "3",
+        "TRAILING_STOP",
+    ):
         frames.append(order(type=otype))
     for direction in ("OPEN", "CLOSE", 0, 1, "close", "null", None):
         frames.append(order(direction=direction))
@@ -128,21 +161,31 @@ def accepted() -> list[str]:
     # life of an order: partial fill, fill, cancel after a partial fill, market fills
     frames += [
         order(status="PARTIAL", tradedAmount="0.5", value="13303.55"),
-        order(status="FILLED", tradedAmount="1.5", value="39910.65",
-              completedTime=1715581999999),
-        order(status="CANCELLED", tradedAmount="0.2", value="5321.42",
-              canceledTime=1715582000000),
-        order(type="MARKET", price=0, status="FILLED", tradedAmount="1.5",
-              value="39910.6500001", completedTime="1715581999999"),
-        order(type="MARKET", price="0", amount="0", status="FILLED", tradedAmount="3",
-              value="7"),  # amount 0: ccxt takes filled
+        order(status="FILLED", tradedAmount="1.5", value="39910.65", completedTime=1715581999999),
+        order(status="CANCELLED", tradedAmount="0.2", value="5321.42", canceledTime=1715582000000),
+        order(
+            type="MARKET",
+            price=0,
+            status="FILLED",
+            tradedAmount="1.5",
+            value="39910.6500001",
+            completedTime="1715581999999",
+        ),
+        order(
+            type="MARKET", price="0", amount="0", status="FILLED", tradedAmount="3", value="7"
+        ),  # amount 0: ccxt takes filled
         order(type="MARKET", price="null", status="TRADING", tradedAmount=None, value=None),
         order(price=0.1, amount=3, tradedAmount=1, value=0.1),  # numbers, not strings
         order(price="0.1", tradedAmount="0.3", value=None),  # cost from filled * price
         order(amount="0.3", tradedAmount="0.1", value="0.07"),  # 0.3 - 0.1 exactly 0.2
         order(amount="1e-7", tradedAmount="0", value="0"),
-        order(price="30000.00", amount="1.500", tradedAmount="1.500", value="45000.000",
-              status="FILLED"),
+        order(
+            price="30000.00",
+            amount="1.500",
+            tradedAmount="1.500",
+            value="45000.000",
+            status="FILLED",
+        ),
         order(createdTime="1715581995021", completedTime="null", canceledTime="null"),
         order(orderId=277419, extra="kept in info", another={"nested": [1, 2]}),
         order(ticker="ETHUSDC"),

@@ -1,0 +1,83 @@
+"""Per-event cost of ingest (decode + map + dispatch) with 0, 1 and 5 plugins, async and sync.
+
+    python benchmarks/bench_dispatch.py [--events N] [--repeats R]
+
+Each run ingests N order frames and waits until every plugin has handled every event. The
+baseline is 0 plugins in the same run; the ratio column is cost / baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_mapping import ORDER
+
+from bitmusa_hookspecs import hookimpl
+from bitmusa_plugin.host import Host
+from bitmusa_plugin.plugins import PluginHost
+
+
+class AsyncNoop:
+    @hookimpl
+    async def on_order(self, order: Any, event: Any) -> None:
+        pass
+
+
+class SyncNoop:
+    @hookimpl
+    def on_order(self, order: Any, event: Any) -> None:
+        pass
+
+
+async def run_once(kind: str, count: int, events: int) -> float:
+    plugins = PluginHost()
+    for i in range(count):
+        plugins.register(AsyncNoop() if kind == "async" else SyncNoop(), f"p{i}")
+    host = Host(plugins, command="bench", queue_size=events + 10)
+    host.start(["bench"])
+    await host.dispatcher.drain()
+    start = time.perf_counter()
+    for n in range(events):
+        host.ingest("bench", ORDER)
+        if n % 16 == 15:  # frames arrive in small bursts, as from a socket, not all at once
+            await asyncio.sleep(0)
+    await host.dispatcher.drain()
+    elapsed = time.perf_counter() - start
+    await host.stop()
+    return elapsed / events * 1e6
+
+
+async def main(events: int, repeats: int) -> None:
+    print(
+        f"# bench_dispatch  {time.strftime('%Y-%m-%d')}  python {platform.python_version()}  "
+        f"events={events} repeats={repeats}"
+    )
+    print(f"{'plugins':<12}{'µs/event':>10}{'vs 0':>8}{'added/plugin µs':>17}")
+    cases = [("-", 0), ("async", 1), ("async", 5), ("sync", 1), ("sync", 5)]
+    samples: dict[tuple[str, int], list[float]] = {case: [] for case in cases}
+    for _ in range(repeats):
+        for kind, count in cases:  # interleaved, so drift hits every case alike
+            samples[(kind, count)].append(await run_once(kind, count, events))
+    base = statistics.median(samples[("-", 0)])
+    for kind, count in cases:
+        cost = statistics.median(samples[(kind, count)])
+        added = (cost - base) / count if count else 0.0
+        label = "none" if count == 0 else f"{count} {kind}"
+        print(f"{label:<12}{cost:>10.2f}{cost / base:>7.2f}x{added:>17.2f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    asyncio.run(main(args.events, args.repeats))

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import bitmusa_example_plugin as plugin
+
+
+def order(**kw: Any) -> Any:
+    base = {
+        "id": "o1",
+        "symbol": "XRP/USDT:USDT",
+        "side": "buy",
+        "price": 0.5,
+        "average": None,
+        "amount": 2.0,
+        "filled": 0.0,
+        "remaining": 2.0,
+        "status": "open",
+    }
+    return {**base, **kw}
+
+
+def event(**data: Any) -> Any:
+    return {
+        "account": "main",
+        "stream": "future_order",
+        "eventTime": 1,
+        "receivedAt": 1,
+        "data": data,
+    }
+
+
+def test_announces_each_fill_increment_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "fills.log"
+    monkeypatch.setenv("BITMUSA_FILL_LOG", str(log))
+    plugin.on_order(order(), event())
+    plugin.on_order(order(filled=0.5, remaining=1.5, average=0.5), event())
+    plugin.on_order(order(filled=0.5, remaining=1.5, average=0.5), event())  # repeat: silent
+    plugin.on_order(order(filled=2.0, remaining=0.0, average=0.51, status="closed"), event())
+    assert log.read_text().splitlines() == [
+        "[main] XRP/USDT:USDT buy 0.5 @ 0.5 partially filled (0.5/2.0)",
+        "[main] XRP/USDT:USDT buy 1.5 @ 0.51 filled",
+    ]
+
+
+def test_announces_flat_positions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "fills.log"
+    monkeypatch.setenv("BITMUSA_FILL_LOG", str(log))
+    position: Any = {"symbol": "BTC/USDT:USDT", "contracts": 0.0}
+    plugin.on_position(position, event(status="FORCE_CLOSE"))
+    still_open: Any = {**position, "contracts": 1.0}
+    plugin.on_position(still_open, event(status="OPEN"))
+    assert log.read_text().splitlines() == ["[main] BTC/USDT:USDT is flat (FORCE_CLOSE)"]
