@@ -1,7 +1,8 @@
 """The ``bitmusa-plugin`` command.
 
 Exit status: 0 success; 2 bad usage or (with ``--strict-plugins``) a plugin that failed to
-load; 3 ``replay`` rejected at least one frame (the good ones were still delivered).
+load; 3 ``replay`` rejected at least one frame (the good ones were still delivered); 4 a
+stream failed for good (bad credentials, IP not allowed, no privilege).
 Heavy modules are imported inside the commands so ``--help`` starts fast.
 """
 
@@ -12,7 +13,8 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
-from typing import IO, TYPE_CHECKING
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__
 
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_REJECTED = 3
+EXIT_FAILED = 4
 
 log = logging.getLogger("bitmusa_plugin")
 
@@ -46,6 +49,96 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("file", metavar="FILE|-", help="frames file, or - for standard input")
     _add_output_options(replay, default_output="jsonl")
 
+    listen = sub.add_parser(
+        "listen",
+        help="stream accounts live into the plugins",
+        description="Credentials come from BITMUSA_API_KEY and BITMUSA_AUTH_KEY, or from the "
+        "environment variables a --config file names; never from the command line.",
+    )
+    listen.add_argument(
+        "--rest-url", metavar="URL", help="REST base (default: %(default)s)", default=None
+    )
+    listen.add_argument("--ws-url", metavar="URL", help="websocket base", default=None)
+    listen.add_argument(
+        "--config",
+        metavar="FILE",
+        type=Path,
+        help="TOML file listing accounts (see docs/configuration.md)",
+    )
+    listen.add_argument(
+        "--keepalive-interval",
+        metavar="SECONDS",
+        type=_positive,
+        default=None,
+        help="PUT the listenKey this often (default 1800, with 10%% jitter)",
+    )
+    listen.add_argument(
+        "--rotate-after",
+        metavar="SECONDS",
+        type=_positive,
+        default=None,
+        help="open the next connection this long after the last (default "
+        "85800, minus up to 300 of jitter; Bitmusa cuts at 86400)",
+    )
+    listen.add_argument(
+        "--keep-listen-key",
+        action="store_true",
+        help="do not DELETE the listenKey on exit (DELETE also ends the "
+        "stream for any other consumer of the account)",
+    )
+    listen.add_argument(
+        "--record",
+        metavar="FILE",
+        type=Path,
+        help="append every raw frame to FILE, in the format replay reads",
+    )
+    _add_output_options(listen, default_output="pretty")
+
+    demo = sub.add_parser(
+        "demo",
+        help="a scripted session on the embedded simulator (about 20 s)",
+        description="Starts the simulator in this process and listens to it with the "
+        "installed plugins; shows a reconnect with its gap report, a bad frame and a "
+        "rotation, then exits 0.",
+    )
+    _add_output_options(demo, default_output="pretty")
+    demo.set_defaults(account="demo")
+    demo.add_argument("--seconds", type=_positive, default=20.0, help=argparse.SUPPRESS)
+
+    simulate = sub.add_parser(
+        "simulate",
+        help="serve a Bitmusa-compatible simulator until interrupted",
+        description="Prints the URLs and the demo credentials, then serves. Fault flags "
+        "inject one fault every N (real) seconds.",
+    )
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    simulate.add_argument(
+        "--time-scale",
+        type=_positive,
+        default=1.0,
+        metavar="X",
+        help="simulated seconds per real second",
+    )
+    simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument(
+        "--event-interval",
+        type=_positive,
+        default=1.0,
+        metavar="SECONDS",
+        help="one trading event this often",
+    )
+    for fault, text in (
+        ("drop", "TCP-reset the connections"),
+        ("stall", "stall the connections (no data, no pongs) for 60 s"),
+        ("garbage", "send a malformed frame"),
+        ("refuse", "refuse the next handshake"),
+        ("rest-fail", "fail the next REST call with HTTP 503"),
+        ("expire", "expire the listenKey"),
+        ("cut", "cut the connections as at 24 hours"),
+    ):
+        simulate.add_argument(f"--{fault}-every", type=_positive, metavar="SECONDS", help=text)
+
     plugins = sub.add_parser("plugins", help="list installed plugins and their status")
     plugins.add_argument("--json", action="store_true", help="print JSON")
     plugins.add_argument(
@@ -54,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 2 if any plugin failed to load",
     )
     return parser
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
 
 
 def _add_output_options(parser: argparse.ArgumentParser, default_output: str) -> None:
@@ -166,12 +266,155 @@ def _plugins_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _listen_command(args: argparse.Namespace, plugins: PluginHost) -> int:
+    from dataclasses import replace
+
+    from . import lifecycle as lc
+    from .app import ConfigError, account_from_env, load_config, run_accounts
+    from .host import Host
+    from .secrets import CredentialsError
+
+    try:
+        if args.config is not None:
+            accounts = load_config(args.config, rest_url=args.rest_url, ws_url=args.ws_url)
+        else:
+            accounts = [account_from_env(args.account, args.rest_url, args.ws_url)]
+    except (ConfigError, CredentialsError) as exc:
+        print(f"bitmusa-plugin: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    timing = lc.Timing()
+    if args.keepalive_interval is not None:
+        timing = replace(timing, keepalive_interval=args.keepalive_interval)
+    if args.rotate_after is not None:
+        timing = replace(
+            timing,
+            rotate_after=args.rotate_after,
+            rotate_jitter=min(timing.rotate_jitter, args.rotate_after / 10),
+        )
+    record = None
+    if args.record is not None:
+        try:
+            record = open(args.record, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            print(f"bitmusa-plugin: cannot write {args.record}: {exc.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        result = asyncio.run(
+            run_accounts(
+                accounts,
+                Host(plugins, command="listen"),
+                timing=timing,
+                keep_listen_key=args.keep_listen_key,
+                record=record,
+            )
+        )
+    finally:
+        if record is not None:
+            record.close()
+    return _report_failures(result.failed)
+
+
+def _report_failures(failed: dict[str, str]) -> int:
+    for account, reason in failed.items():
+        print(f"bitmusa-plugin: account {account!r} failed: {reason}", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _demo_command(args: argparse.Namespace, plugins: PluginHost) -> int:
+    from .demo import run_demo
+
+    failed = asyncio.run(run_demo(plugins, seconds=args.seconds, account=args.account))
+    return _report_failures(failed)
+
+
+def _simulate_command(args: argparse.Namespace) -> int:
+    import signal
+
+    from .simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
+
+    async def serve() -> None:
+        sim = Simulator(
+            host=args.host,
+            port=args.port,
+            time_scale=args.time_scale,
+            seed=args.seed,
+            event_interval=args.event_interval,
+        )
+        await sim.start()
+        print(f"REST      {sim.rest_url}")
+        print(f"websocket {sim.ws_url}")
+        print(f"export BITMUSA_API_KEY={DEMO_API_KEY} BITMUSA_AUTH_KEY={DEMO_AUTH_KEY}")
+        print(f"bitmusa-plugin listen --rest-url {sim.rest_url} --ws-url {sim.ws_url}")
+        sys.stdout.flush()
+        loop = asyncio.get_running_loop()
+        faults: list[asyncio.Task[None]] = []
+        for name, action in _fault_actions(sim).items():
+            every = getattr(args, f"{name.replace('-', '_')}_every")
+            if every:
+                faults.append(loop.create_task(_every(every, name, action)))
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        for task in faults:
+            task.cancel()
+        await sim.stop()
+
+    asyncio.run(serve())
+    return EXIT_OK
+
+
+def _fault_actions(sim: Any) -> dict[str, Any]:
+    async def drop() -> None:
+        sim.drop()
+
+    async def stall() -> None:
+        sim.stall(60.0)
+
+    async def garbage() -> None:
+        await sim.garbage(1)
+
+    async def refuse() -> None:
+        sim.refuse()
+
+    async def rest_fail() -> None:
+        sim.fail_rest("503")
+
+    async def expire() -> None:
+        sim.expire_key()
+
+    async def cut() -> None:
+        await sim.cut()
+
+    return {
+        "drop": drop,
+        "stall": stall,
+        "garbage": garbage,
+        "refuse": refuse,
+        "rest-fail": rest_fail,
+        "expire": expire,
+        "cut": cut,
+    }
+
+
+async def _every(seconds: float, name: str, action: Any) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        log.warning("simulator: injecting %s", name)
+        await action()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .secrets import install_log_redaction
+
+    install_log_redaction()
     if args.command == "plugins":
         return _plugins_command(args)
+    if args.command == "simulate":
+        return _simulate_command(args)
     from .plugins import PluginLoadError
 
     try:
@@ -179,6 +422,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PluginLoadError as exc:
         print(f"bitmusa-plugin: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.command == "listen":
+        return _listen_command(args, plugins)
+    if args.command == "demo":
+        return _demo_command(args, plugins)
     if args.command == "replay":
         if args.file == "-":
             return asyncio.run(replay(sys.stdin, plugins, args.account))

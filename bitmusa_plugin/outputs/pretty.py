@@ -110,7 +110,12 @@ class PrettyOutput:
             text += f" [dim]({escape(str(state['reason']))})[/]"
         stats = state.get("stats")
         if stats:
-            text += " [dim]" + escape(" ".join(f"{k}={v}" for k, v in stats.items())) + "[/]"
+            events = sum(stats.get("events", {}).values())
+            rejected = sum(stats.get("rejected", {}).values())
+            text += (
+                f" [dim]events={events} rejected={rejected} reconnects="
+                f"{stats.get('reconnects', 0)} gaps={stats.get('gaps', 0)}[/]"
+            )
         self._line(int(time.time() * 1000), state["account"], "[white]STREAM  [/]", text)
 
     @hookimpl

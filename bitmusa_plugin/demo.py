@@ -1,0 +1,67 @@
+"""``bitmusa-plugin demo``: the simulator and a live listener in one process, scripted.
+
+About 20 seconds: a trading session streams in; a TCP reset cuts the connection in the
+middle of a frame and the stream reconnects, reporting the gap; a malformed frame is
+reported and skipped; the 24-hour rotation (scaled to seconds) hands over to a new
+connection with nothing lost or doubled; then everything shuts down cleanly (the listenKey
+is DELETEd) and the command exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from . import lifecycle as lc
+from .app import run_accounts
+from .host import Host
+from .plugins import PluginHost
+from .secrets import Credentials
+from .simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
+from .stream import AccountConfig, AccountStream, Heartbeat
+
+log = logging.getLogger(__name__)
+
+#: The demo runs 24 simulated hours in about 15 real seconds.
+TIME_SCALE = 86400 / 15
+
+
+async def run_demo(
+    plugins: PluginHost, *, seconds: float = 20.0, account: str = "demo"
+) -> dict[str, str]:
+    """Run the scripted session; returns the accounts that failed (none, normally)."""
+    async with Simulator(time_scale=TIME_SCALE, event_interval=0.4, seed=7) as sim:
+        config = AccountConfig(
+            account, Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url
+        )
+        timing = lc.Timing(
+            keepalive_interval=1800 / TIME_SCALE,
+            key_validity=3600 / TIME_SCALE,
+            retry_initial=0.5,
+            retry_max=2.0,
+            stable_after=2.0,
+            rotate_after=seconds * 0.45,  # after the reconnect at 30 %: rotates at ~75 %
+            rotate_jitter=0.5,
+            rotate_retry=1.0,
+            rotate_overlap=0.5,
+        )
+
+        async def script(streams: list[AccountStream]) -> None:
+            await asyncio.sleep(seconds * 0.3)
+            log.warning("demo: the simulator resets the connection in the middle of a frame")
+            sim.drop(mid_frame=True)
+            await asyncio.sleep(seconds * 0.2)
+            log.warning("demo: the simulator sends a malformed frame")
+            await sim.garbage(1)
+            await asyncio.sleep(seconds * 0.5)
+
+        # the pretty output already shows every state change; the log would repeat it
+        logging.getLogger("bitmusa_plugin.stream").setLevel(logging.ERROR)
+        result = await run_accounts(
+            [config],
+            Host(plugins, command="demo"),
+            timing=timing,
+            heartbeat=Heartbeat(1.0, 1.0),
+            until=script,
+        )
+        return result.failed

@@ -1,0 +1,214 @@
+"""The listenKey REST client (httpx): create, keep alive and close the user stream's key.
+
+One :class:`BitmusaAuth` holds the two credentials and adds both headers; its ``repr``
+redacts them. Every response is read as Bitmusa's envelope ``{data, code, message}``:
+``code != 0`` is an error even on HTTP 200, raised as a typed exception carrying the code.
+Which errors are worth retrying is decided here (:attr:`BitmusaError.retryable`), *when* to
+retry is the lifecycle policy's business. Requests are paced by a shared
+:class:`RateLimiter` (Bitmusa documents 8 requests/s and 200/min, possibly per IP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable, Generator
+from typing import Any
+
+import httpx
+
+from .secrets import Credentials
+
+DEFAULT_REST_URL = "https://openapi.bitmusa.com/api/v2"
+#: Explicit per-request timeout, seconds (connect, read, write and pool alike).
+DEFAULT_TIMEOUT = 10.0
+LISTEN_KEY_PATH = "/future/userDataStream"
+
+#: Codes that no retry can fix: bad key, IP not allowed, empty key, no privilege.
+PERMANENT_CODES = frozenset((1001, 1002, 1003, 1005))
+RATE_LIMIT_CODE = 1011
+KEY_GONE_CODE = 3022
+
+
+class BitmusaError(Exception):
+    """A failed REST call. ``code`` is Bitmusa's code (or the HTTP status when the body
+    carried none), ``status`` the HTTP status (None when no response arrived)."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, code: int | None = None, status: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.message = message
+
+
+class PermanentError(BitmusaError):
+    """Credentials or permissions are wrong (1001/1002/1003/1005): never retried."""
+
+    retryable = False
+
+
+class RateLimitedError(BitmusaError):
+    """1011 or HTTP 429: retried with backoff."""
+
+
+class ServerError(BitmusaError):
+    """HTTP 5xx, 999, or a body that is not Bitmusa's envelope: retried with backoff."""
+
+
+class NetworkError(BitmusaError):
+    """No response: timeout, refused connection, reset. Retried with backoff."""
+
+
+class ListenKeyGoneError(BitmusaError):
+    """3022: the account has no active listenKey any more; create a new one."""
+
+
+class RateLimiter:
+    """Sliding-window limits shared by every client of a process (per IP, to be safe):
+    a request waits for its turn instead of being refused."""
+
+    def __init__(
+        self,
+        limits: tuple[tuple[int, float], ...] = ((8, 1.0), (200, 60.0)),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limits = limits
+        self._clock = clock
+        self._sent: collections.deque[float] = collections.deque()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while (delay := self._delay()) > 0:  # noqa: ASYNC110 (waits for time, not an event)
+                await asyncio.sleep(delay)
+            self._sent.append(self._clock())
+
+    def _delay(self) -> float:
+        now = self._clock()
+        longest = max(window for _, window in self.limits)
+        while self._sent and now - self._sent[0] >= longest:
+            self._sent.popleft()
+        delay = 0.0
+        for count, window in self.limits:
+            recent = [t for t in self._sent if now - t < window]
+            if len(recent) >= count:
+                delay = max(delay, recent[-count] + window - now)
+        return delay
+
+
+class BitmusaAuth(httpx.Auth):
+    """``Authorization: Bearer <auth key>`` and ``x-api-key: <api key>``, from one place."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self._credentials = credentials
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self._credentials.auth_key}"
+        request.headers["x-api-key"] = self._credentials.api_key
+        yield request
+
+    def __repr__(self) -> str:
+        return f"BitmusaAuth({self._credentials!r})"
+
+
+class ListenKeyClient:
+    """POST / PUT / DELETE ``{rest_url}/future/userDataStream`` for one account."""
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        rest_url: str = DEFAULT_REST_URL,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        limiter: RateLimiter | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.rest_url = rest_url.rstrip("/")
+        self._limiter = limiter
+        # verify stays True (the default); only a transport may be injected, for tests
+        self._client = httpx.AsyncClient(
+            auth=BitmusaAuth(credentials),
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            headers={"Content-Type": "application/json"},
+        )
+
+    def __repr__(self) -> str:
+        return f"ListenKeyClient({self.rest_url!r})"
+
+    async def create(self) -> str:
+        """POST: the account's active listenKey, or a new one."""
+        body = await self._call("POST")
+        data = body.get("data")
+        key = data.get("listenKey") if isinstance(data, dict) else None
+        if not isinstance(key, str) or not key:
+            raise ServerError("POST userDataStream returned no listenKey", code=body.get("code"))
+        return key
+
+    async def keepalive(self) -> None:
+        """PUT: extend the active key's validity by 60 minutes."""
+        await self._call("PUT")
+
+    async def close_key(self, timeout: float | None = None) -> None:
+        """DELETE: close the stream and invalidate the key (for every consumer)."""
+        await self._call("DELETE", timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _call(self, method: str, timeout: float | None = None) -> dict[str, Any]:
+        if self._limiter is not None:
+            await self._limiter.acquire()
+        url = self.rest_url + LISTEN_KEY_PATH
+        try:
+            if timeout is None:
+                response = await self._client.request(method, url)
+            else:
+                response = await self._client.request(method, url, timeout=timeout)
+        except httpx.TimeoutException as exc:
+            raise NetworkError(
+                f"{method} userDataStream timed out ({type(exc).__name__})"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise NetworkError(f"{method} userDataStream failed: {type(exc).__name__}") from None
+        return parse_envelope(method, response.status_code, response.content)
+
+
+def parse_envelope(method: str, status: int, content: bytes) -> dict[str, Any]:
+    """Read ``{data, code, message}``; raise the typed error for anything but code 0."""
+    import orjson
+
+    try:
+        body = orjson.loads(content) if content else {}
+    except orjson.JSONDecodeError:
+        body = None
+    code = body.get("code") if isinstance(body, dict) else None
+    message = body.get("message") if isinstance(body, dict) else None
+    if isinstance(code, str) and code.lstrip("-").isdigit():
+        code = int(code)
+    what = f"{method} userDataStream: HTTP {status}"
+    if isinstance(code, int) and code != 0:
+        text = f"{what}, code {code} ({message or 'no message'})"
+        if code in PERMANENT_CODES:
+            raise PermanentError(text, code=code, status=status)
+        if code == RATE_LIMIT_CODE:
+            raise RateLimitedError(text, code=code, status=status)
+        if code == KEY_GONE_CODE:
+            raise ListenKeyGoneError(text, code=code, status=status)
+        if status >= 500 or code == 999:
+            raise ServerError(text, code=code, status=status)
+        raise BitmusaError(text, code=code, status=status)
+    if status == 429:
+        raise RateLimitedError(f"{what} (too many requests)", code=status, status=status)
+    if status in (401, 403):
+        raise PermanentError(f"{what} (not authorised)", code=status, status=status)
+    if status >= 500:
+        raise ServerError(f"{what}", code=status, status=status)
+    if not isinstance(body, dict) or code is None:
+        raise ServerError(f"{what}: not a Bitmusa envelope", code=None, status=status)
+    if status >= 400:
+        raise BitmusaError(what, code=status, status=status)
+    return body

@@ -1,0 +1,420 @@
+"""The asyncio shell: carries out the lifecycle policy's decisions with httpx and websockets.
+
+All decisions live in :mod:`bitmusa_plugin.lifecycle`; this module only performs them and
+reports back what happened. Per account there is one supervisor task (the policy loop),
+at most two connection tasks (two only during a rotation) and one REST call at a time per
+kind. Frames go straight from a connection's reader to the plugin host, never through the
+supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from bitmusa_hookspecs import StreamState
+
+from . import lifecycle as lc
+from .host import Host
+from .mapping import error_info
+from .rest import (
+    DEFAULT_REST_URL,
+    BitmusaError,
+    ListenKeyClient,
+    ListenKeyGoneError,
+    PermanentError,
+    RateLimiter,
+)
+from .secrets import Credentials, redact
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WS_URL = "wss://websocket.bitmusa.com:60002"
+#: websockets closes a connection on a frame larger than this (1009); our own, smaller
+#: limit (``mapping.DEFAULT_MAX_FRAME_BYTES``) rejects and reports a frame and goes on.
+WS_MAX_FRAME_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Protocol pings: a connection whose pong does not arrive within ``timeout`` after a
+    ping sent every ``interval`` is dead (about 40 s with the defaults). A quiet account is
+    not: the server answers pings whether or not it has events to send."""
+
+    interval: float = 20.0
+    timeout: float = 20.0
+
+    def scaled(self, factor: float) -> Heartbeat:
+        return Heartbeat(self.interval / factor, self.timeout / factor)
+
+
+@dataclass
+class AccountConfig:
+    """One account to stream. ``credentials`` never appear in a repr."""
+
+    label: str
+    credentials: Credentials
+    rest_url: str = DEFAULT_REST_URL
+    ws_url: str = DEFAULT_WS_URL
+
+
+@dataclass
+class _Connection:
+    conn_id: int
+    task: asyncio.Task[None] | None = None
+    ws: ClientConnection | None = None
+    mode: str = "gated"  # gated -> live, or gated -> buffering -> live (rotation)
+    activated: asyncio.Event = field(default_factory=asyncio.Event)
+    planned_close: bool = False
+    last_alive: float = 0.0
+    buffer: list[str] = field(default_factory=list)
+    delivered: Counter[str] = field(default_factory=Counter)
+
+
+class AccountStream:
+    """Streams one account into a :class:`~bitmusa_plugin.host.Host` until stopped."""
+
+    def __init__(
+        self,
+        config: AccountConfig,
+        host: Host,
+        *,
+        timing: lc.Timing | None = None,
+        heartbeat: Heartbeat | None = None,
+        keep_listen_key: bool = False,
+        limiter: RateLimiter | None = None,
+        rng: random.Random | None = None,
+        open_timeout: float = 10.0,
+        rest_timeout: float = 10.0,
+        record: IO[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.account = config.label
+        self.host = host
+        self.heartbeat = heartbeat or Heartbeat()
+        self.policy = lc.StreamPolicy(
+            timing=timing or lc.Timing(),
+            rng=rng or random.Random(),
+            keep_listen_key=keep_listen_key,
+        )
+        self.rest = ListenKeyClient(
+            config.credentials, config.rest_url, timeout=rest_timeout, limiter=limiter
+        )
+        self.open_timeout = open_timeout
+        self.record = record
+        self.status: str = "idle"
+        self.result: lc.Finish | None = None
+        self._clock = clock
+        self._inbox: asyncio.Queue[Callable[[float], list[lc.Action]]] = asyncio.Queue()
+        self._conns: dict[int, _Connection] = {}
+        self._rest_tasks: set[asyncio.Task[None]] = set()
+        self._connected_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"AccountStream({self.account!r}, status={self.status!r})"
+
+    # -- public -----------------------------------------------------------------------------
+
+    async def run(self) -> lc.Finish:
+        """Run until :meth:`stop` or a permanent failure; returns how it ended."""
+        self.host.mapper(self.account)  # registers the account's counters
+        try:
+            await self._execute(self.policy.start(self._clock()))
+            while self.result is None:
+                deadline = self.policy.next_deadline()
+                timeout = None if deadline is None else max(0.0, deadline - self._clock())
+                try:
+                    event = await asyncio.wait_for(self._inbox.get(), timeout)
+                except asyncio.TimeoutError:
+                    actions = self.policy.tick(self._clock())
+                else:
+                    now = self._clock()
+                    actions = event(now) + self.policy.tick(now)
+                await self._execute(actions)
+        finally:
+            await self._teardown()
+        return self.result
+
+    def stop(self) -> None:
+        """Ask the stream to close: DELETE the key (unless kept) and end ``run``."""
+        self._post(self.policy.stop)
+
+    def stats(self) -> dict[str, Any]:
+        c = self.policy.counters
+        return {
+            "status": self.status,
+            "connections": len(self._conns),
+            "reconnects": c.reconnects,
+            "gaps": c.gaps,
+            "rotations": c.rotations,
+            "keepalives": c.keepalives,
+            "keepalive_failures": c.keepalive_failures,
+            **self.host.accounts[self.account].as_dict(time.time()),
+        }
+
+    # -- carrying out actions -------------------------------------------------------------
+
+    def _post(self, event: Callable[[float], list[lc.Action]]) -> None:
+        self._inbox.put_nowait(event)
+
+    async def _execute(self, actions: list[lc.Action]) -> None:
+        for action in actions:
+            if isinstance(action, lc.CreateKey):
+                self._rest(self._create_key())
+            elif isinstance(action, lc.KeepAlive):
+                self._rest(self._keepalive())
+            elif isinstance(action, lc.Connect):
+                conn = _Connection(action.conn)
+                conn.last_alive = self._clock()
+                self._conns[conn.conn_id] = conn
+                conn.task = asyncio.get_running_loop().create_task(
+                    self._connection(conn, action.key), name=f"bitmusa:{self.account}:ws"
+                )
+            elif isinstance(action, lc.Activate):
+                self._activate(action.conn)
+            elif isinstance(action, lc.Close):
+                await self._close(action.conn, action.reason)
+            elif isinstance(action, lc.EmitState):
+                self._emit(action)
+            elif isinstance(action, lc.DeleteKey):
+                await self._delete_key()
+            elif isinstance(action, lc.Finish):
+                self.result = action
+
+    def _emit(self, action: lc.EmitState) -> None:
+        self.status = action.status
+        state: StreamState = {
+            "account": self.account,
+            "status": action.status,
+            "since": self._wall_ms(action.since),
+            "until": self._wall_ms(action.until),
+            "reason": action.reason,
+        }
+        if action.status in ("gap", "failed", "closed", "rotated"):
+            state["stats"] = self.stats()
+        level = (
+            logging.WARNING if action.status in ("gap", "disconnected", "failed") else logging.INFO
+        )
+        log.log(
+            level,
+            "%s: %s%s",
+            self.account,
+            action.status,
+            f" ({action.reason})" if action.reason else "",
+        )
+        self.host.stream_state(state)
+
+    def _wall_ms(self, mono: float | None) -> int | None:
+        if mono is None:
+            return None
+        return int((time.time() - (self._clock() - mono)) * 1000)
+
+    def _rest(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._rest_tasks.add(task)
+        task.add_done_callback(self._rest_tasks.discard)
+
+    def _report_rest(self, what: str, exc: BitmusaError) -> None:
+        message = redact(f"{what} failed: {exc.message}")
+        error = error_info("rest_error", message, account=self.account)
+        self.host.report(error)
+
+    async def _create_key(self) -> None:
+        try:
+            key = await self.rest.create()
+        except BitmusaError as exc:
+            self._report_rest("creating the listenKey", exc)
+            failure: lc.Failure = "permanent" if isinstance(exc, PermanentError) else "transient"
+            reason = exc.message  # ``exc`` is unbound once the except block ends
+            self._post(lambda now: self.policy.key_failed(now, failure, reason))
+            return
+        from .secrets import REDACTOR
+
+        REDACTOR.add(key)  # a listenKey is a secret: it never reaches a log
+        self._post(lambda now: self.policy.key_created(now, key))
+
+    async def _keepalive(self) -> None:
+        try:
+            await self.rest.keepalive()
+        except BitmusaError as exc:
+            self._report_rest("keeping the listenKey alive", exc)
+            failure: lc.Failure = (
+                "permanent"
+                if isinstance(exc, PermanentError)
+                else "gone"
+                if isinstance(exc, ListenKeyGoneError)
+                else "transient"
+            )
+            reason = exc.message
+            self._post(lambda now: self.policy.keepalive_failed(now, failure, reason))
+            return
+        self._post(self.policy.keepalive_ok)
+
+    async def _delete_key(self) -> None:
+        try:
+            await asyncio.wait_for(self.rest.close_key(timeout=1.0), 1.2)
+        except (BitmusaError, asyncio.TimeoutError) as exc:
+            message = exc.message if isinstance(exc, BitmusaError) else "timed out"
+            log.warning("%s: could not DELETE the listenKey: %s", self.account, redact(message))
+
+    # -- connections ----------------------------------------------------------------------
+
+    async def _connection(self, conn: _Connection, key: str) -> None:
+        url = f"{self.config.ws_url.rstrip('/')}/ws/future/{key}"
+        try:
+            ws = await websockets.connect(
+                url,
+                open_timeout=self.open_timeout,
+                ping_interval=None,  # our own heartbeat records when the peer was alive
+                ping_timeout=None,
+                close_timeout=0.5,
+                max_size=WS_MAX_FRAME_BYTES,
+                compression=None,  # halves the memory of an idle connection
+                user_agent_header=None,
+            )
+        except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
+            reason = redact(_describe(exc))
+            self._post(lambda now: self.policy.connect_failed(now, conn.conn_id, reason))
+            self._conns.pop(conn.conn_id, None)
+            return
+        conn.ws = ws
+        conn.last_alive = self._clock()
+        self._post(lambda now: self.policy.connected(now, conn.conn_id))
+        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(conn, ws))
+        reason = "closed"
+        try:
+            await conn.activated.wait()  # the gap state goes out before our first event
+            async for message in ws:
+                conn.last_alive = self._clock()
+                if isinstance(message, str):
+                    self._receive(conn, message)
+                else:
+                    self.host.report(
+                        error_info(
+                            "binary_frame",
+                            f"binary frame of {len(message)} bytes "
+                            "ignored (the user stream sends text)",
+                            self.account,
+                            message[:64],
+                        )
+                    )
+            reason = _close_reason(ws)
+        except ConnectionClosed:
+            reason = _close_reason(ws)
+        finally:
+            heartbeat.cancel()
+            if not conn.planned_close:
+                last_alive = conn.last_alive
+                self._conns.pop(conn.conn_id, None)
+                self._flush_rotation()  # a rotation under way takes over at once
+                self._post(
+                    lambda now: self.policy.closed(now, conn.conn_id, redact(reason), last_alive)
+                )
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    async def _heartbeat(self, conn: _Connection, ws: ClientConnection) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.heartbeat.interval)
+                pong = await ws.ping()
+                try:
+                    await asyncio.wait_for(pong, self.heartbeat.timeout)
+                except asyncio.TimeoutError:
+                    log.warning(
+                        "%s: no pong within %.1f s: connection is dead",
+                        self.account,
+                        self.heartbeat.timeout,
+                    )
+                    ws.transport.abort()  # the reader ends with ConnectionClosed
+                    return
+                conn.last_alive = self._clock()
+        except (ConnectionClosed, asyncio.CancelledError):
+            return
+
+    def _activate(self, conn_id: int) -> None:
+        conn = self._conns.get(conn_id)
+        if conn is None:
+            return
+        rotating_from = [c for c in self._conns.values() if c is not conn and c.mode == "live"]
+        conn.mode = "buffering" if rotating_from else "live"
+        conn.activated.set()
+
+    def _receive(self, conn: _Connection, text: str) -> None:
+        if conn.mode == "buffering":
+            conn.buffer.append(text)  # the old connection is still the one delivering
+            return
+        for other in self._conns.values():
+            if other.mode == "buffering":
+                other.delivered[text] += 1  # so the rotation skips what we delivered
+        self._deliver(text)
+
+    def _deliver(self, text: str) -> None:
+        if self.record is not None:
+            self.record.write(text.replace("\n", " ").replace("\r", " ") + "\n")
+            self.record.flush()
+        self.host.ingest(self.account, text)
+
+    def _flush_rotation(self) -> None:
+        """The old connection is gone: the new one delivers what the old did not."""
+        for conn in self._conns.values():
+            if conn.mode != "buffering":
+                continue
+            for text in conn.buffer:
+                if conn.delivered[text] > 0:
+                    conn.delivered[text] -= 1  # the old connection delivered this one
+                else:
+                    self._deliver(text)
+            conn.buffer.clear()
+            conn.delivered.clear()
+            conn.mode = "live"
+
+    async def _close(self, conn_id: int, reason: str) -> None:
+        conn = self._conns.pop(conn_id, None)
+        if conn is None:
+            return
+        conn.planned_close = True
+        if conn.ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.ws.close(reason=reason[:60]), 1.0)
+        if conn.task is not None and not conn.task.done():
+            conn.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await conn.task
+        self._flush_rotation()
+
+    async def _teardown(self) -> None:
+        for conn_id in list(self._conns):
+            await self._close(conn_id, "shutdown")
+        for task in list(self._rest_tasks):
+            task.cancel()
+        if self._rest_tasks:
+            await asyncio.wait(self._rest_tasks, timeout=0.5)
+        await self.rest.aclose()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, InvalidStatus):
+        return f"handshake rejected: HTTP {exc.response.status_code}"
+    if isinstance(exc, asyncio.TimeoutError):
+        return "opening the connection timed out"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _close_reason(ws: ClientConnection) -> str:
+    code, text = ws.close_code, ws.close_reason
+    if code is None or code == 1006:
+        return "connection lost (no close frame)"
+    return f"closed by server: {code}{' ' + text if text else ''}"
