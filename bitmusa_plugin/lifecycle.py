@@ -144,29 +144,29 @@ class StreamPolicy:
     rng: random.Random = field(default_factory=random.Random)
     keep_listen_key: bool = False
 
-    phase: Literal["idle", "running", "stopped", "failed"] = "idle"
-    key: str | None = None
-    counters: Counters = field(default_factory=Counters)
+    phase: Literal["idle", "running", "stopped", "failed"] = field(default="idle", init=False)
+    key: str | None = field(default=None, init=False)
+    counters: Counters = field(default_factory=Counters, init=False)
 
-    _conns: dict[int, _Conn] = field(default_factory=dict)
-    _primary: int | None = None
-    _next_id: int = 1
-    _key_pending: bool = False
-    _key_ok_at: float | None = None
-    _create_at: float | None = None  # retry a failed POST
-    _create_attempt: int = 0
-    _keepalive_at: float | None = None
-    _keepalive_pending: bool = False
-    _keepalive_attempt: int = 0
-    _reconnect_at: float | None = None
-    _reconnect_attempt: int = 0
-    _stable_at: float | None = None
-    _gap_since: float | None = None
-    _outage: bool = False  # a primary connection is wanted but not up
-    _rotate_at: float | None = None
-    _rotation: int | None = None
-    _close_old_at: float | None = None
-    _connected_once: bool = False
+    _conns: dict[int, _Conn] = field(default_factory=dict, init=False)
+    _primary: int | None = field(default=None, init=False)
+    _next_id: int = field(default=1, init=False)
+    _key_pending: bool = field(default=False, init=False)
+    _key_ok_at: float | None = field(default=None, init=False)
+    _create_at: float | None = field(default=None, init=False)  # retry a failed POST
+    _create_attempt: int = field(default=0, init=False)
+    _keepalive_at: float | None = field(default=None, init=False)
+    _keepalive_pending: bool = field(default=False, init=False)
+    _keepalive_attempt: int = field(default=0, init=False)
+    _reconnect_at: float | None = field(default=None, init=False)
+    _reconnect_attempt: int = field(default=0, init=False)
+    _stable_at: float | None = field(default=None, init=False)
+    _gap_since: float | None = field(default=None, init=False)
+    _outage: bool = field(default=False, init=False)  # a primary connection is wanted but not up
+    _rotate_at: float | None = field(default=None, init=False)
+    _rotation: int | None = field(default=None, init=False)
+    _close_old_at: float | None = field(default=None, init=False)
+    _connected_once: bool = field(default=False, init=False)
 
     # -- inputs -----------------------------------------------------------------------------
 

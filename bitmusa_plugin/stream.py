@@ -349,7 +349,11 @@ class AccountStream:
         if conn is None:
             return
         rotating_from = [c for c in self._conns.values() if c is not conn and c.mode == "live"]
-        conn.mode = "buffering" if rotating_from else "live"
+        if rotating_from:
+            conn.mode = "buffering"
+        else:
+            conn.mode = "live"
+            conn.delivered.clear()
         conn.activated.set()
 
     def _receive(self, conn: _Connection, text: str) -> None:
@@ -357,8 +361,10 @@ class AccountStream:
             conn.buffer.append(text)  # the old connection is still the one delivering
             return
         for other in self._conns.values():
-            if other.mode == "buffering":
-                other.delivered[text] += 1  # so the rotation skips what we delivered
+            if other.mode != "live":
+                # A newer connection (still waiting, or buffering) may carry this frame
+                # too: count it, so that it skips what was delivered already.
+                other.delivered[text] += 1
         self._deliver(text)
 
     def _deliver(self, text: str) -> None:

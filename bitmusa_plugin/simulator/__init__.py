@@ -55,6 +55,9 @@ class SimAccount:
     puts: list[int] = field(default_factory=list)  # sim time of every successful PUT
     posts: int = 0
     deletes: int = 0
+    expiries: int = 0  # keys that lapsed for want of a PUT
+    issued_keys: list[str] = field(default_factory=list)
+    max_concurrent: int = 0  # most connections open at once
 
 
 @dataclass
@@ -94,7 +97,11 @@ class Simulator:
         event_interval: float | None = 0.2,
         accounts: dict[str, str] | None = None,
         start_ms: int | None = None,
+        key_validity_ms: int = KEY_VALIDITY_MS,
+        max_connection_ms: int = MAX_CONNECTION_MS,
     ) -> None:
+        self.key_validity_ms = key_validity_ms
+        self.max_connection_ms = max_connection_ms
         self.host = host
         self.port = port
         self.time_scale = time_scale
@@ -124,7 +131,10 @@ class Simulator:
         app = web.Application()
         app.router.add_route("*", "/api/v2/future/userDataStream", self._rest)
         app.router.add_get("/ws/future/{key}", self._websocket)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # a short shutdown: a "timeout" fault leaves a handler sleeping on purpose
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=0.5
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
@@ -288,12 +298,13 @@ class Simulator:
             account.posts += 1
             if account.key is None:
                 account.key = _secrets.token_urlsafe(33)
-            account.key_expires_ms = self.now_ms() + KEY_VALIDITY_MS
+                account.issued_keys.append(account.key)
+            account.key_expires_ms = self.now_ms() + self.key_validity_ms
             return self._envelope(0, {"listenKey": account.key}, record=method)
         if method == "PUT":
             if account.key is None:
                 return self._envelope(3022, None, "EMPTY LISTEN KEY", record=method)
-            account.key_expires_ms = self.now_ms() + KEY_VALIDITY_MS
+            account.key_expires_ms = self.now_ms() + self.key_validity_ms
             account.puts.append(self.now_ms())
             return self._envelope(0, None, record=method)
         if method == "DELETE":
@@ -345,6 +356,7 @@ class Simulator:
         conn = SimConnection(next(self._conn_ids), account, key, ws, transport, self.now_ms())
         account.connections[conn.conn_id] = conn
         self.connections_opened += 1
+        account.max_concurrent = max(account.max_concurrent, len(self.live(account)))
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.PING:
@@ -369,7 +381,7 @@ class Simulator:
                 self._sweep(account)
                 now = self.now_ms()
                 for conn in self.live(account):
-                    if now - conn.opened_ms >= MAX_CONNECTION_MS:
+                    if now - conn.opened_ms >= self.max_connection_ms:
                         conn.closed = True
                         with contextlib.suppress(Exception):
                             await conn.ws.close(code=1000, message=b"connection max age reached")
@@ -377,6 +389,7 @@ class Simulator:
     def _sweep(self, account: SimAccount) -> None:
         if account.key is not None and self.now_ms() > account.key_expires_ms:
             log.info("simulator: listenKey expired")
+            account.expiries += 1
             self._invalidate(account)
 
     def _invalidate(self, account: SimAccount) -> None:
@@ -393,4 +406,4 @@ def simulated(scale: float) -> Callable[[float], float]:
     return lambda seconds: seconds / scale
 
 
-__all__ = ["DEMO_API_KEY", "DEMO_AUTH_KEY", "Scenario", "Simulator", "simulated"]
+__all__ = ["DEMO_API_KEY", "DEMO_AUTH_KEY", "RestFault", "Scenario", "Simulator", "simulated"]

@@ -1,0 +1,216 @@
+"""``listen``, ``demo`` and ``simulate`` as a user runs them: subprocesses on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    simulator = Simulator(
+        time_scale=3600,
+        event_interval=0.02,
+        accounts={DEMO_API_KEY: DEMO_AUTH_KEY, "second-api-key": "second-auth-key"},
+    )
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BITMUSA_")}
+    env["BITMUSA_LOAD_PLUGINS"] = ""
+    env.update(extra)
+    return env
+
+
+async def run_cli(
+    *args: str,
+    env: dict[str, str],
+    interrupt_after: float | None = None,
+    timeout: float = 30.0,
+) -> tuple[int, str, str, float]:
+    """Run the CLI; optionally SIGINT it after some seconds. Returns (code, out, err,
+    seconds from the signal to the exit)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bitmusa_plugin",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    communicate = asyncio.ensure_future(proc.communicate())
+    stopped_at = time.monotonic()
+    if interrupt_after is not None:
+        done, _ = await asyncio.wait({communicate}, timeout=interrupt_after)
+        if not done:
+            stopped_at = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(communicate, timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode(), time.monotonic() - stopped_at
+
+
+def urls(sim: Simulator) -> list[str]:
+    return ["--rest-url", sim.rest_url, "--ws-url", sim.ws_url]
+
+
+async def test_listen_streams_jsonl_and_shuts_down_cleanly_on_sigint(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    record = tmp_path / "frames.txt"
+    env = cli_env(BITMUSA_API_KEY=DEMO_API_KEY, BITMUSA_AUTH_KEY=DEMO_AUTH_KEY)
+    code, out, err, shutdown = await run_cli(
+        "-vv",
+        "listen",
+        *urls(sim),
+        "--output",
+        "jsonl",
+        "--keepalive-interval",
+        "0.2",
+        "--record",
+        str(record),
+        env=env,
+        interrupt_after=2.5,
+    )
+    assert code == 0, err
+    assert shutdown < 2.0  # SIGINT to exit, DELETE included
+    assert sim.account().deletes == 1
+    lines = [orjson.loads(line) for line in out.splitlines()]
+    hooks = [line["hook"] for line in lines]
+    assert hooks[0] == "on_startup"
+    assert hooks[-1] == "on_shutdown"
+    states = [line["state"]["status"] for line in lines if line["hook"] == "on_stream_state"]
+    assert states[:2] == ["connecting", "connected"]
+    assert states[-1] == "closed"
+    events = [line for line in lines if line["hook"] in ("on_order", "on_wallet", "on_position")]
+    assert len(events) > 20
+    assert len(sim.account().puts) >= 3  # --keepalive-interval took effect
+    for secret in (DEMO_API_KEY, DEMO_AUTH_KEY, *sim.account().issued_keys):
+        assert secret not in out
+        assert secret not in err
+    assert "GET /ws/future/***" in err  # debug logging was on, and redacted
+
+    # what --record wrote, replay delivers the same way
+    replay_code, replay_out, _, _ = await run_cli("replay", str(record), env=env)
+    assert replay_code == 0
+    replayed = [orjson.loads(line) for line in replay_out.splitlines()]
+    replayed_events = [r for r in replayed if r["hook"] in ("on_order", "on_wallet", "on_position")]
+    assert [r["event"]["data"] for r in replayed_events] == [e["event"]["data"] for e in events]
+
+
+async def test_listen_with_bad_credentials_exits_non_zero_at_once(sim: Simulator) -> None:
+    env = cli_env(BITMUSA_API_KEY="not-a-real-key", BITMUSA_AUTH_KEY="not-a-real-auth")
+    code, out, err, _ = await run_cli("listen", *urls(sim), "--output", "none", env=env, timeout=10)
+    assert code == 4
+    assert "account 'default' failed" in err
+    assert "1001 (API KEY NOT FOUND)" in err
+    assert sim.rest_calls == [("POST", 1001)]  # no retry loop
+    assert "not-a-real-key" not in err + out
+    assert "not-a-real-auth" not in err + out
+
+
+async def test_listen_refuses_to_start_without_credentials() -> None:
+    code, _, err, _ = await run_cli("listen", "--output", "none", env=cli_env(), timeout=10)
+    assert code == 2
+    assert "set BITMUSA_API_KEY and BITMUSA_AUTH_KEY in the environment" in err
+
+
+async def test_listen_takes_many_accounts_from_a_config_file(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    config = tmp_path / "accounts.toml"
+    config.write_text(
+        "[[accounts]]\nlabel = 'alice'\napi_key_env = 'ALICE_KEY'\n"
+        "auth_key_env = 'ALICE_AUTH'\n\n"
+        "[[accounts]]\nlabel = 'bob'\napi_key_env = 'BOB_KEY'\nauth_key_env = 'BOB_AUTH'\n"
+    )
+    config.chmod(0o600)
+    env = cli_env(
+        ALICE_KEY=DEMO_API_KEY,
+        ALICE_AUTH=DEMO_AUTH_KEY,
+        BOB_KEY="second-api-key",
+        BOB_AUTH="second-auth-key",
+    )
+    code, out, err, _ = await run_cli(
+        "listen",
+        *urls(sim),
+        "--config",
+        str(config),
+        "--output",
+        "jsonl",
+        env=env,
+        interrupt_after=2.0,
+    )
+    assert code == 0, err
+    lines = [orjson.loads(line) for line in out.splitlines()]
+    accounts = {line["event"]["account"] for line in lines if line.get("event")}
+    assert accounts == {"alice", "bob"}
+    assert lines[0]["context"]["accounts"] == ["alice", "bob"]
+    assert all(a.deletes == 1 for a in sim.accounts.values())
+
+
+async def test_config_file_that_holds_a_secret_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "accounts.toml"
+    config.write_text("[[accounts]]\nlabel = 'x'\napi_key = 'abc'\n")
+    code, _, err, _ = await run_cli("listen", "--config", str(config), env=cli_env(), timeout=10)
+    assert code == 2
+    assert "put secrets in environment variables" in err
+
+
+async def test_demo_runs_end_to_end_with_a_gap_and_a_rotation() -> None:
+    code, out, err, _ = await run_cli("demo", "--seconds", "8", env=cli_env(), timeout=40)
+    assert code == 0, err
+    assert "gap since" in out
+    assert "rotated" in out
+    assert "malformed_json" in out
+    assert "closed (shutdown)" in out
+
+
+async def test_simulate_serves_until_interrupted_and_prints_how_to_connect() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bitmusa_plugin",
+        "simulate",
+        "--time-scale",
+        "60",
+        "--drop-every",
+        "0.5",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_env(),
+    )
+    assert proc.stdout is not None
+    printed: list[str] = []
+    while len(printed) < 4:
+        printed.append((await asyncio.wait_for(proc.stdout.readline(), 20)).decode().strip())
+    rest = printed[0].split()[-1]
+    assert rest.startswith("http://127.0.0.1:")
+    assert f"BITMUSA_API_KEY={DEMO_API_KEY}" in printed[2]
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            rest + "/future/userDataStream",
+            headers={"x-api-key": DEMO_API_KEY, "Authorization": f"Bearer {DEMO_AUTH_KEY}"},
+        )
+    body: dict[str, Any] = response.json()
+    assert body["code"] == 0
+    assert body["data"]["listenKey"]
+    proc.send_signal(signal.SIGINT)
+    assert await asyncio.wait_for(proc.wait(), 5) == 0

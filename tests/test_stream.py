@@ -1,0 +1,355 @@
+"""The live stream against the simulator, over real loopback sockets, on scaled time."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import orjson
+import pytest
+
+from bitmusa_hookspecs import hookimpl
+from bitmusa_plugin import lifecycle as lc
+from bitmusa_plugin.host import Host
+from bitmusa_plugin.outputs import JsonlOutput
+from bitmusa_plugin.plugins import PluginHost
+from bitmusa_plugin.secrets import Credentials, install_log_redaction
+from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, RestFault, Simulator
+from bitmusa_plugin.stream import AccountConfig, AccountStream, Heartbeat
+
+FAST = lc.Timing(
+    keepalive_interval=0.25,
+    key_validity=1.0,
+    retry_initial=0.05,
+    retry_max=0.3,
+    stable_after=0.3,
+    rotate_after=600.0,
+    rotate_jitter=0.0,
+    rotate_retry=0.2,
+    rotate_overlap=0.2,
+)
+BEAT = Heartbeat(0.2, 0.4)  # generous: a loaded CI machine must not look like a dead link
+
+
+class Recorder:
+    """A well-behaved plugin: records every payload and state, in delivery order."""
+
+    def __init__(self) -> None:
+        self.data: list[str] = []
+        self.states: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+        self.timeline: list[tuple[str, str]] = []
+
+    def _add(self, event: dict[str, Any]) -> None:
+        self.data.append(orjson.dumps(event["data"]).decode())
+        self.timeline.append(("event", event["stream"]))
+
+    @hookimpl
+    async def on_order(self, event: dict[str, Any]) -> None:
+        self._add(event)
+
+    @hookimpl
+    async def on_wallet(self, event: dict[str, Any]) -> None:
+        self._add(event)
+
+    @hookimpl
+    async def on_position(self, event: dict[str, Any]) -> None:
+        self._add(event)
+
+    @hookimpl
+    async def on_stream_state(self, state: dict[str, Any]) -> None:
+        self.states.append(state)
+        self.timeline.append(("state", state["status"]))
+
+    @hookimpl
+    async def on_error(self, error: dict[str, Any]) -> None:
+        self.errors.append(error)
+
+    def statuses(self) -> list[str]:
+        return [s["status"] for s in self.states]
+
+
+@dataclass
+class Rig:
+    sim: Simulator
+    recorder: Recorder
+    host: Host
+    stream: AccountStream
+    task: asyncio.Task[lc.Finish] | None = None
+    extra: list[object] = field(default_factory=list)
+
+    async def finish(self) -> lc.Finish:
+        self.stream.stop()
+        assert self.task is not None
+        result = await asyncio.wait_for(self.task, 5)
+        await self.host.dispatcher.drain(5)
+        return result
+
+    def sent_live(self) -> list[str]:
+        """Ground truth: every good frame written to a live connection, as its data."""
+        return [
+            orjson.dumps(orjson.loads(f.text)["data"]).decode()
+            for f in self.sim.sent
+            if f.conns and not f.garbage
+        ]
+
+
+async def make_rig(
+    sim: Simulator,
+    *,
+    timing: lc.Timing = FAST,
+    heartbeat: Heartbeat = BEAT,
+    credentials: Credentials | None = None,
+    plugins: dict[str, object] | None = None,
+    rest_timeout: float = 2.0,
+    slow_after: float = 5.0,
+) -> Rig:
+    recorder = Recorder()
+    ph = PluginHost()
+    ph.register(recorder, "recorder")
+    for name, plugin in (plugins or {}).items():
+        ph.register(plugin, name)
+    host = Host(ph, command="test", slow_after=slow_after)
+    host.start(["acct"])
+    config = AccountConfig(
+        "acct", credentials or Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url
+    )
+    stream = AccountStream(
+        config, host, timing=timing, heartbeat=heartbeat, rest_timeout=rest_timeout
+    )
+    rig = Rig(sim, recorder, host, stream)
+    rig.task = asyncio.get_running_loop().create_task(stream.run())
+    return rig
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    simulator = Simulator(time_scale=3600, event_interval=0.01, seed=3)
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+async def test_drops_stalls_and_refusals_each_give_one_gap_and_lose_nothing(
+    sim: Simulator,
+) -> None:
+    rig = await make_rig(sim)
+    await wait_for(lambda: "connected" in rig.recorder.statuses())
+    await asyncio.sleep(0.3)
+    sim.drop(mid_frame=True)  # a reset in the middle of a frame
+    await wait_for(lambda: rig.recorder.statuses().count("gap") == 1)
+    await asyncio.sleep(0.3)
+    sim.stall(1.5)  # silence: no data, no pongs, longer than the heartbeat allows
+    await wait_for(lambda: rig.recorder.statuses().count("gap") == 2)
+    await asyncio.sleep(0.3)
+    sim.refuse(2)  # the next two handshakes are refused...
+    sim.refuse(1, how="reset")  # ...and one is reset mid-handshake
+    sim.drop()
+    await wait_for(lambda: rig.recorder.statuses().count("gap") == 3)
+    await asyncio.sleep(0.3)
+    await sim.garbage(6)
+    await asyncio.sleep(0.2)
+    result = await rig.finish()
+
+    assert result == lc.Finish(False, "stopped")
+    gaps = [s for s in rig.recorder.states if s["status"] == "gap"]
+    assert len(gaps) == 3
+    for gap in gaps:
+        assert gap["since"] <= gap["until"]
+    assert rig.recorder.data == rig.sent_live()  # every live frame, once, in order
+    assert len(rig.recorder.data) > 100
+    assert sum(1 for e in rig.recorder.errors if e["kind"] != "rest_error") == 6
+    assert rig.stream.policy.counters.reconnects >= 3
+    assert sim.account().expiries == 0  # the key never lapsed
+    assert sim.account().deletes == 1  # clean shutdown DELETEs the key
+    assert rig.recorder.statuses()[-1] == "closed"
+
+
+async def test_gap_is_reported_before_the_new_connections_first_event(sim: Simulator) -> None:
+    rig = await make_rig(sim)
+    for n in range(1, 4):
+        await wait_for(lambda n=n: len(rig.recorder.data) > 20 * n)
+        sim.drop()
+        await wait_for(lambda n=n: rig.recorder.statuses().count("gap") == n)
+    await asyncio.sleep(0.2)
+    await rig.finish()
+    timeline = rig.recorder.timeline  # states and events as one plugin saw them, in order
+    for i, (kind, value) in enumerate(timeline):
+        if (kind, value) == ("state", "disconnected"):
+            following = timeline[i + 1 :]
+            gap = following.index(("state", "gap"))
+            assert all(k == "state" for k, _ in following[:gap]), following[:gap]
+            assert following[gap + 1 :]
+            assert following[gap + 1][0] == "event"
+    assert rig.recorder.data == rig.sent_live()
+
+
+async def test_rotation_overlaps_two_connections_and_delivers_exactly_once() -> None:
+    async with Simulator(time_scale=3600, event_interval=0.002, seed=5) as sim:
+        timing = replace(FAST, rotate_after=0.5, rotate_jitter=0.1, rotate_overlap=0.15)
+        rig = await make_rig(sim, timing=timing)
+        await wait_for(lambda: rig.stream.policy.counters.rotations >= 3, timeout=10)
+        result = await rig.finish()
+    assert result.failed is False
+    assert rig.stream.policy.counters.gaps == 0
+    assert "gap" not in rig.recorder.statuses()
+    assert sim.account().max_concurrent == 2  # make-before-break, never more
+    assert any(len(f.conns) == 2 for f in sim.sent)  # frames really came over both
+    assert rig.recorder.data == rig.sent_live()  # ... and were delivered once, in order
+
+
+async def test_the_server_cut_without_rotation_is_a_reconnect_with_gap() -> None:
+    # 24 simulated hours pass in 1.2 real seconds; rotation is switched off, and the key
+    # lives long here so that only the cut can end the connection
+    async with Simulator(
+        time_scale=72000, event_interval=0.01, key_validity_ms=10 * 86400 * 1000
+    ) as sim:
+        timing = replace(FAST, keepalive_interval=1.0, key_validity=10.0, rotate_after=3600.0)
+        rig = await make_rig(sim, timing=timing)
+        await wait_for(lambda: "gap" in rig.recorder.statuses(), timeout=5)
+        await rig.finish()
+    reasons = [s["reason"] for s in rig.recorder.states if s["status"] == "disconnected"]
+    assert reasons == ["closed by server: 1000 connection max age reached"]
+    assert rig.recorder.data == rig.sent_live()
+
+
+async def test_a_quiet_account_keeps_its_key_and_connection_for_half_a_day() -> None:
+    scale = 14400.0  # 12 simulated hours in 3 real seconds
+    async with Simulator(time_scale=scale, event_interval=None) as sim:
+        timing = replace(lc.Timing().scaled(scale), retry_initial=0.05, retry_max=0.3)
+        rig = await make_rig(sim, timing=timing, heartbeat=Heartbeat(0.2, 0.4))
+        await asyncio.sleep(3.0)
+        await rig.finish()
+    account = sim.account()
+    assert account.expiries == 0
+    assert sim.connections_opened == 1  # no needless reconnects on a quiet account
+    assert rig.stream.policy.counters.reconnects == 0
+    intervals = [(b - a) / 1000 / 60 for a, b in zip(account.puts, account.puts[1:], strict=False)]
+    assert len(account.puts) >= 18  # every 30 simulated minutes
+    assert all(20 <= minutes <= 45 for minutes in intervals), intervals  # 27-33 + sched
+
+
+async def test_bad_credentials_fail_fast_with_no_retry(sim: Simulator) -> None:
+    rig = await make_rig(sim, credentials=Credentials("wrong-api-key", "wrong-auth-key"))
+    assert rig.task is not None
+    result = await asyncio.wait_for(rig.task, 2)
+    assert result.failed
+    assert "1001" in result.reason
+    assert sim.rest_calls == [("POST", 1001)]
+    assert rig.stream.status == "failed"
+    await rig.host.dispatcher.drain(2)
+    assert rig.recorder.statuses()[-1] == "failed"
+    assert [e["kind"] for e in rig.recorder.errors] == ["rest_error"]
+
+
+async def test_rest_failures_are_retried_with_backoff(sim: Simulator) -> None:
+    faults: list[RestFault] = ["503", "429", "1011", "timeout", "500"]
+    for fault in faults:
+        sim.fail_rest(fault)
+    rig = await make_rig(sim, rest_timeout=0.2)
+    await wait_for(lambda: "connected" in rig.recorder.statuses(), timeout=8)
+    await rig.finish()
+    kinds = [e["kind"] for e in rig.recorder.errors]
+    assert kinds.count("rest_error") == 5
+    assert any("timed out" in e["message"] for e in rig.recorder.errors)
+
+
+class Blocking:
+    """A sync plugin that blocks its thread for a long time on every order."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    @hookimpl
+    def on_order(self, order: dict[str, Any]) -> None:
+        self.calls += 1
+        self.release.wait(2.0)
+
+
+class Raising:
+    @hookimpl
+    async def on_wallet(self, balance: dict[str, Any]) -> None:
+        raise RuntimeError("this plugin always fails")
+
+
+async def test_hostile_plugins_and_bad_frames_do_not_disturb_the_stream(sim: Simulator) -> None:
+    blocking = Blocking()
+    rig = await make_rig(sim, plugins={"blocking": blocking, "raising": Raising()}, slow_after=0.3)
+    await wait_for(lambda: "connected" in rig.recorder.statuses())
+    for _ in range(5):
+        await sim.garbage(3)
+        await asyncio.sleep(0.2)
+    blocking.release.set()
+    await rig.finish()
+    assert sim.connections_opened == 1  # pongs kept flowing: no reconnect
+    assert rig.recorder.data == rig.sent_live()
+    kinds = {e["kind"] for e in rig.recorder.errors}
+    assert {"plugin_error", "plugin_slow", "malformed_json"} <= kinds
+
+
+async def test_shutdown_is_prompt_even_when_offline() -> None:
+    sim = Simulator(time_scale=3600, event_interval=0.01)
+    await sim.start()
+    rig = await make_rig(sim)
+    await wait_for(lambda: "connected" in rig.recorder.statuses())
+    await sim.stop()  # the exchange disappears
+    sim.drop()
+    start = time.monotonic()
+    result = await rig.finish()
+    await rig.host.stop(timeout=0.2)
+    assert time.monotonic() - start < 2.0
+    assert result == lc.Finish(False, "stopped")
+    assert rig.recorder.statuses()[-1] == "closed"
+    leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert leftovers == []  # every reader, heartbeat, REST call and worker is gone
+
+
+async def test_no_secret_reaches_logs_or_output(sim: Simulator) -> None:
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    install_log_redaction()
+    output = io.StringIO()
+    try:
+        credentials = Credentials(DEMO_API_KEY, DEMO_AUTH_KEY)
+        rig = await make_rig(sim, plugins={"jsonl": JsonlOutput(output)}, credentials=credentials)
+        await wait_for(lambda: "connected" in rig.recorder.statuses())
+        sim.drop()
+        await wait_for(lambda: "gap" in rig.recorder.statuses())
+        sim.expire_key()  # a new key is issued
+        await wait_for(lambda: len(sim.account().issued_keys) >= 2)
+        await asyncio.sleep(0.3)
+        await rig.finish()
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    text = buffer.getvalue() + output.getvalue()
+    text += repr(credentials) + str(credentials) + repr(rig.stream) + repr(rig.stream.rest)
+    logged = buffer.getvalue()
+    assert "websockets.client" in logged  # debug logs of both libraries were on...
+    assert "httpx" in logged
+    assert "GET /ws/future/***" in logged  # ...and the key in the request line was masked
+    secrets = [DEMO_API_KEY, DEMO_AUTH_KEY, *sim.account().issued_keys]
+    assert len(secrets) >= 4
+    for secret in secrets:
+        assert secret not in text
