@@ -28,6 +28,9 @@ ERROR_KINDS = {
     "plugin_error": "a plugin's handler raised; `plugin` names it, `event` is what it got",
     "plugin_slow": "a handler has run longer than `slow_after` (5 s); its later events wait",
     "queue_overflow": "a plugin fell a whole queue behind; its oldest calls are being dropped",
+    "binary_frame": "the websocket sent a binary frame (the user stream sends text)",
+    "rest_error": "a listenKey REST call failed (the message carries Bitmusa's code); "
+    "retried unless permanent",
 }
 
 
