@@ -284,6 +284,14 @@ def _listen_command(args: argparse.Namespace, plugins: PluginHost) -> int:
         return EXIT_USAGE
     timing = lc.Timing()
     if args.keepalive_interval is not None:
+        if args.keepalive_interval * (1 + timing.keepalive_jitter) >= timing.key_validity:
+            print(
+                "bitmusa-plugin: --keepalive-interval must leave room inside the key's "
+                f"{timing.key_validity:.0f} s validity (at most "
+                f"{timing.key_validity / (1 + timing.keepalive_jitter) / 2:.0f} is sensible)",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         timing = replace(timing, keepalive_interval=args.keepalive_interval)
     if args.rotate_after is not None:
         timing = replace(

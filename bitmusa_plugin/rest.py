@@ -17,6 +17,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 import httpx
+import orjson
 
 from .secrets import Credentials
 
@@ -179,8 +180,6 @@ class ListenKeyClient:
 
 def parse_envelope(method: str, status: int, content: bytes) -> dict[str, Any]:
     """Read ``{data, code, message}``; raise the typed error for anything but code 0."""
-    import orjson
-
     try:
         body = orjson.loads(content) if content else {}
     except orjson.JSONDecodeError:

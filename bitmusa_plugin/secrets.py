@@ -63,6 +63,17 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Handed to libraries that log URLs (websockets logs its request line, listenKey
+    included, at DEBUG): the text is masked before any handler sees it, whatever handlers
+    the application has set up."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
+        if self.isEnabledFor(level):
+            text = str(msg) % args if args else str(msg)
+            self.logger.log(level, redact(text), **kwargs)
+
+
 def install_log_redaction(logger: logging.Logger | None = None) -> None:
     """Attach the filter to every handler of ``logger`` (root by default), once."""
     target = logger or logging.getLogger()

@@ -36,7 +36,7 @@ from .rest import (
     PermanentError,
     RateLimiter,
 )
-from .secrets import Credentials, redact
+from .secrets import REDACTOR, Credentials, RedactingLogger, redact
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ DEFAULT_WS_URL = "wss://websocket.bitmusa.com:60002"
 #: websockets closes a connection on a frame larger than this (1009); our own, smaller
 #: limit (``mapping.DEFAULT_MAX_FRAME_BYTES``) rejects and reports a frame and goes on.
 WS_MAX_FRAME_BYTES = 1 << 20
+_WS_LOGGER = RedactingLogger(logging.getLogger("websockets.client"), {})
 
 
 @dataclass(frozen=True)
@@ -240,8 +241,6 @@ class AccountStream:
             reason = exc.message  # ``exc`` is unbound once the except block ends
             self._post(lambda now: self.policy.key_failed(now, failure, reason))
             return
-        from .secrets import REDACTOR
-
         REDACTOR.add(key)  # a listenKey is a secret: it never reaches a log
         self._post(lambda now: self.policy.key_created(now, key))
 
@@ -283,6 +282,7 @@ class AccountStream:
                 max_size=WS_MAX_FRAME_BYTES,
                 compression=None,  # halves the memory of an idle connection
                 user_agent_header=None,
+                logger=_WS_LOGGER,  # its DEBUG request line holds the listenKey
             )
         except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
             reason = redact(_describe(exc))
