@@ -222,3 +222,31 @@ def norm(p: Pair) -> Pair:
     if d < 0:
         return (i * _p10(-d), 0)
     return (i, d)
+
+
+def utc_timestamp(value: object, name: str) -> int | None:
+    """Milliseconds from Bitmusa's REST times (``"2023-06-09T10:21:46"``, no zone: read as
+    UTC, a documented choice), or from anything :func:`timestamp` accepts."""
+    if type(value) is str and "T" in value:
+        from datetime import datetime, timedelta, timezone
+
+        text = value.strip().replace("Z", "+00:00")
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise Reject("invalid_field", f"{name}: {value[:40]!r} is not a time") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+        return timestamp((parsed - epoch) // timedelta(milliseconds=1), name)
+    return timestamp(value, name)
+
+
+def to_str(p: Pair) -> str:
+    """``str(Precise)``: the exact decimal, without trailing zeros."""
+    i, d = norm(p)
+    if d == 0:
+        return str(i)
+    sign, digits = ("-", str(-i)) if i < 0 else ("", str(i))
+    digits = digits.rjust(d + 1, "0")
+    return f"{sign}{digits[:-d]}.{digits[-d:]}"

@@ -127,6 +127,7 @@ async def run_accounts(
     timing: lc.Timing | None = None,
     heartbeat: Heartbeat | None = None,
     keep_listen_key: bool = False,
+    resync: bool = True,
     record: IO[str] | None = None,
     until: Callable[[list[AccountStream]], Coroutine[Any, Any, Any]] | None = None,
     handle_signals: bool = True,
@@ -140,6 +141,7 @@ async def run_accounts(
             timing=timing,
             heartbeat=heartbeat,
             keep_listen_key=keep_listen_key,
+            resync=resync,
             limiter=limiter,
             record=record,
         )

@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         "stream for any other consumer of the account)",
     )
     listen.add_argument(
+        "--no-resync",
+        action="store_true",
+        help="do not fetch REST snapshots at start-up and after every gap",
+    )
+    listen.add_argument(
         "--record",
         metavar="FILE",
         type=Path,
@@ -313,6 +318,7 @@ def _listen_command(args: argparse.Namespace, plugins: PluginHost) -> int:
                 Host(plugins, command="listen"),
                 timing=timing,
                 keep_listen_key=args.keep_listen_key,
+                resync=not args.no_resync,
                 record=record,
             )
         )

@@ -20,6 +20,7 @@ from . import __version__
 from .dispatch import DEFAULT_QUEUE_SIZE, DEFAULT_SLOW_AFTER, Dispatcher
 from .mapping import DEFAULT_MAX_FRAME_BYTES, Mapped, Mapper, SymbolMap
 from .plugins import PluginHost
+from .resync import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Host:
         )
         self._clock = clock
         self._mappers: dict[str, Mapper] = {}
+        self.ledgers: dict[str, Ledger] = {}
         self.accounts: dict[str, AccountStats] = {}
         self.errors: Counter[str] = Counter()
         self._context: Context = {"version": __version__, "command": command, "accounts": []}
@@ -93,6 +95,7 @@ class Host:
                 clock=self._clock,
             )
             self.accounts[account] = AccountStats()
+            self.ledgers[account] = Ledger()
         return mapper
 
     # -- the data path ----------------------------------------------------------------------
@@ -104,12 +107,27 @@ class Host:
         if isinstance(result, Mapped):
             stats.events[result.event["stream"]] += 1
             stats.last_event_at = self._clock()
+            self.ledgers[account].record(result.hook, result.obj)
             self.dispatcher.publish(result.hook, {result.key: result.obj, "event": result.event})
             return True
         error = result.error
         stats.rejected[error["kind"]] += 1
         self.report(error)
         return False
+
+    def deliver(
+        self, account: str, hook: str, key: str, obj: Any, data: Any, *, stream: str
+    ) -> None:
+        """Deliver an object that did not come from a frame (a resync snapshot)."""
+        self.accounts[account].events[stream] += 1
+        event: Event = {
+            "account": account,
+            "stream": stream,
+            "eventTime": None,
+            "receivedAt": int(self._clock() * 1000),
+            "data": data,
+        }
+        self.dispatcher.publish(hook, {key: obj, "event": event})
 
     def report(self, error: ErrorInfo, event: Event | None = None) -> None:
         """Report a contained failure: counter, log, ``on_error``."""

@@ -92,6 +92,13 @@ class Activate:
 
 
 @dataclass(frozen=True)
+class Resync:
+    """Hold ``conn``'s frames, deliver what a REST snapshot changed, then activate it."""
+
+    conn: int
+
+
+@dataclass(frozen=True)
 class Close:
     """Close ``conn`` on purpose; its closing is not an outage."""
 
@@ -115,7 +122,9 @@ class Finish:
     reason: str
 
 
-Action = CreateKey | KeepAlive | DeleteKey | Connect | Activate | Close | EmitState | Finish
+Action = (
+    CreateKey | KeepAlive | DeleteKey | Connect | Activate | Resync | Close | EmitState | Finish
+)
 
 
 @dataclass
@@ -143,6 +152,8 @@ class StreamPolicy:
     timing: Timing = field(default_factory=Timing)
     rng: random.Random = field(default_factory=random.Random)
     keep_listen_key: bool = False
+    #: fetch snapshots at start-up and after every gap (see ``resync.py``)
+    resync: bool = False
 
     phase: Literal["idle", "running", "stopped", "failed"] = field(default="idle", init=False)
     key: str | None = field(default=None, init=False)
@@ -244,12 +255,14 @@ class StreamPolicy:
         self._stable_at = now + self.timing.stable_after
         self._schedule_rotation(now)
         actions: list[Action] = [EmitState("connected")]
-        if self._gap_since is not None:
+        gap = self._gap_since is not None
+        if gap:
             self.counters.gaps += 1
             actions.append(EmitState("gap", since=self._gap_since, until=now, reason="outage"))
             self._gap_since = None
+        first = not self._connected_once
         self._connected_once = True
-        actions.append(Activate(conn_id))
+        actions.append(Resync(conn_id) if self.resync and (gap or first) else Activate(conn_id))
         return actions
 
     def connect_failed(self, now: float, conn_id: int, reason: str) -> list[Action]:

@@ -37,6 +37,8 @@ from ._numbers import (
     sub,
     timestamp,
     to_float,
+    to_str,
+    utc_timestamp,
 )
 
 log = logging.getLogger(__name__)
@@ -461,6 +463,34 @@ class Mapper:
         result["free"], result["used"], result["total"] = frees, useds, totals
         return result  # type: ignore[return-value]
 
+    def asset(self, code: str) -> tuple[float, float] | None:
+        """The last (free, used) of ``code`` in the cumulative wallet."""
+        entry = self._assets.get(code)
+        return None if entry is None else (entry.free, entry.used)
+
+    def vanished_order(self, order_id: str, last: Mapping[str, Any], info: dict[str, Any]) -> Order:
+        """An order no longer open whose end is unknown (resync): last facts, status None."""
+        result = _ORDER_TEMPLATE.copy()
+        result.update(last)
+        result["id"] = order_id
+        result["status"] = None  # filled or cancelled: the snapshot cannot say which
+        result["remaining"] = None
+        result["info"] = info
+        result["fees"] = []
+        result["trades"] = []
+        return result  # type: ignore[return-value]
+
+    def flat_position(self, last: Mapping[str, Any], info: dict[str, Any]) -> Position:
+        """A position known to be flat now, from its last known facts (resync)."""
+        result = _POSITION_TEMPLATE.copy()
+        for key in ("symbol", "side", "marginMode", "hedged", "leverage", "entryPrice"):
+            result[key] = last.get(key)
+        result["contracts"] = 0.0
+        result["notional"] = 0.0
+        result["contractSize"] = 1.0
+        result["info"] = info
+        return result  # type: ignore[return-value]
+
     def position(self, data: dict[str, Any], event_time: int | None) -> Position:
         """``future_position`` data -> ccxt position, with ``safe_position``'s derivations."""
         g = data.get
@@ -548,6 +578,67 @@ class Mapper:
         result["percentage"] = percentage
         result["hedged"] = hedged
         return result  # type: ignore[return-value]
+
+
+# -- REST snapshots (GET /future/wallet, /future/position, /future/order) -------------------
+#
+# The REST shapes use snake_case and numeric codes. Each record is translated into the
+# stream's payload shape and mapped by the same code, so a snapshot and a live event with
+# the same facts give the same unified object (resync compares them). REST-only fields
+# (initial_margin, bankruptcy_price, ...) stay in ``info``.
+
+
+def rest_order_data(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A GET /future/order record as a ``future_order`` payload."""
+    g = item.get
+    return {
+        "orderId": g("order_id"),
+        "ticker": g("ticker"),
+        "direction": g("direction"),
+        "position": g("position"),
+        "type": g("order_type"),
+        "tif": g("tif_mode"),
+        "price": g("order_price"),
+        "amount": g("order_qty"),
+        "tradedAmount": g("traded_qty"),
+        "value": g("traded_value"),
+        "status": g("status"),
+        "createdTime": utc_timestamp(g("order_time"), "order_time"),
+        "completedTime": utc_timestamp(g("filled_time"), "filled_time"),
+    }
+
+
+def rest_position_data(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A GET /future/position record as a ``future_position`` payload."""
+    g = item.get
+    return {
+        "ticker": g("ticker"),
+        "marginMode": g("margin_mode"),
+        "positionMode": g("position_mode"),
+        "position": g("position"),
+        "leverage": g("leverage"),
+        "price": g("entry_price"),
+        "amount": g("qty"),
+        "value": g("value"),
+        "liquidPrice": g("liquid_price"),
+        "unpnl": g("unpnl"),
+        "createdTime": utc_timestamp(g("entry_time"), "entry_time"),
+    }
+
+
+def rest_wallet_data(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A GET /future/wallet record as a ``future_wallet`` payload: free is the available
+    balance, locked is what the wallet holds beyond it (never below zero)."""
+    available = number(item.get("total_available_balance"), "total_available_balance")
+    wallet = number(item.get("total_wallet_balance"), "total_wallet_balance")
+    if available is None or wallet is None:
+        raise Reject("missing_field", "total_available_balance and total_wallet_balance")
+    locked = sub(pair(item.get("total_wallet_balance")), pair(item.get("total_available_balance")))
+    return {
+        "asset": item.get("symbol"),
+        "free": item.get("total_available_balance"),
+        "locked": to_str(locked) if locked[0] > 0 else "0",
+    }
 
 
 def _enum_key(value: object) -> object:

@@ -25,6 +25,9 @@ DEFAULT_REST_URL = "https://openapi.bitmusa.com/api/v2"
 #: Explicit per-request timeout, seconds (connect, read, write and pool alike).
 DEFAULT_TIMEOUT = 10.0
 LISTEN_KEY_PATH = "/future/userDataStream"
+WALLET_PATH = "/future/wallet"
+POSITION_PATH = "/future/position"
+OPEN_ORDERS_PATH = "/future/order"
 
 #: Codes that no retry can fix: bad key, IP not allowed, empty key, no privilege.
 PERMANENT_CODES = frozenset((1001, 1002, 1003, 1005))
@@ -116,7 +119,9 @@ class BitmusaAuth(httpx.Auth):
 
 
 class ListenKeyClient:
-    """POST / PUT / DELETE ``{rest_url}/future/userDataStream`` for one account."""
+    """One account's REST: the listenKey (POST / PUT / DELETE ``/future/userDataStream``)
+    and the snapshots used to resync (GET ``/future/wallet``, ``/future/position``,
+    ``/future/order``)."""
 
     def __init__(
         self,
@@ -157,28 +162,57 @@ class ListenKeyClient:
         """DELETE: close the stream and invalidate the key (for every consumer)."""
         await self._call("DELETE", timeout=timeout)
 
+    async def wallet(self) -> list[dict[str, Any]]:
+        """GET /future/wallet: one record per margin asset."""
+        return await self._records(WALLET_PATH, {})
+
+    async def positions(self, ticker: str | None = None) -> list[dict[str, Any]]:
+        """GET /future/position: every position, or one ticker's."""
+        return await self._records(POSITION_PATH, {"ticker": ticker} if ticker else {})
+
+    async def open_orders(self, ticker: str | None = None, size: int = 50) -> list[dict[str, Any]]:
+        """GET /future/order: open orders, newest first (all tickers when none is given)."""
+        params: dict[str, Any] = {"size": size}
+        if ticker:
+            params["ticker"] = ticker
+        return await self._records(OPEN_ORDERS_PATH, params)
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _call(self, method: str, timeout: float | None = None) -> dict[str, Any]:
+    async def _records(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        body = await self._call("GET", path=path, params=params)
+        data = body.get("data")
+        if data is None:
+            return []
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise ServerError(f"GET {path}: data is not a list of records", code=body.get("code"))
+        return data
+
+    async def _call(
+        self,
+        method: str,
+        timeout: float | None = None,
+        path: str = LISTEN_KEY_PATH,
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         if self._limiter is not None:
             await self._limiter.acquire()
-        url = self.rest_url + LISTEN_KEY_PATH
+        url = self.rest_url + path
+        what = f"{method} {path.rsplit('/', 1)[-1]}"
         try:
             if timeout is None:
-                response = await self._client.request(method, url)
+                response = await self._client.request(method, url, params=params)
             else:
-                response = await self._client.request(method, url, timeout=timeout)
+                response = await self._client.request(method, url, params=params, timeout=timeout)
         except httpx.TimeoutException as exc:
-            raise NetworkError(
-                f"{method} userDataStream timed out ({type(exc).__name__})"
-            ) from None
+            raise NetworkError(f"{what} timed out ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
-            raise NetworkError(f"{method} userDataStream failed: {type(exc).__name__}") from None
-        return parse_envelope(method, response.status_code, response.content)
+            raise NetworkError(f"{what} failed: {type(exc).__name__}") from None
+        return parse_envelope(what, response.status_code, response.content)
 
 
-def parse_envelope(method: str, status: int, content: bytes) -> dict[str, Any]:
+def parse_envelope(what: str, status: int, content: bytes) -> dict[str, Any]:
     """Read ``{data, code, message}``; raise the typed error for anything but code 0."""
     try:
         body = orjson.loads(content) if content else {}
@@ -188,7 +222,7 @@ def parse_envelope(method: str, status: int, content: bytes) -> dict[str, Any]:
     message = body.get("message") if isinstance(body, dict) else None
     if isinstance(code, str) and code.lstrip("-").isdigit():
         code = int(code)
-    what = f"{method} userDataStream: HTTP {status}"
+    what = f"{what}: HTTP {status}"
     if isinstance(code, int) and code != 0:
         text = f"{what}, code {code} ({message or 'no message'})"
         if code in PERMANENT_CODES:

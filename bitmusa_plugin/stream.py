@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from bitmusa_hookspecs import StreamState
 
 from . import lifecycle as lc
+from . import resync
 from .host import Host
 from .mapping import error_info
 from .rest import (
@@ -81,6 +82,7 @@ class _Connection:
     last_alive: float = 0.0
     buffer: list[str] = field(default_factory=list)
     delivered: Counter[str] = field(default_factory=Counter)
+    resync: asyncio.Task[None] | None = None
 
 
 class AccountStream:
@@ -94,6 +96,7 @@ class AccountStream:
         timing: lc.Timing | None = None,
         heartbeat: Heartbeat | None = None,
         keep_listen_key: bool = False,
+        resync: bool = True,
         limiter: RateLimiter | None = None,
         rng: random.Random | None = None,
         open_timeout: float = 10.0,
@@ -109,6 +112,7 @@ class AccountStream:
             timing=timing or lc.Timing(),
             rng=rng or random.Random(),
             keep_listen_key=keep_listen_key,
+            resync=resync,
         )
         self.rest = ListenKeyClient(
             config.credentials, config.rest_url, timeout=rest_timeout, limiter=limiter
@@ -185,6 +189,8 @@ class AccountStream:
                 )
             elif isinstance(action, lc.Activate):
                 self._activate(action.conn)
+            elif isinstance(action, lc.Resync):
+                self._start_resync(action.conn)
             elif isinstance(action, lc.Close):
                 await self._close(action.conn, action.reason)
             elif isinstance(action, lc.EmitState):
@@ -315,10 +321,13 @@ class AccountStream:
             reason = _close_reason(ws)
         finally:
             heartbeat.cancel()
+            if conn.resync is not None:
+                conn.resync.cancel()  # the next gap brings its own resync
             if not conn.planned_close:
                 last_alive = conn.last_alive
                 self._conns.pop(conn.conn_id, None)
-                self._flush_rotation()  # a rotation under way takes over at once
+                self._release_orphan(conn)
+                self._flush_buffers()  # a rotation under way takes over at once
                 self._post(
                     lambda now: self.policy.closed(now, conn.conn_id, redact(reason), last_alive)
                 )
@@ -356,6 +365,61 @@ class AccountStream:
             conn.delivered.clear()
         conn.activated.set()
 
+    def _start_resync(self, conn_id: int) -> None:
+        conn = self._conns.get(conn_id)
+        if conn is None:
+            return
+        conn.mode = "buffering"  # read, but hold frames until the snapshot is delivered
+        conn.activated.set()
+        conn.resync = asyncio.get_running_loop().create_task(self._resync(conn))
+
+    async def _resync(self, conn: _Connection) -> None:
+        try:
+            wallet, positions, orders = await asyncio.gather(
+                self.rest.wallet(),
+                self.rest.positions(),
+                self.rest.open_orders(size=resync.OPEN_ORDERS_PAGE),
+            )
+        except BitmusaError as exc:
+            self._report_rest("resync", exc)  # the stream goes on without it
+        else:
+            self._apply_snapshot(conn, wallet, positions, orders)
+        finally:
+            conn.resync = None
+            if self._conns.get(conn.conn_id) is conn and conn.mode == "buffering":
+                self._flush_buffers()
+
+    def _apply_snapshot(
+        self,
+        conn: _Connection,
+        wallet: list[dict[str, Any]],
+        positions: list[dict[str, Any]],
+        orders: list[dict[str, Any]],
+    ) -> None:
+        plan = resync.plan(
+            self.host.ledgers[self.account],
+            self.host.mapper(self.account),
+            wallet=wallet,
+            positions=positions,
+            orders=orders,
+            held=resync.held_keys(conn.buffer),
+            orders_complete=len(orders) < resync.OPEN_ORDERS_PAGE,
+        )
+        for d in plan.deliveries:
+            self.host.deliver(self.account, d.hook, d.key, d.obj, d.data, stream="resync")
+        if plan.vanished_orders:
+            ids = ", ".join(plan.vanished_orders)
+            self.host.report(
+                error_info(
+                    "resync_incomplete",
+                    f"orders no longer open after the outage: {ids}; the open-orders "
+                    "snapshot cannot tell filled from cancelled",
+                    self.account,
+                )
+            )
+        for problem in plan.rejected:
+            self.host.report(error_info("invalid_field", f"resync {problem}", self.account))
+
     def _receive(self, conn: _Connection, text: str) -> None:
         if conn.mode == "buffering":
             conn.buffer.append(text)  # the old connection is still the one delivering
@@ -367,14 +431,23 @@ class AccountStream:
                 other.delivered[text] += 1
         self._deliver(text)
 
+    def _release_orphan(self, conn: _Connection) -> None:
+        """A connection that was holding frames back is going away. If no live connection
+        delivered them (a resync was under way), they were live frames: deliver them."""
+        if conn.mode == "buffering" and not any(c.mode == "live" for c in self._conns.values()):
+            for text in conn.buffer:
+                self._deliver(text)
+        conn.buffer.clear()
+
     def _deliver(self, text: str) -> None:
         if self.record is not None:
             self.record.write(text.replace("\n", " ").replace("\r", " ") + "\n")
             self.record.flush()
         self.host.ingest(self.account, text)
 
-    def _flush_rotation(self) -> None:
-        """The old connection is gone: the new one delivers what the old did not."""
+    def _flush_buffers(self) -> None:
+        """No live connection is ahead of the buffering one any more (the old connection of
+        a rotation closed, or a resync finished): deliver what nobody delivered yet."""
         for conn in self._conns.values():
             if conn.mode != "buffering":
                 continue
@@ -392,6 +465,9 @@ class AccountStream:
         if conn is None:
             return
         conn.planned_close = True
+        if conn.resync is not None:
+            conn.resync.cancel()
+        self._release_orphan(conn)
         if conn.ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.ws.close(reason=reason[:60]), 1.0)
@@ -399,7 +475,7 @@ class AccountStream:
             conn.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await conn.task
-        self._flush_rotation()
+        self._flush_buffers()
 
     async def _teardown(self) -> None:
         for conn_id in list(self._conns):

@@ -29,7 +29,9 @@ ERROR_KINDS = {
     "plugin_slow": "a handler has run longer than `slow_after` (5 s); its later events wait",
     "queue_overflow": "a plugin fell a whole queue behind; its oldest calls are being dropped",
     "binary_frame": "the websocket sent a binary frame (the user stream sends text)",
-    "rest_error": "a listenKey REST call failed (the message carries Bitmusa's code); "
+    "resync_incomplete": "after an outage, open orders were gone from the snapshot: they "
+    "were delivered with `status` None (filled or cancelled, the API cannot say which)",
+    "rest_error": "a REST call (listenKey or snapshot) failed (the message carries Bitmusa's code); "
     "retried unless permanent",
 }
 

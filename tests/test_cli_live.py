@@ -97,8 +97,12 @@ async def test_listen_streams_jsonl_and_shuts_down_cleanly_on_sigint(
     states = [line["state"]["status"] for line in lines if line["hook"] == "on_stream_state"]
     assert states[:2] == ["connecting", "connected"]
     assert states[-1] == "closed"
-    events = [line for line in lines if line["hook"] in ("on_order", "on_wallet", "on_position")]
+    data_hooks = ("on_order", "on_wallet", "on_position")
+    events = [
+        line for line in lines if line["hook"] in data_hooks and line["event"]["stream"] != "resync"
+    ]
     assert len(events) > 20
+    assert sim.snapshots[:3] == ["wallet", "position", "order"]  # the start-up resync
     assert len(sim.account().puts) >= 3  # --keepalive-interval took effect
     for secret in (DEMO_API_KEY, DEMO_AUTH_KEY, *sim.account().issued_keys):
         assert secret not in out

@@ -45,8 +45,13 @@ class Recorder:
         self.states: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
         self.timeline: list[tuple[str, str]] = []
+        self.resynced: list[dict[str, Any]] = []
 
     def _add(self, event: dict[str, Any]) -> None:
+        if event["stream"] == "resync":
+            self.resynced.append(event)
+            self.timeline.append(("resync", event["stream"]))
+            return
         self.data.append(orjson.dumps(event["data"]).decode())
         self.timeline.append(("event", event["stream"]))
 
@@ -172,7 +177,8 @@ async def test_drops_stalls_and_refusals_each_give_one_gap_and_lose_nothing(
         assert gap["since"] <= gap["until"]
     assert rig.recorder.data == rig.sent_live()  # every live frame, once, in order
     assert len(rig.recorder.data) > 100
-    assert sum(1 for e in rig.recorder.errors if e["kind"] != "rest_error") == 6
+    frame_errors = [e for e in rig.recorder.errors if e["raw"] is not None]
+    assert len(frame_errors) == 6, rig.recorder.errors
     assert rig.stream.policy.counters.reconnects >= 3
     assert sim.account().expiries == 0  # the key never lapsed
     assert sim.account().deletes == 1  # clean shutdown DELETEs the key
@@ -193,8 +199,11 @@ async def test_gap_is_reported_before_the_new_connections_first_event(sim: Simul
             following = timeline[i + 1 :]
             gap = following.index(("state", "gap"))
             assert all(k == "state" for k, _ in following[:gap]), following[:gap]
-            assert following[gap + 1 :]
-            assert following[gap + 1][0] == "event"
+            after = [k for k, _ in following[gap + 1 :]]
+            assert after
+            # the resync (if anything changed) comes first, then the new connection's events
+            first_live = after.index("event")
+            assert set(after[:first_live]) <= {"resync"}
     assert rig.recorder.data == rig.sent_live()
 
 
@@ -354,3 +363,72 @@ async def test_no_secret_reaches_logs_or_output(sim: Simulator) -> None:
     assert len(secrets) >= 4
     for secret in secrets:
         assert secret not in text
+
+
+class StateKeeper:
+    """Keeps the latest state per object, as a bot would, from live and resync events."""
+
+    def __init__(self) -> None:
+        self.orders: dict[str, dict[str, Any]] = {}
+        self.positions: dict[str, dict[str, Any]] = {}
+        self.balance: dict[str, Any] = {}
+        self.streams: list[str] = []
+
+    @hookimpl
+    def on_order(self, order: dict[str, Any], event: dict[str, Any]) -> None:
+        self.orders[order["id"]] = order
+        self.streams.append(event["stream"])
+
+    @hookimpl
+    def on_position(self, position: dict[str, Any], event: dict[str, Any]) -> None:
+        self.positions[position["symbol"]] = position
+        self.streams.append(event["stream"])
+
+    @hookimpl
+    def on_wallet(self, balance: dict[str, Any], event: dict[str, Any]) -> None:
+        self.balance = balance
+        self.streams.append(event["stream"])
+
+
+async def test_an_outage_is_caught_up_by_resync_in_order_with_nothing_rolled_back() -> None:
+    async with Simulator(time_scale=3600, event_interval=0.01, seed=11) as sim:
+        keeper = StateKeeper()
+        rig = await make_rig(sim, plugins={"keeper": keeper})
+        await wait_for(lambda: len(rig.recorder.data) > 40)
+        sim.refuse(1000)  # the outage: every reconnect is refused...
+        sim.drop()
+        await asyncio.sleep(1.0)  # ...while trading goes on at the exchange
+        sim._refuse.clear()
+        await wait_for(lambda: "gap" in rig.recorder.statuses())
+        await asyncio.sleep(0.3)  # live trading again for a while
+        sim.paused = True  # freeze the exchange, then compare
+        await asyncio.sleep(0.3)
+        await rig.host.dispatcher.drain(5)
+        scenario = sim.account().scenario
+        await rig.finish()
+
+    assert rig.recorder.resynced  # the snapshot changed things, and they were delivered
+    # the resync came after the gap and before the new connection's first event
+    timeline = rig.recorder.timeline
+    gap = timeline.index(("state", "gap"))
+    after = [kind for kind, _ in timeline[gap + 1 :]]
+    assert after.index("resync") < after.index("event")
+    # the bot's picture equals the exchange's: open orders, positions, USDT balance
+    open_ids = {o for o, order in keeper.orders.items() if order["status"] == "open"}
+    assert open_ids == set(scenario.orders)
+    vanished = {o for o, order in keeper.orders.items() if order["status"] is None}
+    reported = " ".join(
+        e["message"] for e in rig.recorder.errors if e["kind"] == "resync_incomplete"
+    )
+    assert all(order_id in reported for order_id in vanished)
+    for order_id, order in scenario.orders.items():
+        assert keeper.orders[order_id]["filled"] == float(order.traded)
+    for ticker, position in scenario.positions.items():
+        symbol = ticker[:-4] + "/USDT:USDT"
+        assert keeper.positions[symbol]["contracts"] == float(position.amount)
+    flat = {s for s, p in keeper.positions.items() if p["contracts"]}
+    assert flat == {t[:-4] + "/USDT:USDT" for t in scenario.positions}
+    assert keeper.balance["USDT"]["free"] == float(scenario.free)
+    assert keeper.balance["USDT"]["total"] == float(scenario.free + scenario.locked)
+    # live frames are still complete and in order around the resync
+    assert rig.recorder.data == rig.sent_live()

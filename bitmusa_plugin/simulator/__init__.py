@@ -117,6 +117,7 @@ class Simulator:
         self.sent: list[SentFrame] = []
         self.connections_opened = 0
         self.rest_calls: list[tuple[str, int]] = []  # (method, code)
+        self.snapshots: list[str] = []  # GET wallet / position / order served
         self._rest_faults: list[RestFault] = []
         self._refuse: list[Literal["reject", "reset"]] = []
         self._conn_ids = itertools.count(1)
@@ -130,6 +131,9 @@ class Simulator:
     async def start(self) -> Simulator:
         app = web.Application()
         app.router.add_route("*", "/api/v2/future/userDataStream", self._rest)
+        app.router.add_get("/api/v2/future/wallet", self._snapshot)
+        app.router.add_get("/api/v2/future/position", self._snapshot)
+        app.router.add_get("/api/v2/future/order", self._snapshot)
         app.router.add_get("/ws/future/{key}", self._websocket)
         # a short shutdown: a "timeout" fault leaves a handler sleeping on purpose
         self._runner = web.AppRunner(
@@ -314,6 +318,25 @@ class Simulator:
             self._invalidate(account)
             return self._envelope(0, None, record=method)
         return web.Response(status=405)
+
+    async def _snapshot(self, request: web.Request) -> web.Response:
+        """GET wallet / position / order, served from the scenario's state."""
+        if self._rest_faults:
+            return await self._rest(request)
+        account, error = self._authenticate(request)
+        if account is None:
+            return error  # type: ignore[return-value]
+        ticker = request.query.get("ticker") or None
+        kind = request.path.rsplit("/", 1)[-1]
+        self.snapshots.append(kind)
+        scenario = account.scenario
+        if kind == "wallet":
+            data = scenario.rest_wallet()
+        elif kind == "position":
+            data = scenario.rest_positions(ticker)
+        else:
+            data = scenario.rest_open_orders(ticker)
+        return self._envelope(0, data, record=f"GET {kind}")
 
     def _authenticate(self, request: web.Request) -> tuple[SimAccount | None, web.Response | None]:
         api_key = request.headers.get("x-api-key", "")

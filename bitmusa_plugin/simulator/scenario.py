@@ -330,3 +330,80 @@ class Scenario:
             "stream": "future_position",
             "eventTime": now,
         }
+
+    # -- REST snapshots, in Bitmusa's REST shapes (numbers, numeric codes, snake_case) ----
+
+    def rest_wallet(self) -> list[dict[str, Any]]:
+        unpnl = sum(
+            (self._pnl(p, self.prices[p.ticker]) for p in self.positions.values()), Decimal(0)
+        )
+        wallet = self.free + self.locked
+        return [
+            {
+                "symbol": "USDT",
+                "total_wallet_balance": float(wallet),
+                "total_margin_balance": float(wallet + unpnl),
+                "total_available_balance": float(self.free),
+                "total_unpnl": float(unpnl),
+                "position": [],
+            }
+        ]
+
+    def rest_positions(self, ticker: str | None = None) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": 500 + i,
+                "ticker": pos.ticker,
+                "position": 0 if pos.side == "BUY" else 1,
+                "margin_mode": 0,
+                "position_mode": 0,
+                "status": 0,
+                "leverage": MARKETS[pos.ticker][3],
+                "entry_price": float(pos.entry),
+                "qty": float(pos.amount),
+                "value": float(_q(pos.entry * pos.amount, Decimal("0.00000001"))),
+                "liquid_price": float(self._liquidation_price(pos)),
+                "unpnl": float(self._pnl(pos, self.prices[pos.ticker])),
+                "initial_margin": float(pos.margin),
+                "entry_time": _rest_time(pos.created),
+                "close_time": None,
+            }
+            for i, pos in enumerate(self.positions.values())
+            if ticker is None or pos.ticker == ticker
+        ]
+
+    def rest_open_orders(self, ticker: str | None = None) -> list[dict[str, Any]]:
+        types = {"MARKET": 0, "LIMIT": 1, "TAKE_PROFIT": 2, "STOP_LOSS": 3, "LIQUIDATION": 4}
+        records = [
+            {
+                "id": 270000 + i,
+                "order_id": order.order_id,
+                "ticker": order.ticker,
+                "direction": 0,
+                "position": 0 if order.side == "BUY" else 1,
+                "order_type": types[order.otype],
+                "status": 4 if order.traded else 0,
+                "tif_mode": 0,
+                "margin_mode": 0,
+                "leverage": MARKETS[order.ticker][3],
+                "order_price": float(order.price),
+                "order_qty": float(order.amount),
+                "traded_qty": float(order.traded),
+                "traded_value": float(_q(order.value, Decimal("0.00000001"))),
+                "left_qty": float(order.amount - order.traded),
+                "is_reduce_only": False,
+                "order_time": _rest_time(order.created),
+                "filled_time": None,
+                "cancel_time": None,
+            }
+            for i, order in enumerate(self.orders.values())
+            if ticker is None or order.ticker == ticker
+        ]
+        return records[::-1]  # newest first, as Bitmusa lists
+
+
+def _rest_time(ms: int) -> str:
+    """Bitmusa's REST time: ISO 8601 to the second, UTC, without a zone."""
+    import time as _time
+
+    return _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(ms // 1000))
