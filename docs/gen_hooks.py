@@ -31,7 +31,8 @@ ERROR_KINDS = {
     "binary_frame": "the websocket sent a binary frame (the user stream sends text)",
     "resync_incomplete": "after an outage, open orders were gone from the snapshot: they "
     "were delivered with `status` None (filled or cancelled, the API cannot say which)",
-    "rest_error": "a REST call (listenKey or snapshot) failed (the message carries Bitmusa's code); "
+    "rest_error": "a REST call (listenKey or snapshot) failed (the message carries Bitmusa's "
+    "code); "
     "retried unless permanent",
 }
 
