@@ -5,6 +5,8 @@ The public API is what ``__all__`` lists. Importing this package never imports c
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from bitmusa_hookspecs import (
     Balance,
     Context,
@@ -20,7 +22,41 @@ from bitmusa_hookspecs import (
 
 from .mapping import Mapped, Mapper, Rejected, SymbolMap
 
+if TYPE_CHECKING:
+    from .exchange import bitmusa
+
 __version__ = "0.1.0"
+
+#: The entry-point group where ccxt exchange adapters outside ccxt register their class.
+CCXT_ENTRY_POINT_GROUP = "ccxt.exchanges"
+
+
+def load_exchange(name: str, config: dict[str, Any] | None = None) -> Any:
+    """A ccxt.pro exchange for any id ccxt.pro knows, else the class registered under
+    ``name`` in the ``ccxt.exchanges`` entry-point group (``bitmusa`` is), instantiated
+    with ``config``. An unknown name raises ccxt's ``ExchangeNotAvailable``, listing what
+    is available. Imports ccxt (about half a second), so only when called."""
+    from importlib import metadata
+
+    import ccxt.pro
+
+    config = dict(config or {})
+    if name in ccxt.pro.exchanges:
+        return getattr(ccxt.pro, name)(config)
+    adapters = {ep.name: ep for ep in metadata.entry_points(group=CCXT_ENTRY_POINT_GROUP)}
+    if name in adapters:
+        return adapters[name].load()(config)
+    available = ", ".join(sorted(set(ccxt.pro.exchanges) | set(adapters)))
+    raise ccxt.ExchangeNotAvailable(f"exchange {name!r} is not available; available: {available}")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "bitmusa":  # the ccxt drop-in, imported (with ccxt) only when asked for
+        from .exchange import bitmusa
+
+        return bitmusa
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Balance",
@@ -36,6 +72,8 @@ __all__ = [
     "StreamState",
     "SymbolMap",
     "__version__",
+    "bitmusa",
     "hookimpl",
     "hookspec",
+    "load_exchange",
 ]

@@ -58,6 +58,14 @@ class Timing:
         return replace(self, **changes)
 
 
+def replace_timing(timing: Timing, overrides: dict[str, float]) -> Timing:
+    """``timing`` with some intervals replaced by name (an unknown name is an error)."""
+    unknown = set(overrides) - {f.name for f in fields(Timing)}
+    if unknown:
+        raise ValueError(f"unknown timing option(s): {', '.join(sorted(unknown))}")
+    return replace(timing, **overrides)
+
+
 # -- actions ---------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from collections.abc import Callable, Generator
 from typing import Any
@@ -20,6 +21,8 @@ import httpx
 import orjson
 
 from .secrets import Credentials
+
+log = logging.getLogger(__name__)
 
 DEFAULT_REST_URL = "https://openapi.bitmusa.com/api/v2"
 #: Explicit per-request timeout, seconds (connect, read, write and pool alike).
@@ -208,6 +211,12 @@ class ListenKeyClient:
         except httpx.TimeoutException as exc:
             raise NetworkError(f"{what} timed out ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
+            raise NetworkError(f"{what} failed: {type(exc).__name__}") from None
+        except Exception as exc:
+            # Whatever else a transport can raise (seen: h11/anyio errors on a connection the
+            # server closed under us) is a failed request too: the lifecycle retries it. An
+            # exception escaping here would leave the stream waiting for an answer forever.
+            log.debug("%s raised %r", what, exc, exc_info=True)
             raise NetworkError(f"{what} failed: {type(exc).__name__}") from None
         return parse_envelope(what, response.status_code, response.content)
 

@@ -121,6 +121,8 @@ class AccountStream:
         self.record = record
         self.status: str = "idle"
         self.result: lc.Finish | None = None
+        #: the last REST failure, for callers that map it (the ccxt drop-in)
+        self.last_error: BitmusaError | None = None
         self._clock = clock
         self._inbox: asyncio.Queue[Callable[[float], list[lc.Action]]] = asyncio.Queue()
         self._conns: dict[int, _Connection] = {}
@@ -231,9 +233,19 @@ class AccountStream:
     def _rest(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._rest_tasks.add(task)
-        task.add_done_callback(self._rest_tasks.discard)
+        task.add_done_callback(self._rest_done)
+
+    def _rest_done(self, task: asyncio.Task[None]) -> None:
+        self._rest_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A bug of ours, not a REST failure (those are handled in the task): say so
+            # loudly, and stop, rather than wait forever for an answer that will not come.
+            exc = task.exception()
+            log.error("%s: internal error in a REST task: %r", self.account, exc, exc_info=exc)
+            self._post(lambda now: self.policy.key_failed(now, "permanent", f"internal: {exc!r}"))
 
     def _report_rest(self, what: str, exc: BitmusaError) -> None:
+        self.last_error = exc
         message = redact(f"{what} failed: {exc.message}")
         error = error_info("rest_error", message, account=self.account)
         self.host.report(error)

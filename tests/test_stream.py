@@ -90,9 +90,20 @@ class Rig:
     extra: list[object] = field(default_factory=list)
 
     async def finish(self) -> lc.Finish:
+        # Quiesce first: a frame written while we close is in flight, neither delivered nor
+        # lost to a fault, and would make the ground truth ambiguous.
+        self.sim.paused = True
+        await asyncio.sleep(0.15)
         self.stream.stop()
         assert self.task is not None
-        result = await asyncio.wait_for(self.task, 5)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(self.task), 5)
+        except asyncio.TimeoutError:
+            self.task.print_stack()  # where the supervisor is stuck, for the CI log
+            for conn in self.stream._conns.values():
+                if conn.task is not None:
+                    conn.task.print_stack()
+            raise
         await self.host.dispatcher.drain(5)
         return result
 
@@ -126,7 +137,12 @@ async def make_rig(
         "acct", credentials or Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url
     )
     stream = AccountStream(
-        config, host, timing=timing, heartbeat=heartbeat, rest_timeout=rest_timeout
+        config,
+        host,
+        timing=timing,
+        heartbeat=heartbeat,
+        rest_timeout=rest_timeout,
+        open_timeout=2.0,
     )
     rig = Rig(sim, recorder, host, stream)
     rig.task = asyncio.get_running_loop().create_task(stream.run())
@@ -399,7 +415,29 @@ async def test_an_outage_is_caught_up_by_resync_in_order_with_nothing_rolled_bac
         sim.drop()
         await asyncio.sleep(1.0)  # ...while trading goes on at the exchange
         sim._refuse.clear()
-        await wait_for(lambda: "gap" in rig.recorder.statuses())
+        try:
+            await wait_for(lambda: "gap" in rig.recorder.statuses())
+        except AssertionError:
+            policy = rig.stream.policy
+            print(
+                "statuses",
+                rig.recorder.statuses(),
+                "policy",
+                policy.phase,
+                policy._outage,
+                policy._reconnect_at,
+                policy._key_pending,
+                policy._create_at,
+                policy._conns,
+                policy.next_deadline(),
+                "rest",
+                sim.rest_calls[-6:],
+                "errors",
+                rig.recorder.errors[-3:],
+                "conns",
+                rig.stream._conns,
+            )
+            raise
         await asyncio.sleep(0.3)  # live trading again for a while
         sim.paused = True  # freeze the exchange, then compare
         await asyncio.sleep(0.3)
