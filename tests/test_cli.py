@@ -212,8 +212,8 @@ NETWORK = {"ccxt", "websockets", "httpx", "aiohttp"}
     ("code", "forbidden"),
     [
         ("import bitmusa_hookspecs", NETWORK | {"orjson", "rich"}),
-        ("import bitmusa_plugin", NETWORK | {"rich"}),
-        (HELP, NETWORK | {"rich"}),
+        ("import bitmusa_plugin", NETWORK | {"rich", "asyncio"}),
+        (HELP, NETWORK | {"rich", "asyncio"}),
         (REPLAY, NETWORK),
     ],
 )
