@@ -127,7 +127,6 @@ class AccountStream:
         self._inbox: asyncio.Queue[Callable[[float], list[lc.Action]]] = asyncio.Queue()
         self._conns: dict[int, _Connection] = {}
         self._rest_tasks: set[asyncio.Task[None]] = set()
-        self._connected_at: float | None = None
 
     def __repr__(self) -> str:
         return f"AccountStream({self.account!r}, status={self.status!r})"
