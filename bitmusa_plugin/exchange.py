@@ -59,6 +59,17 @@ def ccxt_error(exc: bm_rest.BitmusaError) -> Any:
     return ExchangeError(text)
 
 
+_LIMITER: bm_rest.RateLimiter | None = None
+
+
+def _shared_limiter() -> bm_rest.RateLimiter:
+    """One limiter for every bitmusa instance of the process (the limits may be per IP)."""
+    global _LIMITER
+    if _LIMITER is None:
+        _LIMITER = bm_rest.RateLimiter()
+    return _LIMITER
+
+
 class PositionsCache(ArrayCacheBySymbolBySide):  # type: ignore[misc]
     """ccxt's positions cache, where a one-way account keeps one row per symbol: a position
     that closes and reopens on the other side replaces its row instead of leaving a stale
@@ -228,7 +239,10 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
         self.check_required_credentials()
         rest_url = self.safe_string(self.urls["api"], "rest", bm_rest.DEFAULT_REST_URL)
         return bm_rest.ListenKeyClient(
-            Credentials(self.apiKey, self.secret), rest_url, timeout=self.timeout / 1000
+            Credentials(self.apiKey, self.secret),
+            rest_url,
+            timeout=self.timeout / 1000,
+            limiter=_shared_limiter(),
         )
 
     async def _get(self, what: str, **kwargs: Any) -> list[dict[str, Any]]:
@@ -362,6 +376,7 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
         self._stream = AccountStream(
             config,
             host,
+            limiter=_shared_limiter(),
             timing=timing,
             heartbeat=Heartbeat(float(beat[0]), float(beat[1])) if beat else None,
             keep_listen_key=bool(self.safe_bool(self.options, "keepListenKey", False)),

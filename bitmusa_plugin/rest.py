@@ -85,10 +85,16 @@ class RateLimiter:
         self.limits = limits
         self._clock = clock
         self._sent: collections.deque[float] = collections.deque()
-        self._lock = asyncio.Lock()
+        self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 
     async def acquire(self) -> None:
-        async with self._lock:
+        # an asyncio.Lock belongs to one event loop; a process-wide limiter may see several
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            self._locks = {lp: lk for lp, lk in self._locks.items() if not lp.is_closed()}
+            lock = self._locks[loop] = asyncio.Lock()
+        async with lock:
             while (delay := self._delay()) > 0:  # noqa: ASYNC110 (waits for time, not an event)
                 await asyncio.sleep(delay)
             self._sent.append(self._clock())

@@ -158,7 +158,11 @@ class AccountStream:
         self._post(self.policy.stop)
 
     def stats(self) -> dict[str, Any]:
+        """The state machine's position and every counter: events per stream, rejected
+        frames by kind, reconnects, gaps, rotations, keep-alives, the last event's age, and
+        per plugin its handler errors, dropped calls and queue depth."""
         c = self.policy.counters
+        plugins = self.host.dispatcher.stats()
         return {
             "status": self.status,
             "connections": len(self._conns),
@@ -168,6 +172,9 @@ class AccountStream:
             "keepalives": c.keepalives,
             "keepalive_failures": c.keepalive_failures,
             **self.host.accounts[self.account].as_dict(time.time()),
+            "handler_errors": sum(p["errors"] for p in plugins.values()),
+            "queue_depth": max((p["queued"] for p in plugins.values()), default=0),
+            "plugins": plugins,
         }
 
     # -- carrying out actions -------------------------------------------------------------

@@ -320,6 +320,10 @@ async def test_hostile_plugins_and_bad_frames_do_not_disturb_the_stream(sim: Sim
         await sim.garbage(3)
         await asyncio.sleep(0.2)
     blocking.release.set()
+    stats = rig.stream.stats()
+    assert stats["handler_errors"] >= 1  # the raising plugin, counted
+    assert stats["plugins"]["raising"]["errors"] >= 1
+    assert stats["rejected"]["malformed_json"] >= 1
     await rig.finish()
     assert sim.connections_opened == 1  # pongs kept flowing: no reconnect
     assert rig.recorder.data == rig.sent_live()

@@ -114,7 +114,8 @@ class PrettyOutput:
             rejected = sum(stats.get("rejected", {}).values())
             text += (
                 f" [dim]events={events} rejected={rejected} reconnects="
-                f"{stats.get('reconnects', 0)} gaps={stats.get('gaps', 0)}[/]"
+                f"{stats.get('reconnects', 0)} gaps={stats.get('gaps', 0)} handler_errors="
+                f"{stats.get('handler_errors', 0)} queue={stats.get('queue_depth', 0)}[/]"
             )
         self._line(int(time.time() * 1000), state["account"], "[white]STREAM  [/]", text)
 

@@ -1,0 +1,89 @@
+"""The REST client: the envelope, typed errors, the two headers, pacing, no leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import orjson
+import pytest
+
+from bitmusa_plugin import rest
+from bitmusa_plugin.secrets import Credentials
+
+
+def envelope(code: int, data: object = None, message: str = "m") -> bytes:
+    return orjson.dumps({"code": code, "message": message, "data": data})
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (200, envelope(1001), rest.PermanentError),
+        (200, envelope(1002), rest.PermanentError),
+        (200, envelope(1003), rest.PermanentError),
+        (200, envelope(1005), rest.PermanentError),
+        (200, envelope(1011), rest.RateLimitedError),
+        (429, b"slow down", rest.RateLimitedError),
+        (503, b"", rest.ServerError),
+        (200, envelope(999), rest.ServerError),
+        (200, envelope(3022), rest.ListenKeyGoneError),
+        (200, b"<html>not json</html>", rest.ServerError),
+        (401, b"", rest.PermanentError),
+        (200, envelope(1014), rest.BitmusaError),
+    ],
+)
+def test_every_failure_is_a_typed_error_carrying_the_code(
+    status: int, body: bytes, error: type[Exception]
+) -> None:
+    with pytest.raises(error) as raised:
+        rest.parse_envelope("PUT userDataStream", status, body)
+    assert type(raised.value) is error
+    code = raised.value.code  # type: ignore[attr-defined]
+    if body.startswith(b'{"code"'):
+        assert code == orjson.loads(body)["code"]  # Bitmusa's code travels with the error
+    elif status != 200:
+        assert code == status
+    assert str(code or status) in str(raised.value)
+
+
+def test_code_zero_is_success_even_as_a_string() -> None:
+    body = orjson.dumps({"code": "0", "message": "success", "data": {"listenKey": "k"}})
+    assert rest.parse_envelope("POST userDataStream", 200, body)["data"] == {"listenKey": "k"}
+    assert rest.PermanentError.retryable is False
+    assert rest.ServerError.retryable is True
+
+
+async def test_both_headers_from_one_auth_class_and_nothing_printed() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=envelope(0, {"listenKey": "the-key-123456"}))
+
+    credentials = Credentials("api-key-value-1", "auth-key-value-1")
+    client = rest.ListenKeyClient(
+        credentials, "https://example.invalid/api/v2", transport=httpx.MockTransport(handler)
+    )
+    assert await client.create() == "the-key-123456"
+    await client.aclose()
+    request = seen[0]
+    assert request.method == "POST"
+    assert request.url.path == "/api/v2/future/userDataStream"
+    assert request.headers["Authorization"] == "Bearer auth-key-value-1"
+    assert request.headers["x-api-key"] == "api-key-value-1"
+    text = repr(credentials) + repr(rest.BitmusaAuth(credentials)) + repr(client)
+    assert "api-key-value-1" not in text
+    assert "auth-key-value-1" not in text
+
+
+async def test_the_limiter_paces_instead_of_refusing() -> None:
+    limiter = rest.RateLimiter(limits=((8, 0.2), (20, 1.0)))
+    start = time.monotonic()
+    await asyncio.gather(*(limiter.acquire() for _ in range(20)))
+    elapsed = time.monotonic() - start
+    assert 0.4 <= elapsed < 1.5  # 20 requests at 8 per 0.2 s need at least two more windows
+    sent = sorted(limiter._sent)
+    for i in range(len(sent) - 8):
+        assert sent[i + 8] - sent[i] >= 0.2 - 1e-3  # never 9 in one window
