@@ -328,3 +328,20 @@ def test_arbitrary_input_never_raises(raw: bytes | str) -> None:
     result = Mapper().feed(raw)
     if isinstance(result, Rejected):
         assert result.error["kind"] in ERROR_KINDS
+
+
+def test_symbols_follow_the_quote_rule_with_overrides_and_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from bitmusa_plugin.mapping import SymbolMap
+
+    symbols = SymbolMap({"SOLBTC": "SOL/BTC:BTC"})
+    assert symbols("XRPUSDT") == "XRP/USDT:USDT"
+    assert symbols("ETHUSDC") == "ETH/USDC:USDC"
+    assert symbols("BTCUSD") == "BTC/USD:USD"
+    assert symbols("SOLBTC") == "SOL/BTC:BTC"  # the user's markets map wins
+    with caplog.at_level("WARNING"):
+        assert symbols("WEIRDTICKER") == "WEIRDTICKER"  # passes through unchanged...
+        assert symbols("WEIRDTICKER") == "WEIRDTICKER"
+    warnings = [r for r in caplog.records if "WEIRDTICKER" in r.getMessage()]
+    assert len(warnings) == 1  # ...with one warning, not one per frame
