@@ -23,7 +23,7 @@ from typing import IO, Any
 from . import lifecycle as lc
 from .host import Host
 from .rest import DEFAULT_REST_URL, RateLimiter
-from .secrets import Credentials, CredentialsError
+from .secrets import Credentials, CredentialsError, InsecureURLError
 from .stream import DEFAULT_WS_URL, AccountConfig, AccountStream, Heartbeat
 
 if sys.version_info >= (3, 11):
@@ -42,7 +42,7 @@ class ConfigError(Exception):
 
 
 def load_config(
-    path: Path, *, rest_url: str | None = None, ws_url: str | None = None
+    path: Path, *, rest_url: str | None = None, ws_url: str | None = None, insecure: bool = False
 ) -> list[AccountConfig]:
     """Accounts from a TOML file::
 
@@ -91,24 +91,34 @@ def load_config(
             credentials = Credentials.from_env(api_env, auth_env)
         except CredentialsError as exc:
             raise ConfigError(f"{where} ({label}): {exc}") from None
-        accounts.append(
-            AccountConfig(
-                label,
-                credentials,
-                str(entry.get("rest_url") or rest_url or DEFAULT_REST_URL),
-                str(entry.get("ws_url") or ws_url or DEFAULT_WS_URL),
+        try:
+            accounts.append(
+                AccountConfig(
+                    label,
+                    credentials,
+                    str(entry.get("rest_url") or rest_url or DEFAULT_REST_URL),
+                    str(entry.get("ws_url") or ws_url or DEFAULT_WS_URL),
+                    insecure=insecure,
+                )
             )
-        )
+        except InsecureURLError as exc:
+            raise ConfigError(f"{where} ({label}): {exc}") from None
     return accounts
 
 
-def account_from_env(label: str, rest_url: str | None, ws_url: str | None) -> AccountConfig:
-    return AccountConfig(
-        label,
-        Credentials.from_env(API_KEY_ENV, AUTH_KEY_ENV),
-        rest_url or DEFAULT_REST_URL,
-        ws_url or DEFAULT_WS_URL,
-    )
+def account_from_env(
+    label: str, rest_url: str | None, ws_url: str | None, *, insecure: bool = False
+) -> AccountConfig:
+    try:
+        return AccountConfig(
+            label,
+            Credentials.from_env(API_KEY_ENV, AUTH_KEY_ENV),
+            rest_url or DEFAULT_REST_URL,
+            ws_url or DEFAULT_WS_URL,
+            insecure=insecure,
+        )
+    except InsecureURLError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass

@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         "stream for any other consumer of the account)",
     )
     listen.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow plain http/ws to a host other than this machine (credentials would "
+        "cross the network unencrypted)",
+    )
+    listen.add_argument(
         "--no-resync",
         action="store_true",
         help="do not fetch REST snapshots at start-up and after every gap",

@@ -122,9 +122,13 @@ def listen_command(args: argparse.Namespace, plugins: PluginHost) -> int:
 
     try:
         if args.config is not None:
-            accounts = load_config(args.config, rest_url=args.rest_url, ws_url=args.ws_url)
+            accounts = load_config(
+                args.config, rest_url=args.rest_url, ws_url=args.ws_url, insecure=args.insecure
+            )
         else:
-            accounts = [account_from_env(args.account, args.rest_url, args.ws_url)]
+            accounts = [
+                account_from_env(args.account, args.rest_url, args.ws_url, insecure=args.insecure)
+            ]
     except (ConfigError, CredentialsError) as exc:
         print(f"bitmusa-plugin: {exc}", file=sys.stderr)
         return EXIT_USAGE

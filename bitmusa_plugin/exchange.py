@@ -39,7 +39,7 @@ from . import rest as bm_rest
 from .host import Host
 from .mapping import Mapper, rest_order_data, rest_position_data, rest_wallet_data
 from .plugins import PluginHost
-from .secrets import Credentials
+from .secrets import Credentials, InsecureURLError, require_secure
 from .stream import DEFAULT_WS_URL, AccountConfig, AccountStream, Heartbeat
 
 log = logging.getLogger(__name__)
@@ -238,6 +238,10 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
     def _client(self) -> bm_rest.ListenKeyClient:
         self.check_required_credentials()
         rest_url = self.safe_string(self.urls["api"], "rest", bm_rest.DEFAULT_REST_URL)
+        try:
+            require_secure(rest_url, insecure=bool(self.safe_bool(self.options, "insecure")))
+        except InsecureURLError as exc:
+            raise ExchangeError(f"bitmusa {exc}") from None
         return bm_rest.ListenKeyClient(
             Credentials(self.apiKey, self.secret),
             rest_url,
@@ -352,13 +356,23 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
         if self._task is not None:
             return
         self.check_required_credentials()
+        account = self.safe_string(self.options, "account", "bitmusa")
+        try:
+            config = AccountConfig(
+                account,
+                Credentials(self.apiKey, self.secret),
+                self.safe_string(self.urls["api"], "rest", bm_rest.DEFAULT_REST_URL),
+                self.safe_string(self.urls["api"], "ws", DEFAULT_WS_URL),
+                insecure=bool(self.safe_bool(self.options, "insecure", False)),
+            )
+        except InsecureURLError as exc:
+            raise ExchangeError(f"bitmusa {exc}") from None
         self._changed = asyncio.Condition()
         self.orders = ArrayCacheBySymbolById(self.safe_integer(self.options, "ordersLimit", 1000))
         self.positions = PositionsCache()
         plugins = PluginHost()
         plugins.register(_Feed(self), "ccxt-feed", builtin=True)
         self._host = host = Host(plugins, command="ccxt")
-        account = self.safe_string(self.options, "account", "bitmusa")
         host.symbols = self._symbols  # tickers seen become markets
         host.start([account])
         timing = lc.Timing(
@@ -366,12 +380,6 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
             rotate_after=self.safe_number(self.options, "rotateAfter", 85800.0),
         )
         timing = lc.replace_timing(timing, self.safe_dict(self.options, "timing", {}))
-        config = AccountConfig(
-            account,
-            Credentials(self.apiKey, self.secret),
-            self.safe_string(self.urls["api"], "rest", bm_rest.DEFAULT_REST_URL),
-            self.safe_string(self.urls["api"], "ws", DEFAULT_WS_URL),
-        )
         beat = self.safe_list(self.options, "heartbeat")
         self._stream = AccountStream(
             config,

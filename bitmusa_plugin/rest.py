@@ -217,7 +217,11 @@ class ListenKeyClient:
         except httpx.TimeoutException as exc:
             raise NetworkError(f"{what} timed out ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
-            raise NetworkError(f"{what} failed: {type(exc).__name__}") from None
+            # the reason matters to whoever reads it: "CERTIFICATE_VERIFY_FAILED", "refused"
+            detail = str(exc)[:200]
+            raise NetworkError(
+                f"{what} failed: {type(exc).__name__}" + (f": {detail}" if detail else "")
+            ) from None
         except Exception as exc:
             # Whatever else a transport can raise (seen: h11/anyio errors on a connection the
             # server closed under us) is a failed request too: the lifecycle retries it. An

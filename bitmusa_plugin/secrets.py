@@ -113,3 +113,38 @@ class Credentials:
 
 class CredentialsError(Exception):
     """Credentials are missing or unusable."""
+
+
+class InsecureURLError(ValueError):
+    """A plaintext URL to a host that is not this machine."""
+
+
+_LOOPBACK_NAMES = frozenset(("localhost", "ip6-localhost"))
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    host = host.strip("[]").lower()
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_secure(url: str, *, insecure: bool = False) -> None:
+    """Credentials and listenKeys travel only over TLS (``https``/``wss``, verified), or in
+    plaintext to this machine (the simulator). ``insecure`` lifts the rule, on purpose."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme in ("https", "wss") or insecure:
+        return
+    if parts.scheme in ("http", "ws") and is_loopback(parts.hostname or ""):
+        return
+    raise InsecureURLError(
+        f"{parts.scheme}://{parts.hostname} is not encrypted and not this machine: "
+        "credentials would cross the network in clear (use https/wss, or --insecure)"
+    )

@@ -37,7 +37,7 @@ from .rest import (
     PermanentError,
     RateLimiter,
 )
-from .secrets import REDACTOR, Credentials, RedactingLogger, redact
+from .secrets import REDACTOR, Credentials, RedactingLogger, redact, require_secure
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,11 @@ class AccountConfig:
     credentials: Credentials
     rest_url: str = DEFAULT_REST_URL
     ws_url: str = DEFAULT_WS_URL
+    insecure: bool = False  # allow plaintext to a host other than this machine
+
+    def __post_init__(self) -> None:
+        require_secure(self.rest_url, insecure=self.insecure)
+        require_secure(self.ws_url, insecure=self.insecure)
 
 
 @dataclass

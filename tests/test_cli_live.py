@@ -168,6 +168,22 @@ async def test_listen_takes_many_accounts_from_a_config_file(
     assert all(a.deletes == 1 for a in sim.accounts.values())
 
 
+async def test_plaintext_to_another_host_is_refused_before_anything_is_sent() -> None:
+    env = cli_env(BITMUSA_API_KEY=DEMO_API_KEY, BITMUSA_AUTH_KEY=DEMO_AUTH_KEY)
+    code, _, err, _ = await run_cli(
+        "listen",
+        "--rest-url",
+        "http://exchange.invalid/api/v2",
+        "--ws-url",
+        "ws://exchange.invalid",
+        env=env,
+        timeout=10,
+    )
+    assert code == 2
+    assert "not encrypted and not this machine" in err
+    assert DEMO_API_KEY not in err
+
+
 async def test_config_file_that_holds_a_secret_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "accounts.toml"
     config.write_text("[[accounts]]\nlabel = 'x'\napi_key = 'abc'\n")

@@ -1,0 +1,134 @@
+"""Credentials travel only over verified TLS, or to this machine."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from bitmusa_plugin import lifecycle as lc
+from bitmusa_plugin.host import Host
+from bitmusa_plugin.plugins import PluginHost
+from bitmusa_plugin.secrets import Credentials, InsecureURLError, require_secure
+from bitmusa_plugin.stream import AccountConfig, AccountStream
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://openapi.bitmusa.com/api/v2",
+        "wss://websocket.bitmusa.com:60002",
+        "http://127.0.0.1:8080/api/v2",
+        "ws://localhost:9",
+        "ws://[::1]:9",
+        "http://127.8.9.10",
+    ],
+)
+def test_tls_or_this_machine_is_accepted(url: str) -> None:
+    require_secure(url)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://openapi.bitmusa.com/api/v2", "ws://10.0.0.5:60002", "ws://example.com"]
+)
+def test_plaintext_to_another_host_is_refused_unless_insecure(url: str) -> None:
+    with pytest.raises(InsecureURLError, match="not encrypted"):
+        require_secure(url)
+    require_secure(url, insecure=True)
+    with pytest.raises(InsecureURLError):
+        AccountConfig("a", Credentials("api-key-123", "auth-key-123"), url, url)
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+async def tls_server(tmp_path: Path) -> AsyncIterator[str]:
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def anything(request: web.Request) -> web.Response:
+        return web.json_response({"code": 0})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", anything)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+async def test_a_certificate_that_does_not_verify_fails_with_a_clear_error(
+    tls_server: str,
+) -> None:
+    errors: list[str] = []
+
+    class Errors:
+        from bitmusa_hookspecs import hookimpl
+
+        @hookimpl
+        def on_error(self, error: dict[str, str]) -> None:
+            errors.append(error["message"])
+
+    plugins = PluginHost()
+    plugins.register(Errors(), "errors")
+    host = Host(plugins, command="test")
+    host.start(["tls"])
+    config = AccountConfig(
+        "tls",
+        Credentials("api-key-123", "auth-key-123"),
+        f"https://{tls_server}/api/v2",
+        f"wss://{tls_server}",
+    )
+    stream = AccountStream(config, host, timing=lc.Timing(retry_initial=0.1, retry_max=0.2))
+    task = asyncio.get_running_loop().create_task(stream.run())
+    await asyncio.sleep(1.0)
+    stream.stop()
+    await asyncio.wait_for(task, 3)
+    await host.dispatcher.drain(2)
+    await host.stop()
+    assert stream.policy.counters.reconnects == 0
+    assert stream.status == "closed"  # never connected: nothing was sent to that server
+    assert errors
+    assert all("CERTIFICATE_VERIFY_FAILED" in message for message in errors)
