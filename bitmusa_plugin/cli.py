@@ -149,6 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         simulate.add_argument(f"--{fault}-every", type=_positive, metavar="SECONDS", help=text)
 
+    scaffold = sub.add_parser(
+        "new-plugin",
+        help="create a ready plugin package (entry point, hook, passing test, README)",
+    )
+    scaffold.add_argument("name", help="distribution name, e.g. my-notifier")
+    scaffold.add_argument(
+        "--directory", type=Path, default=Path("."), help="where to create it (default: here)"
+    )
+
     plugins = sub.add_parser("plugins", help="list installed plugins and their status")
     plugins.add_argument("--json", action="store_true", help="print JSON")
     plugins.add_argument(
@@ -195,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands.plugins_command(args)
     if args.command == "simulate":
         return commands.simulate_command(args)
+    if args.command == "new-plugin":
+        return commands.new_plugin_command(args)
     from .plugins import PluginLoadError
 
     try:

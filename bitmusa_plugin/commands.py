@@ -265,3 +265,16 @@ async def _every(seconds: float, name: str, action: Any) -> None:
         await asyncio.sleep(seconds)
         log.warning("simulator: injecting %s", name)
         await action()
+
+
+def new_plugin_command(args: argparse.Namespace) -> int:
+    from .scaffold import create
+
+    try:
+        root = create(args.name, args.directory)
+    except (ValueError, FileExistsError) as exc:
+        print(f"bitmusa-plugin: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"created {root}")
+    print(f"next: cd {root} && pip install -e '.[test]' && pytest")
+    return EXIT_OK

@@ -142,6 +142,7 @@ class ListenKeyClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.rest_url = rest_url.rstrip("/")
+        self.timeout = timeout
         self._limiter = limiter
         # verify stays True (the default); only a transport may be injected, for tests
         self._client = httpx.AsyncClient(
@@ -209,11 +210,16 @@ class ListenKeyClient:
             await self._limiter.acquire()
         url = self.rest_url + path
         what = f"{method} {path.rsplit('/', 1)[-1]}"
+        budget = (timeout if timeout is not None else self.timeout) * 2 + 1
         try:
-            if timeout is None:
-                response = await self._client.request(method, url, params=params)
-            else:
-                response = await self._client.request(method, url, params=params, timeout=timeout)
+            # httpx's timeouts bound each phase; this bounds the whole call, so that no
+            # transport trouble can leave the lifecycle waiting for an answer forever.
+            response = await asyncio.wait_for(
+                self._client.request(method, url, params=params, timeout=timeout or self.timeout),
+                budget,
+            )
+        except asyncio.TimeoutError:
+            raise NetworkError(f"{what} timed out (no answer within {budget:g} s)") from None
         except httpx.TimeoutException as exc:
             raise NetworkError(f"{what} timed out ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:

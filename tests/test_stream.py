@@ -420,7 +420,7 @@ async def test_an_outage_is_caught_up_by_resync_in_order_with_nothing_rolled_bac
         await asyncio.sleep(1.0)  # ...while trading goes on at the exchange
         sim._refuse.clear()
         try:
-            await wait_for(lambda: "gap" in rig.recorder.statuses())
+            await wait_for(lambda: "gap" in rig.recorder.statuses(), timeout=15)
         except AssertionError:
             policy = rig.stream.policy
             print(

@@ -56,3 +56,26 @@ def test_announces_flat_positions(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     still_open: Any = {**position, "contracts": 1.0}
     plugin.on_position(still_open, event(status="OPEN"))
     assert log.read_text().splitlines() == ["[main] BTC/USDT:USDT is flat (FORCE_CLOSE)"]
+
+
+def test_through_the_real_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same plugin fed raw frames by bitmusa_plugin.testing, as the stream would."""
+    from bitmusa_plugin.testing import order_frame, position_frame, replay
+
+    log = tmp_path / "fills.log"
+    monkeypatch.setenv("BITMUSA_FILL_LOG", str(log))
+    result = replay(
+        plugin,
+        [
+            order_frame("F7", status="PARTIAL", side="SELL", filled="4", value="2"),
+            order_frame("F7", status="FILLED", side="SELL", filled="10", value="5"),
+            position_frame("XRPUSDT", status="USER_CLOSE"),
+        ],
+        account="main",
+    )
+    assert result.errors == []
+    assert log.read_text().splitlines() == [
+        "[main] XRP/USDT:USDT sell 4 @ 0.5 partially filled (4/10.0)",
+        "[main] XRP/USDT:USDT sell 6 @ 0.5 filled",
+        "[main] XRP/USDT:USDT is flat (USER_CLOSE)",
+    ]
