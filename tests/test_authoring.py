@@ -15,22 +15,18 @@ from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY
 from bitmusa_plugin.testing import order_frame, position_frame, replay, wallet_frame
 
 
-def test_new_plugin_creates_a_package_whose_test_passes_as_is(tmp_path: Path) -> None:
-    created = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bitmusa_plugin",
-            "new-plugin",
-            "risk-guard",
-            "--directory",
-            str(tmp_path),
-        ],
+def new_plugin(name: str, directory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bitmusa_plugin", "new-plugin", name, "--directory", str(directory)],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_new_plugin_creates_a_package_whose_test_passes_as_is(tmp_path: Path) -> None:
+    created = new_plugin("risk-guard", tmp_path)
     assert created.returncode == 0, created.stderr
     root = tmp_path / "risk-guard"
     pyproject = (root / "pyproject.toml").read_text()
@@ -47,21 +43,7 @@ def test_new_plugin_creates_a_package_whose_test_passes_as_is(tmp_path: Path) ->
     )
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "1 passed" in tested.stdout
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bitmusa_plugin",
-            "new-plugin",
-            "risk-guard",
-            "--directory",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    again = new_plugin("risk-guard", tmp_path)
     assert again.returncode == 2
     assert "already exists" in again.stderr
 
