@@ -21,6 +21,7 @@ from .dispatch import DEFAULT_QUEUE_SIZE, DEFAULT_SLOW_AFTER, Dispatcher
 from .mapping import DEFAULT_MAX_FRAME_BYTES, Mapped, Mapper, SymbolMap
 from .plugins import PluginHost
 from .resync import Ledger
+from .secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,9 @@ class Host:
         self.dispatcher.publish(hook, {key: obj, "event": event})
 
     def report(self, error: ErrorInfo, event: Event | None = None) -> None:
-        """Report a contained failure: counter, log, ``on_error``."""
+        """Report a contained failure: counter, log, ``on_error``. The message is redacted
+        here, the one place every report passes (a plugin's exception text included)."""
+        error["message"] = redact(error["message"])
         self.errors[error["kind"]] += 1
         log.warning("%s: %s", error["kind"], error["message"])
         self.dispatcher.publish("on_error", {"error": error, "event": event})
