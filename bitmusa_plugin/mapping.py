@@ -117,6 +117,8 @@ _ORDER_TEMPLATE: dict[str, Any] = dict.fromkeys(Order.__annotations__)
 _POSITION_TEMPLATE: dict[str, Any] = dict.fromkeys(Position.__annotations__)
 
 _ONE: Pair = (1, 0)
+_INVERSE: dict[Pair, float | None] = {}  # leverage -> initialMarginPercentage
+_MISSING: Any = object()
 _ZERO: Pair = (0, 0)
 _TRAILING_COMMA = re.compile(rb",(\s*[}\]])")
 
@@ -494,11 +496,23 @@ class Mapper:
     def position(self, data: dict[str, Any], event_time: int | None) -> Position:
         """``future_position`` data -> ccxt position, with ``safe_position``'s derivations."""
         g = data.get
-        symbol = self.symbols(_required_str(data, "ticker"))
-        side = _enum(g("position"), POSITION_SIDE, "position")
-        margin_mode = _enum(g("marginMode"), MARGIN_MODE, "marginMode")
+        v = g("ticker")
+        symbol = self.symbols.known.get(v) if type(v) is str else None
+        if symbol is None:
+            symbol = self.symbols(_required_str(data, "ticker"))
+        # enum fast paths, as for orders: one lookup for a documented string
+        v = g("position")
+        side = POSITION_SIDE.get(v) if type(v) is str else None
+        if side is None:
+            side = _enum(v, POSITION_SIDE, "position")
+        v = g("marginMode")
+        margin_mode = MARGIN_MODE.get(v) if type(v) is str else None
+        if margin_mode is None:
+            margin_mode = _enum(v, MARGIN_MODE, "marginMode")
         mode = g("positionMode")
-        hedged = None if is_missing(mode) else HEDGED.get(_enum_key(mode))
+        hedged = HEDGED.get(mode) if type(mode) is str else None
+        if hedged is None and not is_missing(mode):
+            hedged = HEDGED.get(_enum_key(mode))
         status = g("status")
         raw_lev, raw_entry, raw_contracts, raw_notional, raw_liq, raw_upnl = (
             g("leverage"),
@@ -514,16 +528,19 @@ class Mapper:
         notional = number(raw_notional, "value")
         liquidation = number(raw_liq, "liquidPrice")
         upnl = number(raw_upnl, "unpnl")
-        for value, name in (
-            (leverage, "leverage"),
-            (entry, "price"),
-            (contracts, "amount"),
-            (notional, "value"),
-            (liquidation, "liquidPrice"),
+        if (
+            (leverage is not None and leverage < 0)
+            or (entry is not None and entry < 0)
+            or (contracts is not None and contracts < 0)
+            or (notional is not None and notional < 0)
+            or (liquidation is not None and liquidation < 0)
         ):
-            _non_negative(value, name)
-        created = timestamp(g("createdTime"), "createdTime")
-        _enum(status, {}, "status")  # type check only: the raw status stays in info
+            raise Reject("invalid_value", "leverage, price, amount, value, liquidPrice: < 0")
+        created = g("createdTime")
+        if type(created) is not int or not 0 <= created <= MAX_TIMESTAMP:
+            created = timestamp(created, "createdTime")
+        if type(status) is not str:
+            _enum(status, {}, "status")  # type check only: the raw status stays in info
         if type(status) is str and status.upper() in CLOSING_STATUSES:
             contracts, raw_contracts, notional, raw_notional = 0.0, "0", 0.0, "0"
         if not liquidation:
@@ -546,9 +563,13 @@ class Mapper:
                     mark = to_float(derived)
             lev_p = None if leverage is None else pair(raw_lev)
             if lev_p is not None and lev_p[0] > 0:
-                imp_p = div(_ONE, lev_p)
-                if imp_p[0] > 0:
-                    im_percentage = to_float(imp_p)
+                # 1 / leverage: a handful of leverages recur, so it is computed once each
+                im_percentage = _INVERSE.get(lev_p, _MISSING)
+                if im_percentage is _MISSING:
+                    imp_p = div(_ONE, lev_p)
+                    im_percentage = to_float(imp_p) if imp_p[0] > 0 else None
+                    if len(_INVERSE) < 1024:
+                        _INVERSE[lev_p] = im_percentage
                 if has_notional:
                     im_p = div(notional_p, lev_p)  # type: ignore[arg-type]
                     if im_p[0] > 0:
