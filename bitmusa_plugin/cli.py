@@ -143,11 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
         ("stall", "stall the connections (no data, no pongs) for 60 s"),
         ("garbage", "send a malformed frame"),
         ("refuse", "refuse the next handshake"),
-        ("rest-fail", "fail the next REST call with HTTP 503"),
+        ("rest-fail", "fail the next REST call (see --rest-fault)"),
         ("expire", "expire the listenKey"),
         ("cut", "cut the connections as at 24 hours"),
     ):
         simulate.add_argument(f"--{fault}-every", type=_positive, metavar="SECONDS", help=text)
+    simulate.add_argument(
+        "--rest-fault",
+        choices=("500", "503", "429", "1011", "timeout"),
+        default="503",
+        help="how --rest-fail-every fails a call (default: 503)",
+    )
 
     scaffold = sub.add_parser(
         "new-plugin",

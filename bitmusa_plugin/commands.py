@@ -211,7 +211,7 @@ def simulate_command(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         loop = asyncio.get_running_loop()
         faults: list[asyncio.Task[None]] = []
-        for name, action in _fault_actions(sim).items():
+        for name, action in _fault_actions(sim, args.rest_fault).items():
             every = getattr(args, f"{name.replace('-', '_')}_every")
             if every:
                 faults.append(loop.create_task(_every(every, name, action)))
@@ -227,7 +227,7 @@ def simulate_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _fault_actions(sim: Any) -> dict[str, Any]:
+def _fault_actions(sim: Any, rest_fault: str = "503") -> dict[str, Any]:
     async def drop() -> None:
         sim.drop()
 
@@ -241,7 +241,7 @@ def _fault_actions(sim: Any) -> dict[str, Any]:
         sim.refuse()
 
     async def rest_fail() -> None:
-        sim.fail_rest("503")
+        sim.fail_rest(rest_fault)
 
     async def expire() -> None:
         sim.expire_key()

@@ -234,3 +234,32 @@ async def test_simulate_serves_until_interrupted_and_prints_how_to_connect() -> 
     assert body["data"]["listenKey"]
     proc.send_signal(signal.SIGINT)
     assert await asyncio.wait_for(proc.wait(), 5) == 0
+
+
+async def test_simulate_injects_the_chosen_rest_fault_on_schedule() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bitmusa_plugin",
+        "simulate",
+        "--rest-fail-every",
+        "0.1",
+        "--rest-fault",
+        "1011",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_env(),
+    )
+    assert proc.stdout is not None
+    rest = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode().split()[-1]
+    await asyncio.sleep(0.5)  # a few faults are queued by now
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            rest + "/future/userDataStream",
+            headers={"x-api-key": DEMO_API_KEY, "Authorization": f"Bearer {DEMO_AUTH_KEY}"},
+        )
+    assert response.json()["code"] == 1011  # TOO MANY REQUESTS, as asked
+    proc.send_signal(signal.SIGINT)
+    assert await asyncio.wait_for(proc.wait(), 5) == 0
