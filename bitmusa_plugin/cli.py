@@ -184,7 +184,7 @@ def _positive(text: str) -> float:
 def _add_output_options(parser: argparse.ArgumentParser, default_output: str) -> None:
     parser.add_argument(
         "--output",
-        choices=("jsonl", "pretty", "none"),
+        choices=("jsonl", "pretty", "dashboard", "none"),
         default=default_output,
         help=f"built-in output plugin (default: {default_output})",
     )

@@ -8,7 +8,7 @@ from typing import IO
 
 from .jsonl import JsonlOutput
 
-OUTPUT_NAMES = ("pretty", "jsonl", "none")
+OUTPUT_NAMES = ("pretty", "jsonl", "dashboard", "none")
 
 
 def make_output(name: str, stream: IO[str] | None = None) -> object | None:
@@ -19,6 +19,10 @@ def make_output(name: str, stream: IO[str] | None = None) -> object | None:
         from .pretty import PrettyOutput  # rich is imported only when it is used
 
         return PrettyOutput(stream)
+    if name == "dashboard":
+        from .dashboard import DashboardOutput
+
+        return DashboardOutput(stream)
     if name == "none":
         return None
     raise ValueError(f"unknown output {name!r}; choose from {', '.join(OUTPUT_NAMES)}")
