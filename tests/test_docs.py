@@ -40,6 +40,30 @@ def test_hooks_md_is_generated_from_current_docstrings() -> None:
     assert HOOKS_MD.read_text() == gen_hooks().render(), "run: python docs/gen_hooks.py"
 
 
+def test_the_command_reference_is_generated_from_the_cli_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spec = importlib.util.spec_from_file_location("gen_cli", ROOT / "docs" / "gen_cli.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setenv("COLUMNS", "100")
+    page = (ROOT / "docs" / "cli-reference.md").read_text()
+    assert page == module.render(), "run: python docs/gen_cli.py"
+    for flag in (
+        "--keepalive-interval",
+        "--rotate-after",
+        "--keep-listen-key",
+        "--record",
+        "--insecure",
+        "--strict-plugins",
+        "--time-scale",
+        "--rest-fault",
+    ):
+        assert flag in page
+
+
 @pytest.mark.parametrize("hook", HOOK_NAMES)
 def test_hook_is_exercised_by_a_test(hook: str) -> None:
     sources = [p.read_text() for p in Path(TESTS).glob("test_*.py") if p.name != "test_docs.py"]
