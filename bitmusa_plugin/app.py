@@ -181,8 +181,9 @@ async def run_accounts(
         while any(not t.done() for t in tasks):
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             if controller is not None and controller in done:
-                controller.result()  # surface errors of the script
-                stop_all()
+                if not controller.cancelled() and controller.exception() is not None:
+                    log.error("the run's script failed", exc_info=controller.exception())
+                stop_all()  # the script is over (or broken): stop cleanly either way
                 controller = None
     finally:
         for sig in installed:
@@ -191,9 +192,12 @@ async def run_accounts(
             controller.cancel()
     failed = {}
     for stream, task in zip(streams, tasks, strict=True):
-        finish = task.result()
-        if finish.failed:
-            failed[stream.account] = finish.reason
+        exc = task.exception()
+        if exc is not None:  # a bug of ours: report it as a failure, never a traceback dump
+            log.error("%s: the stream crashed", stream.account, exc_info=exc)
+            failed[stream.account] = f"internal error: {exc!r}"
+        elif task.result().failed:
+            failed[stream.account] = task.result().reason
     await host.dispatcher.drain(1.0)
     await host.stop(timeout=0.5)
     return RunResult(failed)

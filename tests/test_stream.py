@@ -474,3 +474,34 @@ async def test_an_outage_is_caught_up_by_resync_in_order_with_nothing_rolled_bac
     assert keeper.balance["USDT"]["total"] == float(scenario.free + scenario.locked)
     # live frames are still complete and in order around the resync
     assert rig.recorder.data == rig.sent_live()
+
+
+async def test_run_accounts_stops_cleanly_when_its_script_breaks() -> None:
+    from bitmusa_plugin.app import run_accounts
+
+    async with Simulator(time_scale=3600, event_interval=0.05) as sim:
+        plugins = PluginHost()
+        recorder = Recorder()
+        plugins.register(recorder, "recorder")
+        config = AccountConfig(
+            "acct", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url
+        )
+
+        async def script(streams: list[AccountStream]) -> None:
+            await asyncio.sleep(0.5)
+            raise RuntimeError("the script has a bug")
+
+        result = await asyncio.wait_for(
+            run_accounts(
+                [config],
+                Host(plugins, command="test"),
+                timing=FAST,
+                heartbeat=BEAT,
+                until=script,
+                handle_signals=False,
+            ),
+            5,
+        )
+    assert result.ok
+    assert recorder.statuses()[-1] == "closed"
+    assert sim.account().deletes == 1
