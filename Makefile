@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROJECTS := pyproject.toml hookspecs/pyproject.toml examples/bitmusa-example-plugin/pyproject.toml
 
-.PHONY: setup demo test lint typecheck unit docs bench clean
+.PHONY: setup demo test lint typecheck unit docs bench fuzz clean
 
 $(STAMP): $(PROJECTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 test: lint typecheck unit docs
+
+# Coverage-guided fuzzing of decode + mapping (atheris, installed on demand): 2M inputs.
+FUZZ_RUNS ?= 2000000
+fuzz: $(STAMP)
+	$(BIN)/python -m pip install --quiet 'atheris>=2.3'
+	$(BIN)/python fuzz/seed.py build/fuzz-corpus
+	$(BIN)/python fuzz/fuzz_decode.py -runs=$(FUZZ_RUNS) -max_len=2048 build/fuzz-corpus
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_mapping.py

@@ -1,0 +1,47 @@
+"""Coverage-guided fuzzing of the decoder and mapping (atheris): ``make fuzz``.
+
+Every input, as bytes and as text, must come out as an accepted frame or as a rejection
+with a documented kind; an ``internal`` rejection (a bug caught by the safety net) or an
+exception is a finding. Seeds: tests/corpus (every documented shape).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import atheris
+
+with atheris.instrument_imports():
+    from bitmusa_plugin.mapping import Mapped, Mapper, Rejected
+
+KINDS = {
+    "malformed_json",
+    "not_an_object",
+    "unknown_stream",
+    "missing_field",
+    "invalid_field",
+    "invalid_value",
+    "oversize",
+}
+HOOKS = {"on_order", "on_wallet", "on_position"}
+mapper = Mapper(max_frame_bytes=1 << 16)
+
+
+def check(raw: bytes | str) -> None:
+    result = mapper.feed(raw)
+    if isinstance(result, Rejected):
+        assert result.error["kind"] in KINDS, result.error
+    else:
+        assert isinstance(result, Mapped)
+        assert result.hook in HOOKS
+
+
+def test_one_input(data: bytes) -> None:
+    check(data)
+    provider = atheris.FuzzedDataProvider(data)
+    check(provider.ConsumeUnicodeNoSurrogates(len(data)))
+
+
+if __name__ == "__main__":
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
