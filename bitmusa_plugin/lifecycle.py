@@ -365,13 +365,18 @@ class StreamPolicy:
         return actions
 
     def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has something to do. Only deadlines ``tick`` would act on
+        count: one it would skip (a keep-alive while a POST is pending, say) would come back
+        at once, and the shell would spin on it."""
         if self.phase != "running":
             return None
-        times = [self._create_at, self._reconnect_at, self._rotate_at, self._close_old_at]
-        if not self._keepalive_pending:
+        times = [self._create_at, self._reconnect_at, self._close_old_at]
+        if not self._keepalive_pending and not self._key_pending:
             times.append(self._keepalive_at)
-        if self._key_ok_at is not None:
+        if self._key_ok_at is not None and not self._key_pending:
             times.append(self._key_ok_at + self.timing.key_validity)
+        if self._rotation is None and self._primary is not None and self.key is not None:
+            times.append(self._rotate_at)
         due = [t for t in times if t is not None]
         return min(due) if due else None
 

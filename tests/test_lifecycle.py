@@ -83,6 +83,9 @@ class FakeExchange:
                     del self.open_conns[conn]
                     self.run(self.policy.closed(self.now, conn, "24h", self.now))
             self.run(self.policy.tick(self.now))
+            deadline = self.policy.next_deadline()
+            # a deadline that tick() has just passed over would make the shell spin
+            assert deadline is None or deadline > self.now, (deadline, self.now)
 
     def statuses(self) -> list[str]:
         return [s.status for s in self.states]
@@ -259,3 +262,26 @@ def test_scaled_timing_divides_every_interval_but_the_jitter_fraction() -> None:
     assert scaled.keepalive_interval == 0.5
     assert scaled.key_validity == 1.0
     assert scaled.keepalive_jitter == 0.1
+
+
+def test_no_deadline_is_left_in_the_past_while_a_request_is_pending() -> None:
+    policy = lc.StreamPolicy(rng=random.Random(2))
+    policy.start(0.0)
+    policy.key_created(0.0, "key")
+    policy.connected(1.0, 1)
+    # a reconnect's POST is sent and never answered...
+    policy.closed(10.0, 1, "reset", 9.0)
+    now = 10.0
+    for _ in range(100):
+        deadline = policy.next_deadline()
+        assert deadline is not None
+        now = max(now, deadline)
+        policy.tick(now)
+        after = policy.next_deadline()
+        # ...the keep-alive and validity deadlines passing must not be offered again
+        assert after is None or after > now, (after, now)
+        if after is None:
+            break
+    assert policy._key_pending
+    # waiting for the POST's answer (the REST client bounds every call), not spinning
+    assert policy.next_deadline() is None

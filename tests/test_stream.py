@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -505,3 +507,58 @@ async def test_run_accounts_stops_cleanly_when_its_script_breaks() -> None:
     assert result.ok
     assert recorder.statuses()[-1] == "closed"
     assert sim.account().deletes == 1
+
+
+async def test_a_flood_of_garbage_between_good_frames_loses_no_good_frame() -> None:
+    import random
+
+    rng = random.Random(20261124)  # seeded: a failure reproduces
+
+    def garbage() -> str:
+        kind = rng.randrange(6)
+        if kind == 0:  # random text
+            return "".join(chr(rng.randrange(1, 0x2FF)) for _ in range(rng.randrange(1, 200)))
+        if kind == 1:  # JSON of the wrong shape
+            return orjson.dumps(rng.choice([[1, 2], "x", 3.5, None, {"a": [{}]}])).decode()
+        if kind == 2:  # a known stream with wrong types
+            data: dict[str, Any] = {
+                "orderId": rng.choice([None, [], {}, True]),
+                "ticker": rng.random(),
+            }
+            return orjson.dumps({"stream": "future_order", "data": data, "eventTime": 1}).decode()
+        if kind == 3:  # a good frame cut short
+            return '{"data":{"asset":"USDT","free":"1"'[: rng.randrange(1, 34)]
+        if kind == 4:  # huge numbers and deep nesting
+            deep: Any = 1
+            for _ in range(rng.randrange(1, 250)):  # orjson encodes up to 254 levels
+                deep = [deep]
+            # the stdlib writes a 31-digit integer; orjson stops at 64 bits
+            return json.dumps(
+                {
+                    "stream": "future_wallet",
+                    "eventTime": 10**30,
+                    "data": {"asset": "USDT", "free": "9" * 400, "locked": deep},
+                }
+            )
+        return "x" * rng.randrange(65_000, 70_000)  # oversize
+
+    async with Simulator(time_scale=3600, event_interval=None, seed=9) as sim:
+        rig = await make_rig(sim)
+        await wait_for(lambda: "connected" in rig.recorder.statuses())
+        for _ in range(40):
+            await sim.emit()
+            for _ in range(50):
+                await sim.send_text(sim.account(), garbage(), garbage=True)
+            await sim.send_binary(rng.randbytes(rng.randrange(1, 100)))
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.5)
+        await rig.finish()
+    kinds = Counter(e["kind"] for e in rig.recorder.errors)
+    summary = (sim.connections_opened, len(rig.recorder.data), len(rig.sent_live()), kinds)
+    assert sim.connections_opened == 1, summary  # garbage never cost the connection
+    # compared as one boolean: pytest's list diff of thousands of frames takes minutes
+    same = rig.recorder.data == rig.sent_live()
+    assert same, summary  # every good frame, in order
+    assert len(rig.recorder.data) >= 40, summary
+    assert sum(kinds.values()) == 40 * 51, summary  # one report per bad frame, binary too
+    assert "internal" not in kinds, summary

@@ -205,6 +205,14 @@ class Simulator:
             delivered.append(conn.conn_id)
         self.sent.append(SentFrame(next(self._seq), text, delivered, garbage))
 
+    async def send_binary(self, data: bytes, account: SimAccount | None = None) -> None:
+        """A binary frame (the user stream sends text: a client must report and skip it)."""
+        account = account or next(iter(self.accounts.values()))
+        for conn in self.live(account):
+            if not conn.stalled:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await conn.ws.send_bytes(data)
+
     async def _pump(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
