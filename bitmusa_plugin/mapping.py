@@ -49,6 +49,19 @@ DEFAULT_MAX_FRAME_BYTES = 65536
 #: How much of an offending frame an error report carries.
 RAW_EXCERPT_CHARS = 512
 
+#: Every kind a rejected frame can carry (``internal`` means a bug of ours, caught).
+FRAME_ERROR_KINDS = frozenset(
+    (
+        "malformed_json",
+        "not_an_object",
+        "unknown_stream",
+        "missing_field",
+        "invalid_field",
+        "invalid_value",
+        "oversize",
+    )
+)
+
 #: Quote currencies recognised at the end of a ticker, longest first.
 QUOTES = ("USDT", "USDC", "USD")
 
@@ -673,6 +686,7 @@ def _enum_key(value: object) -> object:
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
+    "FRAME_ERROR_KINDS",
     "Mapped",
     "Mapper",
     "Rejected",

@@ -65,6 +65,32 @@ async def run_cli(
     return proc.returncode, out.decode(), err.decode(), time.monotonic() - stopped_at
 
 
+async def start_simulate(*flags: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bitmusa_plugin",
+        "simulate",
+        *flags,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_env(),
+    )
+
+
+async def post_listen_key(rest_url: str) -> dict[str, Any]:
+    """POST userDataStream with the demo credentials; the decoded envelope."""
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            rest_url + "/future/userDataStream",
+            headers={"x-api-key": DEMO_API_KEY, "Authorization": f"Bearer {DEMO_AUTH_KEY}"},
+        )
+    body: dict[str, Any] = response.json()
+    return body
+
+
 def urls(sim: Simulator) -> list[str]:
     return ["--rest-url", sim.rest_url, "--ws-url", sim.ws_url]
 
@@ -202,19 +228,7 @@ async def test_demo_runs_end_to_end_with_a_gap_and_a_rotation() -> None:
 
 
 async def test_simulate_serves_until_interrupted_and_prints_how_to_connect() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bitmusa_plugin",
-        "simulate",
-        "--time-scale",
-        "60",
-        "--drop-every",
-        "0.5",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=cli_env(),
-    )
+    proc = await start_simulate("--time-scale", "60", "--drop-every", "0.5")
     assert proc.stdout is not None
     printed: list[str] = []
     while len(printed) < 4:
@@ -222,14 +236,7 @@ async def test_simulate_serves_until_interrupted_and_prints_how_to_connect() -> 
     rest = printed[0].split()[-1]
     assert rest.startswith("http://127.0.0.1:")
     assert f"BITMUSA_API_KEY={DEMO_API_KEY}" in printed[2]
-    import httpx
-
-    async with httpx.AsyncClient() as client:
-        response = await client.post(
-            rest + "/future/userDataStream",
-            headers={"x-api-key": DEMO_API_KEY, "Authorization": f"Bearer {DEMO_AUTH_KEY}"},
-        )
-    body: dict[str, Any] = response.json()
+    body = await post_listen_key(rest)
     assert body["code"] == 0
     assert body["data"]["listenKey"]
     proc.send_signal(signal.SIGINT)
@@ -237,29 +244,11 @@ async def test_simulate_serves_until_interrupted_and_prints_how_to_connect() -> 
 
 
 async def test_simulate_injects_the_chosen_rest_fault_on_schedule() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bitmusa_plugin",
-        "simulate",
-        "--rest-fail-every",
-        "0.1",
-        "--rest-fault",
-        "1011",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=cli_env(),
-    )
+    proc = await start_simulate("--rest-fail-every", "0.1", "--rest-fault", "1011")
     assert proc.stdout is not None
     rest = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode().split()[-1]
     await asyncio.sleep(0.5)  # a few faults are queued by now
-    import httpx
-
-    async with httpx.AsyncClient() as client:
-        response = await client.post(
-            rest + "/future/userDataStream",
-            headers={"x-api-key": DEMO_API_KEY, "Authorization": f"Bearer {DEMO_AUTH_KEY}"},
-        )
-    assert response.json()["code"] == 1011  # TOO MANY REQUESTS, as asked
+    body = await post_listen_key(rest)
+    assert body["code"] == 1011  # TOO MANY REQUESTS, as asked
     proc.send_signal(signal.SIGINT)
     assert await asyncio.wait_for(proc.wait(), 5) == 0

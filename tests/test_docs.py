@@ -70,6 +70,12 @@ def test_hook_is_exercised_by_a_test(hook: str) -> None:
     assert any(re.search(rf"\b{hook}\b", source) for source in sources)
 
 
+def test_every_frame_error_kind_is_documented() -> None:
+    from bitmusa_plugin.mapping import FRAME_ERROR_KINDS
+
+    assert set(FRAME_ERROR_KINDS) <= set(gen_hooks().ERROR_KINDS)
+
+
 def test_docs_links_resolve() -> None:
     for page in (ROOT / "docs").glob("*.md"):
         for target in re.findall(r"\]\(([^)#:]+\.md)(?:#[^)]*)?\)", page.read_text()):

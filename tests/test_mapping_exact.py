@@ -12,19 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bitmusa_plugin.mapping import Mapped, Mapper, Rejected
+from bitmusa_plugin.mapping import FRAME_ERROR_KINDS, Mapped, Mapper, Rejected
 from ccxt_reference import Reference, validate
 from conftest import corpus_frames
 
-ERROR_KINDS = {
-    "malformed_json",
-    "not_an_object",
-    "unknown_stream",
-    "missing_field",
-    "invalid_field",
-    "invalid_value",
-    "oversize",
-}
+ERROR_KINDS = FRAME_ERROR_KINDS
 
 
 def canonical(obj: Any) -> bytes:
