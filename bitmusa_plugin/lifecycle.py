@@ -23,6 +23,10 @@ What it decides:
   the shell delivers the overlap's duplicates once. If the new one cannot be opened, stay
   on the old one and retry every ``rotate_retry``; only a cut of the old one then causes an
   ordinary reconnect (with its gap).
+* **Resync closes every gap**: after each gap (and at start-up, with ``resync`` on) the
+  snapshot is fetched before the new connection's frames flow; a snapshot that fails is
+  retried with backoff on the live connection until one succeeds (a newer gap replaces
+  it), so no outage is left unhealed. No rotation starts while a resync is in flight.
 * **Permanent errors** (bad key, IP not allowed, ...) fail the stream at once: no loops.
 """
 
@@ -151,6 +155,8 @@ class Counters:
     keepalives: int = 0
     keepalive_failures: int = 0
     key_changes: int = 0
+    resyncs: int = 0
+    resync_failures: int = 0
 
 
 @dataclass
@@ -186,6 +192,9 @@ class StreamPolicy:
     _rotation: int | None = field(default=None, init=False)
     _close_old_at: float | None = field(default=None, init=False)
     _connected_once: bool = field(default=False, init=False)
+    _resync_conn: int | None = field(default=None, init=False)  # a snapshot in flight
+    _resync_at: float | None = field(default=None, init=False)  # retry a failed snapshot
+    _resync_attempt: int = field(default=0, init=False)
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -270,8 +279,34 @@ class StreamPolicy:
             self._gap_since = None
         first = not self._connected_once
         self._connected_once = True
-        actions.append(Resync(conn_id) if self.resync and (gap or first) else Activate(conn_id))
+        if self.resync and (gap or first):
+            self._resync_at, self._resync_attempt = None, 0  # this one supersedes a retry
+            self._resync_conn = conn_id
+            actions.append(Resync(conn_id))
+        else:
+            actions.append(Activate(conn_id))
         return actions
+
+    def resync_done(self, now: float, conn_id: int) -> list[Action]:
+        """The snapshot was fetched and delivered: the gap is closed."""
+        if conn_id != self._resync_conn:
+            return []  # a superseded one (its connection was lost meanwhile)
+        self._resync_conn = None
+        self._resync_attempt = 0
+        self.counters.resyncs += 1
+        return []
+
+    def resync_failed(self, now: float, conn_id: int, failure: Failure) -> list[Action]:
+        """The snapshot could not be fetched (the held frames were released). Retry on
+        the live connection, unless the failure is permanent (then the next gap tries)."""
+        if conn_id != self._resync_conn:
+            return []
+        self._resync_conn = None
+        self.counters.resync_failures += 1
+        if self.phase == "running" and failure != "permanent":
+            self._resync_at = now + self._backoff(self._resync_attempt)
+            self._resync_attempt += 1
+        return []
 
     def connect_failed(self, now: float, conn_id: int, reason: str) -> list[Action]:
         conn = self._conns.pop(conn_id, None)
@@ -334,11 +369,21 @@ class StreamPolicy:
             self._key_ok_at = None
             actions += self._create(now)
         if (
+            self._resync_at is not None
+            and now >= self._resync_at
+            and self._primary is not None
+            and self._rotation is None
+        ):
+            self._resync_at = None
+            self._resync_conn = self._primary
+            actions.append(Resync(self._primary))
+        if (
             self._rotate_at is not None
             and now >= self._rotate_at
             and self._rotation is None
             and self._primary is not None
             and self.key is not None
+            and self._resync_conn is None
         ):
             self._rotate_at = None
             conn = self._connect(self.key, rotation=True)
@@ -375,8 +420,10 @@ class StreamPolicy:
             times.append(self._keepalive_at)
         if self._key_ok_at is not None and not self._key_pending:
             times.append(self._key_ok_at + self.timing.key_validity)
-        if self._rotation is None and self._primary is not None and self.key is not None:
-            times.append(self._rotate_at)
+        if self._rotation is None and self._primary is not None:
+            times.append(self._resync_at)
+            if self.key is not None and self._resync_conn is None:
+                times.append(self._rotate_at)
         due = [t for t in times if t is not None]
         return min(due) if due else None
 
@@ -400,6 +447,8 @@ class StreamPolicy:
     def _lose_primary(self, now: float, last_alive: float) -> None:
         self._primary = None
         self._outage = True
+        # the next connection brings its own resync (it supersedes a pending retry)
+        self._resync_at = self._resync_conn = None
         if self._rotation is not None and self._rotation in self._conns:
             # a rotation still connecting becomes the reconnect attempt
             self._conns[self._rotation].rotation = False

@@ -176,6 +176,8 @@ class AccountStream:
             "rotations": c.rotations,
             "keepalives": c.keepalives,
             "keepalive_failures": c.keepalive_failures,
+            "resyncs": c.resyncs,
+            "resync_failures": c.resync_failures,
             **self.host.accounts[self.account].as_dict(time.time()),
             "handler_errors": sum(p["errors"] for p in plugins.values()),
             "queue_depth": max((p["queued"] for p in plugins.values()), default=0),
@@ -392,7 +394,10 @@ class AccountStream:
         conn = self._conns.get(conn_id)
         if conn is None:
             return
-        conn.mode = "buffering"  # read, but hold frames until the snapshot is delivered
+        # Read, but hold frames until the snapshot is delivered: the first time on a new
+        # connection, or again on the live one when a failed snapshot is retried.
+        conn.mode = "buffering"
+        conn.delivered.clear()
         conn.activated.set()
         conn.resync = asyncio.get_running_loop().create_task(self._resync(conn))
 
@@ -404,9 +409,12 @@ class AccountStream:
                 self.rest.open_orders(size=resync.OPEN_ORDERS_PAGE),
             )
         except BitmusaError as exc:
-            self._report_rest("resync", exc)  # the stream goes on without it
+            self._report_rest("resync", exc)  # the held frames go out; the policy retries
+            failure: lc.Failure = "permanent" if isinstance(exc, PermanentError) else "transient"
+            self._post(lambda now: self.policy.resync_failed(now, conn.conn_id, failure))
         else:
             self._apply_snapshot(conn, wallet, positions, orders)
+            self._post(lambda now: self.policy.resync_done(now, conn.conn_id))
         finally:
             conn.resync = None
             if self._conns.get(conn.conn_id) is conn and conn.mode == "buffering":

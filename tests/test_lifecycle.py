@@ -30,6 +30,8 @@ class FakeExchange:
     deleted: bool = False
     finish: lc.Finish | None = None
     fail_connects: int = 0
+    fail_snapshots: int = 0
+    snapshots: list[tuple[float, int, bool]] = field(default_factory=list)  # (t, conn, ok)
     lapsed: list[float] = field(default_factory=list)
 
     def run(self, actions: list[lc.Action]) -> None:
@@ -58,6 +60,14 @@ class FakeExchange:
                     self.open_conns[action.conn] = self.now
                     self.max_open = max(self.max_open, len(self.open_conns))
                     queue += self.policy.connected(self.now, action.conn)
+            elif isinstance(action, lc.Resync):
+                ok = self.fail_snapshots == 0
+                self.snapshots.append((self.now, action.conn, ok))
+                if ok:
+                    queue += self.policy.resync_done(self.now, action.conn)
+                else:
+                    self.fail_snapshots -= 1
+                    queue += self.policy.resync_failed(self.now, action.conn, "transient")
             elif isinstance(action, lc.Close):
                 self.open_conns.pop(action.conn, None)
             elif isinstance(action, lc.EmitState):
@@ -92,10 +102,16 @@ class FakeExchange:
 
 
 def start(
-    timing: lc.Timing | None = None, seed: int = 1, keep_listen_key: bool = False
+    timing: lc.Timing | None = None,
+    seed: int = 1,
+    keep_listen_key: bool = False,
+    resync: bool = False,
 ) -> FakeExchange:
     policy = lc.StreamPolicy(
-        timing=timing or lc.Timing(), rng=random.Random(seed), keep_listen_key=keep_listen_key
+        timing=timing or lc.Timing(),
+        rng=random.Random(seed),
+        keep_listen_key=keep_listen_key,
+        resync=resync,
     )
     ex = FakeExchange(policy)
     ex.run(policy.start(0.0))
@@ -285,3 +301,46 @@ def test_no_deadline_is_left_in_the_past_while_a_request_is_pending() -> None:
     assert policy._key_pending
     # waiting for the POST's answer (the REST client bounds every call), not spinning
     assert policy.next_deadline() is None
+
+
+def test_a_failed_resync_is_retried_until_the_gap_is_closed() -> None:
+    ex = start(resync=True)
+    ex.advance(HOUR)
+    assert ex.snapshots == [(0.0, 1, True)]  # the start-up snapshot
+    ex.fail_snapshots = 4  # the REST side is down when the next gap comes
+    ex.run(ex.policy.closed(ex.now, 1, "reset", ex.now))
+    ex.advance(ex.now + HOUR)
+    attempts = ex.snapshots[1:]
+    assert [ok for _, _, ok in attempts] == [False, False, False, False, True]
+    assert {conn for _, conn, _ in attempts} == {2}  # all on the new, live connection
+    delays = [b[0] - a[0] for a, b in zip(attempts, attempts[1:], strict=False)]
+    assert all(0 < d <= ex.policy.timing.retry_max for d in delays)  # backoff, capped
+    assert ex.policy.counters.resyncs == 2
+    assert ex.policy.counters.resync_failures == 4
+    assert ex.statuses().count("gap") == 1  # the retries are no new outage
+
+
+def test_no_rotation_starts_while_a_resync_is_in_flight() -> None:
+    policy = lc.StreamPolicy(rng=random.Random(3), resync=True)
+    policy.start(0.0)
+    policy.key_created(0.0, "key")
+    assert lc.Resync(1) in policy.connected(1.0, 1)  # ...and the snapshot never answers
+    due = policy._rotate_at
+    assert due is not None
+    policy.keepalive_ok(due)  # keep the key fresh; only the rotation is due
+    assert not any(isinstance(a, lc.Connect) for a in policy.tick(due + 1))
+    deadline = policy.next_deadline()
+    assert deadline is None or deadline > due + 1  # the rotation is not offered: no spin
+    policy.resync_done(due + 2, 1)
+    assert any(isinstance(a, lc.Connect) for a in policy.tick(due + 2))
+
+
+def test_a_resync_answer_for_a_lost_connection_is_ignored() -> None:
+    policy = lc.StreamPolicy(rng=random.Random(4), resync=True)
+    policy.start(0.0)
+    policy.key_created(0.0, "key")
+    policy.connected(1.0, 1)
+    policy.closed(2.0, 1, "reset", 2.0)  # lost while its snapshot was in flight
+    policy.resync_failed(2.1, 1, "transient")  # the late answer
+    assert policy._resync_at is None  # no retry aimed at a connection that is gone
+    assert policy.counters.resync_failures == 0

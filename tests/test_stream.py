@@ -562,3 +562,32 @@ async def test_a_flood_of_garbage_between_good_frames_loses_no_good_frame() -> N
     assert len(rig.recorder.data) >= 40, summary
     assert sum(kinds.values()) == 40 * 51, summary  # one report per bad frame, binary too
     assert "internal" not in kinds, summary
+
+
+async def test_a_failed_resync_is_retried_on_the_live_connection_until_it_succeeds() -> None:
+    async with Simulator(time_scale=3600, event_interval=0.01, seed=12) as sim:
+        keeper = StateKeeper()
+        rig = await make_rig(sim, plugins={"keeper": keeper})
+        await wait_for(lambda: rig.stream.policy.counters.resyncs == 1)  # start-up
+        sim.refuse(1000)  # an outage while trading goes on...
+        sim.drop()
+        await asyncio.sleep(0.8)
+        sim.fail_rest("503", 3, method="GET")  # ...and the snapshot fails when it ends
+        sim._refuse.clear()
+        await wait_for(lambda: rig.stream.policy.counters.resyncs == 2, timeout=10)
+        sim.paused = True
+        await asyncio.sleep(0.3)
+        await rig.host.dispatcher.drain(5)
+        scenario = sim.account().scenario
+        stats = rig.stream.stats()
+        await rig.finish()
+    assert stats["resync_failures"] >= 1  # at least one snapshot failed and was retried
+    assert rig.recorder.statuses().count("gap") == 1
+    assert [e["kind"] for e in rig.recorder.errors].count("rest_error") >= 1
+    # the gap is closed: the bot's picture equals the exchange's
+    open_ids = {o for o, order in keeper.orders.items() if order["status"] == "open"}
+    assert open_ids == set(scenario.orders)
+    for ticker, position in scenario.positions.items():
+        assert keeper.positions[ticker[:-4] + "/USDT:USDT"]["contracts"] == float(position.amount)
+    assert keeper.balance["USDT"]["free"] == float(scenario.free)
+    assert rig.recorder.data == rig.sent_live()  # held frames were released, none lost

@@ -10,7 +10,8 @@ scaled (``time_scale=3600`` makes a simulated hour pass in a second). A seeded
 Faults, as methods (for tests) and CLI flags (``bitmusa-plugin simulate``): :meth:`drop`
 (TCP reset, optionally mid-frame), :meth:`stall` (no data, no pongs), :meth:`garbage`,
 :meth:`refuse` (handshake rejected or reset mid-handshake), :meth:`fail_rest` (5xx, 429,
-1011, timeouts), :meth:`expire_key`, :meth:`cut` (the 24-hour cut, early).
+1011, timeouts; optionally only for one method, e.g. the keep-alive PUT), :meth:`expire_key`,
+:meth:`cut` (the 24-hour cut, early), :meth:`close_key` (a DELETE from elsewhere).
 
 Ground truth for tests: :attr:`Simulator.sent` lists every frame with the connections it
 was written to while they were live.
@@ -56,6 +57,7 @@ class SimAccount:
     posts: int = 0
     deletes: int = 0
     expiries: int = 0  # keys that lapsed for want of a PUT
+    forced_expiries: int = 0  # keys expired by the expire_key fault
     issued_keys: list[str] = field(default_factory=list)
     max_concurrent: int = 0  # most connections open at once
 
@@ -82,6 +84,7 @@ class SentFrame:
     text: str
     conns: list[int]
     garbage: bool = False
+    account: str = ""  # the account's API key
 
 
 class Simulator:
@@ -118,7 +121,7 @@ class Simulator:
         self.connections_opened = 0
         self.rest_calls: list[tuple[str, int]] = []  # (method, code)
         self.snapshots: list[str] = []  # GET wallet / position / order served
-        self._rest_faults: list[RestFault] = []
+        self._rest_faults: list[tuple[RestFault, str | None]] = []  # (fault, method)
         self._refuse: list[Literal["reject", "reset"]] = []
         self._conn_ids = itertools.count(1)
         self._seq = itertools.count(1)
@@ -203,7 +206,7 @@ class Simulator:
             except (ConnectionError, RuntimeError):
                 continue
             delivered.append(conn.conn_id)
-        self.sent.append(SentFrame(next(self._seq), text, delivered, garbage))
+        self.sent.append(SentFrame(next(self._seq), text, delivered, garbage, account.api_key))
 
     async def send_binary(self, data: bytes, account: SimAccount | None = None) -> None:
         """A binary frame (the user stream sends text: a client must report and skip it)."""
@@ -262,15 +265,33 @@ class Simulator:
         """The next ``count`` handshakes fail: HTTP 503, or a reset mid-handshake."""
         self._refuse.extend([how] * count)
 
-    def fail_rest(self, fault: RestFault, count: int = 1) -> None:
-        """The next ``count`` REST calls fail this way."""
-        self._rest_faults.extend([fault] * count)
+    def fail_rest(self, fault: RestFault, count: int = 1, *, method: str | None = None) -> None:
+        """The next ``count`` REST calls (of ``method`` only: ``"PUT"`` is the keep-alive,
+        ``"GET"`` a snapshot) fail this way."""
+        self._rest_faults.extend([(fault, method)] * count)
+
+    def _take_fault(self, method: str) -> RestFault | None:
+        for i, (fault, only) in enumerate(self._rest_faults):
+            if only is None or only == method:
+                del self._rest_faults[i]
+                return fault
+        return None
 
     def expire_key(self, account: SimAccount | None = None) -> None:
-        """The account's key lapses now, as if no PUT had come for 60 minutes."""
+        """The account's key lapses now, as if no PUT had come for 60 minutes (counted in
+        ``forced_expiries``, apart from the lapses a client caused)."""
         account = account or next(iter(self.accounts.values()))
-        account.key_expires_ms = self.now_ms() - 1
-        self._sweep(account)
+        if account.key is not None:
+            account.forced_expiries += 1
+            self._invalidate(account)
+
+    def close_key(self, account: SimAccount | None = None) -> None:
+        """A DELETE from elsewhere (another process sharing the account): the key is gone
+        and its connections are closed."""
+        account = account or next(iter(self.accounts.values()))
+        if account.key is not None:
+            account.deletes += 1
+            self._invalidate(account)
 
     async def cut(self, account: SimAccount | None = None) -> None:
         """The 24-hour cut, now: a clean close from the server."""
@@ -293,8 +314,8 @@ class Simulator:
     # -- REST -------------------------------------------------------------------------------
 
     async def _rest(self, request: web.Request) -> web.Response:
-        if self._rest_faults:
-            fault = self._rest_faults.pop(0)
+        fault = self._take_fault(request.method)
+        if fault is not None:
             self.rest_calls.append((request.method, -1))
             if fault == "timeout":
                 await asyncio.sleep(3600)
@@ -329,7 +350,7 @@ class Simulator:
 
     async def _snapshot(self, request: web.Request) -> web.Response:
         """GET wallet / position / order, served from the scenario's state."""
-        if self._rest_faults:
+        if any(only in (None, "GET") for _, only in self._rest_faults):
             return await self._rest(request)
         account, error = self._authenticate(request)
         if account is None:
