@@ -197,7 +197,7 @@ def iso8601(ms: int | None) -> str | None:
     seconds, millis = divmod(ms, 1000)
     prefix = _ISO_PREFIX.get(seconds)
     if prefix is None:
-        if len(_ISO_PREFIX) >= 4096:  # events cluster in time: a small cache suffices
+        if len(_ISO_PREFIX) >= 256:  # events cluster in time: a small cache suffices
             _ISO_PREFIX.clear()
         prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
         if seconds < 0 or len(prefix) != 19:

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from queue import SimpleQueue
@@ -189,8 +189,10 @@ class Dispatcher:
         for task in tasks:
             task.cancel()
         for sub in self._subscribers.values():
-            for call in sub.queue:
-                log.warning("plugin %s: %s not delivered before shutdown", sub.name, call[0])
+            if sub.queue:  # one line per plugin, however far behind it was
+                hooks = Counter(call[0] for call in sub.queue)
+                summary = ", ".join(f"{n} {hook}" for hook, n in sorted(hooks.items()))
+                log.warning("plugin %s: not delivered before shutdown: %s", sub.name, summary)
             if sub.thread is not None:
                 sub.thread.stop()
         if tasks:

@@ -144,16 +144,25 @@ class ListenKeyClient:
         self.rest_url = rest_url.rstrip("/")
         self.timeout = timeout
         self._limiter = limiter
+        self._inflight: set[asyncio.Future[httpx.Response]] = set()
         # verify stays True (the default); only a transport may be injected, for tests
         self._client = httpx.AsyncClient(
             auth=BitmusaAuth(credentials),
             timeout=httpx.Timeout(timeout),
+            # a resync sends three requests at once; a cancelled one must not leave its
+            # socket idling in the pool (httpx keeps 20 by default)
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
             transport=transport,
             headers={"Content-Type": "application/json"},
         )
 
     def __repr__(self) -> str:
         return f"ListenKeyClient({self.rest_url!r})"
+
+    def _request_done(self, request: asyncio.Future[httpx.Response]) -> None:
+        self._inflight.discard(request)
+        if not request.cancelled():
+            request.exception()  # retrieved: an abandoned request's failure is not news
 
     async def create(self) -> str:
         """POST: the account's active listenKey, or a new one."""
@@ -188,6 +197,11 @@ class ListenKeyClient:
         return await self._records(OPEN_ORDERS_PATH, params)
 
     async def aclose(self) -> None:
+        """Close the pool; requests still running (abandoned by their callers) end now."""
+        for request in list(self._inflight):
+            request.cancel()
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=1.0)
         await self._client.aclose()
 
     async def _records(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -211,13 +225,20 @@ class ListenKeyClient:
         url = self.rest_url + path
         what = f"{method} {path.rsplit('/', 1)[-1]}"
         budget = (timeout if timeout is not None else self.timeout) * 2 + 1
+        # The request runs as its own task and is never cancelled midway: a request
+        # cancelled while httpcore assigns it a connection leaks that pool slot for good
+        # (encode/httpcore#1093), and enough of them make every later call a PoolTimeout.
+        # A caller that gives up (a resync superseded, a watchdog) just stops waiting; the
+        # request ends by httpx's own timeouts and gives its connection back.
+        request = asyncio.ensure_future(
+            self._client.request(method, url, params=params, timeout=timeout or self.timeout)
+        )
+        self._inflight.add(request)
+        request.add_done_callback(self._request_done)
         try:
             # httpx's timeouts bound each phase; this bounds the whole call, so that no
             # transport trouble can leave the lifecycle waiting for an answer forever.
-            response = await asyncio.wait_for(
-                self._client.request(method, url, params=params, timeout=timeout or self.timeout),
-                budget,
-            )
+            response = await asyncio.wait_for(asyncio.shield(request), budget)
         except asyncio.TimeoutError:
             raise NetworkError(f"{what} timed out (no answer within {budget:g} s)") from None
         except httpx.TimeoutException as exc:

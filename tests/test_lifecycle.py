@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass, field
 
@@ -313,7 +314,7 @@ def test_a_failed_resync_is_retried_until_the_gap_is_closed() -> None:
     attempts = ex.snapshots[1:]
     assert [ok for _, _, ok in attempts] == [False, False, False, False, True]
     assert {conn for _, conn, _ in attempts} == {2}  # all on the new, live connection
-    delays = [b[0] - a[0] for a, b in zip(attempts, attempts[1:], strict=False)]
+    delays = [b[0] - a[0] for a, b in itertools.pairwise(attempts)]
     assert all(0 < d <= ex.policy.timing.retry_max for d in delays)  # backoff, capped
     assert ex.policy.counters.resyncs == 2
     assert ex.policy.counters.resync_failures == 4

@@ -87,3 +87,32 @@ async def test_the_limiter_paces_instead_of_refusing() -> None:
     sent = sorted(limiter._sent)
     for i in range(len(sent) - 8):
         assert sent[i + 8] - sent[i] >= 0.2 - 1e-3  # never 9 in one window
+
+
+async def test_abandoned_calls_never_exhaust_the_connection_pool() -> None:
+    # A resync superseded by a new gap abandons its three GETs. Cancelling an httpx request
+    # while the pool hands it a connection leaks that slot (encode/httpcore#1093); after a
+    # few, every call failed with PoolTimeout and the key lapsed. Calls are abandoned at
+    # every moment of their life here, against the simulator over loopback.
+    import random
+
+    from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
+
+    rng = random.Random(5)
+    async with Simulator(event_interval=None) as sim:
+        client = rest.ListenKeyClient(
+            Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, timeout=1.0
+        )
+        await client.create()
+        for _ in range(150):
+            calls = [asyncio.ensure_future(client.wallet()) for _ in range(3)]
+            await asyncio.sleep(rng.uniform(0, 0.004))
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
+        # the pool still serves: four calls at once (its whole size), promptly
+        start = time.monotonic()
+        results = await asyncio.gather(*(client.wallet() for _ in range(4)))
+        assert all(isinstance(r, list) for r in results)
+        assert time.monotonic() - start < 1.0
+        await client.aclose()

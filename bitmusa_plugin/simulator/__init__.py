@@ -72,6 +72,7 @@ class SimConnection:
     opened_ms: int
     stalled_until: float = 0.0  # real monotonic time
     closed: bool = False
+    last_pong: float = field(default_factory=time.monotonic)
 
     @property
     def stalled(self) -> bool:
@@ -85,6 +86,7 @@ class SentFrame:
     conns: list[int]
     garbage: bool = False
     account: str = ""  # the account's API key
+    at: float = 0.0  # when it was written (time.monotonic())
 
 
 class Simulator:
@@ -102,7 +104,12 @@ class Simulator:
         start_ms: int | None = None,
         key_validity_ms: int = KEY_VALIDITY_MS,
         max_connection_ms: int = MAX_CONNECTION_MS,
+        server_ping: tuple[float, float] | None = None,
     ) -> None:
+        #: (interval, timeout), real seconds: the server pings every connection and drops
+        #: one whose pong is late, as exchanges do (None: the server only answers pings)
+        self.server_ping = server_ping
+        self.pong_timeouts = 0
         self.key_validity_ms = key_validity_ms
         self.max_connection_ms = max_connection_ms
         self.host = host
@@ -206,7 +213,9 @@ class Simulator:
             except (ConnectionError, RuntimeError):
                 continue
             delivered.append(conn.conn_id)
-        self.sent.append(SentFrame(next(self._seq), text, delivered, garbage, account.api_key))
+        self.sent.append(
+            SentFrame(next(self._seq), text, delivered, garbage, account.api_key, time.monotonic())
+        )
 
     async def send_binary(self, data: bytes, account: SimAccount | None = None) -> None:
         """A binary frame (the user stream sends text: a client must report and skip it)."""
@@ -409,19 +418,47 @@ class Simulator:
         account.connections[conn.conn_id] = conn
         self.connections_opened += 1
         account.max_concurrent = max(account.max_concurrent, len(self.live(account)))
+        pinger = (
+            asyncio.get_running_loop().create_task(self._ping(conn))
+            if self.server_ping is not None
+            else None
+        )
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.PING:
                     if not conn.stalled:
                         await ws.pong(msg.data)
+                elif msg.type == WSMsgType.PONG:
+                    conn.last_pong = time.monotonic()
                 elif msg.type == WSMsgType.CLOSE:
                     break
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
+            if pinger is not None:
+                pinger.cancel()
             conn.closed = True
             account.connections.pop(conn.conn_id, None)
         return ws
+
+    async def _ping(self, conn: SimConnection) -> None:
+        """Server-side heartbeat: a connection that leaves a ping unanswered is dropped."""
+        assert self.server_ping is not None
+        interval, timeout = self.server_ping
+        while not conn.closed:
+            await asyncio.sleep(interval)
+            sent = time.monotonic()
+            if not conn.stalled:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await conn.ws.ping(b"sim")
+            await asyncio.sleep(timeout)
+            if conn.closed or conn.stalled:
+                continue
+            if conn.last_pong < sent:
+                log.warning("simulator: no pong within %.1f s: dropping the connection", timeout)
+                self.pong_timeouts += 1
+                self._abort(conn)
+                return
 
     # -- time-driven rules -----------------------------------------------------------------
 
@@ -458,4 +495,14 @@ def simulated(scale: float) -> Callable[[float], float]:
     return lambda seconds: seconds / scale
 
 
-__all__ = ["DEMO_API_KEY", "DEMO_AUTH_KEY", "RestFault", "Scenario", "Simulator", "simulated"]
+from .thread import SimulatorThread  # noqa: E402 (it builds on Simulator)
+
+__all__ = [
+    "DEMO_API_KEY",
+    "DEMO_AUTH_KEY",
+    "RestFault",
+    "Scenario",
+    "Simulator",
+    "SimulatorThread",
+    "simulated",
+]

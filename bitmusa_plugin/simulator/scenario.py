@@ -23,6 +23,10 @@ MARKETS = {  # ticker: (start price, price step, amount step, leverage)
 }
 
 
+START_BALANCE = Decimal("10000")
+MAX_OPEN_ORDERS = 12
+
+
 def _q(value: Decimal, step: Decimal) -> Decimal:
     return value.quantize(step, rounding=ROUND_DOWN)
 
@@ -62,7 +66,7 @@ class Scenario:
 
     seed: int = 1
     rng: random.Random = field(init=False)
-    free: Decimal = Decimal("10000")
+    free: Decimal = START_BALANCE
     locked: Decimal = Decimal(0)
     prices: dict[str, Decimal] = field(init=False)
     orders: dict[str, _Order] = field(default_factory=dict)
@@ -83,6 +87,13 @@ class Scenario:
             self.started = True
             return [self._wallet(now_ms)]
         self._move_prices()
+        # Stationary over any length of run: the account is topped up before it runs dry
+        # (and skimmed when it has grown far), and the open book stays a realistic size.
+        if self.free < START_BALANCE / 20 or self.free > START_BALANCE * 10:
+            self.free = START_BALANCE
+            return [self._wallet(now_ms)]  # a deposit or a withdrawal
+        if len(self.orders) >= MAX_OPEN_ORDERS:
+            return self._cancel(now_ms, oldest=True)
         choices: list[tuple[float, Callable[[int], list[Frame]]]] = [
             (3.0, self._place_limit),
             (1.0, self._market),
@@ -100,9 +111,11 @@ class Scenario:
         return choices[-1][1](now_ms)
 
     def _move_prices(self) -> None:
-        for ticker, (_, step, _, _) in MARKETS.items():
-            drift = Decimal(str(round(self.rng.gauss(0, 0.0015), 6)))
-            self.prices[ticker] = max(step, _q(self.prices[ticker] * (1 + drift), step))
+        for ticker, (start, step, _, _) in MARKETS.items():
+            price = self.prices[ticker]
+            pull = float(price / start) - 1  # mean-reverting: prices wander, not explode
+            drift = Decimal(str(round(self.rng.gauss(0, 0.0015) - 0.002 * pull, 6)))
+            self.prices[ticker] = max(step, _q(price * (1 + drift), step))
 
     def _new_id(self) -> str:
         return f"F{next(self._ids)}"
@@ -195,8 +208,9 @@ class Scenario:
         self.locked += margin
         return self._execute(order, amount, price, now)
 
-    def _cancel(self, now: int) -> list[Frame]:
-        order = self.orders.pop(self.rng.choice(sorted(self.orders)))
+    def _cancel(self, now: int, *, oldest: bool = False) -> list[Frame]:
+        chosen = next(iter(self.orders)) if oldest else self.rng.choice(sorted(self.orders))
+        order = self.orders.pop(chosen)
         self.free += order.locked
         self.locked -= order.locked
         order.locked = Decimal(0)

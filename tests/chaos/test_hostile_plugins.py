@@ -1,0 +1,241 @@
+"""Four hostile plugins in one live run, beside a well-behaved one.
+
+The simulator pings every connection and drops one whose pong is late (as exchanges do), so
+a handler that blocked the event loop would cost the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import orjson
+
+from bitmusa_hookspecs import hookimpl
+from bitmusa_plugin import lifecycle as lc
+from bitmusa_plugin.host import Host
+from bitmusa_plugin.mapping import Mapped, Mapper
+from bitmusa_plugin.plugins import PluginHost
+from bitmusa_plugin.secrets import Credentials
+from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
+from bitmusa_plugin.stream import AccountConfig, AccountStream, Heartbeat
+
+QUEUE_SIZE = 200  # small, so that overflow comes within the run
+RUN_SECONDS = 8.0
+
+
+class Raiser:
+    """Raises on every 7th event it gets."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def _event(self) -> None:
+        self.seen += 1
+        if self.seen % 7 == 0:
+            raise RuntimeError(f"event {self.seen}: every 7th fails")
+
+    @hookimpl
+    async def on_order(self) -> None:
+        self._event()
+
+    @hookimpl
+    async def on_wallet(self) -> None:
+        self._event()
+
+    @hookimpl
+    async def on_position(self) -> None:
+        self._event()
+
+
+class Blocker:
+    """A sync plugin that blocks its thread for 5 s on every event."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.release = threading.Event()
+
+    def _block(self) -> None:
+        self.calls += 1
+        self.release.wait(5.0)
+
+    @hookimpl
+    def on_order(self) -> None:
+        self._block()
+
+    @hookimpl
+    def on_wallet(self) -> None:
+        self._block()
+
+    @hookimpl
+    def on_position(self) -> None:
+        self._block()
+
+
+class Hanger:
+    """An async plugin whose first call never returns."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def _hang(self) -> None:
+        self.calls += 1
+        await asyncio.Event().wait()
+
+    @hookimpl
+    async def on_order(self) -> None:
+        await self._hang()
+
+    @hookimpl
+    async def on_wallet(self) -> None:
+        await self._hang()
+
+    @hookimpl
+    async def on_position(self) -> None:
+        await self._hang()
+
+
+class Mutator:
+    """Vandalises everything it receives, nested containers included."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def _wreck(self, obj: dict[str, Any], event: dict[str, Any]) -> None:
+        self.calls += 1
+        for value in list(obj.values()):
+            if isinstance(value, dict):
+                value.clear()
+                value["wrecked"] = True
+            elif isinstance(value, list):
+                value.clear()
+        obj.clear()
+        obj["wrecked"] = True
+        event["data"] = None
+        event["stream"] = "wrecked"
+
+    @hookimpl
+    async def on_order(self, order: dict[str, Any], event: dict[str, Any]) -> None:
+        self._wreck(order, event)
+
+    @hookimpl
+    def on_wallet(self, balance: dict[str, Any], event: dict[str, Any]) -> None:
+        self._wreck(balance, event)  # a sync one too: it runs in its own thread
+
+    @hookimpl
+    async def on_position(self, position: dict[str, Any], event: dict[str, Any]) -> None:
+        self._wreck(position, event)
+
+
+class Good:
+    """Records what it gets, when, and a serialised copy taken on receipt."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[float, str, bytes, dict[str, Any]]] = []
+        self.errors: list[dict[str, Any]] = []
+        self.states: list[str] = []
+
+    def _take(self, hook: str, obj: dict[str, Any], event: dict[str, Any]) -> None:
+        if event["stream"] != "resync":
+            self.received.append((time.monotonic(), hook, orjson.dumps(event["data"]), obj))
+
+    @hookimpl
+    async def on_order(self, order: dict[str, Any], event: dict[str, Any]) -> None:
+        self._take("on_order", order, event)
+
+    @hookimpl
+    async def on_wallet(self, balance: dict[str, Any], event: dict[str, Any]) -> None:
+        self._take("on_wallet", balance, event)
+
+    @hookimpl
+    async def on_position(self, position: dict[str, Any], event: dict[str, Any]) -> None:
+        self._take("on_position", position, event)
+
+    @hookimpl
+    async def on_error(self, error: dict[str, Any]) -> None:
+        self.errors.append(error)
+
+    @hookimpl
+    async def on_stream_state(self, state: dict[str, Any]) -> None:
+        self.states.append(state["status"])
+
+
+async def test_four_hostile_plugins_at_once_cost_the_good_one_nothing() -> None:
+    good, raiser, blocker, hanger, mutator = Good(), Raiser(), Blocker(), Hanger(), Mutator()
+    plugins = PluginHost()
+    # the good plugin last: it shares nothing with the vandal registered before it
+    for name, plugin in [
+        ("mutator", mutator),
+        ("raiser", raiser),
+        ("blocker", blocker),
+        ("hanger", hanger),
+        ("good", good),
+    ]:
+        plugins.register(plugin, name)
+    async with Simulator(event_interval=0.01, seed=21, server_ping=(0.2, 0.3)) as sim:
+        host = Host(plugins, command="hostile", queue_size=QUEUE_SIZE, slow_after=0.5)
+        host.start(["acct"])
+        config = AccountConfig(
+            "acct", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url
+        )
+        stream = AccountStream(config, host, heartbeat=Heartbeat(0.2, 0.4), open_timeout=2.0)
+        task = asyncio.get_running_loop().create_task(stream.run())
+        await asyncio.sleep(RUN_SECONDS)
+        sim.paused = True
+        await asyncio.sleep(0.2)
+        stats = stream.stats()
+        blocked_calls = blocker.calls  # before it is released at the end
+        stream.stop()
+        result = await asyncio.wait_for(task, 5)
+        blocker.release.set()
+        stopping = time.monotonic()
+        await host.stop(timeout=1.0)  # the hung plugin cannot hold shutdown hostage
+        stop_seconds = time.monotonic() - stopping
+    assert result == lc.Finish(False, "stopped")
+
+    # the connection lived through it all: every server ping answered, one connection
+    assert sim.pong_timeouts == 0
+    assert sim.connections_opened == 1
+    assert "gap" not in good.states
+
+    # the good plugin got every live event, in order, unmodified
+    sent = [f for f in sim.sent if f.conns and not f.garbage]
+    assert len(sent) > 300
+    assert [data for _, _, data, _ in good.received] == [
+        orjson.dumps(orjson.loads(f.text)["data"]) for f in sent
+    ]
+    reference = Mapper("acct")
+    for (_, hook, _, obj), frame in zip(good.received, sent, strict=True):
+        mapped = reference.feed(frame.text)
+        assert isinstance(mapped, Mapped)
+        assert mapped.hook == hook
+        expected = dict(mapped.obj)
+        assert obj == expected, (obj, expected)  # nothing the vandal did reached it
+    # ...and on time: frame written -> hook called
+    latency_ms = [(at - f.at) * 1000 for (at, *_), f in zip(good.received, sent, strict=True)]
+    p50 = statistics.median(latency_ms)
+    p99 = sorted(latency_ms)[int(0.99 * (len(latency_ms) - 1))]
+    print(f"good plugin: {len(sent)} events, latency p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    assert p99 < 250.0  # generous for a loaded CI machine; typical p99 is a few ms
+
+    # each hostile plugin's trouble is reported, by kind and by name
+    reported = Counter((e["plugin"], e["kind"]) for e in good.errors if e["plugin"])
+    assert reported[("raiser", "plugin_error")] == raiser.seen // 7
+    assert stats["plugins"]["raiser"]["errors"] == raiser.seen // 7
+    for name, calls in (("blocker", blocked_calls), ("hanger", hanger.calls)):
+        assert reported[(name, "plugin_slow")] == calls  # once per slow call, not per poll
+        assert reported[(name, "queue_overflow")] == 1  # one episode, reported once
+        plugin = stats["plugins"][name]
+        # the documented policy: bounded queue, oldest dropped, every drop counted
+        assert plugin["queued"] == QUEUE_SIZE
+        assert plugin["dropped"] > 0
+        assert plugin["delivered"] + plugin["dropped"] + plugin["queued"] <= len(sent) + 1
+    assert hanger.calls == 1
+    assert blocked_calls <= 2  # five seconds each
+    assert mutator.calls > 300
+    assert stats["plugins"]["mutator"]["errors"] == 0
+    assert stop_seconds < 2.0

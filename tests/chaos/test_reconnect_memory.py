@@ -1,0 +1,162 @@
+"""Resources after many reconnect cycles: the simulator runs in its own process (so only the
+engine's allocations are traced) and resets the connection every 80 ms; each cycle is a
+disconnect, a backoff, a POST, a handshake, a gap and a resync of three snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import random
+import sys
+import time
+import tracemalloc
+from dataclasses import replace
+from typing import Any
+
+from chaos_soak import PROFILES
+
+from bitmusa_hookspecs import hookimpl
+from bitmusa_plugin import lifecycle as lc
+from bitmusa_plugin.host import Host
+from bitmusa_plugin.plugins import PluginHost
+from bitmusa_plugin.secrets import Credentials
+from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY
+from bitmusa_plugin.stream import AccountConfig, AccountStream, Heartbeat
+
+#: documented in docs/reliability.md: traced growth allowed over the measured cycles
+GROWTH_BOUND_BYTES = 64 * 1024
+WARMUP_CYCLES = 50
+
+
+class Counting:
+    """Counts deliveries and gaps; keeps nothing (its own memory must not grow)."""
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.gaps = 0
+
+    @hookimpl
+    def on_order(self) -> None:
+        self.events += 1
+
+    @hookimpl
+    def on_wallet(self) -> None:
+        self.events += 1
+
+    @hookimpl
+    def on_position(self) -> None:
+        self.events += 1
+
+    @hookimpl
+    def on_stream_state(self, state: dict[str, Any]) -> None:
+        self.gaps += state["status"] == "gap"
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def _start_simulator() -> tuple[asyncio.subprocess.Process, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bitmusa_plugin",
+        "simulate",
+        "--event-interval",
+        "0.005",
+        "--drop-every",
+        "0.08",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    rest = (await proc.stdout.readline()).decode().split()[-1]
+    ws = (await proc.stdout.readline()).decode().split()[-1]
+    return proc, rest, ws
+
+
+async def _until(predicate: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def _sample(stream: AccountStream, host: Host) -> tuple[int, int, int]:
+    """Tasks, fds and traced bytes, at the same phase of a cycle every time: connected,
+    resynced, nothing queued for the plugin, no REST call in flight."""
+    while True:
+        steady = (
+            stream.status == "gap"  # the last state: connected, and the gap reported
+            and len(stream._conns) == 1
+            and stream.policy._resync_conn is None
+            and not stream._rest_tasks
+            and not stream.rest._inflight
+            and host.dispatcher.stats()["counting"]["queued"] == 0
+        )
+        if steady:  # checked and sampled with no await between: nothing moves
+            gc.collect()
+            return len(asyncio.all_tasks()), _fds(), tracemalloc.get_traced_memory()[0]
+        await asyncio.sleep(0.001)
+
+
+async def test_reconnect_cycles_leave_tasks_fds_and_memory_flat() -> None:
+    profile = PROFILES[os.environ.get("BITMUSA_SOAK_PROFILE", "ci")]
+    cycles = profile.reconnect_cycles
+    proc, rest_url, ws_url = await _start_simulator()
+    counting = Counting()
+    plugins = PluginHost()
+    plugins.register(counting, "counting")
+    host = Host(plugins, command="memory")
+    host.start(["acct"])
+    config = AccountConfig("acct", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), rest_url, ws_url)
+    timing = replace(lc.Timing(), retry_initial=0.005, retry_max=0.02, stable_after=0.01)
+    stream = AccountStream(
+        config,
+        host,
+        timing=timing,
+        heartbeat=Heartbeat(1.0, 1.0),
+        rng=random.Random(1),
+        rest_timeout=2.0,
+        open_timeout=2.0,
+    )
+    task = asyncio.get_running_loop().create_task(stream.run())
+    # pytest keeps every log record of a test in memory (its handlers on the root logger):
+    # that would be pytest's growth, not ours. Records still go through logging, to nowhere.
+    root = logging.getLogger()
+    pytest_handlers, root.handlers = root.handlers, [logging.NullHandler()]
+    tracemalloc.start()
+    try:
+        await _until(lambda: counting.gaps >= WARMUP_CYCLES, 60)
+        tasks_before, fds_before, mem_before = await _sample(stream, host)
+        snap_before = tracemalloc.take_snapshot()
+        start, gaps_before = time.monotonic(), counting.gaps
+        await _until(lambda: counting.gaps >= WARMUP_CYCLES + cycles, cycles * 0.5)
+        elapsed = time.monotonic() - start
+        measured = counting.gaps - gaps_before
+        tasks_after, fds_after, mem_after = await _sample(stream, host)
+        snap_after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+        root.handlers = pytest_handlers
+        stream.stop()
+        await asyncio.wait_for(task, 5)
+        await host.stop()
+        proc.terminate()
+        await proc.wait()
+    growth = mem_after - mem_before
+    if growth >= GROWTH_BOUND_BYTES:  # where it went, for the report
+        for stat in snap_after.compare_to(snap_before, "lineno")[:8]:
+            print(stat)
+    print(
+        f"{measured} reconnect cycles in {elapsed:.1f} s ({elapsed / measured * 1000:.1f} ms "
+        f"each): traced memory {mem_before} -> {mem_after} ({growth:+d} B, "
+        f"{growth / measured:+.1f} B/cycle), tasks {tasks_before} -> {tasks_after}, "
+        f"fds {fds_before} -> {fds_after}, events {counting.events}"
+    )
+    assert stream.policy.counters.resyncs >= measured  # every cycle resynced
+    assert tasks_after == tasks_before
+    assert fds_after <= fds_before + 1, (fds_before, fds_after)  # an idle pooled socket
+    assert growth < GROWTH_BOUND_BYTES, growth
