@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
+import io
 import itertools
+import logging
 import os
 import random
 import statistics
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -290,6 +294,25 @@ class Chaos:
         self.faults.append(FaultRecord(kind, label, self.sim_hour(), wall_ms, killed, young))
 
 
+@contextlib.contextmanager
+def debug_capture() -> Iterator[io.StringIO]:
+    """Every log record of the run, at DEBUG, formatted with tracebacks, into one buffer
+    (no redaction filter installed: a library user's own logging setup must be safe)."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield buffer
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
 async def run(profile: Profile, seed: int) -> Report:
     labels = {f"chaos-api-key-{i:04d}": f"acct{i}" for i in range(profile.accounts)}
     accounts = {api: f"chaos-auth-key-{i:04d}" for i, api in enumerate(labels)}
@@ -507,11 +530,42 @@ def _check_picture(report: Report, api: str, label: str) -> None:
     assert balance["total"] == float(scenario.free + scenario.locked), f"{label}: total"
 
 
+def check_secrets(report: Report, logged: str) -> int:
+    """No API key, auth key or listenKey in any log line, error report, repr or state.
+    Returns the number of secrets looked for."""
+    sim = report.sim
+    secrets = [*sim.accounts]  # API keys
+    secrets += [a.auth_key for a in sim.accounts.values()]
+    secrets += [key for a in sim.accounts.values() for key in a.issued_keys]
+    text = logged
+    text += orjson.dumps(report.recorder.errors).decode()
+    text += orjson.dumps(report.recorder.states, default=str).decode()
+    for stream in report.streams.values():
+        text += repr(stream) + repr(stream.rest) + repr(stream.config) + str(stream.stats())
+        text += repr(stream.config.credentials) + str(stream.last_error or "")
+    # the simulator (the exchange's side, sharing this process) logs as bitmusa_plugin.simulator
+    # and aiohttp; everything else is ours or our libraries'
+    ours = "\n".join(
+        line
+        for line in text.splitlines()
+        if " bitmusa_plugin.simulator " not in line and " aiohttp." not in line
+    )
+    assert "websockets.client DEBUG" in ours  # the libraries' debug logs were on...
+    assert "httpx DEBUG" in ours or "httpcore" in ours
+    leaked = [s for s in secrets if s in ours]
+    assert not leaked, f"{len(leaked)} secret(s) in the output"
+    return len(secrets)
+
+
 async def soak(profile: Profile, seed: int) -> dict[str, Any]:
     """Run and check; a failure names its seed, and the same seed reproduces it."""
-    report = await run(profile, seed)
+    with debug_capture() as logged:
+        report = await run(profile, seed)
     try:
-        return check(report)
+        figures = check(report)
+        figures["secrets_checked"] = check_secrets(report, logged.getvalue())
+        figures["log_bytes_scanned"] = len(logged.getvalue())
+        return figures
     except AssertionError as exc:
         raise AssertionError(
             f"chaos soak failed (profile {profile.name}, seed {seed}; rerun with "
