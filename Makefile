@@ -54,8 +54,17 @@ audit: $(STAMP)
 	$(BIN)/python -m pip install --quiet 'pip-audit>=2.7'
 	$(BIN)/pip-audit --skip-editable
 
+# The five benchmarks, each printing ratios against a baseline measured in the same run
+# (about 6 minutes), then the plots for docs/benchmarks.md (matplotlib, installed on demand).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_mapping.py
+	$(BIN)/python benchmarks/bench_e2e.py --loop asyncio
+	$(BIN)/python benchmarks/bench_e2e.py --loop uvloop
+	$(BIN)/python benchmarks/bench_dispatch.py
+	$(BIN)/python benchmarks/bench_accounts.py
+	$(BIN)/python benchmarks/bench_startup.py
+	$(BIN)/python -m pip install --quiet 'matplotlib>=3.7'
+	$(BIN)/python benchmarks/plots.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,4 +1,5 @@
-"""Per-event cost of ingest (decode + map + dispatch) with 0, 1 and 5 plugins, async and sync.
+"""Per-event cost of ingest (decode + map + dispatch) with 0, 1, 5 and 20 plugins, async and
+sync.
 
     python benchmarks/bench_dispatch.py [--events N] [--repeats R]
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import platform
 import statistics
 import sys
@@ -56,18 +58,26 @@ async def run_once(kind: str, count: int, events: int) -> float:
     return elapsed / events * 1e6
 
 
+def save_raw(rows: list[list[object]]) -> None:
+    """For benchmarks/plots.py."""
+    out = Path("build/bench")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dispatch.json").write_text(json.dumps(rows))
+
+
 async def main(events: int, repeats: int) -> None:
     print(
         f"# bench_dispatch  {time.strftime('%Y-%m-%d')}  python {platform.python_version()}  "
         f"events={events} repeats={repeats}"
     )
     print(f"{'plugins':<12}{'µs/event':>10}{'vs 0':>8}{'added/plugin µs':>17}")
-    cases = [("-", 0), ("async", 1), ("async", 5), ("sync", 1), ("sync", 5)]
+    cases = [("-", 0)] + [(kind, n) for kind in ("async", "sync") for n in (1, 5, 20)]
     samples: dict[tuple[str, int], list[float]] = {case: [] for case in cases}
     for _ in range(repeats):
         for kind, count in cases:  # interleaved, so drift hits every case alike
             samples[(kind, count)].append(await run_once(kind, count, events))
     base = statistics.median(samples[("-", 0)])
+    save_raw([[kind, n, statistics.median(v)] for (kind, n), v in samples.items()])
     for kind, count in cases:
         cost = statistics.median(samples[(kind, count)])
         added = (cost - base) / count if count else 0.0

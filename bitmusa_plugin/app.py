@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from . import lifecycle as lc
 from .host import Host
-from .rest import DEFAULT_REST_URL, RateLimiter
+from .rest import DEFAULT_REST_URL, RateLimiter, http_client
 from .secrets import Credentials, CredentialsError, InsecureURLError
 from .stream import DEFAULT_WS_URL, AccountConfig, AccountStream, Heartbeat
 
@@ -141,9 +141,15 @@ async def run_accounts(
     record: IO[str] | None = None,
     until: Callable[[list[AccountStream]], Coroutine[Any, Any, Any]] | None = None,
     handle_signals: bool = True,
+    limiter: RateLimiter | None = None,
 ) -> RunResult:
-    """Stream every account until a signal, ``until(streams)`` returning, or all failing."""
-    limiter = RateLimiter()
+    """Stream every account until a signal, ``until(streams)`` returning, or all failing.
+
+    The accounts share one REST rate limiter (``limiter``; Bitmusa's documented 8/s and
+    200/min by default, applied per process since the sources say the limit may be per IP:
+    many accounts are paced, not refused) and one REST connection pool."""
+    limiter = limiter or RateLimiter()
+    http = http_client(connections=min(32, 4 + len(accounts))) if len(accounts) > 1 else None
     streams = [
         AccountStream(
             account,
@@ -153,6 +159,7 @@ async def run_accounts(
             keep_listen_key=keep_listen_key,
             resync=resync,
             limiter=limiter,
+            http=http,
             record=record,
         )
         for account in accounts
@@ -198,6 +205,8 @@ async def run_accounts(
             failed[stream.account] = f"internal error: {exc!r}"
         elif task.result().failed:
             failed[stream.account] = task.result().reason
+    if http is not None:
+        await http.aclose()
     await host.dispatcher.drain(1.0)
     await host.stop(timeout=0.5)
     return RunResult(failed)

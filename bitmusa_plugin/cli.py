@@ -92,6 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
         "cross the network unencrypted)",
     )
     listen.add_argument(
+        "--rest-rate",
+        metavar="PER_S,PER_MIN",
+        type=_rest_rate,
+        default=(8, 200),
+        help="REST requests allowed, for the whole process (all accounts share them; "
+        "requests wait their turn): per second and per minute (default 8,200, as Bitmusa "
+        "documents)",
+    )
+    listen.add_argument(
         "--no-resync",
         action="store_true",
         help="do not fetch REST snapshots at start-up and after every gap",
@@ -179,6 +188,16 @@ def _positive(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError("must be a positive number of seconds")
     return value
+
+
+def _rest_rate(text: str) -> tuple[int, int]:
+    try:
+        per_second, per_minute = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected PER_S,PER_MIN, got {text!r}") from None
+    if per_second < 1 or per_minute < 1:
+        raise argparse.ArgumentTypeError("both rates must be at least 1")
+    return per_second, per_minute
 
 
 def _add_output_options(parser: argparse.ArgumentParser, default_output: str) -> None:

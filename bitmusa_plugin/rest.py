@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
+import ssl
 import time
 from collections.abc import Callable, Generator
 from typing import Any
@@ -127,10 +129,39 @@ class BitmusaAuth(httpx.Auth):
         return f"BitmusaAuth({self._credentials!r})"
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One verifying TLS context (httpx's: certifi's roots, SSL_CERT_FILE honoured) for
+    every REST client and websocket of the process. Building one loads the CA bundle: about
+    40 ms and a few hundred KiB each, which 1,000 accounts must not pay 1,000 times."""
+    return httpx.create_ssl_context()
+
+
+def http_client(
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    connections: int = 4,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """An httpx client as every account's REST uses it: verifying TLS, explicit timeouts,
+    a small pool. Many accounts of one process share one (``run_accounts`` does): one pool
+    of sockets and TLS sessions instead of one per account."""
+    return httpx.AsyncClient(
+        verify=tls_context(),  # verification stays on; only a transport may be injected
+        timeout=httpx.Timeout(timeout),
+        limits=httpx.Limits(
+            max_connections=connections, max_keepalive_connections=max(2, connections // 2)
+        ),
+        transport=transport,
+        headers={"Content-Type": "application/json"},
+    )
+
+
 class ListenKeyClient:
     """One account's REST: the listenKey (POST / PUT / DELETE ``/future/userDataStream``)
     and the snapshots used to resync (GET ``/future/wallet``, ``/future/position``,
-    ``/future/order``)."""
+    ``/future/order``). Its own pool, or ``client`` (shared by many accounts, which then
+    closes with its owner, not here)."""
 
     def __init__(
         self,
@@ -140,21 +171,17 @@ class ListenKeyClient:
         timeout: float = DEFAULT_TIMEOUT,
         limiter: RateLimiter | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        client: httpx.AsyncClient | None = None,
     ) -> None:
         self.rest_url = rest_url.rstrip("/")
         self.timeout = timeout
         self._limiter = limiter
         self._inflight: set[asyncio.Future[httpx.Response]] = set()
-        # verify stays True (the default); only a transport may be injected, for tests
-        self._client = httpx.AsyncClient(
-            auth=BitmusaAuth(credentials),
-            timeout=httpx.Timeout(timeout),
-            # a resync sends three requests at once; a cancelled one must not leave its
-            # socket idling in the pool (httpx keeps 20 by default)
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
-            transport=transport,
-            headers={"Content-Type": "application/json"},
-        )
+        self._auth = BitmusaAuth(credentials)  # per request: a shared pool has no one auth
+        self._owns_client = client is None
+        # a resync sends three requests at once; 4 connections, 2 kept idle (httpx's own
+        # default keeps 20 idle sockets per client)
+        self._client = client or http_client(timeout, transport=transport)
 
     def __repr__(self) -> str:
         return f"ListenKeyClient({self.rest_url!r})"
@@ -197,7 +224,11 @@ class ListenKeyClient:
         return await self._records(OPEN_ORDERS_PATH, params)
 
     async def aclose(self) -> None:
-        """Close the pool; requests still running (abandoned by their callers) end now."""
+        """Close our own pool (requests still running, abandoned by their callers, end
+        now). A shared pool is left to its owner, and our requests on it run to their own
+        timeout: cancelling one would cost the others a pool slot."""
+        if not self._owns_client:
+            return
         for request in list(self._inflight):
             request.cancel()
         if self._inflight:
@@ -231,7 +262,9 @@ class ListenKeyClient:
         # A caller that gives up (a resync superseded, a watchdog) just stops waiting; the
         # request ends by httpx's own timeouts and gives its connection back.
         request = asyncio.ensure_future(
-            self._client.request(method, url, params=params, timeout=timeout or self.timeout)
+            self._client.request(
+                method, url, params=params, timeout=timeout or self.timeout, auth=self._auth
+            )
         )
         self._inflight.add(request)
         request.add_done_callback(self._request_done)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -36,6 +37,7 @@ from .rest import (
     ListenKeyGoneError,
     PermanentError,
     RateLimiter,
+    tls_context,
 )
 from .secrets import REDACTOR, Credentials, RedactingLogger, redact, require_secure
 
@@ -103,6 +105,7 @@ class AccountStream:
         keep_listen_key: bool = False,
         resync: bool = True,
         limiter: RateLimiter | None = None,
+        http: httpx.AsyncClient | None = None,
         rng: random.Random | None = None,
         open_timeout: float = 10.0,
         rest_timeout: float = 10.0,
@@ -120,7 +123,11 @@ class AccountStream:
             resync=resync,
         )
         self.rest = ListenKeyClient(
-            config.credentials, config.rest_url, timeout=rest_timeout, limiter=limiter
+            config.credentials,
+            config.rest_url,
+            timeout=rest_timeout,
+            limiter=limiter,
+            client=http,  # shared by the accounts of a process, or None: its own
         )
         self.open_timeout = open_timeout
         self.record = record
@@ -296,8 +303,14 @@ class AccountStream:
         try:
             await asyncio.wait_for(self.rest.close_key(timeout=1.0), 1.2)
         except (BitmusaError, asyncio.TimeoutError) as exc:
+            # Shutdown does not wait for it (many accounts share the REST allowance): the
+            # key lapses by itself within 60 minutes.
             message = exc.message if isinstance(exc, BitmusaError) else "timed out"
-            log.warning("%s: could not DELETE the listenKey: %s", self.account, redact(message))
+            log.info(
+                "%s: listenKey not deleted (%s); it lapses within 60 minutes",
+                self.account,
+                redact(message),
+            )
 
     # -- connections ----------------------------------------------------------------------
 
@@ -306,6 +319,7 @@ class AccountStream:
         try:
             ws = await websockets.connect(
                 url,
+                ssl=tls_context() if url.startswith("wss:") else None,  # verifying, shared
                 open_timeout=self.open_timeout,
                 ping_interval=None,  # our own heartbeat records when the peer was alive
                 ping_timeout=None,

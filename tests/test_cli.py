@@ -91,6 +91,13 @@ def test_replay_reports_each_rejected_frame_and_exits_3() -> None:
     assert len(wallets) == 2  # the good frames on either side still arrived
 
 
+@pytest.mark.parametrize("value", ["8", "8,x", "0,200", "8,200,1"])
+def test_a_bad_rest_rate_is_a_usage_error(value: str) -> None:
+    result = run("listen", "--rest-rate", value)
+    assert result.returncode == 2
+    assert "--rest-rate" in result.stderr
+
+
 def test_replay_missing_file_is_a_clear_error() -> None:
     result = run("replay", "/nonexistent/frames.txt")
     assert result.returncode == 2
