@@ -58,8 +58,7 @@ audit: $(STAMP)
 # (about 6 minutes), then the plots for docs/benchmarks.md (matplotlib, installed on demand).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_mapping.py
-	$(BIN)/python benchmarks/bench_e2e.py --loop asyncio
-	$(BIN)/python benchmarks/bench_e2e.py --loop uvloop
+	$(BIN)/python benchmarks/bench_e2e.py
 	$(BIN)/python benchmarks/bench_dispatch.py
 	$(BIN)/python benchmarks/bench_accounts.py
 	$(BIN)/python benchmarks/bench_startup.py
