@@ -24,6 +24,7 @@ from .mapping import Mapped, Mapper, Rejected, SymbolMap
 
 if TYPE_CHECKING:
     from .exchange import bitmusa
+    from .scale.consume import consume
 
 __version__ = "0.1.0"
 
@@ -55,6 +56,10 @@ def __getattr__(name: str) -> Any:
         from .exchange import bitmusa
 
         return bitmusa
+    if name == "consume":  # Redis consumers (docs/scale.md), imported only when asked for
+        from .scale.consume import consume
+
+        return consume
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -73,6 +78,7 @@ __all__ = [
     "SymbolMap",
     "__version__",
     "bitmusa",
+    "consume",
     "hookimpl",
     "hookspec",
     "load_exchange",

@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not fetch REST snapshots at start-up and after every gap",
     )
+    _add_redis_sink_options(listen, required=False)
     listen.add_argument(
         "--record",
         metavar="FILE",
@@ -173,6 +174,55 @@ def build_parser() -> argparse.ArgumentParser:
         "--directory", type=Path, default=Path("."), help="where to create it (default: here)"
     )
 
+    worker = sub.add_parser(
+        "worker",
+        help="stream the accounts registered in Redis, shared with other workers",
+        description="Takes a fair share of the accounts registered in Redis (see "
+        "`accounts`), streams them into the Redis sink, and hands them over when workers "
+        "join or die (docs/scale.md). `worker status` shows who holds what.",
+    )
+    worker.add_argument("action", nargs="?", choices=("status",), help="show the workers")
+    _add_redis_sink_options(worker, required=True)
+    worker.add_argument("--group", default="default", help="the registry's name (default)")
+    worker.add_argument(
+        "--lease-ttl",
+        type=_positive,
+        default=10.0,
+        metavar="SECONDS",
+        help="an account's lease lasts this long unrenewed (default 10): a dead worker's "
+        "accounts resume elsewhere after it",
+    )
+    worker.add_argument(
+        "--rest-url", metavar="URL", default=None, help="REST base for accounts without one"
+    )
+    worker.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow plain http/ws to a host other than this machine",
+    )
+    _add_output_options(worker, default_output="none")
+
+    accounts = sub.add_parser(
+        "accounts",
+        help="register accounts in Redis for worker mode",
+        description="Records hold the label and references to the credentials "
+        "(environment-variable names, or a credentials file path), resolved by each "
+        "worker; never the secrets.",
+    )
+    accounts.add_argument("action", choices=("add", "remove", "list"))
+    accounts.add_argument("label", nargs="?", help="the account's label (add, remove)")
+    accounts.add_argument("--redis", metavar="URL", required=True, help="redis://host:port/db")
+    accounts.add_argument("--group", default="default", help="the registry's name (default)")
+    accounts.add_argument("--api-key-env", metavar="NAME", help="variable holding the API key")
+    accounts.add_argument("--auth-key-env", metavar="NAME", help="variable holding the auth key")
+    accounts.add_argument(
+        "--credentials-file",
+        metavar="PATH",
+        help="a TOML file with api_key and auth_key (mode 600), on each worker",
+    )
+    accounts.add_argument("--rest-url", metavar="URL", default=None)
+    accounts.add_argument("--ws-url", metavar="URL", default=None)
+
     plugins = sub.add_parser("plugins", help="list installed plugins and their status")
     plugins.add_argument("--json", action="store_true", help="print JSON")
     plugins.add_argument(
@@ -198,6 +248,29 @@ def _rest_rate(text: str) -> tuple[int, int]:
     if per_second < 1 or per_minute < 1:
         raise argparse.ArgumentTypeError("both rates must be at least 1")
     return per_second, per_minute
+
+
+def _add_redis_sink_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        required=required,
+        help="write every event to Redis (XADD) at this URL: redis://host:port/db",
+    )
+    parser.add_argument(
+        "--redis-stream",
+        metavar="NAME",
+        default="bitmusa:events",
+        help="the stream's name; {account} in it makes one stream per account "
+        "(default bitmusa:events)",
+    )
+    parser.add_argument(
+        "--redis-maxlen",
+        metavar="N",
+        type=int,
+        default=1_000_000,
+        help="trim the stream to about N entries (MAXLEN ~; 0: never; default 1000000)",
+    )
 
 
 def _add_output_options(parser: argparse.ArgumentParser, default_output: str) -> None:
@@ -231,6 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands.simulate_command(args)
     if args.command == "new-plugin":
         return commands.new_plugin_command(args)
+    if args.command == "accounts":
+        return commands.accounts_command(args)
+    if args.command == "worker" and args.action == "status":
+        return commands.worker_status_command(args)
     from .plugins import PluginLoadError
 
     try:
@@ -242,6 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands.listen_command(args, plugins)
     if args.command == "demo":
         return commands.demo_command(args, plugins)
+    if args.command == "worker":
+        return commands.worker_command(args, plugins)
     if args.command == "replay":
         if args.file == "-":
             return commands.run_replay(sys.stdin, plugins, args.account)

@@ -161,10 +161,14 @@ def listen_command(args: argparse.Namespace, plugins: PluginHost) -> int:
             print(f"bitmusa-plugin: cannot write {args.record}: {exc.strerror}", file=sys.stderr)
             return EXIT_USAGE
     try:
+        sink = make_redis_sink(args, plugins)
+        host = Host(plugins, command="listen")
+        if sink is not None:
+            sink.bind(host.report)
         result = run_loop(
             run_accounts(
                 accounts,
-                Host(plugins, command="listen"),
+                host,
                 timing=timing,
                 keep_listen_key=args.keep_listen_key,
                 resync=not args.no_resync,
@@ -270,6 +274,107 @@ async def _every(seconds: float, name: str, action: Any) -> None:
         await asyncio.sleep(seconds)
         log.warning("simulator: injecting %s", name)
         await action()
+
+
+def make_redis_sink(args: argparse.Namespace, plugins: PluginHost) -> Any:
+    """Register the Redis sink when ``--redis`` is given; bind it to the host once made."""
+    if not getattr(args, "redis", None):
+        return None
+    from .scale.registry import redis_password
+    from .scale.sink import RedisSink
+    from .secrets import REDACTOR
+
+    REDACTOR.add(redis_password(args.redis))
+    sink = RedisSink(args.redis, stream=args.redis_stream, maxlen=args.redis_maxlen or None)
+    plugins.register(
+        sink, "redis-sink", distribution="bitmusa-plugin", version=__version__, builtin=True
+    )
+    return sink
+
+
+def worker_command(args: argparse.Namespace, plugins: PluginHost) -> int:
+    from .host import Host
+    from .rest import DEFAULT_REST_URL
+    from .scale.worker import WorkerOptions, run_worker
+
+    sink = make_redis_sink(args, plugins)
+    host = Host(plugins, command="worker")
+    options = WorkerOptions(
+        group=args.group,
+        lease_ttl=args.lease_ttl,
+        rest_url=args.rest_url or DEFAULT_REST_URL,
+        insecure=args.insecure,
+    )
+    run_loop(run_worker(args.redis, host, options, sink=sink))
+    return EXIT_OK
+
+
+def worker_status_command(args: argparse.Namespace) -> int:
+    from .scale.worker import status
+
+    async def main() -> dict[str, Any]:
+        import redis.asyncio as redis
+
+        client = redis.Redis.from_url(args.redis, socket_connect_timeout=2.0)
+        try:
+            return await status(client, args.group)
+        finally:
+            await client.aclose()
+
+    report = run_loop(main())
+    print(f"{len(report['workers'])} worker(s)")
+    for ident, age in sorted(report["workers"].items()):
+        held = [a for a, info in report["accounts"].items() if info["worker"] == ident]
+        print(f"  {ident}  heartbeat {age:.1f} s ago  {len(held)} account(s)")
+    print(f"{len(report['accounts'])} account(s)")
+    for label, info in report["accounts"].items():
+        age = info["last_event_age"]
+        last = "never" if age is None else f"{age:.1f} s ago"
+        print(f"  {label:<24} {info['worker'] or '(unowned)':<32} last event {last}")
+    return EXIT_OK
+
+
+def accounts_command(args: argparse.Namespace) -> int:
+    from .scale import registry
+
+    async def main() -> int:
+        import redis.asyncio as redis
+
+        client = redis.Redis.from_url(args.redis, socket_connect_timeout=2.0)
+        try:
+            if args.action == "list":
+                for label, record in sorted((await registry.load(client, args.group)).items()):
+                    refs = (
+                        record.credentials_file or f"${record.api_key_env} ${record.auth_key_env}"
+                    )
+                    print(f"{label}\t{refs}\t{record.rest_url or ''}\t{record.ws_url or ''}")
+                return EXIT_OK
+            if not args.label:
+                print(f"bitmusa-plugin: accounts {args.action} needs a LABEL", file=sys.stderr)
+                return EXIT_USAGE
+            if args.action == "remove":
+                if not await registry.remove(client, args.group, args.label):
+                    print(f"bitmusa-plugin: no account {args.label!r}", file=sys.stderr)
+                    return EXIT_USAGE
+                return EXIT_OK
+            try:
+                record = registry.AccountRecord(
+                    args.label,
+                    args.api_key_env,
+                    args.auth_key_env,
+                    args.credentials_file,
+                    args.rest_url,
+                    args.ws_url,
+                )
+            except ValueError as exc:
+                print(f"bitmusa-plugin: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            await registry.add(client, args.group, record)
+            return EXIT_OK
+        finally:
+            await client.aclose()
+
+    return run_loop(main())
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:

@@ -198,9 +198,12 @@ class StreamPolicy:
 
     # -- inputs -----------------------------------------------------------------------------
 
-    def start(self, now: float) -> list[Action]:
+    def start(self, now: float, gap_since: float | None = None) -> list[Action]:
+        """Begin. ``gap_since``: the stream takes over from another process (worker mode)
+        whose last sign of life was then: the first connection reports that gap."""
         self.phase = "running"
         self._outage = True
+        self._gap_since = gap_since
         return [EmitState("connecting"), *self._create(now)]
 
     def key_created(self, now: float, key: str) -> list[Action]:

@@ -111,6 +111,7 @@ class AccountStream:
         rest_timeout: float = 10.0,
         record: IO[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        resume_since_ms: int | None = None,
     ) -> None:
         self.config = config
         self.account = config.label
@@ -136,6 +137,8 @@ class AccountStream:
         #: the last REST failure, for callers that map it (the ccxt drop-in)
         self.last_error: BitmusaError | None = None
         self._clock = clock
+        #: taking over from another worker: the last event it delivered (wall ms)
+        self.resume_since_ms = resume_since_ms
         self._inbox: asyncio.Queue[Callable[[float], list[lc.Action]]] = asyncio.Queue()
         self._conns: dict[int, _Connection] = {}
         self._rest_tasks: set[asyncio.Task[None]] = set()
@@ -149,7 +152,11 @@ class AccountStream:
         """Run until :meth:`stop` or a permanent failure; returns how it ended."""
         self.host.mapper(self.account)  # registers the account's counters
         try:
-            await self._execute(self.policy.start(self._clock()))
+            now = self._clock()
+            since = None
+            if self.resume_since_ms is not None:
+                since = now - max(0.0, time.time() - self.resume_since_ms / 1000)
+            await self._execute(self.policy.start(now, gap_since=since))
             while self.result is None:
                 deadline = self.policy.next_deadline()
                 timeout = None if deadline is None else max(0.0, deadline - self._clock())

@@ -34,6 +34,12 @@ ERROR_KINDS = {
     "rest_error": "a REST call (listenKey or snapshot) failed (the message carries Bitmusa's "
     "code); "
     "retried unless permanent",
+    "sink_unavailable": "the Redis sink cannot write: events wait in its buffer and are "
+    "written in order once Redis is back (reported once per outage)",
+    "sink_overflow": "the Redis sink's buffer is full during an outage: its oldest events "
+    "are dropped and counted",
+    "lease_lost": "worker mode: another worker holds this account's lease now; this worker "
+    "stops streaming it",
 }
 
 

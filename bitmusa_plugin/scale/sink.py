@@ -1,0 +1,242 @@
+"""The Redis sink: every delivered hook event, ``XADD``-ed as the JSON line ``--output jsonl``
+writes, with an idempotency id.
+
+Entries have two fields: ``id`` (the idempotency id) and ``json`` (the jsonl record). The
+id is ``account:stream:eventTime:digest``, the digest a BLAKE2b of the record's payload
+(the unified object without ``event.receivedAt``, which differs between two workers that
+received the same frame): two deliveries of one exchange event get the same id, so a
+consumer can drop the second. States and errors carry ids too (their digest covers what
+they say).
+
+Writes are batched: the hooks append to a bounded buffer and one writer task sends it in
+pipelines of up to ``batch`` entries. While Redis is unreachable the buffer holds events
+(``max_buffer``, oldest dropped beyond it, every drop counted), the outage is reported once
+through ``on_error`` (kind ``sink_unavailable``) and the log, and the buffer is written in
+order once Redis is back. ``stats()`` counts written, buffered, dropped and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from bitmusa_hookspecs import (
+    Balance,
+    ErrorInfo,
+    Event,
+    Order,
+    Position,
+    StreamState,
+    hookimpl,
+)
+
+from ..mapping import error_info
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STREAM = "bitmusa:events"
+DEFAULT_MAXLEN = 1_000_000
+
+
+def idempotency_id(record: dict[str, Any]) -> str:
+    """``account:stream:eventTime:digest`` for a jsonl record (see the module doc)."""
+    event = record.get("event") or {}
+    payload = {k: v for k, v in record.items() if k != "event"}
+    if event:
+        payload["event"] = {k: v for k, v in event.items() if k != "receivedAt"}
+    digest = hashlib.blake2b(
+        orjson.dumps(payload, option=orjson.OPT_SORT_KEYS), digest_size=12
+    ).hexdigest()
+    state = record.get("state") or {}
+    error = record.get("error") or {}
+    account = event.get("account") or state.get("account") or error.get("account") or "-"
+    stream = event.get("stream") or record["hook"]
+    return f"{account}:{stream}:{event.get('eventTime', 0)}:{digest}"
+
+
+class RedisSink:
+    """A built-in plugin. ``report`` (the host's) carries outages to ``on_error``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        stream: str = DEFAULT_STREAM,
+        maxlen: int | None = DEFAULT_MAXLEN,
+        batch: int = 500,
+        max_buffer: int = 100_000,
+        retry: float = 0.5,
+        report: Callable[[ErrorInfo], None] | None = None,
+        fence: Callable[[str], int | None] | None = None,
+    ) -> None:
+        self.url = url
+        self.stream = stream  # may hold "{account}"
+        self.maxlen = maxlen
+        self.batch = batch
+        self.max_buffer = max_buffer
+        self.retry = retry
+        self._report = report
+        self._fence = fence  # worker mode: the account's lease fencing token
+        self._buffer: deque[tuple[str, bytes, bytes]] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._client: Any = None
+        self._down_since: float | None = None
+        self._closing = False
+        self.written = 0
+        self.dropped = 0
+        self.retries = 0
+        self.outages = 0
+
+    def __repr__(self) -> str:
+        return f"RedisSink(stream={self.stream!r})"  # the URL may hold a password
+
+    def bind(
+        self,
+        report: Callable[[ErrorInfo], None],
+        fence: Callable[[str], int | None] | None = None,
+    ) -> None:
+        """Where outages are reported (the host's ``report``), and, in worker mode, the
+        fencing token of each account's lease, written into its entries."""
+        self._report = report
+        self._fence = fence
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    def _add(self, record: dict[str, Any], account: str | None) -> None:
+        if self._task is None:
+            self._start()
+        if account is not None and self._fence is not None:
+            record["fence"] = self._fence(account)
+        key = self.stream.replace("{account}", account or "-")
+        self._buffer.append((key, idempotency_id(record).encode(), orjson.dumps(record)))
+        if len(self._buffer) > self.max_buffer:
+            self._buffer.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 10_000 == 0:
+                self._error("sink_overflow", f"Redis sink buffer full: {self.dropped} dropped")
+        self._wake.set()
+
+    @hookimpl
+    async def on_wallet(self, balance: Balance, event: Event) -> None:
+        self._add({"hook": "on_wallet", "balance": balance, "event": event}, event["account"])
+
+    @hookimpl
+    async def on_order(self, order: Order, event: Event) -> None:
+        self._add({"hook": "on_order", "order": order, "event": event}, event["account"])
+
+    @hookimpl
+    async def on_position(self, position: Position, event: Event) -> None:
+        self._add({"hook": "on_position", "position": position, "event": event}, event["account"])
+
+    @hookimpl
+    async def on_stream_state(self, state: StreamState) -> None:
+        clean = {k: v for k, v in state.items() if k != "stats"}  # counters: not an event
+        self._add({"hook": "on_stream_state", "state": clean}, state["account"])
+
+    @hookimpl
+    async def on_error(self, error: ErrorInfo, event: Event | None) -> None:
+        if error["kind"] in ("sink_unavailable", "sink_overflow"):
+            return  # our own reports: not written into the sink they are about
+        self._add({"hook": "on_error", "error": error, "event": event}, error["account"])
+
+    @hookimpl
+    async def on_shutdown(self) -> None:
+        await self.close()
+
+    # -- the writer -----------------------------------------------------------------------
+
+    def _start(self) -> None:
+        import redis.asyncio as redis  # only when the sink is used
+
+        self._client = redis.Redis.from_url(
+            self.url, socket_timeout=5.0, socket_connect_timeout=2.0
+        )
+        self._task = asyncio.get_running_loop().create_task(self._writer(), name="bitmusa:sink")
+
+    async def _writer(self) -> None:
+        from redis.exceptions import RedisError
+
+        while True:
+            if not self._buffer:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            chunk = [self._buffer[i] for i in range(min(self.batch, len(self._buffer)))]
+            try:
+                pipe = self._client.pipeline(transaction=False)
+                for key, ident, body in chunk:
+                    fields = {b"id": ident, b"json": body}
+                    pipe.xadd(key, fields, maxlen=self.maxlen, approximate=True)
+                await pipe.execute()
+            except (RedisError, OSError) as exc:
+                self.retries += 1
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                    self.outages += 1
+                    self._error(
+                        "sink_unavailable",
+                        f"Redis sink: {type(exc).__name__}; buffering "
+                        f"{len(self._buffer)} events until Redis is back",
+                    )
+                if self._closing:
+                    return
+                await asyncio.sleep(self.retry)
+                continue
+            for _ in chunk:  # written: only now do they leave the buffer
+                self._buffer.popleft()
+            self.written += len(chunk)
+            if self._down_since is not None:
+                log.warning(
+                    "Redis sink: back after %.1f s; %d events caught up",
+                    time.monotonic() - self._down_since,
+                    len(chunk),
+                )
+                self._down_since = None
+
+    def _error(self, kind: str, message: str) -> None:
+        log.warning("%s", message)
+        if self._report is not None:
+            self._report(error_info(kind, message))
+
+    async def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until the buffer is written; False if it is not within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self._buffer:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Write what is buffered (for up to ``timeout`` s), then close the connection."""
+        if self._task is None:
+            return
+        await self.flush(timeout)
+        self._closing = True
+        self._wake.set()
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(self._task, 1.0)
+        if self._buffer:
+            log.warning("Redis sink: %d events not written before shutdown", len(self._buffer))
+        await self._client.aclose()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "written": self.written,
+            "buffered": len(self._buffer),
+            "dropped": self.dropped,
+            "retries": self.retries,
+            "outages": self.outages,
+            "down": self._down_since is not None,
+        }

@@ -1,0 +1,307 @@
+"""Worker mode: accounts from the Redis registry, spread over worker processes by leases.
+
+Ownership is a lease per account (``SET lease NX PX ttl``) renewed by its holder every tick
+through a compare-and-extend script, with a fencing token (``INCR fence``) taken on every
+acquisition and written into every event the owner delivers. docs/scale.md has the
+protocol and its failure analysis. Each tick (1 s by default), a worker:
+
+1. heartbeats into ``workers`` and renews its leases; a lease it could not renew for
+   ``lease_ttl`` (Redis gone, network cut) is given up *before* it expires: the stream
+   stops at once, so no two workers stream an account beyond one tick of overlap;
+2. computes its fair share (the registry's size over the live workers, rounded up);
+3. above it, hands accounts back: stops their streams (the listenKey is never deleted, the
+   account's stream goes on elsewhere), then deletes the lease if it is still its own;
+4. below it, takes free accounts (``SET NX``), each resuming with a gap report that starts
+   at the last event the previous owner recorded, and a resync.
+
+A dead worker's leases expire after ``lease_ttl`` (10 s) and the survivors take its
+accounts on their next tick: resumed within ``lease_ttl`` plus a tick plus a connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..host import Host
+from ..lifecycle import Timing
+from ..mapping import error_info
+from ..rest import DEFAULT_REST_URL, RateLimiter, http_client
+from ..secrets import CredentialsError, InsecureURLError
+from ..stream import AccountStream, Heartbeat
+from . import registry
+from .registry import key
+from .sink import RedisSink
+
+log = logging.getLogger(__name__)
+
+# KEYS[1] lease; ARGV[1] holder value, ARGV[2] ttl ms
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass
+class Owned:
+    label: str
+    holder: str  # the lease's value: "<worker id>:<fence>"
+    fence: int
+    stream: AccountStream
+    task: asyncio.Task[Any]
+    renewed_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class WorkerOptions:
+    group: str = registry.DEFAULT_GROUP
+    lease_ttl: float = 10.0
+    tick: float = 1.0
+    handovers_per_tick: int = 5
+    rest_url: str = DEFAULT_REST_URL
+    insecure: bool = False
+    timing: Timing | None = None
+    heartbeat: Heartbeat | None = None
+    limiter: RateLimiter | None = None
+
+
+class Worker:
+    """Runs until :meth:`stop`. ``host`` carries the plugins (the Redis sink among them)."""
+
+    def __init__(self, client: Any, host: Host, options: WorkerOptions, ident: str) -> None:
+        self.client = client
+        self.host = host
+        self.options = options
+        self.id = ident
+        self.owned: dict[str, Owned] = {}
+        self._stop = asyncio.Event()
+        self._limiter = options.limiter or RateLimiter()
+        self._http = http_client(connections=16)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self._rng = random.Random()
+        self.redis_ok = True
+
+    def __repr__(self) -> str:
+        return f"Worker({self.id!r}, accounts={len(self.owned)})"
+
+    def fence(self, label: str) -> int | None:
+        owned = self.owned.get(label)
+        return owned.fence if owned is not None else None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        from redis.exceptions import RedisError
+
+        try:
+            while not self._stop.is_set():
+                try:
+                    await self._tick()
+                    self.redis_ok = True
+                except (RedisError, OSError) as exc:
+                    if self.redis_ok:
+                        log.warning("worker %s: Redis unreachable: %s", self.id, type(exc).__name__)
+                    self.redis_ok = False
+                self._fence_expired()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.options.tick)
+        finally:
+            await self._shutdown()
+
+    # -- one tick -------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        g = self.options.group
+        now_ms = int(time.time() * 1000)
+        ttl_ms = int(self.options.lease_ttl * 1000)
+        await self.client.zadd(key(g, "workers"), {self.id: now_ms})
+        await self.client.zremrangebyscore(key(g, "workers"), 0, now_ms - 6 * ttl_ms)
+        # 1. renew
+        for owned in list(self.owned.values()):
+            ok = await self._renew(keys=[key(g, "lease", owned.label)], args=[owned.holder, ttl_ms])
+            if ok:
+                owned.renewed_at = time.monotonic()
+            else:
+                self._lost(owned, "the lease is held by another worker now")
+        await self._record_last_events()
+        # 2. fair share
+        records = await registry.load(self.client, g)
+        for label in [label for label in self.owned if label not in records]:
+            await self._hand_back(self.owned[label], "removed from the registry")
+        live = await self.client.zcount(key(g, "workers"), now_ms - ttl_ms, "+inf")
+        share = math.ceil(len(records) / max(1, live))
+        # 3. above it: hand accounts back, a few per tick
+        extra = len(self.owned) - share
+        for owned in list(self.owned.values())[
+            : max(0, min(extra, self.options.handovers_per_tick))
+        ]:
+            await self._hand_back(owned, "rebalancing")
+        # 4. below it: take free accounts
+        free = [label for label in records if label not in self.owned]
+        self._rng.shuffle(free)  # workers starting together do not all race for the same
+        for label in free:
+            if len(self.owned) >= share:
+                break
+            await self._acquire(records[label], ttl_ms)
+
+    async def _acquire(self, record: registry.AccountRecord, ttl_ms: int) -> None:
+        g = self.options.group
+        lease = key(g, "lease", record.label)
+        placeholder = f"{self.id}:?"
+        if not await self.client.set(lease, placeholder, nx=True, px=ttl_ms):
+            return
+        fence = int(await self.client.incr(key(g, "fence", record.label)))
+        holder = f"{self.id}:{fence}"
+        await self.client.set(lease, holder, xx=True, px=ttl_ms)
+        try:
+            config = record.resolve(self.options.rest_url, insecure=self.options.insecure)
+        except (CredentialsError, InsecureURLError, ValueError) as exc:
+            self.host.report(error_info("rest_error", f"{record.label}: {exc}", record.label))
+            await self._release(keys=[lease], args=[holder])
+            return
+        last = await self.client.hget(key(g, "last"), record.label)
+        stream = AccountStream(
+            config,
+            self.host,
+            timing=self.options.timing,
+            heartbeat=self.options.heartbeat,
+            keep_listen_key=True,  # the account's stream outlives any one worker
+            limiter=self._limiter,
+            http=self._http,
+            resume_since_ms=int(last) if last is not None else None,
+        )
+        self.host.mapper(record.label)
+        task = asyncio.get_running_loop().create_task(stream.run(), name=f"bitmusa:{record.label}")
+        self.owned[record.label] = Owned(record.label, holder, fence, stream, task)
+        log.info("worker %s: took %s (fence %d)", self.id, record.label, fence)
+
+    async def _hand_back(self, owned: Owned, why: str) -> None:
+        await self._stop_stream(owned)
+        await self._release(
+            keys=[key(self.options.group, "lease", owned.label)], args=[owned.holder]
+        )
+        log.info("worker %s: handed %s back (%s)", self.id, owned.label, why)
+
+    async def _release_lease(self, owned: Owned) -> None:
+        """Delete the lease if it is still ours (compare-and-delete)."""
+        lease = key(self.options.group, "lease", owned.label)
+        await self._release(keys=[lease], args=[owned.holder])
+
+    def _lost(self, owned: Owned, why: str) -> None:
+        self.owned.pop(owned.label, None)
+        owned.stream.stop()
+        message = f"worker {self.id} stops streaming {owned.label}: {why}"
+        self.host.report(error_info("lease_lost", message, owned.label))
+
+    def _fence_expired(self) -> None:
+        """Self-fencing: a lease not renewed for its whole TTL may be someone else's now."""
+        limit = self.options.lease_ttl - self.options.tick
+        for owned in list(self.owned.values()):
+            if time.monotonic() - owned.renewed_at > limit:
+                self._lost(owned, "its lease could not be renewed (Redis unreachable)")
+
+    async def _stop_stream(self, owned: Owned) -> None:
+        self.owned.pop(owned.label, None)
+        owned.stream.stop()
+        with contextlib.suppress(asyncio.TimeoutError, Exception):
+            await asyncio.wait_for(asyncio.shield(owned.task), 5)
+
+    async def _record_last_events(self) -> None:
+        values = {}
+        for label in self.owned:
+            stats = self.host.accounts.get(label)
+            if stats is not None and stats.last_event_at is not None:
+                values[label] = int(stats.last_event_at * 1000)
+        if values:
+            await self.client.hset(key(self.options.group, "last"), mapping=values)
+
+    async def _shutdown(self) -> None:
+        owned = list(self.owned.values())
+        for item in owned:
+            item.stream.stop()
+        if owned:
+            await asyncio.wait([o.task for o in owned], timeout=5)
+        with contextlib.suppress(Exception):
+            await self._record_last_events_of(owned)
+            for item in owned:
+                await self._release(
+                    keys=[key(self.options.group, "lease", item.label)], args=[item.holder]
+                )
+            await self.client.zrem(key(self.options.group, "workers"), self.id)
+        self.owned.clear()
+        await self._http.aclose()
+
+    async def _record_last_events_of(self, owned: list[Owned]) -> None:
+        values = {}
+        for item in owned:
+            stats = self.host.accounts.get(item.label)
+            if stats is not None and stats.last_event_at is not None:
+                values[item.label] = int(stats.last_event_at * 1000)
+        if values:
+            await self.client.hset(key(self.options.group, "last"), mapping=values)
+
+
+async def status(client: Any, group: str) -> dict[str, Any]:
+    """Workers, the accounts each holds, and the age of each account's last event."""
+    now_ms = int(time.time() * 1000)
+    workers = {
+        w.decode(): (now_ms - int(score)) / 1000
+        for w, score in await client.zrange(key(group, "workers"), 0, -1, withscores=True)
+    }
+    records = await registry.load(client, group)
+    last = {k.decode(): int(v) for k, v in (await client.hgetall(key(group, "last"))).items()}
+    accounts = {}
+    for label in sorted(records):
+        holder = await client.get(key(group, "lease", label))
+        owner = holder.decode().rsplit(":", 1)[0] if holder else None
+        age = (now_ms - last[label]) / 1000 if label in last else None
+        accounts[label] = {"worker": owner, "last_event_age": age}
+    return {"workers": workers, "accounts": accounts}
+
+
+async def run_worker(
+    redis_url: str,
+    host: Host,
+    options: WorkerOptions,
+    *,
+    ident: str | None = None,
+    handle_signals: bool = True,
+    sink: RedisSink | None = None,
+) -> None:
+    """Run one worker until SIGINT/SIGTERM. ``sink`` (registered with ``host``'s plugins)
+    gets the host's reporter and each account's fencing token."""
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+    worker = Worker(client, host, options, ident or registry.worker_id())
+    if sink is not None:
+        sink.bind(host.report, worker.fence)
+    loop = asyncio.get_running_loop()
+    if handle_signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, worker.stop)
+    host.start([])
+    try:
+        await worker.run()
+    finally:
+        await host.dispatcher.drain(2.0)
+        await host.stop(timeout=1.0)
+        await client.aclose()
