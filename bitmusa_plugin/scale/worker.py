@@ -49,6 +49,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+#: stream states in which a connection is up and delivering
+_DELIVERING = ("connected", "gap", "rotating", "rotated")
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -65,6 +67,7 @@ class Owned:
     stream: AccountStream
     task: asyncio.Task[Any]
     renewed_at: float = field(default_factory=time.monotonic)
+    live: bool = False  # its stream delivers; told to Redis for a handing-over worker
 
 
 @dataclass
@@ -89,6 +92,8 @@ class Worker:
         self.options = options
         self.id = ident
         self.owned: dict[str, Owned] = {}
+        #: leases given up, streams still running until the next owner delivers
+        self.releasing: dict[str, tuple[Owned, float]] = {}
         self._stop = asyncio.Event()
         self._limiter = options.limiter or RateLimiter()
         self._http = http_client(connections=16)
@@ -133,14 +138,19 @@ class Worker:
         ttl_ms = int(self.options.lease_ttl * 1000)
         await self.client.zadd(key(g, "workers"), {self.id: now_ms})
         await self.client.zremrangebyscore(key(g, "workers"), 0, now_ms - 6 * ttl_ms)
-        # 1. renew
+        # 1. renew, and say which of ours deliver (a handing-over worker waits for that)
         for owned in list(self.owned.values()):
-            ok = await self._renew(keys=[key(g, "lease", owned.label)], args=[owned.holder, ttl_ms])
-            if ok:
+            lease = key(g, "lease", owned.label)
+            if await self._renew(keys=[lease], args=[owned.holder, ttl_ms]):
                 owned.renewed_at = time.monotonic()
             else:
                 self._lost(owned, "the lease is held by another worker now")
+                continue
+            if not owned.live and owned.stream.status in _DELIVERING:
+                owned.live = True
+                await self.client.hset(key(g, "live"), owned.label, owned.holder)
         await self._record_last_events()
+        await self._finish_handovers(ttl_ms)
         # 2. fair share
         records = await registry.load(self.client, g)
         for label in [label for label in self.owned if label not in records]:
@@ -148,10 +158,8 @@ class Worker:
         live = await self.client.zcount(key(g, "workers"), now_ms - ttl_ms, "+inf")
         share = math.ceil(len(records) / max(1, live))
         # 3. above it: hand accounts back, a few per tick
-        extra = len(self.owned) - share
-        for owned in list(self.owned.values())[
-            : max(0, min(extra, self.options.handovers_per_tick))
-        ]:
+        extra = max(0, min(len(self.owned) - share, self.options.handovers_per_tick))
+        for owned in list(self.owned.values())[:extra]:
             await self._hand_back(owned, "rebalancing")
         # 4. below it: take free accounts
         free = [label for label in records if label not in self.owned]
@@ -159,7 +167,8 @@ class Worker:
         for label in free:
             if len(self.owned) >= share:
                 break
-            await self._acquire(records[label], ttl_ms)
+            if label not in self.releasing:
+                await self._acquire(records[label], ttl_ms)
 
     async def _acquire(self, record: registry.AccountRecord, ttl_ms: int) -> None:
         g = self.options.group
@@ -193,11 +202,30 @@ class Worker:
         log.info("worker %s: took %s (fence %d)", self.id, record.label, fence)
 
     async def _hand_back(self, owned: Owned, why: str) -> None:
-        await self._stop_stream(owned)
-        await self._release(
-            keys=[key(self.options.group, "lease", owned.label)], args=[owned.holder]
-        )
-        log.info("worker %s: handed %s back (%s)", self.id, owned.label, why)
+        """Make-before-break: give the lease up but keep streaming until the next owner
+        says it delivers (``live``), so that the account never goes dark; the overlap's
+        duplicates carry the same idempotency ids."""
+        self.owned.pop(owned.label, None)
+        await self._release_lease(owned)
+        self.releasing[owned.label] = (owned, time.monotonic())
+        log.info("worker %s: handing %s over (%s)", self.id, owned.label, why)
+
+    async def _finish_handovers(self, ttl_ms: int) -> None:
+        g = self.options.group
+        for label, (owned, since) in list(self.releasing.items()):
+            live = await self.client.hget(key(g, "live"), label)
+            taken_over = live is not None and live.decode() != owned.holder
+            waited = time.monotonic() - since
+            if taken_over or waited > 2 * self.options.lease_ttl:
+                del self.releasing[label]
+                await self._stop_stream(owned)
+            elif waited > self.options.lease_ttl:
+                # nobody took it: keep it (a fresh lease, fence and all) rather than drop it
+                lease = key(g, "lease", label)
+                if await self.client.set(lease, owned.holder, nx=True, px=ttl_ms):
+                    del self.releasing[label]
+                    owned.renewed_at = time.monotonic()
+                    self.owned[label] = owned
 
     async def _release_lease(self, owned: Owned) -> None:
         """Delete the lease if it is still ours (compare-and-delete)."""
@@ -211,11 +239,16 @@ class Worker:
         self.host.report(error_info("lease_lost", message, owned.label))
 
     def _fence_expired(self) -> None:
-        """Self-fencing: a lease not renewed for its whole TTL may be someone else's now."""
+        """Self-fencing: a lease not renewed for its whole TTL may be someone else's now;
+        an account being handed over is not ours to stream once Redis cannot say."""
         limit = self.options.lease_ttl - self.options.tick
         for owned in list(self.owned.values()):
             if time.monotonic() - owned.renewed_at > limit:
                 self._lost(owned, "its lease could not be renewed (Redis unreachable)")
+        if not self.redis_ok:
+            for label, (owned, _) in list(self.releasing.items()):
+                del self.releasing[label]
+                owned.stream.stop()
 
     async def _stop_stream(self, owned: Owned) -> None:
         self.owned.pop(owned.label, None)
@@ -233,19 +266,32 @@ class Worker:
             await self.client.hset(key(self.options.group, "last"), mapping=values)
 
     async def _shutdown(self) -> None:
-        owned = list(self.owned.values())
-        for item in owned:
-            item.stream.stop()
-        if owned:
-            await asyncio.wait([o.task for o in owned], timeout=5)
+        """Hand everything over (make-before-break when other workers are alive, for up to
+        a lease TTL), then stop."""
         with contextlib.suppress(Exception):
-            await self._record_last_events_of(owned)
-            for item in owned:
-                await self._release(
-                    keys=[key(self.options.group, "lease", item.label)], args=[item.holder]
-                )
-            await self.client.zrem(key(self.options.group, "workers"), self.id)
+            g = self.options.group
+            await self.client.zrem(key(g, "workers"), self.id)
+            now_ms = int(time.time() * 1000)
+            others = await self.client.zcount(
+                key(g, "workers"), now_ms - int(self.options.lease_ttl * 1000), "+inf"
+            )
+            for owned in list(self.owned.values()):
+                await self._hand_back(owned, "shutting down")
+            deadline = time.monotonic() + (self.options.lease_ttl if others else 0)
+            while self.releasing and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                await self._finish_handovers(int(self.options.lease_ttl * 1000))
+        rest = list(self.owned.values()) + [o for o, _ in self.releasing.values()]
+        for item in rest:
+            item.stream.stop()
+        if rest:
+            await asyncio.wait([o.task for o in rest], timeout=5)
+        with contextlib.suppress(Exception):
+            await self._record_last_events_of(rest)
+            for item in rest:
+                await self._release_lease(item)
         self.owned.clear()
+        self.releasing.clear()
         await self._http.aclose()
 
     async def _record_last_events_of(self, owned: list[Owned]) -> None:
