@@ -165,17 +165,23 @@ def listen_command(args: argparse.Namespace, plugins: PluginHost) -> int:
         host = Host(plugins, command="listen")
         if sink is not None:
             sink.bind(host.report)
-        result = run_loop(
-            run_accounts(
-                accounts,
-                host,
-                timing=timing,
-                keep_listen_key=args.keep_listen_key,
-                resync=not args.no_resync,
-                record=record,
-                limiter=RateLimiter(((args.rest_rate[0], 1.0), (args.rest_rate[1], 60.0))),
-            )
-        )
+
+        async def main() -> Any:
+            try:
+                return await run_accounts(
+                    accounts,
+                    host,
+                    timing=timing,
+                    keep_listen_key=args.keep_listen_key,
+                    resync=not args.no_resync,
+                    record=record,
+                    limiter=RateLimiter(((args.rest_rate[0], 1.0), (args.rest_rate[1], 60.0))),
+                )
+            finally:
+                if sink is not None:
+                    await sink.close()  # what is still buffered goes out before we exit
+
+        result = run_loop(main())
     finally:
         if record is not None:
             record.close()
@@ -305,11 +311,22 @@ def worker_command(args: argparse.Namespace, plugins: PluginHost) -> int:
         rest_url=args.rest_url or DEFAULT_REST_URL,
         insecure=args.insecure,
     )
-    run_loop(run_worker(args.redis, host, options, sink=sink))
+
+    async def main() -> None:
+        try:
+            await run_worker(args.redis, host, options, sink=sink)
+        finally:
+            await sink.close()  # what is still buffered goes out before we exit
+
+    run_loop(main())
     return EXIT_OK
 
 
 def worker_status_command(args: argparse.Namespace) -> int:
+    from .scale.registry import redis_password
+    from .secrets import REDACTOR
+
+    REDACTOR.add(redis_password(args.redis))  # never in a log line or an error
     from .scale.worker import status
 
     async def main() -> dict[str, Any]:
@@ -335,6 +352,10 @@ def worker_status_command(args: argparse.Namespace) -> int:
 
 
 def accounts_command(args: argparse.Namespace) -> int:
+    from .scale.registry import redis_password
+    from .secrets import REDACTOR
+
+    REDACTOR.add(redis_password(args.redis))  # never in a log line or an error
     from .scale import registry
 
     async def main() -> int:

@@ -91,6 +91,7 @@ class RedisSink:
         self._client: Any = None
         self._down_since: float | None = None
         self._closing = False
+        self._closed = False
         self.written = 0
         self.dropped = 0
         self.retries = 0
@@ -219,14 +220,19 @@ class RedisSink:
         return True
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Write what is buffered (for up to ``timeout`` s), then close the connection."""
-        if self._task is None:
+        """Write what is buffered (for up to ``timeout`` s), then close the connection. The
+        commands call it after the host stopped (whose own shutdown budget is short, for
+        the sake of hung plugins); calling it again is harmless."""
+        if self._task is None or self._closed:
             return
         await self.flush(timeout)
         self._closing = True
         self._wake.set()
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(self._task, 1.0)
+        if self._closed:
+            return  # closed meanwhile by another caller
+        self._closed = True
         if self._buffer:
             log.warning("Redis sink: %d events not written before shutdown", len(self._buffer))
         await self._client.aclose()
