@@ -91,15 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow plain http/ws to a host other than this machine (credentials would "
         "cross the network unencrypted)",
     )
-    listen.add_argument(
-        "--rest-rate",
-        metavar="PER_S,PER_MIN",
-        type=_rest_rate,
-        default=(8, 200),
-        help="REST requests allowed, for the whole process (all accounts share them; "
-        "requests wait their turn): per second and per minute (default 8,200, as Bitmusa "
-        "documents)",
-    )
+    _add_rest_rate(listen)
     listen.add_argument(
         "--no-resync",
         action="store_true",
@@ -195,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--rest-url", metavar="URL", default=None, help="REST base for accounts without one"
     )
+    _add_rest_rate(worker)
     worker.add_argument(
         "--insecure",
         action="store_true",
@@ -248,6 +241,18 @@ def _rest_rate(text: str) -> tuple[int, int]:
     if per_second < 1 or per_minute < 1:
         raise argparse.ArgumentTypeError("both rates must be at least 1")
     return per_second, per_minute
+
+
+def _add_rest_rate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rest-rate",
+        metavar="PER_S,PER_MIN",
+        type=_rest_rate,
+        default=(8, 200),
+        help="REST requests allowed, for the whole process (all accounts share them; "
+        "requests wait their turn): per second and per minute (default 8,200, as Bitmusa "
+        "documents)",
+    )
 
 
 def _add_redis_sink_options(parser: argparse.ArgumentParser, *, required: bool) -> None:

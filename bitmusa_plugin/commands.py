@@ -300,7 +300,7 @@ def make_redis_sink(args: argparse.Namespace, plugins: PluginHost) -> Any:
 
 def worker_command(args: argparse.Namespace, plugins: PluginHost) -> int:
     from .host import Host
-    from .rest import DEFAULT_REST_URL
+    from .rest import DEFAULT_REST_URL, RateLimiter
     from .scale.worker import WorkerOptions, run_worker
 
     sink = make_redis_sink(args, plugins)
@@ -310,6 +310,7 @@ def worker_command(args: argparse.Namespace, plugins: PluginHost) -> int:
         lease_ttl=args.lease_ttl,
         rest_url=args.rest_url or DEFAULT_REST_URL,
         insecure=args.insecure,
+        limiter=RateLimiter(((args.rest_rate[0], 1.0), (args.rest_rate[1], 60.0))),
     )
 
     async def main() -> None:

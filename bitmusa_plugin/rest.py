@@ -101,6 +101,17 @@ class RateLimiter:
                 await asyncio.sleep(delay)
             self._sent.append(self._clock())
 
+    def ready(self, n: int = 1) -> bool:
+        """Would ``n`` requests go out now, without waiting (and with nobody queued)?"""
+        lock = self._locks.get(asyncio.get_running_loop())
+        if lock is not None and lock.locked():
+            return False
+        now = self._clock()
+        return all(
+            sum(1 for t in self._sent if now - t < window) + n <= count
+            for count, window in self.limits
+        )
+
     def _delay(self) -> float:
         now = self._clock()
         longest = max(window for _, window in self.limits)
@@ -177,6 +188,7 @@ class ListenKeyClient:
         self.timeout = timeout
         self._limiter = limiter
         self._inflight: set[asyncio.Future[httpx.Response]] = set()
+        self._prepaid = 0  # limiter permits taken ahead by reserve()
         self._auth = BitmusaAuth(credentials)  # per request: a shared pool has no one auth
         self._owns_client = client is None
         # a resync sends three requests at once; 4 connections, 2 kept idle (httpx's own
@@ -207,6 +219,19 @@ class ListenKeyClient:
     async def close_key(self, timeout: float | None = None) -> None:
         """DELETE: close the stream and invalidate the key (for every consumer)."""
         await self._call("DELETE", timeout=timeout)
+
+    def ready(self, n: int = 1) -> bool:
+        """Would ``n`` calls go out now, without waiting for the shared limiter?"""
+        return self._limiter is None or self._limiter.ready(n)
+
+    async def reserve(self, n: int) -> None:
+        """Wait for ``n`` turns of the shared limiter now; the next ``n`` calls use them.
+        (A resync waits for its turns while frames still flow, then holds them only for
+        the snapshot's round trip.)"""
+        if self._limiter is not None:
+            for _ in range(n):
+                await self._limiter.acquire()
+                self._prepaid += 1
 
     async def wallet(self) -> list[dict[str, Any]]:
         """GET /future/wallet: one record per margin asset."""
@@ -251,7 +276,9 @@ class ListenKeyClient:
         path: str = LISTEN_KEY_PATH,
         params: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        if self._limiter is not None:
+        if self._prepaid > 0:
+            self._prepaid -= 1
+        elif self._limiter is not None:
             await self._limiter.acquire()
         url = self.rest_url + path
         what = f"{method} {path.rsplit('/', 1)[-1]}"

@@ -47,6 +47,8 @@ DEFAULT_WS_URL = "wss://websocket.bitmusa.com:60002"
 #: websockets closes a connection on a frame larger than this (1009); our own, smaller
 #: limit (``mapping.DEFAULT_MAX_FRAME_BYTES``) rejects and reports a frame and goes on.
 WS_MAX_FRAME_BYTES = 1 << 20
+#: GET wallet, positions and open orders
+SNAPSHOT_CALLS = 3
 _WS_LOGGER = RedactingLogger(logging.getLogger("websockets.client"), {})
 
 
@@ -415,15 +417,21 @@ class AccountStream:
         conn = self._conns.get(conn_id)
         if conn is None:
             return
-        # Read, but hold frames until the snapshot is delivered: the first time on a new
-        # connection, or again on the live one when a failed snapshot is retried.
-        conn.mode = "buffering"
+        # Hold frames while the snapshot is in flight (the first time on a new connection,
+        # or again on the live one when a failed snapshot is retried). When the shared REST
+        # allowance makes the snapshot wait (many accounts starting or reconnecting at
+        # once), frames flow live meanwhile: events are never held back for the limiter.
+        conn.mode = "buffering" if self.rest.ready(SNAPSHOT_CALLS) else "live"
         conn.delivered.clear()
         conn.activated.set()
         conn.resync = asyncio.get_running_loop().create_task(self._resync(conn))
 
     async def _resync(self, conn: _Connection) -> None:
         try:
+            await self.rest.reserve(SNAPSHOT_CALLS)
+            if conn.mode == "live":  # the turns came: hold frames for the round trip only
+                conn.mode = "buffering"
+                conn.delivered.clear()
             wallet, positions, orders = await asyncio.gather(
                 self.rest.wallet(),
                 self.rest.positions(),

@@ -338,12 +338,18 @@ async def test_three_workers_share_thirty_accounts_and_survive_a_sigkill(
             owners = await _owners(client)
             assert len(set(owners.values())) == 3
             assert all(len(sim.live(a)) == 1 for a in accounts)
+            shown = await asyncio.to_thread(cli, "worker", "status", "--redis", redis_server.url)
+            assert "3 worker(s)" in shown.stdout
+            assert shown.stdout.count("10 account(s)") == 3
+            assert "30 account(s)" in shown.stdout
+            assert "(unowned)" not in shown.stdout
 
             victim = workers[0]
             held = {w for w in owners.values() if w is not None}
             victim_id = next(w for w in held if w.endswith(f":{victim.pid}"))
             moved = [label for label, w in owners.items() if w == victim_id]
             snapshots_before = len(sim.snapshots)
+            last_at_kill = await client.hgetall("bitmusa:default:last")
             killed_at_ms = int(time.time() * 1000)
             victim.send_signal(signal.SIGKILL)
             victim.wait(5)
@@ -381,7 +387,7 @@ async def test_three_workers_share_thirty_accounts_and_survive_a_sigkill(
                     for r in records
                     if r["hook"] == "on_stream_state" and r["state"]["account"] == label
                 ]
-                print(label, killed_at_ms, said[-4:])
+                print(label, killed_at_ms, said, last_at_kill.get(label.encode()))
             assert not missing
             assert len(sim.snapshots) - snapshots_before >= 3 * len(moved)
             # never a DELETE: the account's stream went on elsewhere

@@ -21,6 +21,7 @@ from bitmusa_plugin import lifecycle as lc
 from bitmusa_plugin.host import Host
 from bitmusa_plugin.outputs import JsonlOutput
 from bitmusa_plugin.plugins import PluginHost
+from bitmusa_plugin.rest import RateLimiter
 from bitmusa_plugin.secrets import Credentials
 from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, RestFault, Simulator
 from bitmusa_plugin.stream import AccountConfig, AccountStream, Heartbeat
@@ -127,6 +128,7 @@ async def make_rig(
     plugins: dict[str, object] | None = None,
     rest_timeout: float = 2.0,
     slow_after: float = 5.0,
+    limiter: RateLimiter | None = None,
 ) -> Rig:
     recorder = Recorder()
     ph = PluginHost()
@@ -145,6 +147,7 @@ async def make_rig(
         heartbeat=heartbeat,
         rest_timeout=rest_timeout,
         open_timeout=2.0,
+        limiter=limiter,
     )
     rig = Rig(sim, recorder, host, stream)
     rig.task = asyncio.get_running_loop().create_task(stream.run())
@@ -591,3 +594,28 @@ async def test_a_failed_resync_is_retried_on_the_live_connection_until_it_succee
         assert keeper.positions[ticker[:-4] + "/USDT:USDT"]["contracts"] == float(position.amount)
     assert keeper.balance["USDT"]["free"] == float(scenario.free)
     assert rig.recorder.data == rig.sent_live()  # held frames were released, none lost
+
+
+async def test_events_flow_while_the_snapshot_waits_for_the_shared_rest_allowance() -> None:
+    # Many accounts share the REST allowance: a resync may wait seconds for its turn. The
+    # connection's events are not held back for that; only for the snapshot's round trip.
+    async with Simulator(time_scale=3600, event_interval=0.01, seed=14) as sim:
+        limiter = RateLimiter(((4, 1.5),))
+        for _ in range(3):
+            await limiter.acquire()  # other accounts used the allowance just now
+        keeper = StateKeeper()
+        rig = await make_rig(sim, plugins={"keeper": keeper}, limiter=limiter)
+        await wait_for(lambda: rig.stream.policy.counters.resyncs == 1, timeout=10)
+        await asyncio.sleep(0.3)
+        sim.paused = True
+        await asyncio.sleep(0.3)
+        await rig.host.dispatcher.drain(5)
+        scenario = sim.account().scenario
+        await rig.finish()
+    timeline = [kind for kind, _ in rig.recorder.timeline]
+    first_resync = timeline.index("resync")
+    assert timeline[:first_resync].count("event") > 20  # live while the snapshot waited
+    assert keeper.balance["USDT"]["free"] == float(scenario.free)  # and it still applied
+    open_ids = {o for o, order in keeper.orders.items() if order["status"] == "open"}
+    assert open_ids == set(scenario.orders)
+    assert rig.recorder.data == rig.sent_live()

@@ -85,7 +85,9 @@ class RedisSink:
         self.retry = retry
         self._report = report
         self._fence = fence  # worker mode: the account's lease fencing token
-        self._buffer: deque[tuple[str, bytes, bytes]] = deque()
+        #: (stream key, idempotency id, record, account, received at ms)
+        self._buffer: deque[tuple[str, bytes, bytes, str | None, int | None]] = deque()
+        self._last_key: str | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._client: Any = None
@@ -104,11 +106,15 @@ class RedisSink:
         self,
         report: Callable[[ErrorInfo], None],
         fence: Callable[[str], int | None] | None = None,
+        last_key: str | None = None,
     ) -> None:
         """Where outages are reported (the host's ``report``), and, in worker mode, the
-        fencing token of each account's lease, written into its entries."""
+        fencing token of each account's lease, written into its entries, and the hash
+        where each account's last written event time goes (``HSET``, in the same
+        pipeline: what a takeover resumes from is exactly what reached Redis)."""
         self._report = report
         self._fence = fence
+        self._last_key = last_key
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -118,7 +124,10 @@ class RedisSink:
         if account is not None and self._fence is not None:
             record["fence"] = self._fence(account)
         key = self.stream.replace("{account}", account or "-")
-        self._buffer.append((key, idempotency_id(record).encode(), orjson.dumps(record)))
+        event = record.get("event")
+        received = event.get("receivedAt") if isinstance(event, dict) else None
+        body = orjson.dumps(record)
+        self._buffer.append((key, idempotency_id(record).encode(), body, account, received))
         if len(self._buffer) > self.max_buffer:
             self._buffer.popleft()
             self.dropped += 1
@@ -176,9 +185,14 @@ class RedisSink:
             chunk = [self._buffer[i] for i in range(min(self.batch, len(self._buffer)))]
             try:
                 pipe = self._client.pipeline(transaction=False)
-                for key, ident, body in chunk:
+                latest: dict[str, int] = {}
+                for key, ident, body, account, received in chunk:
                     fields = {b"id": ident, b"json": body}
                     pipe.xadd(key, fields, maxlen=self.maxlen, approximate=True)
+                    if account is not None and received is not None:
+                        latest[account] = max(received, latest.get(account, 0))
+                if self._last_key is not None and latest:
+                    pipe.hset(self._last_key, mapping=latest)
                 await pipe.execute()
             except (RedisError, OSError) as exc:
                 self.retries += 1

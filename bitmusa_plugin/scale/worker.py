@@ -12,7 +12,7 @@ protocol and its failure analysis. Each tick (1 s by default), a worker:
 3. above it, hands accounts back: stops their streams (the listenKey is never deleted, the
    account's stream goes on elsewhere), then deletes the lease if it is still its own;
 4. below it, takes free accounts (``SET NX``), each resuming with a gap report that starts
-   at the last event the previous owner recorded, and a resync.
+   at the last event the previous owner's sink wrote to Redis, and a resync.
 
 A dead worker's leases expire after ``lease_ttl`` (10 s) and the survivors take its
 accounts on their next tick: resumed within ``lease_ttl`` plus a tick plus a connection.
@@ -149,7 +149,6 @@ class Worker:
             if not owned.live and owned.stream.status in _DELIVERING:
                 owned.live = True
                 await self.client.hset(key(g, "live"), owned.label, owned.holder)
-        await self._record_last_events()
         await self._finish_handovers(ttl_ms)
         # 2. fair share
         records = await registry.load(self.client, g)
@@ -185,7 +184,11 @@ class Worker:
             self.host.report(error_info("rest_error", f"{record.label}: {exc}", record.label))
             await self._release(keys=[lease], args=[holder])
             return
-        last = await self.client.hget(key(g, "last"), record.label)
+        # Handed over by a live owner that streams until we deliver: nothing is missed,
+        # so no gap. Otherwise (the owner died, or lost Redis) the gap starts at the last
+        # event its sink wrote.
+        handed_over = await self.client.getdel(key(g, "handover", record.label))
+        last = None if handed_over else await self.client.hget(key(g, "last"), record.label)
         stream = AccountStream(
             config,
             self.host,
@@ -206,6 +209,10 @@ class Worker:
         says it delivers (``live``), so that the account never goes dark; the overlap's
         duplicates carry the same idempotency ids."""
         self.owned.pop(owned.label, None)
+        ttl_ms = int(self.options.lease_ttl * 2000)
+        await self.client.set(
+            key(self.options.group, "handover", owned.label), owned.holder, px=ttl_ms
+        )
         await self._release_lease(owned)
         self.releasing[owned.label] = (owned, time.monotonic())
         log.info("worker %s: handing %s over (%s)", self.id, owned.label, why)
@@ -214,7 +221,8 @@ class Worker:
         g = self.options.group
         for label, (owned, since) in list(self.releasing.items()):
             live = await self.client.hget(key(g, "live"), label)
-            taken_over = live is not None and live.decode() != owned.holder
+            # a later owner (a higher fence: INCR only grows) says it delivers
+            taken_over = live is not None and int(live.decode().rsplit(":", 1)[1]) > owned.fence
             waited = time.monotonic() - since
             if taken_over or waited > 2 * self.options.lease_ttl:
                 del self.releasing[label]
@@ -256,15 +264,6 @@ class Worker:
         with contextlib.suppress(asyncio.TimeoutError, Exception):
             await asyncio.wait_for(asyncio.shield(owned.task), 5)
 
-    async def _record_last_events(self) -> None:
-        values = {}
-        for label in self.owned:
-            stats = self.host.accounts.get(label)
-            if stats is not None and stats.last_event_at is not None:
-                values[label] = int(stats.last_event_at * 1000)
-        if values:
-            await self.client.hset(key(self.options.group, "last"), mapping=values)
-
     async def _shutdown(self) -> None:
         """Hand everything over (make-before-break when other workers are alive, for up to
         a lease TTL), then stop."""
@@ -287,21 +286,11 @@ class Worker:
         if rest:
             await asyncio.wait([o.task for o in rest], timeout=5)
         with contextlib.suppress(Exception):
-            await self._record_last_events_of(rest)
             for item in rest:
                 await self._release_lease(item)
         self.owned.clear()
         self.releasing.clear()
         await self._http.aclose()
-
-    async def _record_last_events_of(self, owned: list[Owned]) -> None:
-        values = {}
-        for item in owned:
-            stats = self.host.accounts.get(item.label)
-            if stats is not None and stats.last_event_at is not None:
-                values[item.label] = int(stats.last_event_at * 1000)
-        if values:
-            await self.client.hset(key(self.options.group, "last"), mapping=values)
 
 
 async def status(client: Any, group: str) -> dict[str, Any]:
@@ -329,16 +318,16 @@ async def run_worker(
     *,
     ident: str | None = None,
     handle_signals: bool = True,
-    sink: RedisSink | None = None,
+    sink: RedisSink,
 ) -> None:
     """Run one worker until SIGINT/SIGTERM. ``sink`` (registered with ``host``'s plugins)
-    gets the host's reporter and each account's fencing token."""
+    gets the host's reporter, each account's fencing token, and the hash of last event
+    times a takeover resumes its gap report from."""
     import redis.asyncio as redis
 
     client = redis.Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
     worker = Worker(client, host, options, ident or registry.worker_id())
-    if sink is not None:
-        sink.bind(host.report, worker.fence)
+    sink.bind(host.report, worker.fence, key(options.group, "last"))
     loop = asyncio.get_running_loop()
     if handle_signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
