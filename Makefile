@@ -67,8 +67,8 @@ audit: $(STAMP)
 	$(BIN)/python -m pip install --quiet 'pip-audit>=2.7'
 	$(BIN)/pip-audit --skip-editable
 
-# The five benchmarks, each printing ratios against a baseline measured in the same run
-# (about 6 minutes), then the plots for docs/benchmarks.md (matplotlib, installed on demand).
+# The benchmarks of docs/benchmarks.md, each printing ratios against a baseline measured in
+# the same run (about 8 minutes), then its plots (matplotlib, installed on demand).
 bench: $(STAMP) redis
 	$(BIN)/python benchmarks/bench_mapping.py
 	$(BIN)/python benchmarks/bench_e2e.py
