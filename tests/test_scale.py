@@ -420,6 +420,17 @@ async def test_three_workers_share_thirty_accounts_and_survive_a_sigkill(
                 f"{len(records)} entries, {len(set(seen))} distinct"
             )
             assert takeover < 15.0
+
+            # an account removed from the registry is stopped, and nobody takes it again
+            sim.paused = False
+            await registry.remove(client, "default", "acct0")
+
+            async def dropped() -> bool:
+                return (await _owners(client))["acct0"] is None and not sim.live(accounts[0])
+
+            await _wait(dropped, 10)
+            await asyncio.sleep(2.5)  # a few ticks: still nobody's
+            assert await dropped()
         finally:
             for proc in workers:
                 if proc.poll() is None:

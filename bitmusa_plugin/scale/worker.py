@@ -106,7 +106,11 @@ class Worker:
         return f"Worker({self.id!r}, accounts={len(self.owned)})"
 
     def fence(self, label: str) -> int | None:
+        """The fencing token of the lease under which ``label``'s events are delivered
+        (while handing over, the one it held)."""
         owned = self.owned.get(label)
+        if owned is None and label in self.releasing:
+            owned = self.releasing[label][0]
         return owned.fence if owned is not None else None
 
     def stop(self) -> None:
@@ -153,7 +157,12 @@ class Worker:
         # 2. fair share
         records = await registry.load(self.client, g)
         for label in [label for label in self.owned if label not in records]:
-            await self._hand_back(self.owned[label], "removed from the registry")
+            owned = self.owned[label]  # removed from the registry: nobody takes it over
+            await self._stop_stream(owned)
+            await self._release_lease(owned)
+            log.info("worker %s: stopped %s (removed from the registry)", self.id, label)
+        for label in [label for label in self.releasing if label not in records]:
+            await self._stop_stream(self.releasing.pop(label)[0])
         live = await self.client.zcount(key(g, "workers"), now_ms - ttl_ms, "+inf")
         share = math.ceil(len(records) / max(1, live))
         # 3. above it: hand accounts back, a few per tick
