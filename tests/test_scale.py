@@ -151,6 +151,11 @@ async def test_the_sink_writes_every_event_as_its_jsonl_record_with_a_stable_id(
     assert len({r["_id"] for r in events}) == 51
     assert events[1]["_id"].startswith("main:future_order:1700000000002:")
     assert events[1]["_id"] == idempotency_id({k: v for k, v in events[1].items() if k != "_id"})
+    # two workers delivering it (a handover overlap): other fence, other receipt time
+    other = orjson.loads(orjson.dumps(events[1]))
+    other.pop("_id")
+    other["fence"], other["event"]["receivedAt"] = 7, other["event"]["receivedAt"] + 5
+    assert idempotency_id(other) == events[1]["_id"]
 
 
 def test_the_example_consumer_service_reads_the_stream_from_another_process(
@@ -415,6 +420,8 @@ async def test_three_workers_share_thirty_accounts_and_survive_a_sigkill(
             await asyncio.gather(reader("c1"), reader("c2"))
             assert len(seen) == len(set(seen))
             assert set(seen) == {r["_id"] for r in records}
+            # the handovers' overlaps wrote some events twice: the ids made them harmless
+            assert len(records) > len(set(seen))
             print(
                 f"takeover of {len(moved)} accounts in {takeover:.1f} s after SIGKILL; "
                 f"{len(records)} entries, {len(set(seen))} distinct"

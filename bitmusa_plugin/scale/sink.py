@@ -49,7 +49,8 @@ DEFAULT_MAXLEN = 1_000_000
 def idempotency_id(record: dict[str, Any]) -> str:
     """``account:stream:eventTime:digest`` for a jsonl record (see the module doc)."""
     event = record.get("event") or {}
-    payload = {k: v for k, v in record.items() if k != "event"}
+    # not the fence either: two owners delivering one event must give it one id
+    payload = {k: v for k, v in record.items() if k not in ("event", "fence")}
     if event:
         payload["event"] = {k: v for k, v in event.items() if k != "receivedAt"}
     digest = hashlib.blake2b(
