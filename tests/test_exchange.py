@@ -96,6 +96,8 @@ async def test_watch_and_fetch_give_validator_clean_unified_objects(sim: Simulat
         for position in positions:
             validate(ref, "on_position", position)
         validate(ref, "on_wallet", await exchange.fetch_balance())
+        sim.paused = True  # compare the snapshot with the exchange at one moment
+        await asyncio.sleep(0.1)
         open_orders = await exchange.fetch_open_orders()
         for order in open_orders:
             validate(ref, "on_order", order)
