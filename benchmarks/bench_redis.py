@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -32,28 +31,9 @@ from bitmusa_plugin.plugins import PluginHost
 from bitmusa_plugin.scale import registry
 from bitmusa_plugin.scale.sink import RedisSink, idempotency_id
 from bitmusa_plugin.simulator import Simulator
-from bitmusa_plugin.testing import order_frame
+from bitmusa_plugin.testing import RedisServer, order_frame
 
 BATCH = 500
-
-
-def start_redis(tmp: str) -> tuple[subprocess.Popen[bytes], str]:
-    server = shutil.which("redis-server")
-    if server is None:
-        sys.exit("redis-server not found: apt-get install redis-server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", tmp],
-        stdout=subprocess.DEVNULL,
-    )
-    for _ in range(500):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.01)
-    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -147,8 +127,11 @@ async def takeover(url: str) -> float:
 
 
 async def main(n: int) -> None:
+    if not RedisServer.available():
+        sys.exit("redis-server not found: apt-get install redis-server")
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_redis(tmp)
+        server = RedisServer(Path(tmp)).start()
+        url = server.url
         try:
             ours, bare = [], []
             for _ in range(3):  # interleaved
@@ -156,8 +139,7 @@ async def main(n: int) -> None:
                 ours.append(await sink_rate(url, n))
             took = await takeover(url)
         finally:
-            proc.terminate()
-            proc.wait()
+            server.stop()
     ours.sort()
     bare.sort()
     print(

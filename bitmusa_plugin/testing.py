@@ -14,8 +14,13 @@ Nothing heavy is imported until a helper is used.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,6 +29,7 @@ import pytest
 from bitmusa_hookspecs import hookimpl
 
 __all__ = [
+    "RedisServer",
     "Replayed",
     "bitmusa_simulator",
     "order_frame",
@@ -214,3 +220,61 @@ async def bitmusa_simulator() -> AsyncIterator[Any]:
         yield simulator
     finally:
         await simulator.stop()
+
+
+class RedisServer:
+    """A throwaway ``redis-server`` on a free loopback port, no persistence: for testing
+    the Redis sink, worker mode or your own consumer (``pytest.skip`` when
+    ``RedisServer.available()`` is False). ``stop()`` then ``start()`` restarts it, empty,
+    on the same port."""
+
+    def __init__(self, directory: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.directory = directory
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("redis-server") is not None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise FileNotFoundError("redis-server not found (Debian: apt-get install redis-server)")
+        self.proc = subprocess.Popen(
+            [
+                server,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(5)
+            self.proc = None

@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,64 +28,13 @@ from bitmusa_plugin.scale import registry
 from bitmusa_plugin.scale.consume import consume
 from bitmusa_plugin.scale.sink import RedisSink, idempotency_id
 from bitmusa_plugin.simulator import Simulator
-from bitmusa_plugin.testing import order_frame, wallet_frame
+from bitmusa_plugin.testing import RedisServer, order_frame, wallet_frame
 
-REDIS = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(
-    REDIS is None,
+    not RedisServer.available(),
     reason="redis-server not found: `apt-get install redis-server` (Debian/Ubuntu) or "
     "`brew install redis`; `make test` installs it when run as root",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.tmp = tmp
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        assert REDIS is not None
-        self.proc = subprocess.Popen(
-            [
-                REDIS,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.tmp),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(5)
-            self.proc = None
 
 
 @pytest.fixture
