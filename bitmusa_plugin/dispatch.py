@@ -1,50 +1,92 @@
-"""Isolated, ordered delivery of hook calls to plugins.
+"""Isolated, ordered delivery of hook calls to plugins, under one of two delivery policies.
 
 pluggy's own ``pm.hook.x()`` stops at the first raising implementation (pluggy#419) and
 does not await coroutines, so pluggy is used for discovery only and delivery is ours:
 
-* Each plugin gets one ordered, bounded queue and one worker. A plugin sees its events in
-  stream order *across* its hooks (an order fill before the position it opened), and a
-  plugin that raises, blocks or falls behind delays only itself.
+* Each plugin gets one ordered queue and one worker. A plugin sees its events in stream
+  order *across* its hooks (an order fill before the position it opened), and a plugin
+  that raises, blocks or falls behind delays only itself.
 * ``async def`` implementations are awaited on the event loop; plain ``def`` ones run in
   the plugin's own daemon thread, so a blocking handler never starves the loop (and the
   websocket's pongs, ccxt#22493). Consecutive sync calls run as one batch per thread hop.
 * Every plugin gets its own copy of each object (one pass per event finds the nested
   containers, then each extra plugin's copy is a few C-level ``dict.copy()`` calls; the
   last plugin gets the original): no plugin can change what another receives.
-* Overflow policy: when a plugin's queue is full, its *oldest* queued call is dropped to
-  make room for the newest (the newest state is the one worth having). Each overflow
-  episode is reported once through ``on_error`` (kind ``queue_overflow``) and the log, and
-  every dropped call is counted in ``stats()``. Nothing is dropped silently.
-* A handler still running after ``slow_after`` seconds is reported once (``plugin_slow``).
+
+What happens when a plugin falls behind is its **delivery policy** (docs/plugins.md):
+
+* ``latest``: beyond ``conflate_after`` queued calls, a new state of an order, a position
+  or the balance *replaces* the one still queued for the same object, at the newer one's
+  place. The plugin still sees a subsequence of the stream in stream order, the final
+  state of every object, and never a state older than one it saw; its queue is bounded by
+  the number of live objects. Calls that are not states are never merged; ``on_error``
+  floods beyond ``error_burst`` are counted and summarised, one call per kind, when the
+  plugin catches up.
+* ``all``: every call, in order. When such a plugin has ``queue_size`` calls queued,
+  ingestion waits (:attr:`Dispatcher.blocked`, :meth:`Dispatcher.writable`): the readers
+  stop reading their sockets and TCP carries the backpressure to the server. The same
+  bound applies to a ``latest`` plugin's calls that cannot be merged.
+
+A plugin with queued calls that makes no progress for ``stall_after`` seconds is reported
+once (``plugin_stalled``) and switched to ``latest`` for the rest of the run: it never holds
+ingestion again, and calls of it that can be neither merged nor queued within the bound
+are dropped, counted and reported (``queue_overflow``). A handler still running after
+``slow_after`` seconds is reported once per call (``plugin_slow``). Every episode is
+reported once through ``on_error`` and the log, and counted in :meth:`Dispatcher.stats`:
+each call published to a plugin is delivered, merged, summarised, dropped or still queued.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Callable
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from queue import SimpleQueue
 from typing import Any
 
 from pluggy import HookImpl
 
-from bitmusa_hookspecs import ErrorInfo
+from bitmusa_hookspecs import DeliveryPolicy, ErrorInfo
 
 from .mapping import error_info
 
 log = logging.getLogger(__name__)
 
+#: A lossless plugin holds ingestion when this many calls wait for it.
 DEFAULT_QUEUE_SIZE = 10_000
+#: A ``latest`` plugin this far behind starts merging its queued states.
+DEFAULT_CONFLATE_AFTER = 1_000
+#: Queued ``on_error`` calls a ``latest`` plugin keeps while behind; the rest are counted.
+DEFAULT_ERROR_BURST = 100
 DEFAULT_SLOW_AFTER = 5.0
+DEFAULT_STALL_AFTER = 30.0
+#: Calls handed to a sync plugin's thread in one hop.
+SYNC_BATCH = 256
 
 Call = tuple[str, dict[str, Any]]
 Reporter = Callable[[ErrorInfo, Any], None]
+
+#: Hooks whose calls carry the state of one object, and may be merged under ``latest``.
+STATE_HOOKS = frozenset(("on_order", "on_position", "on_wallet"))
+
+
+def state_key(hook: str, kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The object a call is the state of: an order by account and id, a position by
+    account, symbol and side, the balance by account. None for calls that are events."""
+    if hook == "on_order":
+        return ("order", kwargs["event"]["account"], kwargs["order"]["id"])
+    if hook == "on_position":
+        position = kwargs["position"]
+        return ("position", kwargs["event"]["account"], position["symbol"], position["side"])
+    if hook == "on_wallet":
+        return ("balance", kwargs["event"]["account"])
+    return None
 
 
 @dataclass(slots=True)
@@ -100,29 +142,66 @@ class _Thread:
 
 @dataclass(slots=True)
 class Subscriber:
-    """One plugin's queue, worker and counters."""
+    """One plugin's queue, worker, policy and counters.
+
+    The queue is a plain deque while the plugin keeps up. A ``latest`` plugin that falls
+    ``conflate_after`` calls behind switches to ``backlog``, an ordered dict keyed by the
+    object each state is about (events get a key of their own), so that a newer state
+    replaces a queued one in O(1); it switches back once drained."""
 
     name: str
     impls: dict[str, _Impl]
-    maxsize: int
+    policy: DeliveryPolicy
+    limit: int  # the queue length at which the policy steps in
     queue: deque[Call] = field(default_factory=deque)
+    backlog: OrderedDict[Any, Call] | None = None
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     thread: _Thread | None = None
+    #: calls in ``backlog`` that can never be merged (events), and queued ``on_error`` calls
+    unmergeable: int = 0
+    errors_queued: int = 0
+    suppressed: Counter[str] = field(default_factory=Counter)  # kind -> errors summarised
+    published: int = 0
     delivered: int = 0
     errors: int = 0
+    merged: int = 0
+    summarised: int = 0
     dropped: int = 0
-    overflowing: bool = False
+    peak: int = 0  # the longest the queue has been (tracked once the policy steps in)
+    blocking: bool = False  # ingestion waits for this plugin
+    blocked_since: float | None = None
+    blocked_seconds: float = 0.0
+    blocked_episodes: int = 0
+    behind_since: float | None = None  # a ``latest`` merging episode under way
+    dropping: bool = False
+    stalled: bool = False
+    last_progress: float = 0.0
     busy_since: float | None = None
     busy_hook: str | None = None
     slow_reported: bool = False
+    idle_pending: bool = False  # delivered something since the last on_idle
 
-    def stats(self) -> dict[str, Any]:
+    def __len__(self) -> int:
+        return len(self.backlog) if self.backlog is not None else len(self.queue)
+
+    def stats(self, now: float) -> dict[str, Any]:
+        blocked = self.blocked_seconds
+        if self.blocked_since is not None:
+            blocked += now - self.blocked_since
         return {
+            "policy": self.policy,
+            "published": self.published,
             "delivered": self.delivered,
             "errors": self.errors,
+            "merged": self.merged,
+            "summarised": self.summarised,
             "dropped": self.dropped,
-            "queued": len(self.queue),
+            "queued": len(self),
+            "peak": max(self.peak, len(self)),
+            "stalled": self.stalled,
+            "blocked_episodes": self.blocked_episodes,
+            "blocked_seconds": round(blocked, 3),
         }
 
 
@@ -133,39 +212,62 @@ class Dispatcher:
         self,
         impls: list[tuple[str, str, HookImpl]],
         *,
+        policies: dict[str, DeliveryPolicy] | None = None,
+        override: DeliveryPolicy | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        conflate_after: int = DEFAULT_CONFLATE_AFTER,
+        error_burst: int = DEFAULT_ERROR_BURST,
         slow_after: float = DEFAULT_SLOW_AFTER,
+        stall_after: float = DEFAULT_STALL_AFTER,
         reporter: Reporter | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.queue_size = queue_size
+        self.conflate_after = min(conflate_after, queue_size)
+        self.error_burst = error_burst
         self.slow_after = slow_after
+        self.stall_after = stall_after
         self._reporter = reporter
+        self._clock = clock
         self._subscribers: dict[str, Subscriber] = {}
         self._by_hook: dict[str, list[Subscriber]] = {}
         self._watchdog: asyncio.Task[None] | None = None
+        self._tokens = itertools.count()
+        #: plugins ingestion waits for; :meth:`writable` is set while there are none
+        self._full: set[str] = set()
+        self._writable: asyncio.Event | None = None
+        policies = policies or {}
         for plugin_name, hook, impl in impls:
             sub = self._subscribers.get(plugin_name)
             if sub is None:
-                sub = self._subscribers[plugin_name] = Subscriber(plugin_name, {}, queue_size)
+                # ``override``: replay gives every plugin every call, as fast as the
+                # slowest takes them (offline, nothing is gained by merging)
+                policy = override or policies.get(plugin_name, "latest")
+                limit = queue_size if policy == "all" else self.conflate_after
+                sub = self._subscribers[plugin_name] = Subscriber(plugin_name, {}, policy, limit)
             sub.impls[hook] = _Impl(
                 impl.function,
                 tuple(impl.argnames),
                 asyncio.iscoroutinefunction(impl.function),
             )
-            self._by_hook.setdefault(hook, []).append(sub)
+            if hook != "on_idle":  # called by the worker when the queue drains, never queued
+                self._by_hook.setdefault(hook, []).append(sub)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start one worker per plugin (call from the running loop)."""
+        loop = asyncio.get_running_loop()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        now = self._clock()
         for sub in self._subscribers.values():
+            sub.last_progress = now
             if any(not impl.is_async for impl in sub.impls.values()):
                 sub.thread = _Thread(sub.name)
-            sub.task = asyncio.get_running_loop().create_task(
-                self._work(sub), name=f"bitmusa-plugin:{sub.name}"
-            )
-        if self._subscribers and self.slow_after > 0:
-            self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+            sub.task = loop.create_task(self._work(sub), name=f"bitmusa-plugin:{sub.name}")
+        if self._subscribers and (self.slow_after > 0 or self.stall_after > 0):
+            self._watchdog = loop.create_task(self._watch(), name="bitmusa-plugin:watchdog")
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait until every queue is empty and no handler runs; False on timeout."""
@@ -178,7 +280,7 @@ class Dispatcher:
 
     def quiet(self) -> bool:
         """True when no call is queued or running."""
-        return all(not s.queue and s.busy_since is None for s in self._subscribers.values())
+        return all(not len(s) and s.busy_since is None for s in self._subscribers.values())
 
     async def close(self, timeout: float = 1.0) -> None:
         """Drain for up to ``timeout`` seconds, then stop every worker."""
@@ -189,12 +291,15 @@ class Dispatcher:
         for task in tasks:
             task.cancel()
         for sub in self._subscribers.values():
-            if sub.queue:  # one line per plugin, however far behind it was
-                hooks = Counter(call[0] for call in sub.queue)
+            if len(sub):  # one line per plugin, however far behind it was
+                hooks = Counter(call[0] for call in self._calls(sub))
                 summary = ", ".join(f"{n} {hook}" for hook, n in sorted(hooks.items()))
                 log.warning("plugin %s: not delivered before shutdown: %s", sub.name, summary)
             if sub.thread is not None:
                 sub.thread.stop()
+        self._full.clear()
+        if self._writable is not None:
+            self._writable.set()  # nobody waits for a stopped dispatcher
         if tasks:
             await asyncio.wait(tasks, timeout=0.5)
 
@@ -203,8 +308,20 @@ class Dispatcher:
     def has_subscribers(self, hook: str) -> bool:
         return hook in self._by_hook
 
+    @property
+    def blocked(self) -> bool:
+        """A lossless plugin's queue is full: ingestion should wait for :meth:`writable`."""
+        return bool(self._full)
+
+    async def writable(self) -> None:
+        """Return when no plugin holds ingestion (at once when none does)."""
+        if self._full and self._writable is not None:
+            await self._writable.wait()
+
     def publish(self, hook: str, kwargs: dict[str, Any]) -> None:
-        """Queue ``hook(**kwargs)`` for every plugin implementing it. Never blocks."""
+        """Queue ``hook(**kwargs)`` for every plugin implementing it. Never blocks and never
+        drops: a caller that produces without end (a socket reader) awaits
+        :meth:`writable` when :attr:`blocked` says so."""
         subs = self._by_hook.get(hook)
         if not subs:
             return
@@ -213,70 +330,234 @@ class Dispatcher:
         for i, sub in enumerate(subs):
             # the last subscriber gets the original, the others a private copy
             args = kwargs if i == last else clone(kwargs, plan)
+            sub.published += 1
+            if sub.backlog is not None:
+                self._queue_behind(sub, hook, args)
+                continue
             queue = sub.queue
-            if len(queue) >= sub.maxsize:
-                self._overflow(sub)
             queue.append((hook, args))
-            if len(queue) == 1:
+            n = len(queue)
+            if n == 1:
                 sub.wakeup.set()
+            elif n >= sub.limit:
+                self._pressure(sub)
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        now = self._clock()
+        return {name: sub.stats(now) for name, sub in self._subscribers.items()}
 
     def backlog(self) -> int:
         """The longest queue, in calls."""
-        return max((len(s.queue) for s in self._subscribers.values()), default=0)
+        return max((len(s) for s in self._subscribers.values()), default=0)
 
-    def stats(self) -> dict[str, dict[str, Any]]:
-        return {name: sub.stats() for name, sub in self._subscribers.items()}
+    # -- falling behind -------------------------------------------------------------------
 
-    def _overflow(self, sub: Subscriber) -> None:
-        dropped_hook, _ = sub.queue.popleft()
+    def _pressure(self, sub: Subscriber) -> None:
+        """``sub``'s queue reached its limit: merge (``latest``) or hold ingestion (``all``)."""
+        if sub.policy == "all":
+            sub.peak = max(sub.peak, len(sub.queue))
+            self._block(sub)
+            return
+        # latest: from now on the queue is keyed by object, until it drains
+        sub.backlog = OrderedDict()
+        sub.unmergeable = sub.errors_queued = 0
+        calls = list(sub.queue)
+        sub.queue.clear()
+        for hook, args in calls:
+            self._queue_behind(sub, hook, args)
+        sub.behind_since = self._clock()
+        message = (
+            f"plugin {sub.name!r} fell {sub.limit} calls behind: until it catches up, a newer "
+            "state of an order, position or balance replaces the one queued for it (delivery "
+            "policy 'latest')"
+        )
+        log.warning(message)
+        self._report(error_info("plugin_behind", message, plugin=sub.name), None)
+
+    def _queue_behind(self, sub: Subscriber, hook: str, args: dict[str, Any]) -> None:
+        """Queue one call for a ``latest`` plugin that is behind."""
+        backlog = sub.backlog
+        assert backlog is not None
+        key = state_key(hook, args) if hook in STATE_HOOKS else None
+        if key is not None:
+            if backlog.pop(key, None) is not None:
+                sub.merged += 1  # the newer state goes in at its own place
+            backlog[key] = (hook, args)
+        elif hook == "on_error" and sub.errors_queued >= self.error_burst:
+            error = args["error"]
+            sub.suppressed[error["kind"]] += error.get("count", 1)
+            sub.summarised += 1
+        else:
+            if sub.unmergeable >= self.queue_size:
+                if sub.stalled:
+                    self._drop(sub, hook)
+                    return
+                self._block(sub)
+            backlog[("event", next(self._tokens))] = (hook, args)
+            sub.unmergeable += 1
+            if hook == "on_error":
+                sub.errors_queued += 1
+        n = len(backlog)
+        sub.peak = max(sub.peak, n)
+        if n == 1:
+            sub.wakeup.set()
+
+    def _block(self, sub: Subscriber) -> None:
+        if sub.blocking or sub.stalled:
+            return
+        sub.blocking = True
+        sub.blocked_since = self._clock()
+        sub.blocked_episodes += 1
+        self._full.add(sub.name)
+        if self._writable is not None:
+            self._writable.clear()
+        if sub.blocked_episodes == 1:  # the first time; stats() counts every episode
+            log.info(
+                "plugin %s is %d calls behind (delivery policy %r): ingestion waits for it",
+                sub.name,
+                len(sub),
+                sub.policy,
+            )
+
+    def _unblock(self, sub: Subscriber) -> None:
+        sub.blocking = False
+        if sub.blocked_since is not None:
+            sub.blocked_seconds += self._clock() - sub.blocked_since
+            sub.blocked_since = None
+        self._full.discard(sub.name)
+        if not self._full and self._writable is not None:
+            self._writable.set()
+
+    def _drop(self, sub: Subscriber, hook: str) -> None:
         sub.dropped += 1
-        if not sub.overflowing:
-            sub.overflowing = True
+        if not sub.dropping:
+            sub.dropping = True
             message = (
-                f"plugin {sub.name!r} fell {sub.maxsize} calls behind: dropping its oldest "
-                f"queued calls (first: {dropped_hook}) until it catches up"
+                f"plugin {sub.name!r} stalled and is {self.queue_size} events behind: its "
+                f"events beyond that are dropped and counted (first: {hook}); states still "
+                "merge, so it keeps the final state of every object"
             )
             log.warning(message)
             self._report(error_info("queue_overflow", message, plugin=sub.name), None)
+
+    def _stall(self, sub: Subscriber, now: float) -> None:
+        sub.stalled = True
+        was = sub.policy
+        sub.policy = "latest"
+        sub.limit = min(sub.limit, self.conflate_after)
+        if sub.blocking:
+            self._unblock(sub)
+        message = (
+            f"plugin {sub.name!r} made no progress for {now - sub.last_progress:.0f} s with "
+            f"{len(sub)} calls queued (in {sub.busy_hook or 'its queue'}): switched from "
+            f"delivery policy {was!r} to 'latest' for the rest of the run; it no longer "
+            "holds ingestion"
+        )
+        log.error(message)
+        self._report(error_info("plugin_stalled", message, plugin=sub.name), None)
+        if sub.backlog is None and len(sub.queue) >= sub.limit:
+            self._pressure(sub)
 
     def _report(self, error: ErrorInfo, event: Any) -> None:
         if self._reporter is not None:
             self._reporter(error, event)
 
+    # -- the worker -----------------------------------------------------------------------
+
+    def _calls(self, sub: Subscriber) -> Iterator[Call]:
+        return iter(sub.backlog.values()) if sub.backlog is not None else iter(sub.queue)
+
+    def _peek_async(self, sub: Subscriber) -> bool:
+        """Is the next queued call for an async implementation?"""
+        hook = sub.queue[0][0] if sub.backlog is None else next(iter(sub.backlog.values()))[0]
+        return sub.impls[hook].is_async
+
+    def _pop(self, sub: Subscriber) -> Call:
+        backlog = sub.backlog
+        if backlog is None:
+            return sub.queue.popleft()
+        key, call = backlog.popitem(last=False)
+        if key[0] == "event":
+            sub.unmergeable -= 1
+            if call[0] == "on_error":
+                sub.errors_queued -= 1
+        return call
+
+    def _caught_up(self, sub: Subscriber) -> None:
+        """``sub``'s queue is empty: end a merging episode (its summary goes out first)."""
+        if sub.backlog is not None:
+            sub.backlog = None
+            sub.unmergeable = sub.errors_queued = 0
+            since = sub.behind_since or self._clock()
+            log.warning(
+                "plugin %s caught up after %.1f s; %d queued states were replaced by newer ones",
+                sub.name,
+                self._clock() - since,
+                sub.merged,
+            )
+            sub.behind_since = None
+            for kind, count in sorted(sub.suppressed.items()):
+                message = f"{count} more {kind} while plugin {sub.name!r} was behind"
+                summary = error_info(kind, message, plugin=sub.name)
+                summary["count"] = count
+                sub.queue.append(("on_error", {"error": summary, "event": None}))
+            sub.suppressed.clear()
+        sub.dropping = False
+
+    def _progress(self, sub: Subscriber) -> None:
+        sub.last_progress = self._clock()
+        if sub.blocking:
+            # resume ingestion at half the bound, not at every call: readers wake in bursts
+            held = sub.unmergeable if sub.backlog is not None else len(sub.queue)
+            if held <= self.queue_size // 2:
+                self._unblock(sub)
+
     async def _work(self, sub: Subscriber) -> None:
-        queue = sub.queue
         while True:
-            if not queue:
-                if sub.overflowing:
-                    sub.overflowing = False
-                    log.warning("plugin %s caught up; %d calls dropped", sub.name, sub.dropped)
+            if not len(sub):
+                self._caught_up(sub)
+                if sub.queue:
+                    continue  # the summary of what was left out while behind
+                if sub.idle_pending and "on_idle" in sub.impls:
+                    sub.idle_pending = False
+                    await self._run(sub, [("on_idle", {})])
+                    continue
                 sub.wakeup.clear()
                 await sub.wakeup.wait()
                 continue
-            hook, kwargs = queue.popleft()
-            impl = sub.impls[hook]
-            sub.busy_since, sub.busy_hook, sub.slow_reported = time.monotonic(), hook, False
-            if impl.is_async:
-                try:
-                    await impl.function(*[kwargs[a] for a in impl.argnames])
-                except asyncio.CancelledError:
-                    raise
-                except BaseException as exc:  # SystemExit from a plugin stops only its call
-                    self._failed(sub, hook, kwargs, exc)
-                else:
-                    sub.delivered += 1
+            hook, kwargs = self._pop(sub)
+            batch = [(hook, kwargs)]
+            if not sub.impls[hook].is_async:
+                while len(batch) < SYNC_BATCH and len(sub) and not self._peek_async(sub):
+                    batch.append(self._pop(sub))
+            await self._run(sub, batch)
+            sub.idle_pending = True
+
+    async def _run(self, sub: Subscriber, batch: list[Call]) -> None:
+        hook = batch[0][0]
+        impl = sub.impls[hook]
+        now = self._clock()
+        sub.busy_since, sub.busy_hook, sub.slow_reported = now, hook, False
+        sub.last_progress = now
+        if impl.is_async:
+            try:
+                await impl.function(*[batch[0][1][a] for a in impl.argnames])
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # SystemExit from a plugin stops only its call
+                self._failed(sub, hook, batch[0][1], exc)
             else:
-                batch = [(hook, kwargs)]
-                while queue and not sub.impls[queue[0][0]].is_async and len(batch) < 256:
-                    batch.append(queue.popleft())
-                assert sub.thread is not None
-                results = await sub.thread.submit(lambda b=batch: _run_batch(sub, b))  # type: ignore[misc]
-                for (b_hook, b_kwargs), failure in zip(batch, results, strict=True):
-                    if failure is None:
-                        sub.delivered += 1
-                    else:
-                        self._failed(sub, b_hook, b_kwargs, failure)
-            sub.busy_since = None
+                sub.delivered += hook != "on_idle"
+        else:
+            assert sub.thread is not None
+            results = await sub.thread.submit(lambda: _run_batch(sub, batch, self._clock))
+            for (b_hook, b_kwargs), failure in zip(batch, results, strict=True):
+                if failure is None:
+                    sub.delivered += b_hook != "on_idle"
+                else:
+                    self._failed(sub, b_hook, b_kwargs, failure)
+        sub.busy_since = None
+        self._progress(sub)
 
     def _failed(
         self, sub: Subscriber, hook: str, kwargs: dict[str, Any], exc: BaseException
@@ -288,20 +569,34 @@ class Dispatcher:
             self._report(error_info("plugin_error", message, plugin=sub.name), kwargs.get("event"))
 
     async def _watch(self) -> None:
-        interval = max(self.slow_after / 2, 0.05)
+        intervals = [t / 2 for t in (self.slow_after, self.stall_after) if t > 0]
+        interval = min(max(min(intervals), 0.05), 1.0)
         while True:
             await asyncio.sleep(interval)
-            now = time.monotonic()
-            for sub in self._subscribers.values():
-                since = sub.busy_since
-                if since is not None and not sub.slow_reported and now - since > self.slow_after:
-                    sub.slow_reported = True
-                    message = (
-                        f"plugin {sub.name!r} has been running {sub.busy_hook} for more than "
-                        f"{self.slow_after:g} s; its later events wait in its own queue"
-                    )
-                    log.warning(message)
-                    self._report(error_info("plugin_slow", message, plugin=sub.name), None)
+            self.check(self._clock())
+
+    def check(self, now: float) -> None:
+        """The watchdog's rounds (run every second or so; tests call it on a fake clock):
+        report a handler running longer than ``slow_after`` (once per call), and stall a
+        plugin whose handler has made no progress for ``stall_after``."""
+        for sub in self._subscribers.values():
+            since = sub.busy_since
+            if since is None:
+                continue  # not running a handler: its worker is on its way
+            if self.slow_after > 0 and not sub.slow_reported and now - since > self.slow_after:
+                sub.slow_reported = True
+                message = (
+                    f"plugin {sub.name!r} has been running {sub.busy_hook} for more than "
+                    f"{self.slow_after:g} s; its later events wait in its own queue"
+                )
+                log.warning(message)
+                self._report(error_info("plugin_slow", message, plugin=sub.name), None)
+            if (
+                self.stall_after > 0
+                and not sub.stalled
+                and now - sub.last_progress > self.stall_after
+            ):
+                self._stall(sub, now)
 
 
 _CONTAINERS = (dict, list)
@@ -331,8 +626,11 @@ def clone(value: Any, plan: Plan, memo: dict[int, Any] | None = None) -> Any:
     return copy
 
 
-def _run_batch(sub: Subscriber, batch: list[Call]) -> list[BaseException | None]:
-    """Run consecutive sync calls in the plugin's thread; collect each call's outcome."""
+def _run_batch(
+    sub: Subscriber, batch: list[Call], clock: Callable[[], float]
+) -> list[BaseException | None]:
+    """Run consecutive sync calls in the plugin's thread; collect each call's outcome.
+    Each finished call is progress (a slow plugin working through a batch is not stalled)."""
     results: list[BaseException | None] = []
     for hook, kwargs in batch:
         impl = sub.impls[hook]
@@ -342,4 +640,5 @@ def _run_batch(sub: Subscriber, batch: list[Call]) -> list[BaseException | None]
             results.append(exc)
         else:
             results.append(None)
+        sub.last_progress = clock()
     return results

@@ -14,10 +14,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bitmusa_hookspecs import Context, ErrorInfo, Event, StreamState
+from bitmusa_hookspecs import Context, DeliveryPolicy, ErrorInfo, Event, StreamState
 
 from . import __version__
-from .dispatch import DEFAULT_QUEUE_SIZE, DEFAULT_SLOW_AFTER, Dispatcher
+from .dispatch import (
+    DEFAULT_CONFLATE_AFTER,
+    DEFAULT_ERROR_BURST,
+    DEFAULT_QUEUE_SIZE,
+    DEFAULT_SLOW_AFTER,
+    DEFAULT_STALL_AFTER,
+    Dispatcher,
+)
 from .mapping import DEFAULT_MAX_FRAME_BYTES, Mapped, Mapper, SymbolMap
 from .plugins import PluginHost
 from .resync import Ledger
@@ -53,16 +60,30 @@ class Host:
         command: str,
         markets: Mapping[str, str] | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        conflate_after: int = DEFAULT_CONFLATE_AFTER,
+        error_burst: int = DEFAULT_ERROR_BURST,
         slow_after: float = DEFAULT_SLOW_AFTER,
+        stall_after: float = DEFAULT_STALL_AFTER,
+        policy_override: DeliveryPolicy | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.plugins = plugins
         self.command = command
         self.symbols = SymbolMap(markets)
         self.max_frame_bytes = max_frame_bytes
         self.dispatcher = Dispatcher(
-            plugins.hookimpls(), queue_size=queue_size, slow_after=slow_after, reporter=self.report
+            plugins.hookimpls(),
+            policies=plugins.policies(),
+            override=policy_override,
+            queue_size=queue_size,
+            conflate_after=conflate_after,
+            error_burst=error_burst,
+            slow_after=slow_after,
+            stall_after=stall_after,
+            reporter=self.report,
+            clock=monotonic,
         )
         self._clock = clock
         self._mappers: dict[str, Mapper] = {}

@@ -20,7 +20,14 @@ from typing import Any, Literal
 import pluggy
 from pluggy import HookImpl
 
-from bitmusa_hookspecs import HOOK_NAMES, PROJECT_NAME, specs
+from bitmusa_hookspecs import (
+    DELIVERY_ATTRIBUTE,
+    DELIVERY_POLICIES,
+    HOOK_NAMES,
+    PROJECT_NAME,
+    DeliveryPolicy,
+    specs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,7 @@ class PluginRecord:
     hooks: list[str] = field(default_factory=list)
     error: str | None = None
     builtin: bool = False
+    delivery: DeliveryPolicy = "latest"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +64,7 @@ class PluginRecord:
             "version": self.version,
             "distribution": self.distribution,
             "hooks": self.hooks,
+            "delivery": self.delivery,
             "status": self.status,
             "error": self.error,
             "builtin": self.builtin,
@@ -99,6 +108,7 @@ class PluginHost:
             self.pm.register(plugin, name)
             try:
                 record.hooks = self._validate(plugin, name)
+                record.delivery = delivery_policy(plugin)
             except Exception:
                 self.pm.unregister(plugin)
                 raise
@@ -147,6 +157,10 @@ class PluginHost:
                 result.append((impl.plugin_name, hook, impl))
         return result
 
+    def policies(self) -> dict[str, DeliveryPolicy]:
+        """Each loaded plugin's delivery policy, by name."""
+        return {r.name: r.delivery for r in self.records if r.status == "loaded"}
+
     @property
     def failed(self) -> list[PluginRecord]:
         return [r for r in self.records if r.status == "failed"]
@@ -178,3 +192,16 @@ class PluginHost:
         log.error("plugin %s failed to load: %s", record.name, error)
         if self.strict:
             raise PluginLoadError(f"plugin {record.name!r} failed to load: {error}")
+
+
+def delivery_policy(plugin: object) -> DeliveryPolicy:
+    """The policy ``plugin`` declares with ``bitmusa_delivery`` (module-level, or on its
+    class or instance); ``latest`` when it declares none. Anything else is an error."""
+    value = getattr(plugin, DELIVERY_ATTRIBUTE, "latest")
+    for policy in DELIVERY_POLICIES:
+        if value == policy:
+            return policy
+    choices = " or ".join(repr(p) for p in DELIVERY_POLICIES)
+    raise pluggy.PluginValidationError(
+        plugin, f"{DELIVERY_ATTRIBUTE} = {value!r}: the delivery policy must be {choices}"
+    )

@@ -198,10 +198,13 @@ async def replay_async(
     plugins = PluginHost(strict=True)
     plugins.register(plugin, "plugin-under-test")
     plugins.register(_Spy(replayed), "bitmusa-testing-spy")
-    host = Host(plugins, command="test")
+    # every call reaches the plugin under test, as fast as it takes them: no merging
+    host = Host(plugins, command="test", policy_override="all")
     host.start([account])
     for frame in frames:
         host.ingest(account, frame)
+        if host.dispatcher.blocked:
+            await host.dispatcher.writable()
     await host.dispatcher.drain(10)
     await host.stop(timeout=1.0)
     replayed.calls = [c for c in replayed.calls if c[0] not in ("on_startup", "on_shutdown")]

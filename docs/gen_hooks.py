@@ -27,7 +27,14 @@ ERROR_KINDS = {
     "internal": "a bug in the mapping; reported with the frame instead of crashing",
     "plugin_error": "a plugin's handler raised; `plugin` names it, `event` is what it got",
     "plugin_slow": "a handler has run longer than `slow_after` (5 s); its later events wait",
-    "queue_overflow": "a plugin fell a whole queue behind; its oldest calls are being dropped",
+    "plugin_behind": "a plugin with delivery policy `latest` fell `conflate_after` (1,000) "
+    "calls behind: until it catches up, queued states of one object merge into the newest "
+    "(reported once per episode)",
+    "plugin_stalled": "a plugin's handler made no progress for `stall_after` (30 s): it is "
+    "switched to delivery policy `latest` for the rest of the run and no longer holds the "
+    "stream",
+    "queue_overflow": "a stalled plugin is a whole queue (10,000) of events behind: its "
+    "further events are dropped and counted (its states still merge)",
     "binary_frame": "the websocket sent a binary frame (the user stream sends text)",
     "resync_incomplete": "after an outage, open orders were gone from the snapshot: they "
     "were delivered with `status` None (filled or cancelled, the API cannot say which)",
@@ -36,8 +43,6 @@ ERROR_KINDS = {
     "retried unless permanent",
     "sink_unavailable": "the Redis sink cannot write: events wait in its buffer and are "
     "written in order once Redis is back (reported once per outage)",
-    "sink_overflow": "the Redis sink's buffer is full during an outage: its oldest events "
-    "are dropped and counted",
     "lease_lost": "worker mode: another worker holds this account's lease now; this worker "
     "stops streaming it",
 }

@@ -8,6 +8,7 @@ import pytest
 
 import bitmusa_hookspecs
 import bitmusa_plugin
+from bitmusa_hookspecs import hookimpl
 from bitmusa_plugin.plugins import PluginHost, PluginLoadError
 from conftest import FakeDistribution
 
@@ -134,3 +135,35 @@ def test_builtin_outputs_register_through_the_same_path() -> None:
     record = host.register(make_output("jsonl"), "output-jsonl", builtin=True)
     assert record.status == "loaded"
     assert record.hooks == list(bitmusa_hookspecs.HOOK_NAMES)
+
+
+def test_a_plugin_declares_its_delivery_policy_once_and_typed() -> None:
+    class Recorder:
+        bitmusa_delivery = "all"
+
+        @hookimpl
+        def on_order(self) -> None: ...
+
+    class Misspelt:
+        bitmusa_delivery = "everything"
+
+        @hookimpl
+        def on_order(self) -> None: ...
+
+    class Default:
+        @hookimpl
+        def on_order(self) -> None: ...
+
+    host = PluginHost()
+    assert host.register(Recorder(), "recorder").delivery == "all"
+    assert host.register(Default(), "default").delivery == "latest"
+    bad = host.register(Misspelt(), "misspelt")
+    assert bad.status == "failed"
+    assert "bitmusa_delivery = 'everything'" in (bad.error or "")
+    assert "'latest' or 'all'" in (bad.error or "")
+    assert host.policies() == {"recorder": "all", "default": "latest"}
+    # the built-in outputs: the recorder lossless, the human ones latest
+    from bitmusa_plugin.outputs import make_output
+
+    for name, policy in (("jsonl", "all"), ("pretty", "latest"), ("dashboard", "latest")):
+        assert host.register(make_output(name), f"output-{name}").delivery == policy

@@ -8,6 +8,13 @@ hooks of this module, published under the entry-point group ``bitmusa``::
     @hookimpl
     def on_order(order, event):
         print(event["account"], order["symbol"], order["status"])
+
+A plugin that must see every call, even when it falls behind (a recorder), declares the
+delivery policy ``all``; the default, ``latest``, merges queued states of one object::
+
+    from bitmusa_hookspecs import DeliveryPolicy
+
+    bitmusa_delivery: DeliveryPolicy = "all"
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from ._types import (
     Balance,
     BalanceEntry,
     Context,
+    DeliveryPolicy,
     ErrorInfo,
     Event,
     Fee,
@@ -36,16 +44,26 @@ HOOK_NAMES: tuple[str, ...] = (
     "on_error",
     "on_startup",
     "on_shutdown",
+    "on_idle",
 )
+
+#: The attribute (module-level, or on the plugin's class or instance) that names a plugin's
+#: :data:`DeliveryPolicy`; without it a plugin gets ``latest``.
+DELIVERY_ATTRIBUTE = "bitmusa_delivery"
+#: The policies, for validation and documentation.
+DELIVERY_POLICIES: tuple[DeliveryPolicy, ...] = ("latest", "all")
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DELIVERY_ATTRIBUTE",
+    "DELIVERY_POLICIES",
     "HOOK_NAMES",
     "PROJECT_NAME",
     "Balance",
     "BalanceEntry",
     "Context",
+    "DeliveryPolicy",
     "ErrorInfo",
     "Event",
     "Fee",

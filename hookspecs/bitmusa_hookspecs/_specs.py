@@ -6,6 +6,11 @@ The host delivers each event to each plugin through that plugin's own ordered qu
 one plugin that raises, blocks or falls behind never affects another; a sync
 implementation runs in a worker thread of its plugin, an async one on the event loop.
 Every plugin receives its own copy of each object: mutating it affects no one else.
+
+When a plugin falls behind, its delivery policy decides (``bitmusa_delivery``, see
+:data:`~bitmusa_hookspecs.DeliveryPolicy`): ``latest`` (the default) merges queued states of
+one order, position or balance into the newest, ``all`` delivers every call and makes the
+stream wait for the plugin.
 """
 
 from __future__ import annotations
@@ -123,4 +128,20 @@ def on_shutdown(context: Context) -> None:
         @hookimpl
         async def on_shutdown(context):
             await session.close()
+    """
+
+
+@hookspec
+def on_idle() -> None:
+    """This plugin's queue has drained: every call so far has been delivered to it.
+
+    Called once after each burst, never while calls wait. A plugin that buffers (a file
+    recorder, a database writer) flushes or commits here: its output is then as current as
+    the stream, and during a burst it writes in batches instead of once per event.
+
+    Example::
+
+        @hookimpl
+        def on_idle():
+            out.flush()
     """

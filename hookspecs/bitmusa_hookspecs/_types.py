@@ -16,6 +16,11 @@ Str = str | None
 Int = int | None
 Bool = bool | None
 
+#: How a plugin wants its calls when it falls behind (docs/plugins.md): ``latest`` merges
+#: queued states of one object into the newest (never an event), ``all`` delivers every
+#: call and makes ingestion wait. A plugin declares it as ``bitmusa_delivery``.
+DeliveryPolicy = Literal["latest", "all"]
+
 #: The values ``StreamState["status"]`` takes.
 StreamStatus = Literal[
     "connecting",
@@ -164,7 +169,9 @@ class ErrorInfo(TypedDict):
 
     ``kind`` is a stable machine-readable word (see ``docs/hooks.md`` for the list),
     ``message`` a human sentence, ``raw`` the offending frame's text (truncated) where
-    a frame was at fault, ``plugin`` the plugin at fault where one was.
+    a frame was at fault, ``plugin`` the plugin at fault where one was. ``count``, when
+    present, is how many occurrences this one report stands for (a plugin with delivery
+    policy ``latest`` gets floods summarised after it catches up); absent means one.
     """
 
     kind: str
@@ -172,6 +179,7 @@ class ErrorInfo(TypedDict):
     account: Str
     raw: Str
     plugin: Str
+    count: NotRequired[int]
 
 
 class Context(TypedDict):

@@ -117,7 +117,10 @@ class FaultRecord:
 
 class Recorder:
     """A well-behaved plugin: every live payload per account in delivery order, the states,
-    the errors, and the latest state of every object (as a bot would keep it)."""
+    the errors, and the latest state of every object (as a bot would keep it). Lossless
+    (delivery policy ``all``): the soak compares what it got with every frame sent."""
+
+    bitmusa_delivery = "all"
 
     def __init__(self) -> None:
         self.data: dict[str, list[bytes]] = defaultdict(list)

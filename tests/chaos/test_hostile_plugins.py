@@ -1,7 +1,8 @@
-"""Four hostile plugins in one live run, beside a well-behaved one.
+"""Hostile plugins in live runs, beside well-behaved ones.
 
 The simulator pings every connection and drops one whose pong is late (as exchanges do), so
-a handler that blocked the event loop would cost the connection.
+a handler that blocked the event loop would cost the connection. Every count asserted here
+is what the delivery policies guarantee (docs/plugins.md), whatever the scheduling.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from bitmusa_plugin.secrets import Credentials
 from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
 from bitmusa_plugin.stream import AccountConfig, AccountStream, Heartbeat
 
-QUEUE_SIZE = 200  # small, so that overflow comes within the run
+CONFLATE_AFTER = 100  # small, so that falling behind comes within the run
 RUN_SECONDS = 8.0
 
 
@@ -132,7 +133,10 @@ class Mutator:
 
 
 class Good:
-    """Records what it gets, when, and a serialised copy taken on receipt."""
+    """Records what it gets, when, and a serialised copy taken on receipt. Lossless, as a
+    recorder is: every call, in order."""
+
+    bitmusa_delivery = "all"
 
     def __init__(self) -> None:
         self.received: list[tuple[float, str, bytes, dict[str, Any]]] = []
@@ -177,7 +181,7 @@ async def test_four_hostile_plugins_at_once_cost_the_good_one_nothing() -> None:
     ]:
         plugins.register(plugin, name)
     async with Simulator(event_interval=0.01, seed=21, server_ping=(0.2, 0.3)) as sim:
-        host = Host(plugins, command="hostile", queue_size=QUEUE_SIZE, slow_after=0.5)
+        host = Host(plugins, command="hostile", conflate_after=CONFLATE_AFTER, slow_after=0.5)
         host.start(["acct"])
         config = AccountConfig(
             "acct", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url
@@ -187,11 +191,12 @@ async def test_four_hostile_plugins_at_once_cost_the_good_one_nothing() -> None:
         await asyncio.sleep(RUN_SECONDS)
         sim.paused = True
         await asyncio.sleep(0.2)
-        stats = stream.stats()
         blocked_calls = blocker.calls  # before it is released at the end
         stream.stop()
         result = await asyncio.wait_for(task, 5)
         blocker.release.set()
+        await host.dispatcher.drain(2.0)  # the blocker catches up; the hanger never does
+        stats = host.dispatcher.stats()
         stopping = time.monotonic()
         await host.stop(timeout=1.0)  # the hung plugin cannot hold shutdown hostage
         stop_seconds = time.monotonic() - stopping
@@ -204,7 +209,7 @@ async def test_four_hostile_plugins_at_once_cost_the_good_one_nothing() -> None:
 
     # the good plugin got every live event, in order, unmodified
     sent = [f for f in sim.sent if f.conns and not f.garbage]
-    assert len(sent) > 300
+    assert len(sent) > 200
     assert [data for _, _, data, _ in good.received] == [
         orjson.dumps(orjson.loads(f.text)["data"]) for f in sent
     ]
@@ -215,27 +220,104 @@ async def test_four_hostile_plugins_at_once_cost_the_good_one_nothing() -> None:
         assert mapped.hook == hook
         expected = dict(mapped.obj)
         assert obj == expected, (obj, expected)  # nothing the vandal did reached it
-    # ...and on time: frame written -> hook called
+    # ...and was never held back by the blocker's 5-second calls
     latency_ms = [(at - f.at) * 1000 for (at, *_), f in zip(good.received, sent, strict=True)]
     p50 = statistics.median(latency_ms)
     p99 = sorted(latency_ms)[int(0.99 * (len(latency_ms) - 1))]
     print(f"good plugin: {len(sent)} events, latency p50 {p50:.2f} ms, p99 {p99:.2f} ms")
-    assert p99 < 250.0  # generous for a loaded CI machine; typical p99 is a few ms
+    assert max(latency_ms) < 2500.0  # half a blocked call: it never waited for one
 
     # each hostile plugin's trouble is reported, by kind and by name
     reported = Counter((e["plugin"], e["kind"]) for e in good.errors if e["plugin"])
-    assert reported[("raiser", "plugin_error")] == raiser.seen // 7
-    assert stats["plugins"]["raiser"]["errors"] == raiser.seen // 7
-    for name, calls in (("blocker", blocked_calls), ("hanger", hanger.calls)):
-        assert reported[(name, "plugin_slow")] == calls  # once per slow call, not per poll
-        assert reported[(name, "queue_overflow")] == 1  # one episode, reported once
-        plugin = stats["plugins"][name]
-        # the documented policy: bounded queue, oldest dropped, every drop counted
-        assert plugin["queued"] == QUEUE_SIZE
-        assert plugin["dropped"] > 0
-        assert plugin["delivered"] + plugin["dropped"] + plugin["queued"] <= len(sent) + 1
+    assert reported[("raiser", "plugin_error")] == raiser.seen // 7 == stats["raiser"]["errors"]
+    # objects that changed during the run: what a plugin that fell behind keeps one state of
+    objects = {_object_key(f.text) for f in sent}
+    for name, calls, in_handler in (("blocker", blocked_calls, 0), ("hanger", hanger.calls, 1)):
+        assert 1 <= reported[(name, "plugin_slow")] <= calls  # once per slow call at most
+        assert reported[(name, "plugin_behind")] == 1  # one episode, reported once
+        plugin = stats[name]
+        assert plugin["merged"] > 0
+        assert plugin["dropped"] == 0  # nothing is lost under 'latest': it merges
+        # every call published to it is delivered, merged, summarised or still queued
+        assert (
+            plugin["published"]
+            == (plugin["delivered"] + plugin["merged"] + plugin["summarised"] + plugin["queued"])
+            + in_handler
+            + plugin["errors"]
+        )
+        # bounded by one state per object (plus the events, which are never merged)
+        assert plugin["peak"] <= CONFLATE_AFTER + len(objects) + 20
+    assert stats["blocker"]["queued"] == 0  # released: it caught up, final states included
     assert hanger.calls == 1
     assert blocked_calls <= 2  # five seconds each
-    assert mutator.calls > 300
-    assert stats["plugins"]["mutator"]["errors"] == 0
+    assert mutator.calls == stats["mutator"]["delivered"] >= 100
+    assert stats["mutator"]["errors"] == 0
     assert stop_seconds < 2.0
+
+
+def _object_key(text: str) -> tuple[str, ...]:
+    frame = orjson.loads(text)
+    data = frame["data"]
+    if frame["stream"] == "future_order":
+        return ("order", data["orderId"])
+    if frame["stream"] == "future_position":
+        return ("position", data["ticker"], data["position"])
+    return ("balance",)
+
+
+class HungRecorder:
+    """A lossless plugin whose first call never returns."""
+
+    bitmusa_delivery = "all"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @hookimpl
+    async def on_order(self) -> None:
+        self.calls += 1
+        await asyncio.Event().wait()
+
+
+async def test_a_hung_lossless_plugin_is_released_after_the_bound_and_the_stream_goes_on() -> None:
+    good, hung = Good(), HungRecorder()
+    plugins = PluginHost()
+    plugins.register(hung, "hung")
+    plugins.register(good, "good")
+    async with Simulator(event_interval=0.005, seed=22) as sim:
+        host = Host(plugins, command="hostile", queue_size=100, stall_after=1.5)
+        host.start(["acct"])
+        config = AccountConfig(
+            "acct", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url
+        )
+        stream = AccountStream(config, host, heartbeat=Heartbeat(0.2, 0.4), open_timeout=2.0)
+        task = asyncio.get_running_loop().create_task(stream.run())
+        held = False
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the hung plugin holds the stream...
+            held = held or host.dispatcher.blocked
+            if held and not host.dispatcher.blocked:
+                break  # ...until the bound, then lets go
+            await asyncio.sleep(0.01)
+        released_at = len(good.received)
+        await asyncio.sleep(1.0)  # and the stream goes on
+        sim.paused = True
+        await asyncio.sleep(0.2)
+        stream.stop()
+        await asyncio.wait_for(task, 5)
+        await host.dispatcher.drain(1.0)
+        stats = host.dispatcher.stats()
+        await host.stop(timeout=0.5)
+    assert held, "the lossless plugin never held the stream"
+    assert len(good.received) > released_at + 20  # events flowed after the release
+    reported = Counter((e["plugin"], e["kind"]) for e in good.errors if e["plugin"])
+    assert reported[("hung", "plugin_stalled")] == 1
+    assert stats["hung"]["stalled"]
+    assert stats["hung"]["policy"] == "latest"
+    # the good plugin (lossless) got every frame written to a live connection, in order,
+    # exactly once: holding the stream lost nothing (no outage with the default server)
+    sent = [f for f in sim.sent if f.conns and not f.garbage]
+    assert [data for _, _, data, _ in good.received] == [
+        orjson.dumps(orjson.loads(f.text)["data"]) for f in sent
+    ]
+    assert "gap" not in good.states
