@@ -20,9 +20,14 @@ What it decides:
   delivered).
 * **Rotation, make-before-break**: at ``rotate_after`` (minus jitter) open a second
   connection on the same key, activate it, and close the old one ``rotate_overlap`` later;
-  the shell delivers the overlap's duplicates once. If the new one cannot be opened, stay
-  on the old one and retry every ``rotate_retry``; only a cut of the old one then causes an
-  ordinary reconnect (with its gap).
+  the shell delivers the overlap's duplicates once. The old one closes as soon as the
+  rotation has *joined* (a frame reached the new one that the old one delivered: the old one
+  holds nothing the new one lacks), else after the overlap. An old connection whose reader
+  is paused (a lossless plugin holds the stream) may hold frames the new one never got: it
+  is not closed by the overlap while paused, only after reading unpaused for the whole
+  overlap again (or a join), and no rotation starts meanwhile.
+  If the new one cannot be opened, stay on the old one and retry every ``rotate_retry``;
+  only a cut of the old one then causes an ordinary reconnect (with its gap).
 * **Resync closes every gap**: after each gap (and at start-up, with ``resync`` on) the
   snapshot is fetched before the new connection's frames flow; a snapshot that fails is
   retried with backoff on the live connection until one succeeds (a newer gap replaces
@@ -138,6 +143,9 @@ Action = (
     CreateKey | KeepAlive | DeleteKey | Connect | Activate | Resync | Close | EmitState | Finish
 )
 
+#: ``_close_old_at`` while the old connection's reader is paused: due once it resumes.
+_WAITING = float("inf")
+
 
 @dataclass
 class _Conn:
@@ -145,6 +153,8 @@ class _Conn:
     rotation: bool
     open: bool = False
     opened_at: float | None = None
+    paused: bool = False  # its reader waits for a lossless plugin (backpressure)
+    joined: bool = False  # a rotation's: a frame reached it that the old one delivered
 
 
 @dataclass
@@ -290,6 +300,39 @@ class StreamPolicy:
             actions.append(Activate(conn_id))
         return actions
 
+    def reader_paused(self, now: float, conn_id: int) -> list[Action]:
+        """``conn_id``'s reader stopped reading: a lossless plugin is a queue behind."""
+        conn = self._conns.get(conn_id)
+        if conn is not None:
+            conn.paused = True
+        return []
+
+    def reader_resumed(self, now: float, conn_id: int) -> list[Action]:
+        """``conn_id``'s reader reads again. If it is the old connection of a rotation, it
+        may hold frames sent before the new one opened: it is closed only after reading
+        unpaused for the whole overlap again."""
+        conn = self._conns.get(conn_id)
+        if conn is None:
+            return []
+        conn.paused = False
+        rotation = self._conns.get(self._rotation) if self._rotation is not None else None
+        joined = rotation is not None and rotation.joined
+        if conn_id == self._primary and self._close_old_at is not None and not joined:
+            due = now + self.timing.rotate_overlap
+            waiting = self._close_old_at == _WAITING
+            self._close_old_at = due if waiting else max(self._close_old_at, due)
+        return []
+
+    def rotation_joined(self, now: float, conn_id: int) -> list[Action]:
+        """The rotation's new connection received a frame the old one had delivered: the
+        old one holds nothing that only it has, paused or not, and can close now."""
+        conn = self._conns.get(conn_id)
+        if conn is not None and conn_id == self._rotation and conn.open:
+            conn.joined = True
+            if self._close_old_at is not None:
+                self._close_old_at = now
+        return []
+
     def resync_done(self, now: float, conn_id: int) -> list[Action]:
         """The snapshot was fetched and delivered: the gap is closed."""
         if conn_id != self._resync_conn:
@@ -393,6 +436,13 @@ class StreamPolicy:
             self._rotation = conn.conn
             actions += [EmitState("rotating"), conn]
         if self._close_old_at is not None and now >= self._close_old_at:
+            primary = self._conns.get(self._primary) if self._primary is not None else None
+            rotation = self._conns.get(self._rotation) if self._rotation is not None else None
+            joined = rotation is not None and rotation.joined
+            if primary is not None and primary.paused and not joined:
+                # closing it now would lose the frames it has not read: wait for its reader
+                self._close_old_at = _WAITING
+                return actions
             self._close_old_at = None
             old = self._primary
             actions += self._promote_rotation(now)
@@ -427,7 +477,7 @@ class StreamPolicy:
             times.append(self._resync_at)
             if self.key is not None and self._resync_conn is None:
                 times.append(self._rotate_at)
-        due = [t for t in times if t is not None]
+        due = [t for t in times if t is not None and t != _WAITING]
         return min(due) if due else None
 
     # -- helpers ----------------------------------------------------------------------------

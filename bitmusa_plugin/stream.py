@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -49,6 +50,8 @@ DEFAULT_WS_URL = "wss://websocket.bitmusa.com:60002"
 WS_MAX_FRAME_BYTES = 1 << 20
 #: GET wallet, positions and open orders
 SNAPSHOT_CALLS = 3
+#: ``--record`` reaches the disk this soon after a frame, seconds.
+RECORD_FLUSH_INTERVAL = 0.1
 _WS_LOGGER = RedactingLogger(logging.getLogger("websockets.client"), {})
 
 
@@ -90,8 +93,14 @@ class _Connection:
     planned_close: bool = False
     last_alive: float = 0.0
     buffer: list[str] = field(default_factory=list)
+    buffered: Counter[str] = field(default_factory=Counter)  # the buffer, as a multiset
     delivered: Counter[str] = field(default_factory=Counter)
+    joined: bool = False  # a rotation's new connection received a frame the old delivered
     resync: asyncio.Task[None] | None = None
+    #: the reader waits for a lossless plugin (backpressure): it reads nothing meanwhile,
+    #: pongs included, so the heartbeat does not count that time against the link
+    paused: bool = False
+    pauses: int = 0
 
 
 class AccountStream:
@@ -144,6 +153,7 @@ class AccountStream:
         self._inbox: asyncio.Queue[Callable[[float], list[lc.Action]]] = asyncio.Queue()
         self._conns: dict[int, _Connection] = {}
         self._rest_tasks: set[asyncio.Task[None]] = set()
+        self._record_flush: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         return f"AccountStream({self.account!r}, status={self.status!r})"
@@ -165,10 +175,14 @@ class AccountStream:
                 try:
                     event = await asyncio.wait_for(self._inbox.get(), timeout)
                 except asyncio.TimeoutError:
-                    actions = self.policy.tick(self._clock())
-                else:
-                    now = self._clock()
-                    actions = event(now) + self.policy.tick(now)
+                    event = None
+                now = self._clock()
+                actions = event(now) if event is not None else []
+                # every event reported so far reaches the policy before it decides on time
+                # (a reader that just paused must not see its connection closed under it)
+                while not self._inbox.empty():
+                    actions += self._inbox.get_nowait()(now)
+                actions += self.policy.tick(now)
                 await self._execute(actions)
         finally:
             await self._teardown()
@@ -348,12 +362,15 @@ class AccountStream:
         self._post(lambda now: self.policy.connected(now, conn.conn_id))
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(conn, ws))
         reason = "closed"
+        dispatcher = self.host.dispatcher
         try:
             await conn.activated.wait()  # the gap state goes out before our first event
             async for message in ws:
                 conn.last_alive = self._clock()
                 if isinstance(message, str):
                     self._receive(conn, message)
+                    if dispatcher.blocked:
+                        await self._wait_for_plugins(conn)
                 else:
                     self.host.report(
                         error_info(
@@ -382,14 +399,33 @@ class AccountStream:
             with contextlib.suppress(Exception):
                 await ws.close()
 
+    async def _wait_for_plugins(self, conn: _Connection) -> None:
+        """A lossless plugin is a whole queue behind: stop reading until it catches up.
+        websockets then stops reading the socket, and TCP carries the backpressure to the
+        server. The policy is told: a paused reader holds frames it has not read."""
+        conn.paused = True
+        conn.pauses += 1
+        self._post(functools.partial(self.policy.reader_paused, conn_id=conn.conn_id))
+        try:
+            await self.host.dispatcher.writable()
+        finally:
+            conn.paused = False
+            conn.last_alive = self._clock()
+            self._post(functools.partial(self.policy.reader_resumed, conn_id=conn.conn_id))
+
     async def _heartbeat(self, conn: _Connection, ws: ClientConnection) -> None:
         try:
             while True:
                 await asyncio.sleep(self.heartbeat.interval)
+                if conn.paused:
+                    continue  # we are not reading: no pong could be seen
+                pauses = conn.pauses
                 pong = await ws.ping()
                 try:
-                    await asyncio.wait_for(pong, self.heartbeat.timeout)
+                    await asyncio.wait_for(asyncio.shield(pong), self.heartbeat.timeout)
                 except asyncio.TimeoutError:
+                    if conn.paused or conn.pauses != pauses:
+                        continue  # the reader paused meanwhile: not evidence of a dead link
                     log.warning(
                         "%s: no pong within %.1f s: connection is dead",
                         self.account,
@@ -398,7 +434,7 @@ class AccountStream:
                     ws.transport.abort()  # the reader ends with ConnectionClosed
                     return
                 conn.last_alive = self._clock()
-        except (ConnectionClosed, asyncio.CancelledError):
+        except ConnectionClosed:
             return
 
     def _activate(self, conn_id: int) -> None:
@@ -483,13 +519,25 @@ class AccountStream:
     def _receive(self, conn: _Connection, text: str) -> None:
         if conn.mode == "buffering":
             conn.buffer.append(text)  # the old connection is still the one delivering
+            conn.buffered[text] += 1
+            if not conn.joined and conn.delivered[text] > 0:
+                self._joined(conn)  # the old one delivered this frame already
             return
         for other in self._conns.values():
             if other.mode != "live":
                 # A newer connection (still waiting, or buffering) may carry this frame
                 # too: count it, so that it skips what was delivered already.
                 other.delivered[text] += 1
+                if not other.joined and other.buffered[text] > 0:
+                    self._joined(other)
         self._deliver(text)
+
+    def _joined(self, conn: _Connection) -> None:
+        """A frame reached both connections of a rotation, and the old one delivered it:
+        everything the old one received before it is delivered, everything after it is on
+        the new one too. The old one has nothing left that only it holds."""
+        conn.joined = True
+        self._post(functools.partial(self.policy.rotation_joined, conn_id=conn.conn_id))
 
     def _release_orphan(self, conn: _Connection) -> None:
         """A connection that was holding frames back is going away. If no live connection
@@ -501,9 +549,19 @@ class AccountStream:
 
     def _deliver(self, text: str) -> None:
         if self.record is not None:
+            # Lossless and in order (written here, before mapping); buffered, and flushed
+            # within 100 ms rather than once per frame.
             self.record.write(text.replace("\n", " ").replace("\r", " ") + "\n")
-            self.record.flush()
+            if self._record_flush is None:
+                self._record_flush = asyncio.get_running_loop().call_later(
+                    RECORD_FLUSH_INTERVAL, self._flush_record
+                )
         self.host.ingest(self.account, text)
+
+    def _flush_record(self) -> None:
+        self._record_flush = None
+        if self.record is not None and not self.record.closed:
+            self.record.flush()
 
     def _flush_buffers(self) -> None:
         """No live connection is ahead of the buffering one any more (the old connection of
@@ -517,6 +575,7 @@ class AccountStream:
                 else:
                     self._deliver(text)
             conn.buffer.clear()
+            conn.buffered.clear()
             conn.delivered.clear()
             conn.mode = "live"
 
@@ -525,19 +584,29 @@ class AccountStream:
         if conn is None:
             return
         conn.planned_close = True
-        if conn.resync is not None:
-            conn.resync.cancel()
-        self._release_orphan(conn)
-        if conn.ws is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.ws.close(reason=reason[:60]), 1.0)
-        if conn.task is not None and not conn.task.done():
-            conn.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await conn.task
+        try:
+            if conn.resync is not None:
+                conn.resync.cancel()
+            self._release_orphan(conn)
+            if conn.ws is not None and not conn.paused:  # a paused reader reads no reply
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.ws.close(reason=reason[:60]), 1.0)
+        finally:
+            # Whatever happens above (our own cancellation included), the connection's
+            # task is cancelled: a connection that nobody tracks any more must not live on.
+            if conn.task is not None and not conn.task.done():
+                conn.task.cancel()
+        if conn.task is not None:
+            # asyncio.wait, not ``await conn.task``: a CancelledError from awaiting the task
+            # could not be told apart from our own cancellation, and swallowing ours left
+            # the supervisor running forever (a hang seen in CI at loop shutdown).
+            await asyncio.wait({conn.task}, timeout=1.0)
         self._flush_buffers()
 
     async def _teardown(self) -> None:
+        if self._record_flush is not None:
+            self._record_flush.cancel()
+            self._flush_record()
         for conn_id in list(self._conns):
             await self._close(conn_id, "shutdown")
         for task in list(self._rest_tasks):

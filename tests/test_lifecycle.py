@@ -345,3 +345,34 @@ def test_a_resync_answer_for_a_lost_connection_is_ignored() -> None:
     policy.resync_failed(2.1, 1, "transient")  # the late answer
     assert policy._resync_at is None  # no retry aimed at a connection that is gone
     assert policy.counters.resync_failures == 0
+
+
+def test_a_rotation_waits_for_a_paused_old_reader_and_no_new_one_starts_meanwhile() -> None:
+    ex = start(lc.Timing(rotate_jitter=0.0))
+    ex.advance(23 * HOUR + 50 * 60 + 1)  # the rotation's new connection is up
+    assert sorted(ex.open_conns) == [1, 2]
+    old = 1
+    ex.run(ex.policy.reader_paused(ex.now, old))  # a lossless plugin holds the stream
+    ex.advance(ex.now + 3 * 60)  # far beyond the 2 s overlap (the cut is 10 minutes away)
+    assert sorted(ex.open_conns) == [1, 2]  # the old one holds unread frames: kept
+    deadline = ex.policy.next_deadline()
+    assert deadline is None or deadline > ex.now
+    ex.run(ex.policy.reader_resumed(ex.now, old))
+    ex.advance(ex.now + 1.0)
+    assert sorted(ex.open_conns) == [1, 2]  # unpaused, but not yet for the whole overlap
+    ex.advance(ex.now + 1.5)
+    assert sorted(ex.open_conns) == [2]  # read unpaused for the overlap: closed
+    assert ex.policy.counters.rotations == 1
+    assert "gap" not in ex.statuses()
+
+
+def test_a_joined_rotation_closes_the_old_connection_even_while_paused() -> None:
+    ex = start(lc.Timing(rotate_jitter=0.0))
+    ex.advance(23 * HOUR + 50 * 60 + 1)
+    ex.run(ex.policy.reader_paused(ex.now, 1))
+    ex.advance(ex.now + 0.5)
+    ex.run(ex.policy.rotation_joined(ex.now, 2))  # a frame reached both: nothing is lost
+    ex.advance(ex.now + 0.01)
+    assert sorted(ex.open_conns) == [2]
+    ex.run(ex.policy.reader_resumed(ex.now, 1))  # late news of a closed one: ignored
+    assert ex.policy.counters.rotations == 1
