@@ -142,8 +142,10 @@ async def run_accounts(
     until: Callable[[list[AccountStream]], Coroutine[Any, Any, Any]] | None = None,
     handle_signals: bool = True,
     limiter: RateLimiter | None = None,
+    stop_on: asyncio.Event | None = None,
 ) -> RunResult:
-    """Stream every account until a signal, ``until(streams)`` returning, or all failing.
+    """Stream every account until a signal, ``until(streams)`` returning, ``stop_on``
+    being set (the output was closed), or all failing.
 
     The accounts share one REST rate limiter (``limiter``; Bitmusa's documented 8/s and
     200/min by default, applied per process since the sources say the limit may be per IP:
@@ -179,8 +181,21 @@ async def run_accounts(
                 installed.append(sig)
     tasks = [loop.create_task(s.run(), name=f"bitmusa:{s.account}") for s in streams]
     controller: asyncio.Task[Any] | None = None
-    if until is not None:
-        controller = loop.create_task(until(streams))
+    if until is not None or stop_on is not None:
+
+        async def control() -> None:
+            waits = [loop.create_task(until(streams))] if until is not None else []
+            if stop_on is not None:
+                waits.append(loop.create_task(stop_on.wait()))
+            try:
+                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in waits:
+                    task.cancel()
+            for task in done:
+                task.result()  # a broken script is reported below
+
+        controller = loop.create_task(control())
     try:
         pending: set[asyncio.Future[Any]] = set(tasks)
         if controller is not None:

@@ -296,6 +296,17 @@ def _add_output_options(parser: argparse.ArgumentParser, default_output: str) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Standard output was closed (``| head``): stop quietly, as Unix tools do.
+        from .commands import silence_stdout
+
+        silence_stdout()
+        return EXIT_OK
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -315,27 +326,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands.worker_status_command(args)
     from .plugins import PluginLoadError
 
+    closed = commands.OutputClosed()
     try:
-        plugins = commands.load_plugins(args.output, strict=args.strict_plugins)
+        plugins = commands.load_plugins(args.output, strict=args.strict_plugins, on_closed=closed)
     except PluginLoadError as exc:
         print(f"bitmusa-plugin: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "listen":
-        return commands.listen_command(args, plugins)
+        return commands.listen_command(args, plugins, closed)
     if args.command == "demo":
-        return commands.demo_command(args, plugins)
+        return commands.demo_command(args, plugins, closed)
     if args.command == "worker":
         return commands.worker_command(args, plugins)
     if args.command == "replay":
         if args.file == "-":
-            return commands.run_replay(sys.stdin, plugins, args.account)
+            # a binary line must be reported as a bad frame, not end the command
+            sys.stdin.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+            return commands.run_replay(sys.stdin, plugins, args.account, closed)
         try:
             stream = open(args.file, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
         except OSError as exc:
             print(f"bitmusa-plugin: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
             return EXIT_USAGE
         with stream:
-            return commands.run_replay(stream, plugins, args.account)
+            return commands.run_replay(stream, plugins, args.account, closed)
     raise AssertionError(args.command)  # argparse only accepts the commands above
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -22,13 +23,57 @@ T = TypeVar("T")
 log = logging.getLogger("bitmusa_plugin")
 
 
-def load_plugins(output: str, *, strict: bool, stream: IO[str] | None = None) -> PluginHost:
+class OutputClosed:
+    """Called by a built-in output, from its thread, when standard output is closed (the
+    reader of ``| head`` has gone). The command then stops as Unix tools do: quietly, with
+    exit status 0, after a clean shutdown (the listenKey DELETEd, the other plugins
+    flushed). Standard output is pointed at /dev/null so that nothing later (the
+    interpreter's own final flush included) fails on it."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.event: asyncio.Event | None = None
+
+    def bind(self) -> asyncio.Event:
+        """Call on the running loop: the event set once the output is closed."""
+        self._loop = asyncio.get_running_loop()
+        self.event = asyncio.Event()
+        if self.closed:
+            self.event.set()
+        return self.event
+
+    def __call__(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        silence_stdout()
+        if self._loop is not None and self.event is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nothing to stop
+                self._loop.call_soon_threadsafe(self.event.set)
+
+
+def silence_stdout() -> None:
+    """Point file descriptor 1 at /dev/null (after EPIPE: nobody reads it any more)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def load_plugins(
+    output: str,
+    *,
+    strict: bool,
+    stream: IO[str] | None = None,
+    on_closed: OutputClosed | None = None,
+) -> PluginHost:
     """The plugin host with the chosen built-in output and every enabled entry point."""
     from .outputs import make_output
     from .plugins import PluginHost
 
     host = PluginHost(strict=strict)
-    plugin = make_output(output, stream)
+    plugin = make_output(output, stream, on_closed=on_closed)
     if plugin is not None:
         host.register(
             plugin,
@@ -41,11 +86,20 @@ def load_plugins(output: str, *, strict: bool, stream: IO[str] | None = None) ->
     return host
 
 
-async def replay(lines: IO[str], plugins: PluginHost, account: str = "default") -> int:
-    """Feed each line through the same path the live stream uses; the exit status."""
+async def replay(
+    lines: IO[str],
+    plugins: PluginHost,
+    account: str = "default",
+    closed: OutputClosed | None = None,
+) -> int:
+    """Feed each line through the same path the live stream uses; the exit status. Every
+    plugin gets every call, whatever its delivery policy: the file is read only as fast as
+    the slowest plugin takes it."""
     from .host import Host
 
-    host = Host(plugins, command="replay")
+    if closed is not None:
+        closed.bind()
+    host = Host(plugins, command="replay", policy_override="all")
     host.start([account])
     host.stream_state(
         {
@@ -57,17 +111,18 @@ async def replay(lines: IO[str], plugins: PluginHost, account: str = "default") 
         }
     )
     rejected = 0
-    limit = host.dispatcher.queue_size // 2
+    dispatcher = host.dispatcher
     for n, line in enumerate(lines):
+        if closed is not None and closed.closed:
+            break  # nobody reads the output any more
         frame = line.rstrip("\r\n")
         if not frame:
             continue
         if not host.ingest(account, frame):
             rejected += 1
-        if n % 64 == 0:
-            # a file is read faster than plugins consume: wait instead of overflowing
-            while host.dispatcher.backlog() > limit:  # noqa: ASYNC110 (a counter, not an event)
-                await asyncio.sleep(0.001)
+        if dispatcher.blocked:
+            await dispatcher.writable()  # a file is read faster than plugins consume it
+        elif n % 256 == 0:
             await asyncio.sleep(0)
     host.stream_state(
         {
@@ -80,6 +135,8 @@ async def replay(lines: IO[str], plugins: PluginHost, account: str = "default") 
     )
     await host.dispatcher.drain()
     await host.stop()
+    if closed is not None and closed.closed:
+        return EXIT_OK
     if rejected:
         log.warning("replay: %d frame(s) rejected", rejected)
     return EXIT_REJECTED if rejected else EXIT_OK
@@ -99,7 +156,7 @@ def plugins_command(args: argparse.Namespace) -> int:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table("name", "version", "distribution", "hooks", "status")
+        table = Table("name", "version", "distribution", "hooks", "delivery", "status")
         for r in records:
             status = r["status"] if r["error"] is None else f"{r['status']}: {r['error']}"
             table.add_row(
@@ -107,6 +164,7 @@ def plugins_command(args: argparse.Namespace) -> int:
                 r["version"] or "",
                 r["distribution"] or "",
                 ", ".join(r["hooks"]),
+                r["delivery"] if r["status"] == "loaded" else "",
                 status,
             )
         Console().print(table if records else "no plugins installed")
@@ -115,7 +173,9 @@ def plugins_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def listen_command(args: argparse.Namespace, plugins: PluginHost) -> int:
+def listen_command(
+    args: argparse.Namespace, plugins: PluginHost, closed: OutputClosed | None = None
+) -> int:
     from dataclasses import replace
 
     from . import lifecycle as lc
@@ -176,6 +236,7 @@ def listen_command(args: argparse.Namespace, plugins: PluginHost) -> int:
                     resync=not args.no_resync,
                     record=record,
                     limiter=RateLimiter(((args.rest_rate[0], 1.0), (args.rest_rate[1], 60.0))),
+                    stop_on=closed.bind() if closed is not None else None,
                 )
             finally:
                 if sink is not None:
@@ -188,8 +249,10 @@ def listen_command(args: argparse.Namespace, plugins: PluginHost) -> int:
     return _report_failures(result.failed)
 
 
-def run_replay(lines: IO[str], plugins: PluginHost, account: str) -> int:
-    return run_loop(replay(lines, plugins, account))
+def run_replay(
+    lines: IO[str], plugins: PluginHost, account: str, closed: OutputClosed | None = None
+) -> int:
+    return run_loop(replay(lines, plugins, account, closed))
 
 
 def _report_failures(failed: dict[str, str]) -> int:
@@ -198,10 +261,16 @@ def _report_failures(failed: dict[str, str]) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def demo_command(args: argparse.Namespace, plugins: PluginHost) -> int:
+def demo_command(
+    args: argparse.Namespace, plugins: PluginHost, closed: OutputClosed | None = None
+) -> int:
     from .demo import run_demo
 
-    failed = run_loop(run_demo(plugins, seconds=args.seconds, account=args.account))
+    async def main() -> dict[str, str]:
+        stop_on = closed.bind() if closed is not None else None
+        return await run_demo(plugins, seconds=args.seconds, account=args.account, stop_on=stop_on)
+
+    failed = run_loop(main())
     return _report_failures(failed)
 
 

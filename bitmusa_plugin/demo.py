@@ -27,7 +27,11 @@ TIME_SCALE = 86400 / 15
 
 
 async def run_demo(
-    plugins: PluginHost, *, seconds: float = 20.0, account: str = "demo"
+    plugins: PluginHost,
+    *,
+    seconds: float = 20.0,
+    account: str = "demo",
+    stop_on: asyncio.Event | None = None,
 ) -> dict[str, str]:
     """Run the scripted session; returns the accounts that failed (none, normally)."""
     async with Simulator(time_scale=TIME_SCALE, event_interval=0.4, seed=7) as sim:
@@ -63,5 +67,6 @@ async def run_demo(
             timing=timing,
             heartbeat=Heartbeat(1.0, 1.0),
             until=script,
+            stop_on=stop_on,
         )
         return result.failed

@@ -339,10 +339,11 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
         """Stop the stream (DELETE the listenKey unless ``keepListenKey``), then ccxt's."""
         if self._stream is not None and self._task is not None:
             self._stream.stop()
-            try:
-                await asyncio.wait_for(self._task, 3)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            # asyncio.wait: our own cancellation propagates, the stream's outcome does not
+            await asyncio.wait({self._task}, timeout=3)
+            if not self._task.done():
                 self._task.cancel()
+                await asyncio.wait({self._task}, timeout=1)
         if self._host is not None:
             await self._host.stop(timeout=0.5)
         self._stream = self._task = self._host = None

@@ -164,8 +164,13 @@ def error_info(
     """Build an :class:`ErrorInfo`; ``raw`` is truncated to ``RAW_EXCERPT_CHARS``."""
     if isinstance(raw, bytes):
         raw = raw[: RAW_EXCERPT_CHARS * 4].decode("utf-8", "replace")
-    if raw is not None and len(raw) > RAW_EXCERPT_CHARS:
-        raw = raw[:RAW_EXCERPT_CHARS] + "…"
+    if raw is not None:
+        if len(raw) > RAW_EXCERPT_CHARS:
+            raw = raw[:RAW_EXCERPT_CHARS] + "…"
+        if not raw.isascii():
+            # text that is not valid UTF-8 (a line read with surrogateescape) is kept
+            # visible as \udcff escapes: every output can encode it
+            raw = raw.encode("utf-8", "backslashreplace").decode("utf-8")
     return {"kind": kind, "message": message, "account": account, "raw": raw, "plugin": plugin}
 
 

@@ -19,8 +19,11 @@ def run(
     stdin: str | None = None,
     env: dict[str, str] | None = None,
     pythonpath: list[str] | None = None,
+    columns: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "BITMUSA_LOAD_PLUGINS": "", **(env or {})}
+    if columns is not None:
+        full_env["COLUMNS"] = str(columns)
     if pythonpath:
         full_env["PYTHONPATH"] = os.pathsep.join(pythonpath)
     return subprocess.run(
@@ -166,18 +169,25 @@ def test_good_plugin_beside_broken_and_raising_ones_gets_every_event(
 
 
 def test_plugins_json_lists_status(fake_dist: FakeDistribution) -> None:
+    lossless = GOOD + "\nbitmusa_delivery = 'all'\n"
     site = fake_dist.install(
-        {"good_p": GOOD, "broken_p": "raise ImportError('broken')\n"},
+        {"good_p": GOOD, "broken_p": "raise ImportError('broken')\n", "recorder_p": lossless},
         name="my-plugins",
         version="3.1",
     )
-    result = run(
-        "plugins", "--json", env={"BITMUSA_LOAD_PLUGINS": "good_p,broken_p"}, pythonpath=[str(site)]
-    )
+    env = {"BITMUSA_LOAD_PLUGINS": "good_p,broken_p,recorder_p"}
+    result = run("plugins", "--json", env=env, pythonpath=[str(site)])
     assert result.returncode == 0
     listed = {p["name"]: p for p in orjson.loads(result.stdout)}
     assert listed["good_p"]["status"] == "loaded"
     assert listed["good_p"]["hooks"] == ["on_order"]
+    assert listed["good_p"]["delivery"] == "latest"  # the default
+    assert listed["recorder_p"]["delivery"] == "all"  # as it declares
+    table = run("plugins", env=env, pythonpath=[str(site)], columns=200)
+    assert table.returncode == 0
+    rows = {line.split("│")[1].strip(): line for line in table.stdout.splitlines() if "│" in line}
+    assert "│ all " in rows["recorder_p"]
+    assert "│ latest " in rows["good_p"]
     assert (listed["good_p"]["distribution"], listed["good_p"]["version"]) == ("my-plugins", "3.1")
     assert listed["broken_p"]["status"] == "failed"
     assert "ImportError: broken" in listed["broken_p"]["error"]
@@ -240,3 +250,47 @@ def test_no_heavy_imports(code: str, forbidden: set[str]) -> None:
         env={**os.environ, "BITMUSA_LOAD_PLUGINS": ""},
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_replay_into_head_ends_quietly_with_status_0(tmp_path: Path) -> None:
+    frames = tmp_path / "frames.txt"
+    frames.write_text("\n".join(corpus_frames() * 60) + "\n")  # far more than a pipe holds
+    script = (
+        f"{sys.executable} -m bitmusa_plugin replay {frames} | head -2 > {tmp_path / 'out'}; "
+        'echo "status ${PIPESTATUS[0]}"'
+    )
+    env = {**os.environ, "BITMUSA_LOAD_PLUGINS": ""}
+    result = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert result.stdout.strip() == "status 0", result.stderr
+    assert "Traceback" not in result.stderr
+    assert "BrokenPipeError" not in result.stderr
+    assert len((tmp_path / "out").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("via", ["file", "stdin"])
+def test_every_non_utf8_line_gets_its_on_error_record_in_jsonl(via: str, tmp_path: Path) -> None:
+    good = corpus_frames()[:3]
+    bad = [b"\x00\xff\xfe", b'{"stream": "future_wallet", "data": {"asset": "\xff"}}', b"\xc3"]
+    lines = [good[0].encode(), *bad, good[1].encode(), bad[0], good[2].encode()]
+    path = tmp_path / "frames.bin"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    args = [sys.executable, "-m", "bitmusa_plugin", "replay", str(path) if via == "file" else "-"]
+    result = subprocess.run(
+        args,
+        input=path.read_bytes() if via == "stdin" else None,
+        capture_output=True,
+        env={**os.environ, "BITMUSA_LOAD_PLUGINS": ""},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 3, result.stderr  # some frames rejected, the good ones not
+    assert b"Traceback" not in result.stderr
+    out = [orjson.loads(line) for line in result.stdout.splitlines()]
+    errors = [r["error"] for r in out if r["hook"] == "on_error"]
+    assert len(errors) == 4  # one per bad line, each with its record
+    assert {e["kind"] for e in errors} == {"malformed_json"}
+    assert "\\udcff" in errors[0]["raw"]  # the bytes stay visible, escaped
+    events = [r for r in out if r["hook"] in ("on_order", "on_wallet", "on_position")]
+    assert len(events) == 3

@@ -252,3 +252,83 @@ async def test_simulate_injects_the_chosen_rest_fault_on_schedule() -> None:
     assert body["code"] == 1011  # TOO MANY REQUESTS, as asked
     proc.send_signal(signal.SIGINT)
     assert await asyncio.wait_for(proc.wait(), 5) == 0
+
+
+async def test_a_20000_frame_burst_through_listen_jsonl_arrives_whole_and_in_order() -> None:
+    # The burst of the issue: 20,000 wallet frames on one connection, written as fast as the
+    # server can (about 40 ms of wire). Every one must come out of `listen --output jsonl`.
+    count = 20_000
+    async with Simulator(time_scale=3600, event_interval=None) as sim:
+        env = cli_env(BITMUSA_API_KEY=DEMO_API_KEY, BITMUSA_AUTH_KEY=DEMO_AUTH_KEY)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bitmusa_plugin",
+            "listen",
+            *urls(sim),
+            "--output",
+            "jsonl",
+            "--no-resync",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            limit=1 << 20,
+        )
+        assert proc.stdout is not None
+        free: list[str] = []
+        connected = asyncio.Event()
+
+        async def read() -> None:
+            assert proc.stdout is not None
+            while line := await proc.stdout.readline():
+                record = orjson.loads(line)
+                if record["hook"] == "on_stream_state" and record["state"]["status"] == "connected":
+                    connected.set()
+                elif record["hook"] == "on_wallet":
+                    free.append(record["event"]["data"]["free"])
+                    if len(free) == count:
+                        return
+
+        reader = asyncio.get_running_loop().create_task(read())
+        await asyncio.wait_for(connected.wait(), 15)
+        while not sim.live():  # noqa: ASYNC110 (the server's own view, polled)
+            await asyncio.sleep(0.01)
+        account = sim.account()
+        for n in range(count):
+            frame = {
+                "data": {"asset": "USDT", "free": str(n), "locked": "0"},
+                "stream": "future_wallet",
+                "eventTime": 1_700_000_000_000 + n,
+            }
+            await sim.send_text(account, orjson.dumps(frame).decode())
+        await asyncio.wait_for(reader, 60)
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), 15)
+    assert proc.returncode == 0, err.decode()
+    assert free == [str(n) for n in range(count)]  # all of them, in order, none twice
+    assert b"Traceback" not in err
+
+
+async def test_listen_into_a_closed_pipe_ends_quietly_with_status_0(sim: Simulator) -> None:
+    env = cli_env(BITMUSA_API_KEY=DEMO_API_KEY, BITMUSA_AUTH_KEY=DEMO_AUTH_KEY)
+    read_end, write_end = os.pipe()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bitmusa_plugin",
+        "listen",
+        *urls(sim),
+        "--output",
+        "jsonl",
+        stdout=write_end,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:  # `| head -1`: one line, then gone
+        first = await asyncio.get_running_loop().run_in_executor(None, reader.readline)
+    assert orjson.loads(first)["hook"] == "on_startup"
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err
+    assert sim.account().deletes == 1  # a clean shutdown: the listenKey was deleted

@@ -129,3 +129,25 @@ def test_the_demo_dashboard_in_a_real_terminal_under_tmux(tmp_path: Path) -> Non
         assert "USDT" in screen, screen
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True, timeout=10, check=False)
+
+
+def test_pretty_shows_a_snapshot_wallet_with_its_values_and_when_it_was_received() -> None:
+    from bitmusa_plugin.mapping import Mapper, rest_wallet_data
+    from bitmusa_plugin.outputs.pretty import PrettyOutput
+
+    record = {"symbol": "USDT", "total_wallet_balance": 120.5, "total_available_balance": 100}
+    balance = Mapper().wallet(rest_wallet_data(record), None)
+    out = io.StringIO()
+    pretty = PrettyOutput(out)
+    event = {
+        "account": "main",
+        "stream": "resync",
+        "eventTime": None,
+        "receivedAt": 1_700_000_000_123,
+        "data": record,
+    }
+    pretty.on_wallet(balance, event)  # type: ignore[arg-type]
+    line = out.getvalue()
+    assert "22:13:20.123" in line  # received at, not --:--:--.---
+    assert "snapshot" in line
+    assert "USDT free 100 used 20.5 total 120.5" in line

@@ -144,29 +144,42 @@ async def test_redis_restarted_the_sink_buffers_and_catches_up_with_no_loss(
     import redis.asyncio as redis
 
     errors = Errors()
-    sink = RedisSink(redis_server.url, maxlen=None, retry=0.1)
+    # a small buffer, so that the outage outlasts it: the stream must wait, not drop
+    sink = RedisSink(redis_server.url, maxlen=None, retry=0.1, max_buffer=50)
     plugins = PluginHost()
     plugins.register(sink, "redis-sink")
     plugins.register(errors, "errors")
-    host = Host(plugins, command="test")
+    host = Host(plugins, command="test", queue_size=40)
     sink.bind(host.report)
     host.start(["main"])
     sent = 0
-    for _ in range(20):
-        host.ingest("main", order_frame(f"F{sent}", event_time=1700000000000 + sent))
-        sent += 1
+
+    async def produce(count: int) -> None:  # as a socket reader does
+        nonlocal sent
+        for _ in range(count):
+            host.ingest("main", order_frame(f"F{sent}", event_time=1700000000000 + sent))
+            sent += 1
+            if host.dispatcher.blocked:
+                await host.dispatcher.writable()
+            elif sent % 50 == 0:
+                await asyncio.sleep(0.01)
+
+    await produce(20)
     await host.dispatcher.drain(5)
     assert await sink.flush(5)
     redis_server.stop()  # Redis goes away while events keep coming
-    for _ in range(300):
-        host.ingest("main", order_frame(f"F{sent}", event_time=1700000000000 + sent))
-        sent += 1
-        if sent % 50 == 0:
-            await asyncio.sleep(0.1)
-    await host.dispatcher.drain(5)
-    assert sink.stats()["buffered"] > 0
+    producer = asyncio.get_running_loop().create_task(produce(300))
+    deadline = asyncio.get_running_loop().time() + 10
+    while not host.dispatcher.blocked:
+        assert asyncio.get_running_loop().time() < deadline, sink.stats()
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)
+    assert not producer.done()  # buffer and queue full: ingestion waits
+    assert sent < 20 + 50 + 40 + 2
     assert sink.stats()["down"]
     redis_server.start()  # back, empty (no persistence): everything since must arrive
+    await asyncio.wait_for(producer, 20)
+    await host.dispatcher.drain(5)
     assert await sink.flush(15)
     await host.stop()
     c = redis.Redis.from_url(redis_server.url)
@@ -176,7 +189,7 @@ async def test_redis_restarted_the_sink_buffers_and_catches_up_with_no_loss(
     assert ids[-300:] == [f"F{i}" for i in range(20, 320)]  # in order, none lost
     assert errors.kinds.count("sink_unavailable") == 1  # reported once per outage
     assert sink.stats()["outages"] == 1
-    assert sink.stats()["dropped"] == 0
+    assert host.dispatcher.stats()["redis-sink"]["dropped"] == 0
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -4,6 +4,7 @@ are registered through the same path (:meth:`bitmusa_plugin.plugins.PluginHost.r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import IO
 
 from .jsonl import JsonlOutput
@@ -11,18 +12,21 @@ from .jsonl import JsonlOutput
 OUTPUT_NAMES = ("pretty", "jsonl", "dashboard", "none")
 
 
-def make_output(name: str, stream: IO[str] | None = None) -> object | None:
-    """The built-in output plugin called ``name`` (``none`` gives None)."""
+def make_output(
+    name: str, stream: IO[str] | None = None, *, on_closed: Callable[[], None] | None = None
+) -> object | None:
+    """The built-in output plugin called ``name`` (``none`` gives None). ``on_closed`` is
+    called once, from the plugin's thread, when its output is closed (``| head``)."""
     if name == "jsonl":
-        return JsonlOutput(stream)
+        return JsonlOutput(stream, on_closed=on_closed)
     if name == "pretty":
         from .pretty import PrettyOutput  # rich is imported only when it is used
 
-        return PrettyOutput(stream)
+        return PrettyOutput(stream, on_closed=on_closed)
     if name == "dashboard":
         from .dashboard import DashboardOutput
 
-        return DashboardOutput(stream)
+        return DashboardOutput(stream, on_closed=on_closed)
     if name == "none":
         return None
     raise ValueError(f"unknown output {name!r}; choose from {', '.join(OUTPUT_NAMES)}")

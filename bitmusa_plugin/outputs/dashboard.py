@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -47,10 +48,16 @@ class _Account:
 class DashboardOutput:
     """The dashboard plugin. ``render()`` builds the current view (tests call it)."""
 
-    def __init__(self, stream: IO[str] | None = None, *, force: bool = False) -> None:
+    def __init__(
+        self,
+        stream: IO[str] | None = None,
+        *,
+        force: bool = False,
+        on_closed: Callable[[], None] | None = None,
+    ) -> None:
         self.console = Console(file=stream, highlight=False)
         self.live_mode = force or self.console.is_terminal
-        self._fallback = None if self.live_mode else PrettyOutput(stream)
+        self._fallback = None if self.live_mode else PrettyOutput(stream, on_closed=on_closed)
         self._accounts: dict[str, _Account] = {}
         self._lock = threading.Lock()
         self._live: Live | None = None

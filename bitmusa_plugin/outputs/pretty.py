@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import IO
 
 from rich.console import Console
@@ -48,25 +49,54 @@ def _clock(ms: int | None) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}"
 
 
-class PrettyOutput:
-    """Prints a line per event to ``stream`` (stdout by default)."""
+def _when(event: Event) -> tuple[int | None, str]:
+    """The time a line shows: the exchange's event time, or for a REST snapshot (which has
+    none) the time it was received, marked as such."""
+    if event["stream"] == "resync" or event["eventTime"] is None:
+        return event["receivedAt"], "[dim]snapshot[/] "
+    return event["eventTime"], ""
 
-    def __init__(self, stream: IO[str] | None = None) -> None:
+
+class PrettyOutput:
+    """Prints a line per event to ``stream`` (stdout by default). Times are UTC; a line
+    built from a REST snapshot (after a start or a gap) says ``snapshot`` and shows when it
+    was received. A closed output ends it quietly (``on_closed`` is called once)."""
+
+    def __init__(
+        self, stream: IO[str] | None = None, *, on_closed: Callable[[], None] | None = None
+    ) -> None:
         self.console = Console(file=stream, highlight=False, soft_wrap=True)
+        self._on_closed = on_closed
+        self.closed = False
+
+    def _print(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            self.console.print(text)
+        except (BrokenPipeError, ValueError):  # EPIPE, or the stream was closed under us
+            self.closed = True
+            if self._on_closed is not None:
+                self._on_closed()
 
     def _line(self, ms: int | None, account: str | None, kind: str, text: str) -> None:
         who = f"[dim]{escape(account)}[/] " if account else ""
-        self.console.print(f"[dim]{_clock(ms)}[/] {who}{kind} {text}")
+        self._print(f"[dim]{_clock(ms)}[/] {who}{kind} {text}")
 
     @hookimpl
     def on_wallet(self, balance: Balance, event: Event) -> None:
-        asset = str(event["data"].get("asset", ""))
-        entry = balance.get("total", {})
-        text = (
-            f"[bold]{escape(asset)}[/] free {_n(balance['free'].get(asset))} "
-            f"used {_n(balance['used'].get(asset))} total {_n(entry.get(asset))}"
-        )
-        self._line(event["eventTime"], event["account"], "[magenta]WALLET  [/]", text)
+        data = event["data"] if isinstance(event["data"], dict) else {}
+        # a live frame names its asset "asset", a REST snapshot record "symbol"
+        asset = data.get("asset") or data.get("symbol")
+        assets = [str(asset)] if asset else sorted(balance.get("total", {}))
+        ms, tag = _when(event)
+        for code in assets:
+            text = (
+                f"{tag}[bold]{escape(code)}[/] free {_n(balance['free'].get(code))} "
+                f"used {_n(balance['used'].get(code))} "
+                f"total {_n(balance.get('total', {}).get(code))}"
+            )
+            self._line(ms, event["account"], "[magenta]WALLET  [/]", text)
 
     @hookimpl
     def on_order(self, order: Order, event: Event) -> None:
@@ -74,7 +104,8 @@ class PrettyOutput:
         style = _STATUS_STYLE.get(status, "red")
         side = order["side"] or ""
         side_style = "green" if side == "buy" else "red" if side == "sell" else ""
-        text = (
+        ms, tag = _when(event)
+        text = tag + (
             f"[bold]{escape(order['symbol'] or '?')}[/] "
             f"{_styled(side_style, side)} {escape(order['type'] or '')} "
             f"[{style}]{escape(status)}[/] {_n(order['filled'])}/{_n(order['amount'])} "
@@ -83,22 +114,25 @@ class PrettyOutput:
         )
         if order["reduceOnly"]:
             text += " [dim]reduce-only[/]"
-        self._line(event["eventTime"], event["account"], "[blue]ORDER   [/]", text)
+        self._line(ms, event["account"], "[blue]ORDER   [/]", text)
 
     @hookimpl
     def on_position(self, position: Position, event: Event) -> None:
         side = position["side"] or ""
         style = "green" if side == "long" else "red" if side == "short" else ""
         flat = position["contracts"] == 0
-        text = (
+        ms, tag = _when(event)
+        text = tag + (
             f"[bold]{escape(position['symbol'] or '?')}[/] {_styled(style, side)} "
             f"{_n(position['contracts'])} @ {_n(position['entryPrice'])} "
             f"liq {_n(position['liquidationPrice'])} uPnL {_n(position['unrealizedPnl'])} "
             f"[dim]{escape(position['marginMode'] or '')} x{_n(position['leverage'])}[/]"
         )
         if flat:
-            text += f" [yellow]flat ({escape(str(event['data'].get('status')))})[/]"
-        self._line(event["eventTime"], event["account"], "[cyan]POSITION[/]", text)
+            info = position["info"] if isinstance(position["info"], dict) else {}
+            why = info.get("status") or info.get("resync") or "closed"
+            text += f" [yellow]flat ({escape(str(why))})[/]"
+        self._line(ms, event["account"], "[cyan]POSITION[/]", text)
 
     @hookimpl
     def on_stream_state(self, state: StreamState) -> None:
@@ -129,11 +163,11 @@ class PrettyOutput:
     @hookimpl
     def on_startup(self, context: Context) -> None:
         accounts = ", ".join(context["accounts"]) or "-"
-        self.console.print(
+        self._print(
             f"[bold]bitmusa-plugin {escape(context['version'])}[/] "
             f"{escape(context['command'])} [dim]accounts: {escape(accounts)}[/]"
         )
 
     @hookimpl
     def on_shutdown(self, context: Context) -> None:
-        self.console.print("[dim]stopped[/]")
+        self._print("[dim]stopped[/]")

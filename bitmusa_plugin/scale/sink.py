@@ -9,16 +9,19 @@ consumer can drop the second. States and errors carry ids too (their digest cove
 they say).
 
 Writes are batched: the hooks append to a bounded buffer and one writer task sends it in
-pipelines of up to ``batch`` entries. While Redis is unreachable the buffer holds events
-(``max_buffer``, oldest dropped beyond it, every drop counted), the outage is reported once
-through ``on_error`` (kind ``sink_unavailable``) and the log, and the buffer is written in
-order once Redis is back. ``stats()`` counts written, buffered, dropped and retries.
+pipelines of up to ``batch`` entries. The sink is lossless (delivery policy ``all``): while
+Redis is slow or unreachable the buffer holds events, and once it holds ``max_buffer`` the
+hooks wait for room, so the sink's queue fills and the stream itself waits (TCP
+backpressure) instead of anything being dropped. The outage is reported once through
+``on_error`` (kind ``sink_unavailable``) and the log, and the buffer is written in order once
+Redis is back. An outage longer than the dispatcher's stall bound (30 s) makes the sink
+``plugin_stalled``, as any plugin that stops making progress (docs/plugins.md).
+``stats()`` counts written, buffered and retries.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -30,6 +33,7 @@ import orjson
 
 from bitmusa_hookspecs import (
     Balance,
+    DeliveryPolicy,
     ErrorInfo,
     Event,
     Order,
@@ -66,6 +70,8 @@ def idempotency_id(record: dict[str, Any]) -> str:
 class RedisSink:
     """A built-in plugin. ``report`` (the host's) carries outages to ``on_error``."""
 
+    bitmusa_delivery: DeliveryPolicy = "all"
+
     def __init__(
         self,
         url: str,
@@ -90,13 +96,14 @@ class RedisSink:
         self._buffer: deque[tuple[str, bytes, bytes, str | None, int | None]] = deque()
         self._last_key: str | None = None
         self._wake = asyncio.Event()
+        self._room = asyncio.Event()  # set while the buffer has room
+        self._room.set()
         self._task: asyncio.Task[None] | None = None
         self._client: Any = None
         self._down_since: float | None = None
         self._closing = False
         self._closed = False
         self.written = 0
-        self.dropped = 0
         self.retries = 0
         self.outages = 0
 
@@ -119,9 +126,13 @@ class RedisSink:
 
     # -- hooks ----------------------------------------------------------------------------
 
-    def _add(self, record: dict[str, Any], account: str | None) -> None:
+    async def _add(self, record: dict[str, Any], account: str | None) -> None:
         if self._task is None:
             self._start()
+        while len(self._buffer) >= self.max_buffer and not self._closing:
+            # full (Redis slow or away): wait for room; our queue, then the stream, waits
+            self._room.clear()
+            await self._room.wait()
         if account is not None and self._fence is not None:
             record["fence"] = self._fence(account)
         key = self.stream.replace("{account}", account or "-")
@@ -129,35 +140,32 @@ class RedisSink:
         received = event.get("receivedAt") if isinstance(event, dict) else None
         body = orjson.dumps(record)
         self._buffer.append((key, idempotency_id(record).encode(), body, account, received))
-        if len(self._buffer) > self.max_buffer:
-            self._buffer.popleft()
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 10_000 == 0:
-                self._error("sink_overflow", f"Redis sink buffer full: {self.dropped} dropped")
         self._wake.set()
 
     @hookimpl
     async def on_wallet(self, balance: Balance, event: Event) -> None:
-        self._add({"hook": "on_wallet", "balance": balance, "event": event}, event["account"])
+        await self._add({"hook": "on_wallet", "balance": balance, "event": event}, event["account"])
 
     @hookimpl
     async def on_order(self, order: Order, event: Event) -> None:
-        self._add({"hook": "on_order", "order": order, "event": event}, event["account"])
+        await self._add({"hook": "on_order", "order": order, "event": event}, event["account"])
 
     @hookimpl
     async def on_position(self, position: Position, event: Event) -> None:
-        self._add({"hook": "on_position", "position": position, "event": event}, event["account"])
+        await self._add(
+            {"hook": "on_position", "position": position, "event": event}, event["account"]
+        )
 
     @hookimpl
     async def on_stream_state(self, state: StreamState) -> None:
         clean = {k: v for k, v in state.items() if k != "stats"}  # counters: not an event
-        self._add({"hook": "on_stream_state", "state": clean}, state["account"])
+        await self._add({"hook": "on_stream_state", "state": clean}, state["account"])
 
     @hookimpl
     async def on_error(self, error: ErrorInfo, event: Event | None) -> None:
-        if error["kind"] in ("sink_unavailable", "sink_overflow"):
-            return  # our own reports: not written into the sink they are about
-        self._add({"hook": "on_error", "error": error, "event": event}, error["account"])
+        if error["kind"] == "sink_unavailable":
+            return  # our own report: not written into the sink it is about
+        await self._add({"hook": "on_error", "error": error, "event": event}, error["account"])
 
     @hookimpl
     async def on_shutdown(self) -> None:
@@ -212,6 +220,7 @@ class RedisSink:
             for _ in chunk:  # written: only now do they leave the buffer
                 self._buffer.popleft()
             self.written += len(chunk)
+            self._room.set()
             if self._down_since is not None:
                 log.warning(
                     "Redis sink: back after %.1f s; %d events caught up",
@@ -243,8 +252,8 @@ class RedisSink:
         await self.flush(timeout)
         self._closing = True
         self._wake.set()
-        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(self._task, 1.0)
+        self._room.set()
+        await asyncio.wait({self._task}, timeout=1.0)
         if self._closed:
             return  # closed meanwhile by another caller
         self._closed = True
@@ -256,7 +265,6 @@ class RedisSink:
         return {
             "written": self.written,
             "buffered": len(self._buffer),
-            "dropped": self.dropped,
             "retries": self.retries,
             "outages": self.outages,
             "down": self._down_since is not None,
