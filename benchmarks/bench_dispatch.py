@@ -65,7 +65,16 @@ def save_raw(rows: list[list[object]]) -> None:
     (out / "dispatch.json").write_text(json.dumps(rows))
 
 
-async def main(events: int, repeats: int) -> None:
+async def main(events: int, repeats: int, as_json: bool = False) -> None:
+    if as_json:  # for benchmarks/ab.py: µs per event, by case
+        cases = [("-", 0), ("async", 1), ("sync", 1), ("async", 5)]
+        medians: dict[str, float] = {}
+        for kind, count in cases:
+            runs = [await run_once(kind, count, events) for _ in range(repeats)]
+            label = "0 plugins" if count == 0 else f"{count} {kind}"
+            medians[f"{label}, µs/event"] = statistics.median(runs)
+        print(json.dumps(medians))
+        return
     print(
         f"# bench_dispatch  {time.strftime('%Y-%m-%d')}  python {platform.python_version()}  "
         f"events={events} repeats={repeats}"
@@ -89,5 +98,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="one JSON line (benchmarks/ab.py)")
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.repeats))
+    asyncio.run(main(args.events, args.repeats, args.json))

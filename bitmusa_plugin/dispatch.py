@@ -485,6 +485,7 @@ class Dispatcher:
 
     def _caught_up(self, sub: Subscriber) -> None:
         """``sub``'s queue is empty: end a merging episode (its summary goes out first)."""
+        sub.dropping = False
         if sub.backlog is not None:
             sub.backlog = None
             sub.unmergeable = sub.errors_queued = 0
@@ -502,10 +503,9 @@ class Dispatcher:
                 summary["count"] = count
                 sub.queue.append(("on_error", {"error": summary, "event": None}))
             sub.suppressed.clear()
-        sub.dropping = False
 
     def _progress(self, sub: Subscriber) -> None:
-        sub.last_progress = self._clock()
+        """A call finished while ``sub`` holds ingestion: let go at half the bound."""
         if sub.blocking:
             # resume ingestion at half the bound, not at every call: readers wake in bursts
             held = sub.unmergeable if sub.backlog is not None else len(sub.queue)
@@ -513,51 +513,78 @@ class Dispatcher:
                 self._unblock(sub)
 
     async def _work(self, sub: Subscriber) -> None:
+        # The hot path (a plugin that keeps up) is inlined on purpose: a nested coroutine
+        # per call cost about 2 µs an event (bench_dispatch, 1 async plugin).
+        queue = sub.queue
+        clock = self._clock
         while True:
-            if not len(sub):
-                self._caught_up(sub)
-                if sub.queue:
-                    continue  # the summary of what was left out while behind
-                if sub.idle_pending and "on_idle" in sub.impls:
-                    sub.idle_pending = False
-                    await self._run(sub, [("on_idle", {})])
+            if sub.backlog is None:
+                if not queue:
+                    await self._idle(sub)
                     continue
-                sub.wakeup.clear()
-                await sub.wakeup.wait()
+                hook, kwargs = queue.popleft()
+            elif sub.backlog:
+                hook, kwargs = self._pop(sub)
+            else:
+                await self._idle(sub)
                 continue
-            hook, kwargs = self._pop(sub)
-            batch = [(hook, kwargs)]
-            if not sub.impls[hook].is_async:
+            impl = sub.impls[hook]
+            now = clock()
+            sub.busy_since = sub.last_progress = now
+            sub.busy_hook, sub.slow_reported = hook, False
+            if impl.is_async:
+                try:
+                    await impl.function(*[kwargs[a] for a in impl.argnames])
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:  # SystemExit from a plugin stops only its call
+                    self._failed(sub, hook, kwargs, exc)
+                else:
+                    sub.delivered += 1
+            else:
+                batch = [(hook, kwargs)]
                 while len(batch) < SYNC_BATCH and len(sub) and not self._peek_async(sub):
                     batch.append(self._pop(sub))
-            await self._run(sub, batch)
+                await self._run_sync(sub, batch)
+            sub.busy_since = None
             sub.idle_pending = True
+            if sub.blocking:
+                self._progress(sub)
 
-    async def _run(self, sub: Subscriber, batch: list[Call]) -> None:
-        hook = batch[0][0]
-        impl = sub.impls[hook]
-        now = self._clock()
-        sub.busy_since, sub.busy_hook, sub.slow_reported = now, hook, False
-        sub.last_progress = now
-        if impl.is_async:
-            try:
-                await impl.function(*[batch[0][1][a] for a in impl.argnames])
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:  # SystemExit from a plugin stops only its call
-                self._failed(sub, hook, batch[0][1], exc)
+    async def _idle(self, sub: Subscriber) -> None:
+        """``sub``'s queue is empty: end a merging episode (its summary is queued), tell
+        the plugin (``on_idle``) once after a burst, then sleep until the next call."""
+        self._caught_up(sub)
+        if sub.queue:
+            return  # the summary of what was left out while behind
+        if sub.idle_pending and "on_idle" in sub.impls:
+            sub.idle_pending = False
+            impl = sub.impls["on_idle"]
+            sub.busy_since = sub.last_progress = self._clock()
+            sub.busy_hook, sub.slow_reported = "on_idle", False
+            if impl.is_async:
+                try:
+                    await impl.function()
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:
+                    self._failed(sub, "on_idle", {}, exc)
             else:
-                sub.delivered += hook != "on_idle"
-        else:
-            assert sub.thread is not None
-            results = await sub.thread.submit(lambda: _run_batch(sub, batch, self._clock))
-            for (b_hook, b_kwargs), failure in zip(batch, results, strict=True):
-                if failure is None:
-                    sub.delivered += b_hook != "on_idle"
-                else:
-                    self._failed(sub, b_hook, b_kwargs, failure)
-        sub.busy_since = None
-        self._progress(sub)
+                await self._run_sync(sub, [("on_idle", {})])
+            sub.busy_since = None
+            return
+        sub.wakeup.clear()
+        await sub.wakeup.wait()
+
+    async def _run_sync(self, sub: Subscriber, batch: list[Call]) -> None:
+        """Run consecutive sync calls as one batch in the plugin's thread."""
+        assert sub.thread is not None
+        results = await sub.thread.submit(lambda: _run_batch(sub, batch, self._clock))
+        for (hook, kwargs), failure in zip(batch, results, strict=True):
+            if failure is not None:
+                self._failed(sub, hook, kwargs, failure)
+            elif hook != "on_idle":
+                sub.delivered += 1
 
     def _failed(
         self, sub: Subscriber, hook: str, kwargs: dict[str, Any], exc: BaseException
