@@ -10,6 +10,9 @@ answers each with one JSON line:
   connections, one every ``interval`` seconds (0: as fast as it can), each stamped with
   ``data.sentNs`` (``time.monotonic_ns()``, one clock for every process of the machine);
   answers when all are written.
+* ``mixed <account> <count> <objects>``: ``count`` frames as fast as it can, states of
+  ``objects`` orders, 10 positions and the balance (:func:`mixed_frame`); answers when all
+  are written.
 * ``dropall``: reset every connection of every account at once.
 * ``stats``: per account, the simulated times of its PUTs; connections, REST calls.
 * ``quit``.
@@ -72,6 +75,49 @@ async def burst(sim: Simulator, account: str, count: int, interval: float) -> di
     return {"sent": count, "seconds": time.monotonic() - start, "connections": len(live)}
 
 
+def mixed_frame(n: int, objects: int) -> dict[str, Any]:
+    """Frame ``n`` of a ``mixed`` burst: states of ``objects`` orders, 10 positions and the
+    balance, each a newer state of its object (``eventTime`` = 1,700,000,000,000 + n)."""
+    t = 1_700_000_000_000 + n
+    if n % 10 == 0:
+        data: dict[str, Any] = {"asset": "USDT", "free": str(n), "locked": "0"}
+        return {"data": data, "stream": "future_wallet", "eventTime": t}
+    if n % 10 == 1:
+        data = {"ticker": f"T{n % 10}USDT", "position": "BUY", "status": "OPEN"}
+        data |= {"amount": str(n), "price": "1", "leverage": "10"}
+        return {"data": data, "stream": "future_position", "eventTime": t}
+    data = {"orderId": f"M{n % objects}", "ticker": "BTCUSDT", "status": "TRADING"}
+    data |= {"position": "BUY", "type": "LIMIT", "price": "96500.5", "amount": str(n + 1)}
+    data |= {"tradedAmount": "0", "value": "0", "createdTime": t}
+    return {"data": data, "stream": "future_order", "eventTime": t}
+
+
+def mixed_truth(count: int, objects: int) -> dict[str, int]:
+    """The final state (its eventTime) of every object of a ``mixed`` burst."""
+    final: dict[str, int] = {}
+    for n in range(count):
+        frame = mixed_frame(n, objects)
+        data = frame["data"]
+        if frame["stream"] == "future_order":
+            final[f"order:{data['orderId']}"] = frame["eventTime"]
+        elif frame["stream"] == "future_position":
+            final[f"position:{data['ticker'][:-4]}/USDT:USDT"] = frame["eventTime"]
+        else:
+            final["balance"] = frame["eventTime"]
+    return final
+
+
+async def mixed(sim: Simulator, account: str, count: int, objects: int) -> dict[str, Any]:
+    target = sim.accounts[account]
+    live = [c for c in sim.live(target) if not c.stalled]
+    start = time.monotonic()
+    for n in range(count):
+        text = orjson.dumps(mixed_frame(n, objects)).decode()
+        for conn in live:
+            await conn.ws.send_str(text)
+    return {"sent": count, "seconds": time.monotonic() - start, "connections": len(live)}
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--accounts", type=int, default=1)
@@ -88,6 +134,8 @@ async def main() -> None:
         command, *rest = line
         if command == "burst":
             answer = await burst(sim, rest[0], int(rest[1]), float(rest[2]))
+        elif command == "mixed":
+            answer = await mixed(sim, rest[0], int(rest[1]), int(rest[2]))
         elif command == "stats":
             answer = {
                 "puts": {a.api_key: a.puts for a in sim.accounts.values()},

@@ -457,7 +457,9 @@ class StreamPolicy:
         self.phase = "stopped"
         actions: list[Action] = [Close(c, "shutdown") for c in self._conns]
         self._conns.clear()
-        if self.key is not None and not self.keep_listen_key:
+        # A POST still under way is about to create a key: DELETE (which names no key: it
+        # closes the account's active stream) once it is answered.
+        if (self.key is not None or self._key_pending) and not self.keep_listen_key:
             actions.append(DeleteKey())
         actions += [EmitState("closed", reason="shutdown"), Finish(False, "stopped")]
         return actions

@@ -154,6 +154,7 @@ class AccountStream:
         self._conns: dict[int, _Connection] = {}
         self._rest_tasks: set[asyncio.Task[None]] = set()
         self._record_flush: asyncio.TimerHandle | None = None
+        self._creating: asyncio.Task[None] | None = None  # the POST under way, if any
 
     def __repr__(self) -> str:
         return f"AccountStream({self.account!r}, status={self.status!r})"
@@ -222,7 +223,7 @@ class AccountStream:
     async def _execute(self, actions: list[lc.Action]) -> None:
         for action in actions:
             if isinstance(action, lc.CreateKey):
-                self._rest(self._create_key())
+                self._creating = self._rest(self._create_key())
             elif isinstance(action, lc.KeepAlive):
                 self._rest(self._keepalive())
             elif isinstance(action, lc.Connect):
@@ -273,10 +274,11 @@ class AccountStream:
             return None
         return int((time.time() - (self._clock() - mono)) * 1000)
 
-    def _rest(self, coro: Any) -> None:
+    def _rest(self, coro: Any) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._rest_tasks.add(task)
         task.add_done_callback(self._rest_done)
+        return task
 
     def _rest_done(self, task: asyncio.Task[None]) -> None:
         self._rest_tasks.discard(task)
@@ -323,6 +325,10 @@ class AccountStream:
         self._post(self.policy.keepalive_ok)
 
     async def _delete_key(self) -> None:
+        creating = self._creating
+        if creating is not None and not creating.done():
+            # the POST under way would create a key after our DELETE: wait for it first
+            await asyncio.wait({creating}, timeout=1.0)
         try:
             await asyncio.wait_for(self.rest.close_key(timeout=1.0), 1.2)
         except (BitmusaError, asyncio.TimeoutError) as exc:

@@ -376,3 +376,12 @@ def test_a_joined_rotation_closes_the_old_connection_even_while_paused() -> None
     assert sorted(ex.open_conns) == [2]
     ex.run(ex.policy.reader_resumed(ex.now, 1))  # late news of a closed one: ignored
     assert ex.policy.counters.rotations == 1
+
+
+def test_a_stop_while_the_first_post_is_under_way_still_deletes_the_key() -> None:
+    policy = lc.StreamPolicy(timing=lc.Timing(), rng=random.Random(1))
+    assert lc.CreateKey() in policy.start(0.0)  # the POST is under way, no key yet
+    assert lc.DeleteKey() in policy.stop(0.1)  # it will create one: DELETE after it
+    kept = lc.StreamPolicy(timing=lc.Timing(), rng=random.Random(1), keep_listen_key=True)
+    kept.start(0.0)
+    assert lc.DeleteKey() not in kept.stop(0.1)

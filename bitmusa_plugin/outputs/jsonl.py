@@ -3,22 +3,30 @@
 ``{"hook": "on_order", "order": {...}, "event": {...}}`` and so on: the unified objects
 exactly as plugins receive them. The format is a contract (docs/cli.md).
 
-It keeps up with the wire: lines are buffered and written in batches, flushed whenever the
-plugin's queue drains (``on_idle``) and at least every ``flush_interval`` (100 ms) while a
-backlog lasts, so ``tail -f`` and ``jq`` see each line promptly without one syscall per
-event under load. Its delivery policy is ``all``: a reader of the output that cannot keep
-up slows the stream down (TCP backpressure) instead of losing lines.
+It keeps up with the wire. Lines are serialised on the event loop into one buffer, and
+whole buffers go to a writer thread that does nothing but the ``write`` system calls (which
+release the GIL): no Python work competes with the stream's reader from another thread,
+and there is never one system call per event under load. A buffer is handed over whenever
+the plugin's queue drains (``on_idle``), and at least every ``flush_interval`` (100 ms) while
+a backlog lasts, so ``tail -f`` and ``jq`` see each line promptly.
 
-A closed output (``| head``) ends the output quietly: ``on_closed`` is called once, from the
-plugin's thread, and the command stops as Unix tools do (exit 0).
+Its delivery policy is ``all``: when the reader of the output cannot keep up (a slow pipe),
+the writer falls behind, the hooks wait for it, and the stream slows down (TCP
+backpressure) instead of losing lines. A closed output (``| head``) ends it quietly:
+``on_closed`` is called once, from the writer thread, and the command stops as Unix tools
+do (exit 0).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import sys
+import threading
 import time
 from collections.abc import Callable
+from queue import SimpleQueue
 from typing import IO, Any
 
 import orjson
@@ -35,10 +43,14 @@ from bitmusa_hookspecs import (
     hookimpl,
 )
 
-#: Write out at least this often while lines keep coming, seconds.
+#: Hand the buffer to the writer at least this often while lines keep coming, seconds.
 FLUSH_INTERVAL = 0.1
 #: ... or when this much is buffered, bytes.
 FLUSH_BYTES = 1 << 18
+#: The hooks wait while this much waits for the writer (a slow reader of the output).
+MAX_PENDING_BYTES = 1 << 23
+
+_OPTIONS = orjson.OPT_APPEND_NEWLINE
 
 
 def binary(stream: IO[Any]) -> IO[bytes] | None:
@@ -53,9 +65,9 @@ def dumps_line(record: dict[str, Any]) -> bytes:
     """One JSON line. Text that is not valid UTF-8 (a replayed binary line: lone surrogates)
     is written with those characters escaped, ``\\udcff``, never an exception."""
     try:
-        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(record, option=_OPTIONS)
     except TypeError:
-        return orjson.dumps(_clean(record), option=orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(_clean(record), option=_OPTIONS)
 
 
 def _clean(value: Any) -> Any:
@@ -79,6 +91,7 @@ class JsonlOutput:
         *,
         on_closed: Callable[[], None] | None = None,
         flush_interval: float = FLUSH_INTERVAL,
+        max_pending: int = MAX_PENDING_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         target = stream if stream is not None else sys.stdout
@@ -86,73 +99,120 @@ class JsonlOutput:
         self._text = target if self._binary is None else None
         self._on_closed = on_closed
         self._flush_interval = flush_interval
+        self._max_pending = max_pending
         self._clock = clock
-        self._chunks: list[bytes] = []
-        self._size = 0
+        self._buffer = bytearray()
         self._flushed_at = clock()
+        self._jobs: SimpleQueue[bytes | None] = SimpleQueue()
+        self._pending = 0  # bytes handed to the writer, not yet written
+        self._lock = threading.Lock()
+        self._room: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer: threading.Thread | None = None
         self.closed = False
         self.lines = 0
 
-    def _write(self, record: dict[str, Any]) -> None:
+    # -- the loop side ----------------------------------------------------------------------
+
+    async def _write(self, record: dict[str, Any]) -> None:
         if self.closed:
             return
-        line = dumps_line(record)
-        self._chunks.append(line)
-        self._size += len(line)
+        self._buffer += dumps_line(record)
         self.lines += 1
-        if self._size >= FLUSH_BYTES or self._clock() - self._flushed_at >= self._flush_interval:
-            self.flush()
+        if (
+            len(self._buffer) >= FLUSH_BYTES
+            or self._clock() - self._flushed_at >= self._flush_interval
+        ):
+            await self.flush()
 
-    def flush(self) -> None:
-        """Write out what is buffered."""
+    async def flush(self) -> None:
+        """Hand what is buffered to the writer; wait while the writer is too far behind."""
         self._flushed_at = self._clock()
-        if not self._chunks or self.closed:
+        if not self._buffer or self.closed:
             return
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        self._size = 0
-        try:
-            if self._binary is not None:
-                self._binary.write(data)
-                self._binary.flush()
-            else:
-                assert self._text is not None
-                self._text.write(data.decode("utf-8"))
-                self._text.flush()
-        except (BrokenPipeError, ValueError):  # EPIPE, or the stream was closed under us
-            self.closed = True
-            if self._on_closed is not None:
-                self._on_closed()
+        if self._writer is None:
+            self._start()
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        with self._lock:
+            self._pending += len(data)
+            behind = self._pending > self._max_pending
+        self._jobs.put(data)
+        if behind and self._room is not None:
+            self._room.clear()
+            while self._pending > self._max_pending // 2 and not self.closed:
+                await self._room.wait()  # set by the writer as it catches up
+                self._room.clear()
+
+    def _start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._room = asyncio.Event()
+        self._writer = threading.Thread(target=self._write_out, name="bitmusa-jsonl", daemon=True)
+        self._writer.start()
+
+    async def _finish(self) -> None:
+        """Write out everything, then stop the writer."""
+        await self.flush()
+        if self._writer is not None:
+            self._jobs.put(None)
+            await asyncio.get_running_loop().run_in_executor(None, self._writer.join, 10.0)
+            self._writer = None
+
+    # -- the writer thread ------------------------------------------------------------------
+
+    def _write_out(self) -> None:
+        while (data := self._jobs.get()) is not None:
+            if not self.closed:
+                try:
+                    if self._binary is not None:
+                        self._binary.write(data)
+                        self._binary.flush()
+                    else:
+                        assert self._text is not None
+                        self._text.write(data.decode("utf-8"))
+                        self._text.flush()
+                except (BrokenPipeError, ValueError):  # EPIPE, or closed under us
+                    self.closed = True
+                    if self._on_closed is not None:
+                        self._on_closed()
+            with self._lock:
+                self._pending -= len(data)
+                room = self._pending <= self._max_pending // 2
+            if (room or self.closed) and self._loop is not None and self._room is not None:
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                    self._loop.call_soon_threadsafe(self._room.set)
+
+    # -- hooks ------------------------------------------------------------------------------
 
     @hookimpl
-    def on_idle(self) -> None:
-        self.flush()
+    async def on_idle(self) -> None:
+        await self.flush()
 
     @hookimpl
-    def on_wallet(self, balance: Balance, event: Event) -> None:
-        self._write({"hook": "on_wallet", "balance": balance, "event": event})
+    async def on_wallet(self, balance: Balance, event: Event) -> None:
+        await self._write({"hook": "on_wallet", "balance": balance, "event": event})
 
     @hookimpl
-    def on_order(self, order: Order, event: Event) -> None:
-        self._write({"hook": "on_order", "order": order, "event": event})
+    async def on_order(self, order: Order, event: Event) -> None:
+        await self._write({"hook": "on_order", "order": order, "event": event})
 
     @hookimpl
-    def on_position(self, position: Position, event: Event) -> None:
-        self._write({"hook": "on_position", "position": position, "event": event})
+    async def on_position(self, position: Position, event: Event) -> None:
+        await self._write({"hook": "on_position", "position": position, "event": event})
 
     @hookimpl
-    def on_stream_state(self, state: StreamState) -> None:
-        self._write({"hook": "on_stream_state", "state": state})
+    async def on_stream_state(self, state: StreamState) -> None:
+        await self._write({"hook": "on_stream_state", "state": state})
 
     @hookimpl
-    def on_error(self, error: ErrorInfo, event: Event | None) -> None:
-        self._write({"hook": "on_error", "error": error, "event": event})
+    async def on_error(self, error: ErrorInfo, event: Event | None) -> None:
+        await self._write({"hook": "on_error", "error": error, "event": event})
 
     @hookimpl
-    def on_startup(self, context: Context) -> None:
-        self._write({"hook": "on_startup", "context": context})
+    async def on_startup(self, context: Context) -> None:
+        await self._write({"hook": "on_startup", "context": context})
 
     @hookimpl
-    def on_shutdown(self, context: Context) -> None:
-        self._write({"hook": "on_shutdown", "context": context})
-        self.flush()
+    async def on_shutdown(self, context: Context) -> None:
+        await self._write({"hook": "on_shutdown", "context": context})
+        await self._finish()
