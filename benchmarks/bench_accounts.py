@@ -30,11 +30,11 @@ from _sim_server import SimProcess, api_key, auth_key, until
 from websockets.asyncio.client import ClientConnection
 
 from bitmusa_hookspecs import hookimpl
-from bitmusa_plugin.host import Host
-from bitmusa_plugin.plugins import PluginHost
-from bitmusa_plugin.rest import ListenKeyClient, RateLimiter, http_client
-from bitmusa_plugin.secrets import Credentials
-from bitmusa_plugin.stream import AccountConfig, AccountStream
+from bitmusa_plugin._engine.pipeline import Pipeline
+from bitmusa_plugin._engine.plugins import PluginRegistry
+from bitmusa_plugin._engine.rest import ListenKeyClient, RateLimiter, http_client
+from bitmusa_plugin._engine.secrets import Credentials
+from bitmusa_plugin._engine.stream import AccountConfig, AccountStream
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -85,9 +85,9 @@ async def main(n: int, rate: tuple[int, int], idle: float) -> None:
         await asyncio.sleep(0.5)
 
         # -- ours -------------------------------------------------------------------------
-        plugins = PluginHost()
+        plugins = PluginRegistry()
         plugins.register(Noop(), "noop")
-        host = Host(plugins, command="bench")
+        host = Pipeline(plugins, command="bench")
         host.start([f"a{i}" for i in range(n)])
         limiter = RateLimiter(((rate[0], 1.0), (rate[1], 60.0)))
         http = http_client(connections=32)

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_mapping import ORDER
 
 from bitmusa_hookspecs import hookimpl
-from bitmusa_plugin.host import Host
-from bitmusa_plugin.plugins import PluginHost
+from bitmusa_plugin._engine.pipeline import Pipeline
+from bitmusa_plugin._engine.plugins import PluginRegistry
 
 
 class AsyncNoop:
@@ -41,10 +41,10 @@ class SyncNoop:
 
 
 async def run_once(kind: str, count: int, events: int) -> float:
-    plugins = PluginHost()
+    plugins = PluginRegistry()
     for i in range(count):
         plugins.register(AsyncNoop() if kind == "async" else SyncNoop(), f"p{i}")
-    host = Host(plugins, command="bench", queue_size=events + 10)
+    host = Pipeline(plugins, command="bench", queue_size=events + 10)
     host.start(["bench"])
     await host.dispatcher.drain()
     start = time.perf_counter()

@@ -46,11 +46,11 @@ import websockets
 from _sim_server import SimProcess, api_key, auth_key, mixed_truth, until
 
 from bitmusa_hookspecs import hookimpl
-from bitmusa_plugin.host import Host
-from bitmusa_plugin.plugins import PluginHost
-from bitmusa_plugin.rest import ListenKeyClient
-from bitmusa_plugin.secrets import Credentials
-from bitmusa_plugin.stream import AccountConfig, AccountStream
+from bitmusa_plugin._engine.pipeline import Pipeline
+from bitmusa_plugin._engine.plugins import PluginRegistry
+from bitmusa_plugin._engine.rest import ListenKeyClient
+from bitmusa_plugin._engine.secrets import Credentials
+from bitmusa_plugin._engine.stream import AccountConfig, AccountStream
 
 PACED = 2000
 
@@ -131,9 +131,9 @@ async def measure(frames: int, loop_name: str) -> dict[str, Any]:
         bare = asyncio.get_running_loop().create_task(
             bare_client(f"{sim.ws_url}/ws/future/{key}", bare_sink)
         )
-        plugins = PluginHost()
+        plugins = PluginRegistry()
         plugins.register(Probe(ours_sink), "probe")
-        host = Host(plugins, command="bench", queue_size=frames + 100)
+        host = Pipeline(plugins, command="bench", queue_size=frames + 100)
         host.start(["bench"])
         config = AccountConfig(
             "bench", Credentials(api_key(1), auth_key(1)), sim.rest_url, sim.ws_url

@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _ccxt_baseline import ACCOUNT_UPDATE, ORDER_TRADE_UPDATE, handle, make_exchange
 
 from bitmusa_hookspecs import hookimpl
-from bitmusa_plugin.host import Host
-from bitmusa_plugin.mapping import Mapped, Mapper
-from bitmusa_plugin.plugins import PluginHost
+from bitmusa_plugin._core.mapping import Mapped, Mapper
+from bitmusa_plugin._engine.pipeline import Pipeline
+from bitmusa_plugin._engine.plugins import PluginRegistry
 
 ORDER = orjson.dumps(
     {
@@ -108,9 +108,9 @@ class _Noop:
 
 async def ingest_us(frame: bytes, n: int, repeats: int) -> float:
     """Decode + map + dispatch to one async no-op plugin, until it has run: per event."""
-    plugins = PluginHost()
+    plugins = PluginRegistry()
     plugins.register(_Noop(), "noop")
-    host = Host(plugins, command="bench", queue_size=n + 10)
+    host = Pipeline(plugins, command="bench", queue_size=n + 10)
     host.start(["bench"])
     samples = []
     for _ in range(repeats):
@@ -161,7 +161,7 @@ async def main(repeats: int, n: int) -> None:
         )
     print(
         "map = orjson.loads + map of one Bitmusa frame (bytes); +dispatch = the same through "
-        "Host.ingest to one async no-op plugin, until it ran; ccxt.pro = binanceusdm "
+        "Pipeline.ingest to one async no-op plugin, until it ran; ccxt.pro = binanceusdm "
         "handle_message of a pre-parsed ORDER_TRADE_UPDATE / ACCOUNT_UPDATE (balance + "
         "position in one message, so it is the baseline for both)."
     )

@@ -3,7 +3,7 @@ here on a free loopback port.
 
     python benchmarks/bench_redis.py [--events 50000]
 
-* Sink: ``--events`` order events through ``Host.ingest`` into the sink, until all are in
+* Sink: ``--events`` order events through ``Pipeline.ingest`` into the sink, until all are in
   Redis: events per second. Baseline, same run: the same jsonl records written with bare
   pipelined XADDs of 500 (redis-py, nothing else).
 * Takeover: two worker processes share 10 simulator accounts; one is SIGKILLed; the time
@@ -26,10 +26,10 @@ from typing import Any
 import orjson
 import redis.asyncio as redis
 
-from bitmusa_plugin.host import Host
-from bitmusa_plugin.plugins import PluginHost
-from bitmusa_plugin.scale import registry
-from bitmusa_plugin.scale.sink import RedisSink, idempotency_id
+from bitmusa_plugin._engine.pipeline import Pipeline
+from bitmusa_plugin._engine.plugins import PluginRegistry
+from bitmusa_plugin._scale import registry
+from bitmusa_plugin._scale.sink import RedisSink, idempotency_id
 from bitmusa_plugin.simulator import Simulator
 from bitmusa_plugin.testing import RedisServer, order_frame
 
@@ -42,9 +42,9 @@ def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 async def sink_rate(url: str, n: int) -> float:
     sink = RedisSink(url, stream="bench:sink", maxlen=None)
-    plugins = PluginHost()
+    plugins = PluginRegistry()
     plugins.register(sink, "redis-sink")
-    host = Host(plugins, command="bench", queue_size=n + 10)
+    host = Pipeline(plugins, command="bench", queue_size=n + 10)
     sink.bind(host.report)
     host.start(["bench"])
     frames = [order_frame(f"F{i}", event_time=1700000000000 + i) for i in range(n)]

@@ -19,12 +19,11 @@ from bitmusa_hookspecs import (
     hookimpl,
     hookspec,
 )
-
-from .mapping import Mapped, Mapper, Rejected, SymbolMap
+from bitmusa_plugin._core.mapping import Mapped, Mapper, Rejected, SymbolMap
 
 if TYPE_CHECKING:
-    from .exchange import bitmusa
-    from .scale.consume import consume
+    from bitmusa_plugin._ccxt import bitmusa
+    from bitmusa_plugin._scale.consume import consume
 
 __version__ = "0.1.0"
 
@@ -53,11 +52,11 @@ def load_exchange(name: str, config: dict[str, Any] | None = None) -> Any:
 
 def __getattr__(name: str) -> Any:
     if name == "bitmusa":  # the ccxt drop-in, imported (with ccxt) only when asked for
-        from .exchange import bitmusa
+        from bitmusa_plugin._ccxt import bitmusa
 
         return bitmusa
     if name == "consume":  # Redis consumers (docs/scale.md), imported only when asked for
-        from .scale.consume import consume
+        from bitmusa_plugin._scale.consume import consume
 
         return consume
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -191,15 +191,15 @@ async def replay_async(
     plugin: object, frames: Iterable[str | bytes], account: str = "test"
 ) -> Replayed:
     """:func:`replay` for code already running in an event loop."""
-    from .host import Host
-    from .plugins import PluginHost
+    from bitmusa_plugin._engine.pipeline import Pipeline
+    from bitmusa_plugin._engine.plugins import PluginRegistry
 
     replayed = Replayed()
-    plugins = PluginHost(strict=True)
+    plugins = PluginRegistry(strict=True)
     plugins.register(plugin, "plugin-under-test")
     plugins.register(_Spy(replayed), "bitmusa-testing-spy")
     # every call reaches the plugin under test, as fast as it takes them: no merging
-    host = Host(plugins, command="test", policy_override="all")
+    host = Pipeline(plugins, command="test", policy_override="all")
     host.start([account])
     for frame in frames:
         host.ingest(account, frame)
@@ -215,7 +215,7 @@ async def replay_async(
 async def bitmusa_simulator() -> AsyncIterator[Any]:
     """A running simulator on loopback: ``.rest_url``, ``.ws_url``, fault methods, and
     the demo credentials in ``bitmusa_plugin.simulator.DEMO_API_KEY``/``DEMO_AUTH_KEY``."""
-    from .simulator import Simulator
+    from bitmusa_plugin.simulator import Simulator
 
     simulator = Simulator(time_scale=3600, event_interval=0.05)
     await simulator.start()

@@ -14,7 +14,7 @@ HERE = Path(__file__).parent
 
 def render() -> str:
     os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal: pin it
-    from bitmusa_plugin.cli import build_parser
+    from bitmusa_plugin._cli import build_parser
 
     parser = build_parser()
     parser.prog = "bitmusa-plugin"

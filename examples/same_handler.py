@@ -12,11 +12,11 @@ from typing import Any
 from bitmusa_example_plugin import fill_message
 from bitmusa_hookspecs import hookimpl
 from bitmusa_plugin import load_exchange
-from bitmusa_plugin.host import Host
-from bitmusa_plugin.plugins import PluginHost
-from bitmusa_plugin.secrets import Credentials
+from bitmusa_plugin._engine.pipeline import Pipeline
+from bitmusa_plugin._engine.plugins import PluginRegistry
+from bitmusa_plugin._engine.secrets import Credentials
+from bitmusa_plugin._engine.stream import AccountConfig, AccountStream
 from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
-from bitmusa_plugin.stream import AccountConfig, AccountStream
 
 
 class ViaHooks:
@@ -33,9 +33,9 @@ class ViaHooks:
 async def main(seconds: float = 3.0) -> tuple[list[str], list[str]]:
     async with Simulator(time_scale=3600, event_interval=0.05, seed=4) as sim:
         plugin = ViaHooks()
-        plugins = PluginHost()
+        plugins = PluginRegistry()
         plugins.register(plugin, "via-hooks")
-        host = Host(plugins, command="example")
+        host = Pipeline(plugins, command="example")
         host.start(["hooks"])
         config = AccountConfig(
             "hooks", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url

@@ -18,7 +18,7 @@ from ccxt.test.exchange.base.test_balance import test_balance
 from ccxt.test.exchange.base.test_order import test_order
 from ccxt.test.exchange.base.test_position import test_position
 
-from bitmusa_plugin import mapping as m
+from bitmusa_plugin._core import mapping as m
 
 MARKET = {"contractSize": 1, "inverse": False, "linear": True}
 

@@ -216,10 +216,10 @@ def test_example_plugin_is_installed_and_announces_fills(tmp_path: Path) -> None
 
 
 HELP = (
-    "from bitmusa_plugin.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
+    "from bitmusa_plugin._cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
 )
 REPLAY = (
-    f"from bitmusa_plugin.cli import main\nmain(['replay', '--output', 'pretty', "
+    f"from bitmusa_plugin._cli import main\nmain(['replay', '--output', 'pretty', "
     f"{str(CORPUS / 'frames.txt')!r}])"
 )
 NETWORK = {"ccxt", "websockets", "httpx", "aiohttp"}

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from bitmusa_plugin.outputs.dashboard import DashboardOutput
+from bitmusa_plugin._outputs.dashboard import DashboardOutput
 from bitmusa_plugin.testing import order_frame, position_frame, replay, wallet_frame
 
 
@@ -132,8 +132,8 @@ def test_the_demo_dashboard_in_a_real_terminal_under_tmux(tmp_path: Path) -> Non
 
 
 def test_pretty_shows_a_snapshot_wallet_with_its_values_and_when_it_was_received() -> None:
-    from bitmusa_plugin.mapping import Mapper, rest_wallet_data
-    from bitmusa_plugin.outputs.pretty import PrettyOutput
+    from bitmusa_plugin._core.mapping import Mapper, rest_wallet_data
+    from bitmusa_plugin._outputs.pretty import PrettyOutput
 
     record = {"symbol": "USDT", "total_wallet_balance": 120.5, "total_available_balance": 100}
     balance = Mapper().wallet(rest_wallet_data(record), None)

@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from bitmusa_hookspecs import hookimpl
-from bitmusa_plugin.host import Host
-from bitmusa_plugin.plugins import PluginHost
+from bitmusa_plugin._engine.pipeline import Pipeline
+from bitmusa_plugin._engine.plugins import PluginRegistry
 
 
 def order_frame(n: int, **extra: Any) -> bytes:
@@ -112,24 +112,24 @@ class EventOnly:
         self.accounts.append(event["account"])
 
 
-async def make_host(plugins: dict[str, object], **kw: Any) -> Host:
-    ph = PluginHost()
+async def make_host(plugins: dict[str, object], **kw: Any) -> Pipeline:
+    ph = PluginRegistry()
     for name, plugin in plugins.items():
         assert ph.register(plugin, name).status == "loaded"
-    host = Host(ph, command="test", **kw)
+    host = Pipeline(ph, command="test", **kw)
     host.start(["acct"])
     return host
 
 
 @pytest.fixture
-async def stop_hosts() -> AsyncIterator[list[Host]]:
-    hosts: list[Host] = []
+async def stop_hosts() -> AsyncIterator[list[Pipeline]]:
+    hosts: list[Pipeline] = []
     yield hosts
     for host in hosts:
         await host.stop(timeout=0.2)
 
 
-async def test_raising_plugin_does_not_affect_others(stop_hosts: list[Host]) -> None:
+async def test_raising_plugin_does_not_affect_others(stop_hosts: list[Pipeline]) -> None:
     good, sync_good, bad = Recorder(), SyncRecorder(), RaisesEvery3rd()
     host = await make_host({"bad": bad, "good": good, "sync-good": sync_good})
     stop_hosts.append(host)
@@ -147,7 +147,7 @@ async def test_raising_plugin_does_not_affect_others(stop_hosts: list[Host]) -> 
     assert sync_good.threads == {"bitmusa-plugin:sync-good"}  # off the event loop
 
 
-async def test_blocking_plugin_delays_only_itself(stop_hosts: list[Host]) -> None:
+async def test_blocking_plugin_delays_only_itself(stop_hosts: list[Pipeline]) -> None:
     good, blocker = Recorder(), Blocks()
     host = await make_host({"blocker": blocker, "good": good}, slow_after=0.1)
     stop_hosts.append(host)
@@ -168,7 +168,7 @@ async def test_blocking_plugin_delays_only_itself(stop_hosts: list[Host]) -> Non
     assert blocker.seen == [f"o{n}" for n in range(20)]  # late, but all, in order
 
 
-async def test_no_plugin_can_mutate_what_another_receives(stop_hosts: list[Host]) -> None:
+async def test_no_plugin_can_mutate_what_another_receives(stop_hosts: list[Pipeline]) -> None:
     first, mutator, last = Inspector(), Mutates(), Inspector()
     host = await make_host({"first": first, "mutator": mutator, "last": last})
     stop_hosts.append(host)
@@ -178,7 +178,7 @@ async def test_no_plugin_can_mutate_what_another_receives(stop_hosts: list[Host]
     assert first.seen == last.seen == [("open", "XRPUSDT", "acct")] * 5
 
 
-async def test_handlers_take_any_subset_of_arguments(stop_hosts: list[Host]) -> None:
+async def test_handlers_take_any_subset_of_arguments(stop_hosts: list[Pipeline]) -> None:
     plugin = EventOnly()
     host = await make_host({"event-only": plugin})
     stop_hosts.append(host)
@@ -187,7 +187,7 @@ async def test_handlers_take_any_subset_of_arguments(stop_hosts: list[Host]) -> 
     assert plugin.accounts == ["acct"]
 
 
-async def test_raising_on_error_handler_is_not_re_dispatched(stop_hosts: list[Host]) -> None:
+async def test_raising_on_error_handler_is_not_re_dispatched(stop_hosts: list[Pipeline]) -> None:
     class BadErrorHandler:
         calls = 0
 
@@ -285,13 +285,13 @@ async def state_stream(frames: list[bytes | str]) -> list[tuple[Any, int, Any]]:
     return seen.states()
 
 
-def stream_state(host: Host, reason: str) -> None:
+def stream_state(host: Pipeline, reason: str) -> None:
     host.stream_state(
         {"account": "acct", "status": "connected", "since": None, "until": None, "reason": reason}
     )
 
 
-async def test_latest_sees_every_call_while_it_keeps_up(stop_hosts: list[Host]) -> None:
+async def test_latest_sees_every_call_while_it_keeps_up(stop_hosts: list[Pipeline]) -> None:
     gated = Gated()
     host = await make_host({"gated": gated}, conflate_after=500)
     stop_hosts.append(host)
@@ -306,7 +306,7 @@ async def test_latest_sees_every_call_while_it_keeps_up(stop_hosts: list[Host]) 
 
 
 async def test_latest_merges_states_when_behind_and_keeps_every_final_state(
-    stop_hosts: list[Host],
+    stop_hosts: list[Pipeline],
 ) -> None:
     gated, recorder = Gated(), Gated("all")
     recorder.gate.set()
@@ -346,7 +346,9 @@ async def test_latest_merges_states_when_behind_and_keeps_every_final_state(
     assert [(e["kind"], e["plugin"]) for e in behind] == [("plugin_behind", "gated")]
 
 
-async def test_latest_summarises_an_error_flood_when_it_catches_up(stop_hosts: list[Host]) -> None:
+async def test_latest_summarises_an_error_flood_when_it_catches_up(
+    stop_hosts: list[Pipeline],
+) -> None:
     gated = Gated()
     host = await make_host({"gated": gated}, conflate_after=10, error_burst=5)
     stop_hosts.append(host)
@@ -371,7 +373,7 @@ async def test_latest_summarises_an_error_flood_when_it_catches_up(stop_hosts: l
     assert ("order", "o99") in [key for key, _, _ in gated.states()]
 
 
-async def test_all_makes_ingestion_wait_and_delivers_every_call(stop_hosts: list[Host]) -> None:
+async def test_all_makes_ingestion_wait_and_delivers_every_call(stop_hosts: list[Pipeline]) -> None:
     gated = Gated("all")
     host = await make_host({"gated": gated}, queue_size=50)
     stop_hosts.append(host)
@@ -412,7 +414,7 @@ class FakeClock:
 
 
 async def test_a_stalled_lossless_plugin_is_reported_and_stops_holding_the_stream(
-    stop_hosts: list[Host],
+    stop_hosts: list[Pipeline],
 ) -> None:
     class Hung:
         bitmusa_delivery = "all"
@@ -465,7 +467,7 @@ async def test_a_stalled_lossless_plugin_is_reported_and_stops_holding_the_strea
 
 
 async def test_on_idle_comes_once_per_burst_after_the_queue_drained(
-    stop_hosts: list[Host],
+    stop_hosts: list[Pipeline],
 ) -> None:
     class Batcher:
         def __init__(self) -> None:

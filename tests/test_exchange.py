@@ -14,7 +14,7 @@ import pytest
 
 import bitmusa_plugin
 from bitmusa_plugin import load_exchange
-from bitmusa_plugin.exchange import PositionsCache, bitmusa
+from bitmusa_plugin._ccxt import PositionsCache, bitmusa
 from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
 from ccxt_reference import Reference, validate
 from conftest import ROOT

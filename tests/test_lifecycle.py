@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from bitmusa_plugin import lifecycle as lc
+from bitmusa_plugin._core import machine as lc
 
 HOUR = 3600.0
 DAY = 24 * HOUR

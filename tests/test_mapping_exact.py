@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bitmusa_plugin.mapping import FRAME_ERROR_KINDS, Mapped, Mapper, Rejected
+from bitmusa_plugin._core.mapping import FRAME_ERROR_KINDS, Mapped, Mapper, Rejected
 from ccxt_reference import Reference, validate
 from conftest import corpus_frames
 
@@ -325,7 +325,7 @@ def test_arbitrary_input_never_raises(raw: bytes | str) -> None:
 def test_symbols_follow_the_quote_rule_with_overrides_and_one_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from bitmusa_plugin.mapping import SymbolMap
+    from bitmusa_plugin._core.mapping import SymbolMap
 
     symbols = SymbolMap({"SOLBTC": "SOL/BTC:BTC"})
     assert symbols("XRPUSDT") == "XRP/USDT:USDT"

@@ -9,7 +9,7 @@ import pytest
 import bitmusa_hookspecs
 import bitmusa_plugin
 from bitmusa_hookspecs import hookimpl
-from bitmusa_plugin.plugins import PluginHost, PluginLoadError
+from bitmusa_plugin._engine.plugins import PluginLoadError, PluginRegistry
 from conftest import FakeDistribution
 
 GOOD = """
@@ -78,7 +78,7 @@ def test_broken_plugins_are_listed_failed_and_the_rest_load(fake_dist: FakeDistr
         name="several-plugins",
         version="2.5",
     )
-    host = PluginHost()
+    host = PluginRegistry()
     host.load_entrypoints()
     records = {r.name: r for r in host.records}
     assert records["good"].status == "loaded"
@@ -101,7 +101,7 @@ def test_broken_plugins_are_listed_failed_and_the_rest_load(fake_dist: FakeDistr
 def test_strict_makes_the_first_failure_fatal(fake_dist: FakeDistribution) -> None:
     fake_dist.install({"misspelled_plugin": MISSPELLED})
     with pytest.raises(PluginLoadError, match="on_ordr"):
-        PluginHost(strict=True).load_entrypoints()
+        PluginRegistry(strict=True).load_entrypoints()
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,7 @@ def test_allow_and_deny_lists(
     fake_dist: FakeDistribution, env: dict[str, str], loaded: set[str]
 ) -> None:
     fake_dist.install({"alpha": GOOD, "beta": GOOD})
-    host = PluginHost()
+    host = PluginRegistry()
     host.load_entrypoints(env)
     mine = {r.name: r.status for r in host.records if r.name in ("alpha", "beta")}
     assert {name for name, status in mine.items() if status == "loaded"} == loaded
@@ -129,9 +129,9 @@ def test_allow_and_deny_lists(
 
 
 def test_builtin_outputs_register_through_the_same_path() -> None:
-    from bitmusa_plugin.outputs import make_output
+    from bitmusa_plugin._outputs import make_output
 
-    host = PluginHost()
+    host = PluginRegistry()
     record = host.register(make_output("jsonl"), "output-jsonl", builtin=True)
     assert record.status == "loaded"
     assert record.hooks == list(bitmusa_hookspecs.HOOK_NAMES)
@@ -154,7 +154,7 @@ def test_a_plugin_declares_its_delivery_policy_once_and_typed() -> None:
         @hookimpl
         def on_order(self) -> None: ...
 
-    host = PluginHost()
+    host = PluginRegistry()
     assert host.register(Recorder(), "recorder").delivery == "all"
     assert host.register(Default(), "default").delivery == "latest"
     bad = host.register(Misspelt(), "misspelt")
@@ -163,7 +163,7 @@ def test_a_plugin_declares_its_delivery_policy_once_and_typed() -> None:
     assert "'latest' or 'all'" in (bad.error or "")
     assert host.policies() == {"recorder": "all", "default": "latest"}
     # the built-in outputs: the recorder lossless, the human ones latest
-    from bitmusa_plugin.outputs import make_output
+    from bitmusa_plugin._outputs import make_output
 
     for name, policy in (("jsonl", "all"), ("pretty", "latest"), ("dashboard", "latest")):
         assert host.register(make_output(name), f"output-{name}").delivery == policy

@@ -9,8 +9,8 @@ import httpx
 import orjson
 import pytest
 
-from bitmusa_plugin import rest
-from bitmusa_plugin.secrets import Credentials
+from bitmusa_plugin._engine import rest
+from bitmusa_plugin._engine.secrets import Credentials
 
 
 def envelope(code: int, data: object = None, message: str = "m") -> bytes:

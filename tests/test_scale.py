@@ -22,11 +22,11 @@ import orjson
 import pytest
 
 from bitmusa_hookspecs import hookimpl
-from bitmusa_plugin.host import Host
-from bitmusa_plugin.plugins import PluginHost
-from bitmusa_plugin.scale import registry
-from bitmusa_plugin.scale.consume import consume
-from bitmusa_plugin.scale.sink import RedisSink, idempotency_id
+from bitmusa_plugin._engine.pipeline import Pipeline
+from bitmusa_plugin._engine.plugins import PluginRegistry
+from bitmusa_plugin._scale import registry
+from bitmusa_plugin._scale.consume import consume
+from bitmusa_plugin._scale.sink import RedisSink, idempotency_id
 from bitmusa_plugin.simulator import Simulator
 from bitmusa_plugin.testing import RedisServer, order_frame, wallet_frame
 
@@ -76,9 +76,9 @@ async def test_the_sink_writes_every_event_as_its_jsonl_record_with_a_stable_id(
     redis_server: RedisServer, client: Any
 ) -> None:
     sink = RedisSink(redis_server.url, maxlen=None)
-    plugins = PluginHost()
+    plugins = PluginRegistry()
     plugins.register(sink, "redis-sink")
-    host = Host(plugins, command="test")
+    host = Pipeline(plugins, command="test")
     sink.bind(host.report)
     host.start(["main"])
     frames = [wallet_frame(free="100", event_time=1700000000001)]
@@ -110,9 +110,9 @@ def test_the_example_consumer_service_reads_the_stream_from_another_process(
 ) -> None:
     async def write() -> None:
         sink = RedisSink(redis_server.url)
-        plugins = PluginHost()
+        plugins = PluginRegistry()
         plugins.register(sink, "redis-sink")
-        host = Host(plugins, command="test")
+        host = Pipeline(plugins, command="test")
         sink.bind(host.report)
         host.start(["main"])
         filled = order_frame(
@@ -146,10 +146,10 @@ async def test_redis_restarted_the_sink_buffers_and_catches_up_with_no_loss(
     errors = Errors()
     # a small buffer, so that the outage outlasts it: the stream must wait, not drop
     sink = RedisSink(redis_server.url, maxlen=None, retry=0.1, max_buffer=50)
-    plugins = PluginHost()
+    plugins = PluginRegistry()
     plugins.register(sink, "redis-sink")
     plugins.register(errors, "errors")
-    host = Host(plugins, command="test", queue_size=40)
+    host = Pipeline(plugins, command="test", queue_size=40)
     sink.bind(host.report)
     host.start(["main"])
     sent = 0

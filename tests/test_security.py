@@ -16,11 +16,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from bitmusa_plugin import lifecycle as lc
-from bitmusa_plugin.host import Host
-from bitmusa_plugin.plugins import PluginHost
-from bitmusa_plugin.secrets import Credentials, InsecureURLError, require_secure
-from bitmusa_plugin.stream import AccountConfig, AccountStream
+from bitmusa_plugin._core import machine as lc
+from bitmusa_plugin._engine.pipeline import Pipeline
+from bitmusa_plugin._engine.plugins import PluginRegistry
+from bitmusa_plugin._engine.secrets import Credentials, InsecureURLError, require_secure
+from bitmusa_plugin._engine.stream import AccountConfig, AccountStream
 
 
 @pytest.mark.parametrize(
@@ -111,9 +111,9 @@ async def test_a_certificate_that_does_not_verify_fails_with_a_clear_error(
         def on_error(self, error: dict[str, str]) -> None:
             errors.append(error["message"])
 
-    plugins = PluginHost()
+    plugins = PluginRegistry()
     plugins.register(Errors(), "errors")
-    host = Host(plugins, command="test")
+    host = Pipeline(plugins, command="test")
     host.start(["tls"])
     config = AccountConfig(
         "tls",

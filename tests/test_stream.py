@@ -17,14 +17,14 @@ import orjson
 import pytest
 
 from bitmusa_hookspecs import hookimpl
-from bitmusa_plugin import lifecycle as lc
-from bitmusa_plugin.host import Host
-from bitmusa_plugin.outputs import JsonlOutput
-from bitmusa_plugin.plugins import PluginHost
-from bitmusa_plugin.rest import RateLimiter
-from bitmusa_plugin.secrets import Credentials
+from bitmusa_plugin._core import machine as lc
+from bitmusa_plugin._engine.pipeline import Pipeline
+from bitmusa_plugin._engine.plugins import PluginRegistry
+from bitmusa_plugin._engine.rest import RateLimiter
+from bitmusa_plugin._engine.secrets import Credentials
+from bitmusa_plugin._engine.stream import AccountConfig, AccountStream, Heartbeat
+from bitmusa_plugin._outputs import JsonlOutput
 from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, RestFault, Simulator
-from bitmusa_plugin.stream import AccountConfig, AccountStream, Heartbeat
 
 FAST = lc.Timing(
     keepalive_interval=0.25,
@@ -90,7 +90,7 @@ class Recorder:
 class Rig:
     sim: Simulator
     recorder: Recorder
-    host: Host
+    host: Pipeline
     stream: AccountStream
     task: asyncio.Task[lc.Finish] | None = None
     extra: list[object] = field(default_factory=list)
@@ -135,11 +135,11 @@ async def make_rig(
     queue_size: int = 10_000,
 ) -> Rig:
     recorder = Recorder()
-    ph = PluginHost()
+    ph = PluginRegistry()
     ph.register(recorder, "recorder")
     for name, plugin in (plugins or {}).items():
         ph.register(plugin, name)
-    host = Host(ph, command="test", slow_after=slow_after, queue_size=queue_size)
+    host = Pipeline(ph, command="test", slow_after=slow_after, queue_size=queue_size)
     host.start(["acct"])
     config = AccountConfig(
         "acct", credentials or Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url
@@ -486,10 +486,10 @@ async def test_an_outage_is_caught_up_by_resync_in_order_with_nothing_rolled_bac
 
 
 async def test_run_accounts_stops_cleanly_when_its_script_breaks() -> None:
-    from bitmusa_plugin.app import run_accounts
+    from bitmusa_plugin._engine.config import run_accounts
 
     async with Simulator(time_scale=3600, event_interval=0.05) as sim:
-        plugins = PluginHost()
+        plugins = PluginRegistry()
         recorder = Recorder()
         plugins.register(recorder, "recorder")
         config = AccountConfig(
@@ -503,7 +503,7 @@ async def test_run_accounts_stops_cleanly_when_its_script_breaks() -> None:
         result = await asyncio.wait_for(
             run_accounts(
                 [config],
-                Host(plugins, command="test"),
+                Pipeline(plugins, command="test"),
                 timing=FAST,
                 heartbeat=BEAT,
                 until=script,
@@ -670,11 +670,11 @@ async def test_cancelling_the_engine_at_any_point_ends_every_task_promptly() -> 
         for round_ in range(24):
             baseline = asyncio.all_tasks()
             hung = HungLossless()
-            plugins = PluginHost()
+            plugins = PluginRegistry()
             plugins.register(Recorder(), "recorder")
             if round_ % 3 == 0:
                 plugins.register(hung, "hung")  # holds the reader (queue of 20)
-            host = Host(plugins, command="test", queue_size=20)
+            host = Pipeline(plugins, command="test", queue_size=20)
             host.start(["acct"])
             config = AccountConfig(
                 "acct", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url

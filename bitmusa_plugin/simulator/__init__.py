@@ -34,7 +34,7 @@ from typing import Any, Literal
 import orjson
 from aiohttp import WSMsgType, web
 
-from .scenario import Scenario
+from bitmusa_plugin.simulator.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -495,7 +495,7 @@ def simulated(scale: float) -> Callable[[float], float]:
     return lambda seconds: seconds / scale
 
 
-from .thread import SimulatorThread  # noqa: E402 (it builds on Simulator)
+from bitmusa_plugin.simulator.thread import SimulatorThread  # noqa: E402 (it builds on Simulator)
 
 __all__ = [
     "DEMO_API_KEY",

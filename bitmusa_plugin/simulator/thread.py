@@ -9,7 +9,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from . import Simulator
+from bitmusa_plugin.simulator import Simulator
 
 T = TypeVar("T")
 

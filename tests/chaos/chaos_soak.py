@@ -36,12 +36,12 @@ from typing import Any
 import orjson
 
 from bitmusa_hookspecs import hookimpl
-from bitmusa_plugin import lifecycle as lc
-from bitmusa_plugin.host import Host
-from bitmusa_plugin.plugins import PluginHost
-from bitmusa_plugin.secrets import Credentials
+from bitmusa_plugin._core import machine as lc
+from bitmusa_plugin._engine.pipeline import Pipeline
+from bitmusa_plugin._engine.plugins import PluginRegistry
+from bitmusa_plugin._engine.secrets import Credentials
+from bitmusa_plugin._engine.stream import AccountConfig, AccountStream, Heartbeat
 from bitmusa_plugin.simulator import Simulator, SimulatorThread
-from bitmusa_plugin.stream import AccountConfig, AccountStream, Heartbeat
 
 SCALE = 3600.0  # a simulated hour per real second
 HOUR_MS = 3600 * 1000
@@ -331,9 +331,9 @@ async def run(profile: Profile, seed: int) -> Report:
     sim = handle.start()
     try:
         recorder = Recorder()
-        plugins = PluginHost()
+        plugins = PluginRegistry()
         plugins.register(recorder, "recorder")
-        host = Host(plugins, command="chaos")
+        host = Pipeline(plugins, command="chaos")
         host.start(list(labels.values()))
         streams: dict[str, AccountStream] = {}
         for api, label in labels.items():

@@ -17,13 +17,13 @@ from typing import Any
 import orjson
 
 from bitmusa_hookspecs import hookimpl
-from bitmusa_plugin import lifecycle as lc
-from bitmusa_plugin.host import Host
-from bitmusa_plugin.mapping import Mapped, Mapper
-from bitmusa_plugin.plugins import PluginHost
-from bitmusa_plugin.secrets import Credentials
+from bitmusa_plugin._core import machine as lc
+from bitmusa_plugin._core.mapping import Mapped, Mapper
+from bitmusa_plugin._engine.pipeline import Pipeline
+from bitmusa_plugin._engine.plugins import PluginRegistry
+from bitmusa_plugin._engine.secrets import Credentials
+from bitmusa_plugin._engine.stream import AccountConfig, AccountStream, Heartbeat
 from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
-from bitmusa_plugin.stream import AccountConfig, AccountStream, Heartbeat
 
 CONFLATE_AFTER = 100  # small, so that falling behind comes within the run
 RUN_SECONDS = 8.0
@@ -170,7 +170,7 @@ class Good:
 
 async def test_four_hostile_plugins_at_once_cost_the_good_one_nothing() -> None:
     good, raiser, blocker, hanger, mutator = Good(), Raiser(), Blocker(), Hanger(), Mutator()
-    plugins = PluginHost()
+    plugins = PluginRegistry()
     # the good plugin last: it shares nothing with the vandal registered before it
     for name, plugin in [
         ("mutator", mutator),
@@ -181,7 +181,7 @@ async def test_four_hostile_plugins_at_once_cost_the_good_one_nothing() -> None:
     ]:
         plugins.register(plugin, name)
     async with Simulator(event_interval=0.01, seed=21, server_ping=(0.2, 0.3)) as sim:
-        host = Host(plugins, command="hostile", conflate_after=CONFLATE_AFTER, slow_after=0.5)
+        host = Pipeline(plugins, command="hostile", conflate_after=CONFLATE_AFTER, slow_after=0.5)
         host.start(["acct"])
         config = AccountConfig(
             "acct", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url
@@ -281,11 +281,11 @@ class HungRecorder:
 
 async def test_a_hung_lossless_plugin_is_released_after_the_bound_and_the_stream_goes_on() -> None:
     good, hung = Good(), HungRecorder()
-    plugins = PluginHost()
+    plugins = PluginRegistry()
     plugins.register(hung, "hung")
     plugins.register(good, "good")
     async with Simulator(event_interval=0.005, seed=22) as sim:
-        host = Host(plugins, command="hostile", queue_size=100, stall_after=1.5)
+        host = Pipeline(plugins, command="hostile", queue_size=100, stall_after=1.5)
         host.start(["acct"])
         config = AccountConfig(
             "acct", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url

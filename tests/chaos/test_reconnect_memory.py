@@ -18,12 +18,12 @@ from typing import Any
 from chaos_soak import PROFILES
 
 from bitmusa_hookspecs import hookimpl
-from bitmusa_plugin import lifecycle as lc
-from bitmusa_plugin.host import Host
-from bitmusa_plugin.plugins import PluginHost
-from bitmusa_plugin.secrets import Credentials
+from bitmusa_plugin._core import machine as lc
+from bitmusa_plugin._engine.pipeline import Pipeline
+from bitmusa_plugin._engine.plugins import PluginRegistry
+from bitmusa_plugin._engine.secrets import Credentials
+from bitmusa_plugin._engine.stream import AccountConfig, AccountStream, Heartbeat
 from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY
-from bitmusa_plugin.stream import AccountConfig, AccountStream, Heartbeat
 
 #: documented in docs/reliability.md: traced growth allowed over the measured cycles
 GROWTH_BOUND_BYTES = 64 * 1024
@@ -84,7 +84,7 @@ async def _until(predicate: Any, timeout: float) -> None:
         await asyncio.sleep(0.01)
 
 
-async def _sample(stream: AccountStream, host: Host) -> tuple[int, int, int]:
+async def _sample(stream: AccountStream, host: Pipeline) -> tuple[int, int, int]:
     """Tasks, fds and traced bytes, at the same phase of a cycle every time: connected,
     resynced, nothing queued for the plugin, no REST call in flight."""
     while True:
@@ -107,9 +107,9 @@ async def test_reconnect_cycles_leave_tasks_fds_and_memory_flat() -> None:
     cycles = profile.reconnect_cycles
     proc, rest_url, ws_url = await _start_simulator()
     counting = Counting()
-    plugins = PluginHost()
+    plugins = PluginRegistry()
     plugins.register(counting, "counting")
-    host = Host(plugins, command="memory")
+    host = Pipeline(plugins, command="memory")
     host.start(["acct"])
     config = AccountConfig("acct", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), rest_url, ws_url)
     timing = replace(lc.Timing(), retry_initial=0.005, retry_max=0.02, stable_after=0.01)

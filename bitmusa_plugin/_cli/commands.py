@@ -15,9 +15,9 @@ import sys
 from collections.abc import Coroutine
 from typing import IO, Any, TypeVar
 
-from . import __version__
-from .cli import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE
-from .plugins import PluginHost
+from bitmusa_plugin import __version__
+from bitmusa_plugin._cli import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE
+from bitmusa_plugin._engine.plugins import PluginRegistry
 
 T = TypeVar("T")
 log = logging.getLogger("bitmusa_plugin")
@@ -67,12 +67,12 @@ def load_plugins(
     strict: bool,
     stream: IO[str] | None = None,
     on_closed: OutputClosed | None = None,
-) -> PluginHost:
+) -> PluginRegistry:
     """The plugin host with the chosen built-in output and every enabled entry point."""
-    from .outputs import make_output
-    from .plugins import PluginHost
+    from bitmusa_plugin._engine.plugins import PluginRegistry
+    from bitmusa_plugin._outputs import make_output
 
-    host = PluginHost(strict=strict)
+    host = PluginRegistry(strict=strict)
     plugin = make_output(output, stream, on_closed=on_closed)
     if plugin is not None:
         host.register(
@@ -88,18 +88,18 @@ def load_plugins(
 
 async def replay(
     lines: IO[str],
-    plugins: PluginHost,
+    plugins: PluginRegistry,
     account: str = "default",
     closed: OutputClosed | None = None,
 ) -> int:
     """Feed each line through the same path the live stream uses; the exit status. Every
     plugin gets every call, whatever its delivery policy: the file is read only as fast as
     the slowest plugin takes it."""
-    from .host import Host
+    from bitmusa_plugin._engine.pipeline import Pipeline
 
     if closed is not None:
         closed.bind()
-    host = Host(plugins, command="replay", policy_override="all")
+    host = Pipeline(plugins, command="replay", policy_override="all")
     host.start([account])
     host.stream_state(
         {
@@ -143,9 +143,9 @@ async def replay(
 
 
 def plugins_command(args: argparse.Namespace) -> int:
-    from .plugins import PluginHost
+    from bitmusa_plugin._engine.plugins import PluginRegistry
 
-    host = PluginHost()
+    host = PluginRegistry()
     host.load_entrypoints()
     records = [r.as_dict() for r in host.records]
     if args.json:
@@ -174,15 +174,20 @@ def plugins_command(args: argparse.Namespace) -> int:
 
 
 def listen_command(
-    args: argparse.Namespace, plugins: PluginHost, closed: OutputClosed | None = None
+    args: argparse.Namespace, plugins: PluginRegistry, closed: OutputClosed | None = None
 ) -> int:
     from dataclasses import replace
 
-    from . import lifecycle as lc
-    from .app import ConfigError, account_from_env, load_config, run_accounts
-    from .host import Host
-    from .rest import RateLimiter
-    from .secrets import CredentialsError
+    from bitmusa_plugin._core import machine as lc
+    from bitmusa_plugin._engine.config import (
+        ConfigError,
+        account_from_env,
+        load_config,
+        run_accounts,
+    )
+    from bitmusa_plugin._engine.pipeline import Pipeline
+    from bitmusa_plugin._engine.rest import RateLimiter
+    from bitmusa_plugin._engine.secrets import CredentialsError
 
     try:
         if args.config is not None:
@@ -222,7 +227,7 @@ def listen_command(
             return EXIT_USAGE
     try:
         sink = make_redis_sink(args, plugins)
-        host = Host(plugins, command="listen")
+        host = Pipeline(plugins, command="listen")
         if sink is not None:
             sink.bind(host.report)
 
@@ -250,7 +255,7 @@ def listen_command(
 
 
 def run_replay(
-    lines: IO[str], plugins: PluginHost, account: str, closed: OutputClosed | None = None
+    lines: IO[str], plugins: PluginRegistry, account: str, closed: OutputClosed | None = None
 ) -> int:
     return run_loop(replay(lines, plugins, account, closed))
 
@@ -262,9 +267,9 @@ def _report_failures(failed: dict[str, str]) -> int:
 
 
 def demo_command(
-    args: argparse.Namespace, plugins: PluginHost, closed: OutputClosed | None = None
+    args: argparse.Namespace, plugins: PluginRegistry, closed: OutputClosed | None = None
 ) -> int:
-    from .demo import run_demo
+    from bitmusa_plugin._cli.demo import run_demo
 
     async def main() -> dict[str, str]:
         stop_on = closed.bind() if closed is not None else None
@@ -277,7 +282,7 @@ def demo_command(
 def simulate_command(args: argparse.Namespace) -> int:
     import signal
 
-    from .simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
+    from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
 
     async def serve() -> None:
         sim = Simulator(
@@ -351,13 +356,13 @@ async def _every(seconds: float, name: str, action: Any) -> None:
         await action()
 
 
-def make_redis_sink(args: argparse.Namespace, plugins: PluginHost) -> Any:
+def make_redis_sink(args: argparse.Namespace, plugins: PluginRegistry) -> Any:
     """Register the Redis sink when ``--redis`` is given; bind it to the host once made."""
     if not getattr(args, "redis", None):
         return None
-    from .scale.registry import redis_password
-    from .scale.sink import RedisSink
-    from .secrets import REDACTOR
+    from bitmusa_plugin._engine.secrets import REDACTOR
+    from bitmusa_plugin._scale.registry import redis_password
+    from bitmusa_plugin._scale.sink import RedisSink
 
     REDACTOR.add(redis_password(args.redis))
     sink = RedisSink(args.redis, stream=args.redis_stream, maxlen=args.redis_maxlen or None)
@@ -367,13 +372,13 @@ def make_redis_sink(args: argparse.Namespace, plugins: PluginHost) -> Any:
     return sink
 
 
-def worker_command(args: argparse.Namespace, plugins: PluginHost) -> int:
-    from .host import Host
-    from .rest import DEFAULT_REST_URL, RateLimiter
-    from .scale.worker import WorkerOptions, run_worker
+def worker_command(args: argparse.Namespace, plugins: PluginRegistry) -> int:
+    from bitmusa_plugin._engine.pipeline import Pipeline
+    from bitmusa_plugin._engine.rest import DEFAULT_REST_URL, RateLimiter
+    from bitmusa_plugin._scale.worker import WorkerOptions, run_worker
 
     sink = make_redis_sink(args, plugins)
-    host = Host(plugins, command="worker")
+    host = Pipeline(plugins, command="worker")
     options = WorkerOptions(
         group=args.group,
         lease_ttl=args.lease_ttl,
@@ -393,11 +398,11 @@ def worker_command(args: argparse.Namespace, plugins: PluginHost) -> int:
 
 
 def worker_status_command(args: argparse.Namespace) -> int:
-    from .scale.registry import redis_password
-    from .secrets import REDACTOR
+    from bitmusa_plugin._engine.secrets import REDACTOR
+    from bitmusa_plugin._scale.registry import redis_password
 
     REDACTOR.add(redis_password(args.redis))  # never in a log line or an error
-    from .scale.worker import status
+    from bitmusa_plugin._scale.worker import status
 
     async def main() -> dict[str, Any]:
         import redis.asyncio as redis
@@ -422,11 +427,11 @@ def worker_status_command(args: argparse.Namespace) -> int:
 
 
 def accounts_command(args: argparse.Namespace) -> int:
-    from .scale.registry import redis_password
-    from .secrets import REDACTOR
+    from bitmusa_plugin._engine.secrets import REDACTOR
+    from bitmusa_plugin._scale.registry import redis_password
 
     REDACTOR.add(redis_password(args.redis))  # never in a log line or an error
-    from .scale import registry
+    from bitmusa_plugin._scale import registry
 
     async def main() -> int:
         import redis.asyncio as redis
@@ -487,7 +492,7 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
 
 
 def new_plugin_command(args: argparse.Namespace) -> int:
-    from .scaffold import create
+    from bitmusa_plugin._cli.scaffold import create
 
     try:
         root = create(args.name, args.directory)

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from .sink import DEFAULT_STREAM
+from bitmusa_plugin._scale.sink import DEFAULT_STREAM
 
 #: what each hook's record calls its object
 _OBJECT_KEYS = {

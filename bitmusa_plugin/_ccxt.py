@@ -33,14 +33,18 @@ from ccxt.base.errors import (
 )
 
 from bitmusa_hookspecs import hookimpl
-
-from . import lifecycle as lc
-from . import rest as bm_rest
-from .host import Host
-from .mapping import Mapper, rest_order_data, rest_position_data, rest_wallet_data
-from .plugins import PluginHost
-from .secrets import Credentials, InsecureURLError, require_secure
-from .stream import DEFAULT_WS_URL, AccountConfig, AccountStream, Heartbeat
+from bitmusa_plugin._core import machine as lc
+from bitmusa_plugin._core.mapping import (
+    Mapper,
+    rest_order_data,
+    rest_position_data,
+    rest_wallet_data,
+)
+from bitmusa_plugin._engine import rest as bm_rest
+from bitmusa_plugin._engine.pipeline import Pipeline
+from bitmusa_plugin._engine.plugins import PluginRegistry
+from bitmusa_plugin._engine.secrets import Credentials, InsecureURLError, require_secure
+from bitmusa_plugin._engine.stream import DEFAULT_WS_URL, AccountConfig, AccountStream, Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +179,7 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config or {})
-        self._host: Host | None = None
+        self._host: Pipeline | None = None
         self._stream: AccountStream | None = None
         self._task: asyncio.Task[lc.Finish] | None = None
         self._changed: asyncio.Condition | None = None
@@ -371,9 +375,9 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
         self._changed = asyncio.Condition()
         self.orders = ArrayCacheBySymbolById(self.safe_integer(self.options, "ordersLimit", 1000))
         self.positions = PositionsCache()
-        plugins = PluginHost()
+        plugins = PluginRegistry()
         plugins.register(_Feed(self), "ccxt-feed", builtin=True)
-        self._host = host = Host(plugins, command="ccxt")
+        self._host = host = Pipeline(plugins, command="ccxt")
         host.symbols = self._symbols  # tickers seen become markets
         host.start([account])
         timing = lc.Timing(

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from . import lifecycle as lc
-from .app import run_accounts
-from .host import Host
-from .plugins import PluginHost
-from .secrets import Credentials
-from .simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
-from .stream import AccountConfig, AccountStream, Heartbeat
+from bitmusa_plugin._core import machine as lc
+from bitmusa_plugin._engine.config import run_accounts
+from bitmusa_plugin._engine.pipeline import Pipeline
+from bitmusa_plugin._engine.plugins import PluginRegistry
+from bitmusa_plugin._engine.secrets import Credentials
+from bitmusa_plugin._engine.stream import AccountConfig, AccountStream, Heartbeat
+from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ TIME_SCALE = 86400 / 15
 
 
 async def run_demo(
-    plugins: PluginHost,
+    plugins: PluginRegistry,
     *,
     seconds: float = 20.0,
     account: str = "demo",
@@ -60,10 +60,10 @@ async def run_demo(
             await asyncio.sleep(seconds * 0.5)
 
         # the pretty output already shows every state change; the log would repeat it
-        logging.getLogger("bitmusa_plugin.stream").setLevel(logging.ERROR)
+        logging.getLogger("bitmusa_plugin._engine.stream").setLevel(logging.ERROR)
         result = await run_accounts(
             [config],
-            Host(plugins, command="demo"),
+            Pipeline(plugins, command="demo"),
             timing=timing,
             heartbeat=Heartbeat(1.0, 1.0),
             until=script,

@@ -41,8 +41,7 @@ from bitmusa_hookspecs import (
     StreamState,
     hookimpl,
 )
-
-from ..mapping import error_info
+from bitmusa_plugin._core.mapping import error_info
 
 log = logging.getLogger(__name__)
 

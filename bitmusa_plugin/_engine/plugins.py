@@ -1,7 +1,7 @@
 """Plugin discovery, validation and listing (pluggy); delivery lives in ``dispatch``.
 
 Every plugin, built-in output or third-party entry point, goes through
-:meth:`PluginHost.register`, so they are validated and listed the same way. One plugin
+:meth:`PluginRegistry.register`, so they are validated and listed the same way. One plugin
 that fails to import or validate is recorded as ``failed`` and the rest still load
 (conda's rule; llm#1280 shows the opposite). ``strict`` turns the first failure into
 :class:`PluginLoadError`.
@@ -77,7 +77,7 @@ def _names(value: str | None) -> set[str] | None:
     return {part.strip() for part in value.split(",") if part.strip()}
 
 
-class PluginHost:
+class PluginRegistry:
     """The pluggy ``PluginManager`` with our hookspecs, plus a record of every plugin."""
 
     def __init__(self, *, strict: bool = False) -> None:

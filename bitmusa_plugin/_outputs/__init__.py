@@ -1,5 +1,5 @@
 """Built-in output plugins. They implement the same hooks a third-party plugin would and
-are registered through the same path (:meth:`bitmusa_plugin.plugins.PluginHost.register`).
+are registered through the same path (``PluginRegistry.register`` in ``_engine/plugins.py``).
 """
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import IO
 
-from .jsonl import JsonlOutput
+from bitmusa_plugin._outputs.jsonl import JsonlOutput
 
 OUTPUT_NAMES = ("pretty", "jsonl", "dashboard", "none")
 
@@ -20,11 +20,13 @@ def make_output(
     if name == "jsonl":
         return JsonlOutput(stream, on_closed=on_closed)
     if name == "pretty":
-        from .pretty import PrettyOutput  # rich is imported only when it is used
+        from bitmusa_plugin._outputs.pretty import (
+            PrettyOutput,  # rich is imported only when it is used
+        )
 
         return PrettyOutput(stream, on_closed=on_closed)
     if name == "dashboard":
-        from .dashboard import DashboardOutput
+        from bitmusa_plugin._outputs.dashboard import DashboardOutput
 
         return DashboardOutput(stream, on_closed=on_closed)
     if name == "none":

@@ -1,6 +1,6 @@
 """The asyncio shell: carries out the lifecycle policy's decisions with httpx and websockets.
 
-All decisions live in :mod:`bitmusa_plugin.lifecycle`; this module only performs them and
+All decisions live in :mod:`bitmusa_plugin._core.machine`; this module only performs them and
 reports back what happened. Per account there is one supervisor task (the policy loop),
 at most two connection tasks (two only during a rotation) and one REST call at a time per
 kind. Frames go straight from a connection's reader to the plugin host, never through the
@@ -26,12 +26,11 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bitmusa_hookspecs import StreamState
-
-from . import lifecycle as lc
-from . import resync
-from .host import Host
-from .mapping import error_info
-from .rest import (
+from bitmusa_plugin._core import machine as lc
+from bitmusa_plugin._core import resync
+from bitmusa_plugin._core.mapping import error_info
+from bitmusa_plugin._engine.pipeline import Pipeline
+from bitmusa_plugin._engine.rest import (
     DEFAULT_REST_URL,
     BitmusaError,
     ListenKeyClient,
@@ -40,7 +39,13 @@ from .rest import (
     RateLimiter,
     tls_context,
 )
-from .secrets import REDACTOR, Credentials, RedactingLogger, redact, require_secure
+from bitmusa_plugin._engine.secrets import (
+    REDACTOR,
+    Credentials,
+    RedactingLogger,
+    redact,
+    require_secure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +109,12 @@ class _Connection:
 
 
 class AccountStream:
-    """Streams one account into a :class:`~bitmusa_plugin.host.Host` until stopped."""
+    """Streams one account into a :class:`.pipeline.Pipeline` until stopped."""
 
     def __init__(
         self,
         config: AccountConfig,
-        host: Host,
+        host: Pipeline,
         *,
         timing: lc.Timing | None = None,
         heartbeat: Heartbeat | None = None,

@@ -1,10 +1,10 @@
-"""Running accounts: the config file, the shared plugin host, signals, shutdown.
+"""Running accounts: the config file, the shared pipeline, signals, shutdown.
 
-``run_accounts`` is what ``bitmusa-plugin listen`` and ``demo`` run: every account gets its
-own :class:`~bitmusa_plugin.stream.AccountStream`, all of them share one
-:class:`~bitmusa_plugin.host.Host` (``event["account"]`` tells them apart) and one REST
-rate limiter. SIGINT/SIGTERM stop every stream (each DELETEs its key unless told to keep
-it), ``on_shutdown`` runs, and the whole shutdown takes under 2 seconds even offline.
+``run_accounts`` is what ``bitmusa-plugin listen`` and ``demo`` run: every account gets
+its own ``AccountStream``, all of them share one ``Pipeline`` (``event["account"]`` tells
+them apart) and one REST rate limiter. SIGINT/SIGTERM stop every stream (each DELETEs
+its key unless told to keep it), ``on_shutdown`` runs, and the whole shutdown takes under
+2 seconds even offline.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from . import lifecycle as lc
-from .host import Host
-from .rest import DEFAULT_REST_URL, RateLimiter, http_client
-from .secrets import Credentials, CredentialsError, InsecureURLError
-from .stream import DEFAULT_WS_URL, AccountConfig, AccountStream, Heartbeat
+from bitmusa_plugin._core import machine as lc
+from bitmusa_plugin._engine.pipeline import Pipeline
+from bitmusa_plugin._engine.rest import DEFAULT_REST_URL, RateLimiter, http_client
+from bitmusa_plugin._engine.secrets import Credentials, CredentialsError, InsecureURLError
+from bitmusa_plugin._engine.stream import DEFAULT_WS_URL, AccountConfig, AccountStream, Heartbeat
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -132,7 +132,7 @@ class RunResult:
 
 async def run_accounts(
     accounts: list[AccountConfig],
-    host: Host,
+    host: Pipeline,
     *,
     timing: lc.Timing | None = None,
     heartbeat: Heartbeat | None = None,

@@ -20,8 +20,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from bitmusa_hookspecs import Balance, ErrorInfo, Event, Order, Position
-
-from ._numbers import (
+from bitmusa_plugin._core.numbers import (
     MAX_TIMESTAMP,
     MISSING_STRINGS,
     Pair,

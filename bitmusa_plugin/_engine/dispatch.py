@@ -53,8 +53,7 @@ from typing import Any
 from pluggy import HookImpl
 
 from bitmusa_hookspecs import DeliveryPolicy, ErrorInfo
-
-from .mapping import error_info
+from bitmusa_plugin._core.mapping import error_info
 
 log = logging.getLogger(__name__)
 

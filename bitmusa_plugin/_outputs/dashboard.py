@@ -21,8 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bitmusa_hookspecs import hookimpl
-
-from .pretty import PrettyOutput, _n
+from bitmusa_plugin._outputs.pretty import PrettyOutput, _n
 
 SPARK = "▁▂▃▄▅▆▇█"
 RATE_WINDOW = 60  # seconds shown in the sparkline

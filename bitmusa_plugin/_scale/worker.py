@@ -30,15 +30,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..host import Host
-from ..lifecycle import Timing
-from ..mapping import error_info
-from ..rest import DEFAULT_REST_URL, RateLimiter, http_client
-from ..secrets import CredentialsError, InsecureURLError
-from ..stream import AccountStream, Heartbeat
-from . import registry
-from .registry import key
-from .sink import RedisSink
+from bitmusa_plugin._core.machine import Timing
+from bitmusa_plugin._core.mapping import error_info
+from bitmusa_plugin._engine.pipeline import Pipeline
+from bitmusa_plugin._engine.rest import DEFAULT_REST_URL, RateLimiter, http_client
+from bitmusa_plugin._engine.secrets import CredentialsError, InsecureURLError
+from bitmusa_plugin._engine.stream import AccountStream, Heartbeat
+from bitmusa_plugin._scale import registry
+from bitmusa_plugin._scale.registry import key
+from bitmusa_plugin._scale.sink import RedisSink
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class WorkerOptions:
 class Worker:
     """Runs until :meth:`stop`. ``host`` carries the plugins (the Redis sink among them)."""
 
-    def __init__(self, client: Any, host: Host, options: WorkerOptions, ident: str) -> None:
+    def __init__(self, client: Any, host: Pipeline, options: WorkerOptions, ident: str) -> None:
         self.client = client
         self.host = host
         self.options = options
@@ -322,7 +322,7 @@ async def status(client: Any, group: str) -> dict[str, Any]:
 
 async def run_worker(
     redis_url: str,
-    host: Host,
+    host: Pipeline,
     options: WorkerOptions,
     *,
     ident: str | None = None,

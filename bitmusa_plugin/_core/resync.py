@@ -24,8 +24,13 @@ from typing import Any
 
 import orjson
 
-from ._numbers import Reject
-from .mapping import Mapper, rest_order_data, rest_position_data, rest_wallet_data
+from bitmusa_plugin._core.mapping import (
+    Mapper,
+    rest_order_data,
+    rest_position_data,
+    rest_wallet_data,
+)
+from bitmusa_plugin._core.numbers import Reject
 
 ORDER_FIELDS = (
     "status",

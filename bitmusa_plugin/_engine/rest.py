@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import orjson
 
-from .secrets import Credentials
+from bitmusa_plugin._engine.secrets import Credentials
 
 log = logging.getLogger(__name__)
 

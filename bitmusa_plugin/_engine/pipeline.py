@@ -1,7 +1,7 @@
 """The plugin host: frames in, hook calls out. Shared by ``replay`` and the live stream.
 
-Data flows one way: raw frame -> :class:`~bitmusa_plugin.mapping.Mapper` (per account)
--> :class:`~bitmusa_plugin.dispatch.Dispatcher` -> plugins. Everything that goes wrong on
+Data flows one way: raw frame -> :class:`~bitmusa_plugin._core.mapping.Mapper` (per account)
+-> :class:`~bitmusa_plugin._engine.dispatch.Dispatcher` -> plugins. Everything that goes wrong on
 the way is reported three ways: an ``on_error`` hook call, a log record and a counter.
 """
 
@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bitmusa_hookspecs import Context, DeliveryPolicy, ErrorInfo, Event, StreamState
-
-from . import __version__
-from .dispatch import (
+from bitmusa_plugin import __version__
+from bitmusa_plugin._core.mapping import DEFAULT_MAX_FRAME_BYTES, Mapped, Mapper, SymbolMap
+from bitmusa_plugin._core.resync import Ledger
+from bitmusa_plugin._engine.dispatch import (
     DEFAULT_CONFLATE_AFTER,
     DEFAULT_ERROR_BURST,
     DEFAULT_QUEUE_SIZE,
@@ -25,10 +26,8 @@ from .dispatch import (
     DEFAULT_STALL_AFTER,
     Dispatcher,
 )
-from .mapping import DEFAULT_MAX_FRAME_BYTES, Mapped, Mapper, SymbolMap
-from .plugins import PluginHost
-from .resync import Ledger
-from .secrets import redact
+from bitmusa_plugin._engine.plugins import PluginRegistry
+from bitmusa_plugin._engine.secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +49,12 @@ class AccountStats:
         }
 
 
-class Host:
+class Pipeline:
     """Maps frames per account and delivers the results to every plugin."""
 
     def __init__(
         self,
-        plugins: PluginHost,
+        plugins: PluginRegistry,
         *,
         command: str,
         markets: Mapping[str, str] | None = None,

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__
+from bitmusa_plugin import __version__
 
 if TYPE_CHECKING:
     pass
@@ -300,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
     except BrokenPipeError:
         # Standard output was closed (``| head``): stop quietly, as Unix tools do.
-        from .commands import silence_stdout
+        from bitmusa_plugin._cli.commands import silence_stdout
 
         silence_stdout()
         return EXIT_OK
@@ -310,8 +310,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from . import commands
-    from .secrets import install_log_redaction
+    from bitmusa_plugin._cli import commands
+    from bitmusa_plugin._engine.secrets import install_log_redaction
 
     install_log_redaction()
     if args.command == "plugins":
@@ -324,7 +324,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return commands.accounts_command(args)
     if args.command == "worker" and args.action == "status":
         return commands.worker_status_command(args)
-    from .plugins import PluginLoadError
+    from bitmusa_plugin._engine.plugins import PluginLoadError
 
     closed = commands.OutputClosed()
     try:

@@ -23,13 +23,13 @@ from typing import Any
 
 import orjson
 
-from ..secrets import Credentials, CredentialsError
+from bitmusa_plugin._engine.secrets import Credentials, CredentialsError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
-from ..stream import DEFAULT_WS_URL, AccountConfig
+from bitmusa_plugin._engine.stream import DEFAULT_WS_URL, AccountConfig
 
 DEFAULT_GROUP = "default"
 
