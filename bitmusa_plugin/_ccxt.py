@@ -34,6 +34,8 @@ from ccxt.base.errors import (
 
 from bitmusa_hookspecs import hookimpl
 from bitmusa_plugin._core import machine as lc
+from bitmusa_plugin._core.errors import BitmusaError, RateLimitedError
+from bitmusa_plugin._core.errors import NetworkError as BitmusaNetworkError
 from bitmusa_plugin._core.mapping import (
     Mapper,
     rest_order_data,
@@ -49,16 +51,16 @@ from bitmusa_plugin._engine.stream import DEFAULT_WS_URL, AccountConfig, Account
 log = logging.getLogger(__name__)
 
 
-def ccxt_error(exc: bm_rest.BitmusaError) -> Any:
+def ccxt_error(exc: BitmusaError) -> Any:
     """The ccxt exception class for a Bitmusa REST error, carrying the code."""
     text = f"bitmusa {exc.code} {exc.message}" if exc.code is not None else f"bitmusa {exc.message}"
     if exc.code in (1001, 1003, 401):
         return AuthenticationError(text)
     if exc.code in (1002, 1005, 1012, 403):
         return PermissionDenied(text)
-    if isinstance(exc, bm_rest.RateLimitedError):
+    if isinstance(exc, RateLimitedError):
         return RateLimitExceeded(text)
-    if isinstance(exc, bm_rest.NetworkError):
+    if isinstance(exc, BitmusaNetworkError):
         return NetworkError(text)
     return ExchangeError(text)
 
@@ -258,7 +260,7 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
         try:
             records: list[dict[str, Any]] = await getattr(client, what)(**kwargs)
             return records
-        except bm_rest.BitmusaError as exc:
+        except BitmusaError as exc:
             raise ccxt_error(exc) from None
         finally:
             await client.aclose()

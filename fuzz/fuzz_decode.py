@@ -12,7 +12,8 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from bitmusa_plugin._core.mapping import FRAME_ERROR_KINDS, Mapped, Mapper, Rejected
+    from bitmusa_hookspecs import FRAME_ERROR_KINDS
+    from bitmusa_plugin._core.mapping import Mapped, Mapper, Rejected
 
 HOOKS = {"on_order", "on_wallet", "on_position"}
 mapper = Mapper(max_frame_bytes=1 << 16)

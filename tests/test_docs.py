@@ -71,7 +71,7 @@ def test_hook_is_exercised_by_a_test(hook: str) -> None:
 
 
 def test_every_frame_error_kind_is_documented() -> None:
-    from bitmusa_plugin._core.mapping import FRAME_ERROR_KINDS
+    from bitmusa_hookspecs import FRAME_ERROR_KINDS
 
     assert set(FRAME_ERROR_KINDS) <= set(gen_hooks().ERROR_KINDS)
 

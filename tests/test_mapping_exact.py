@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bitmusa_plugin._core.mapping import FRAME_ERROR_KINDS, Mapped, Mapper, Rejected
+from bitmusa_hookspecs import FRAME_ERROR_KINDS
+from bitmusa_plugin._core.mapping import Mapped, Mapper, Rejected
 from ccxt_reference import Reference, validate
 from conftest import corpus_frames
 

@@ -9,6 +9,7 @@ import httpx
 import orjson
 import pytest
 
+from bitmusa_plugin._core import errors
 from bitmusa_plugin._engine import rest
 from bitmusa_plugin._engine.secrets import Credentials
 
@@ -20,25 +21,25 @@ def envelope(code: int, data: object = None, message: str = "m") -> bytes:
 @pytest.mark.parametrize(
     ("status", "body", "error"),
     [
-        (200, envelope(1001), rest.PermanentError),
-        (200, envelope(1002), rest.PermanentError),
-        (200, envelope(1003), rest.PermanentError),
-        (200, envelope(1005), rest.PermanentError),
-        (200, envelope(1011), rest.RateLimitedError),
-        (429, b"slow down", rest.RateLimitedError),
-        (503, b"", rest.ServerError),
-        (200, envelope(999), rest.ServerError),
-        (200, envelope(3022), rest.ListenKeyGoneError),
-        (200, b"<html>not json</html>", rest.ServerError),
-        (401, b"", rest.PermanentError),
-        (200, envelope(1014), rest.BitmusaError),
+        (200, envelope(1001), errors.PermanentError),
+        (200, envelope(1002), errors.PermanentError),
+        (200, envelope(1003), errors.PermanentError),
+        (200, envelope(1005), errors.PermanentError),
+        (200, envelope(1011), errors.RateLimitedError),
+        (429, b"slow down", errors.RateLimitedError),
+        (503, b"", errors.ServerError),
+        (200, envelope(999), errors.ServerError),
+        (200, envelope(3022), errors.ListenKeyGoneError),
+        (200, b"<html>not json</html>", errors.ServerError),
+        (401, b"", errors.PermanentError),
+        (200, envelope(1014), errors.BitmusaError),
     ],
 )
 def test_every_failure_is_a_typed_error_carrying_the_code(
     status: int, body: bytes, error: type[Exception]
 ) -> None:
     with pytest.raises(error) as raised:
-        rest.parse_envelope("PUT userDataStream", status, body)
+        errors.parse_envelope("PUT userDataStream", status, body)
     assert type(raised.value) is error
     code = raised.value.code  # type: ignore[attr-defined]
     if body.startswith(b'{"code"'):
@@ -50,9 +51,13 @@ def test_every_failure_is_a_typed_error_carrying_the_code(
 
 def test_code_zero_is_success_even_as_a_string() -> None:
     body = orjson.dumps({"code": "0", "message": "success", "data": {"listenKey": "k"}})
-    assert rest.parse_envelope("POST userDataStream", 200, body)["data"] == {"listenKey": "k"}
-    assert rest.PermanentError.retryable is False
-    assert rest.ServerError.retryable is True
+    assert errors.parse_envelope("POST userDataStream", 200, body)["data"] == {"listenKey": "k"}
+    # what each failure means for a stream is the type's, in one place
+    assert errors.PermanentError.failure == "permanent"
+    assert errors.ServerError.failure == "transient"
+    assert errors.NetworkError.failure == "transient"
+    assert errors.RateLimitedError.failure == "transient"
+    assert errors.ListenKeyGoneError.failure == "gone"
 
 
 async def test_both_headers_from_one_auth_class_and_nothing_printed() -> None:

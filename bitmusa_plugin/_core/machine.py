@@ -42,8 +42,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 from bitmusa_hookspecs import StreamStatus
-
-Failure = Literal["permanent", "transient", "gone"]
+from bitmusa_plugin._core.errors import Failure
 
 
 @dataclass(frozen=True)

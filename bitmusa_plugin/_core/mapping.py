@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from bitmusa_hookspecs import Balance, ErrorInfo, Event, Order, Position
+from bitmusa_hookspecs import Balance, ErrorInfo, Event, Order, Position, error_info
 from bitmusa_plugin._core.numbers import (
     MAX_TIMESTAMP,
     MISSING_STRINGS,
@@ -45,22 +45,6 @@ log = logging.getLogger(__name__)
 #: Frames longer than this (bytes or characters) are rejected unread. User-stream
 #: frames are a few hundred bytes; 64 KiB leaves room for any real payload.
 DEFAULT_MAX_FRAME_BYTES = 65536
-#: How much of an offending frame an error report carries.
-RAW_EXCERPT_CHARS = 512
-
-#: Every kind a rejected frame can carry (``internal`` means a bug of ours, caught).
-FRAME_ERROR_KINDS = frozenset(
-    (
-        "malformed_json",
-        "not_an_object",
-        "unknown_stream",
-        "missing_field",
-        "invalid_field",
-        "invalid_value",
-        "oversize",
-    )
-)
-
 #: Quote currencies recognised at the end of a ticker, longest first.
 QUOTES = ("USDT", "USDC", "USD")
 
@@ -151,26 +135,6 @@ class Rejected(NamedTuple):
     """A frame that could not be accepted, as its one error report."""
 
     error: ErrorInfo
-
-
-def error_info(
-    kind: str,
-    message: str,
-    account: str | None = None,
-    raw: str | bytes | None = None,
-    plugin: str | None = None,
-) -> ErrorInfo:
-    """Build an :class:`ErrorInfo`; ``raw`` is truncated to ``RAW_EXCERPT_CHARS``."""
-    if isinstance(raw, bytes):
-        raw = raw[: RAW_EXCERPT_CHARS * 4].decode("utf-8", "replace")
-    if raw is not None:
-        if len(raw) > RAW_EXCERPT_CHARS:
-            raw = raw[:RAW_EXCERPT_CHARS] + "…"
-        if not raw.isascii():
-            # text that is not valid UTF-8 (a line read with surrogateescape) is kept
-            # visible as \udcff escapes: every output can encode it
-            raw = raw.encode("utf-8", "backslashreplace").decode("utf-8")
-    return {"kind": kind, "message": message, "account": account, "raw": raw, "plugin": plugin}
 
 
 def _enum(value: object, table: Mapping[object, Any], name: str) -> Any:
@@ -690,10 +654,8 @@ def _enum_key(value: object) -> object:
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
-    "FRAME_ERROR_KINDS",
     "Mapped",
     "Mapper",
     "Rejected",
     "SymbolMap",
-    "error_info",
 ]

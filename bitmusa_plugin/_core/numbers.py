@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 import time
 
+from bitmusa_hookspecs import ErrorKind
+
 #: A decimal as ccxt's Precise holds it: value == integer * 10**-decimals.
 Pair = tuple[int, int]
 
@@ -48,7 +50,7 @@ def _p10(n: int) -> int:
 class Reject(Exception):
     """A frame cannot be accepted. ``kind`` is one of the documented error kinds."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: ErrorKind, message: str) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message

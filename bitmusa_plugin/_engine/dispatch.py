@@ -52,8 +52,7 @@ from typing import Any
 
 from pluggy import HookImpl
 
-from bitmusa_hookspecs import DeliveryPolicy, ErrorInfo
-from bitmusa_plugin._core.mapping import error_info
+from bitmusa_hookspecs import DeliveryPolicy, ErrorInfo, ErrorKind, error_info
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +159,7 @@ class Subscriber:
     #: calls in ``backlog`` that can never be merged (events), and queued ``on_error`` calls
     unmergeable: int = 0
     errors_queued: int = 0
-    suppressed: Counter[str] = field(default_factory=Counter)  # kind -> errors summarised
+    suppressed: Counter[ErrorKind] = field(default_factory=Counter)  # kind -> summarised
     published: int = 0
     delivered: int = 0
     errors: int = 0

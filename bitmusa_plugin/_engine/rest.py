@@ -3,8 +3,8 @@
 One :class:`BitmusaAuth` holds the two credentials and adds both headers; its ``repr``
 redacts them. Every response is read as Bitmusa's envelope ``{data, code, message}``:
 ``code != 0`` is an error even on HTTP 200, raised as a typed exception carrying the code.
-Which errors are worth retrying is decided here (:attr:`BitmusaError.retryable`), *when* to
-retry is the lifecycle policy's business. Requests are paced by a shared
+What a failure means is the error type's (``_core/errors.py``), *when* to retry is the
+machine's business. Requests are paced by a shared
 :class:`RateLimiter` (Bitmusa documents 8 requests/s and 200/min, possibly per IP).
 """
 
@@ -20,8 +20,12 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 import httpx
-import orjson
 
+from bitmusa_plugin._core.errors import (
+    NetworkError,
+    ServerError,
+    parse_envelope,
+)
 from bitmusa_plugin._engine.secrets import Credentials
 
 log = logging.getLogger(__name__)
@@ -33,46 +37,6 @@ LISTEN_KEY_PATH = "/future/userDataStream"
 WALLET_PATH = "/future/wallet"
 POSITION_PATH = "/future/position"
 OPEN_ORDERS_PATH = "/future/order"
-
-#: Codes that no retry can fix: bad key, IP not allowed, empty key, no privilege.
-PERMANENT_CODES = frozenset((1001, 1002, 1003, 1005))
-RATE_LIMIT_CODE = 1011
-KEY_GONE_CODE = 3022
-
-
-class BitmusaError(Exception):
-    """A failed REST call. ``code`` is Bitmusa's code (or the HTTP status when the body
-    carried none), ``status`` the HTTP status (None when no response arrived)."""
-
-    retryable = True
-
-    def __init__(self, message: str, *, code: int | None = None, status: int | None = None):
-        super().__init__(message)
-        self.code = code
-        self.status = status
-        self.message = message
-
-
-class PermanentError(BitmusaError):
-    """Credentials or permissions are wrong (1001/1002/1003/1005): never retried."""
-
-    retryable = False
-
-
-class RateLimitedError(BitmusaError):
-    """1011 or HTTP 429: retried with backoff."""
-
-
-class ServerError(BitmusaError):
-    """HTTP 5xx, 999, or a body that is not Bitmusa's envelope: retried with backoff."""
-
-
-class NetworkError(BitmusaError):
-    """No response: timeout, refused connection, reset. Retried with backoff."""
-
-
-class ListenKeyGoneError(BitmusaError):
-    """3022: the account has no active listenKey any more; create a new one."""
 
 
 class RateLimiter:
@@ -316,38 +280,3 @@ class ListenKeyClient:
             log.debug("%s raised %r", what, exc, exc_info=True)
             raise NetworkError(f"{what} failed: {type(exc).__name__}") from None
         return parse_envelope(what, response.status_code, response.content)
-
-
-def parse_envelope(what: str, status: int, content: bytes) -> dict[str, Any]:
-    """Read ``{data, code, message}``; raise the typed error for anything but code 0."""
-    try:
-        body = orjson.loads(content) if content else {}
-    except orjson.JSONDecodeError:
-        body = None
-    code = body.get("code") if isinstance(body, dict) else None
-    message = body.get("message") if isinstance(body, dict) else None
-    if isinstance(code, str) and code.lstrip("-").isdigit():
-        code = int(code)
-    what = f"{what}: HTTP {status}"
-    if isinstance(code, int) and code != 0:
-        text = f"{what}, code {code} ({message or 'no message'})"
-        if code in PERMANENT_CODES:
-            raise PermanentError(text, code=code, status=status)
-        if code == RATE_LIMIT_CODE:
-            raise RateLimitedError(text, code=code, status=status)
-        if code == KEY_GONE_CODE:
-            raise ListenKeyGoneError(text, code=code, status=status)
-        if status >= 500 or code == 999:
-            raise ServerError(text, code=code, status=status)
-        raise BitmusaError(text, code=code, status=status)
-    if status == 429:
-        raise RateLimitedError(f"{what} (too many requests)", code=status, status=status)
-    if status in (401, 403):
-        raise PermanentError(f"{what} (not authorised)", code=status, status=status)
-    if status >= 500:
-        raise ServerError(f"{what}", code=status, status=status)
-    if not isinstance(body, dict) or code is None:
-        raise ServerError(f"{what}: not a Bitmusa envelope", code=None, status=status)
-    if status >= 400:
-        raise BitmusaError(what, code=status, status=status)
-    return body

@@ -25,17 +25,14 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from bitmusa_hookspecs import StreamState
+from bitmusa_hookspecs import StreamState, error_info
 from bitmusa_plugin._core import machine as lc
 from bitmusa_plugin._core import resync
-from bitmusa_plugin._core.mapping import error_info
+from bitmusa_plugin._core.errors import BitmusaError
 from bitmusa_plugin._engine.pipeline import Pipeline
 from bitmusa_plugin._engine.rest import (
     DEFAULT_REST_URL,
-    BitmusaError,
     ListenKeyClient,
-    ListenKeyGoneError,
-    PermanentError,
     RateLimiter,
     tls_context,
 )
@@ -305,7 +302,7 @@ class AccountStream:
             key = await self.rest.create()
         except BitmusaError as exc:
             self._report_rest("creating the listenKey", exc)
-            failure: lc.Failure = "permanent" if isinstance(exc, PermanentError) else "transient"
+            failure = exc.failure
             reason = exc.message  # ``exc`` is unbound once the except block ends
             self._post(lambda now: self.policy.key_failed(now, failure, reason))
             return
@@ -317,13 +314,7 @@ class AccountStream:
             await self.rest.keepalive()
         except BitmusaError as exc:
             self._report_rest("keeping the listenKey alive", exc)
-            failure: lc.Failure = (
-                "permanent"
-                if isinstance(exc, PermanentError)
-                else "gone"
-                if isinstance(exc, ListenKeyGoneError)
-                else "transient"
-            )
+            failure = exc.failure
             reason = exc.message
             self._post(lambda now: self.policy.keepalive_failed(now, failure, reason))
             return
@@ -486,7 +477,7 @@ class AccountStream:
             )
         except BitmusaError as exc:
             self._report_rest("resync", exc)  # the held frames go out; the policy retries
-            failure: lc.Failure = "permanent" if isinstance(exc, PermanentError) else "transient"
+            failure = exc.failure
             self._post(lambda now: self.policy.resync_failed(now, conn.conn_id, failure))
         else:
             self._apply_snapshot(conn, wallet, positions, orders)

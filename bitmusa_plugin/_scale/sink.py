@@ -35,13 +35,14 @@ from bitmusa_hookspecs import (
     Balance,
     DeliveryPolicy,
     ErrorInfo,
+    ErrorKind,
     Event,
     Order,
     Position,
     StreamState,
+    error_info,
     hookimpl,
 )
-from bitmusa_plugin._core.mapping import error_info
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ class RedisSink:
                 )
                 self._down_since = None
 
-    def _error(self, kind: str, message: str) -> None:
+    def _error(self, kind: ErrorKind, message: str) -> None:
         log.warning("%s", message)
         if self._report is not None:
             self._report(error_info(kind, message))

@@ -30,8 +30,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bitmusa_hookspecs import error_info
 from bitmusa_plugin._core.machine import Timing
-from bitmusa_plugin._core.mapping import error_info
 from bitmusa_plugin._engine.pipeline import Pipeline
 from bitmusa_plugin._engine.rest import DEFAULT_REST_URL, RateLimiter, http_client
 from bitmusa_plugin._engine.secrets import CredentialsError, InsecureURLError

@@ -20,6 +20,7 @@ delivery policy ``all``; the default, ``latest``, merges queued states of one ob
 from __future__ import annotations
 
 from . import _specs as specs
+from ._errors import ERROR_KINDS, FRAME_ERROR_KINDS, RAW_EXCERPT_CHARS, error_info
 from ._markers import PROJECT_NAME, hookimpl, hookspec
 from ._types import (
     Balance,
@@ -27,6 +28,7 @@ from ._types import (
     Context,
     DeliveryPolicy,
     ErrorInfo,
+    ErrorKind,
     Event,
     Fee,
     Order,
@@ -58,19 +60,24 @@ __version__ = "0.1.0"
 __all__ = [
     "DELIVERY_ATTRIBUTE",
     "DELIVERY_POLICIES",
+    "ERROR_KINDS",
+    "FRAME_ERROR_KINDS",
     "HOOK_NAMES",
     "PROJECT_NAME",
+    "RAW_EXCERPT_CHARS",
     "Balance",
     "BalanceEntry",
     "Context",
     "DeliveryPolicy",
     "ErrorInfo",
+    "ErrorKind",
     "Event",
     "Fee",
     "Order",
     "Position",
     "StreamState",
     "StreamStatus",
+    "error_info",
     "hookimpl",
     "hookspec",
     "specs",

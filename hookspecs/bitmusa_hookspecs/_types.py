@@ -21,6 +21,28 @@ Bool = bool | None
 #: call and makes ingestion wait. A plugin declares it as ``bitmusa_delivery``.
 DeliveryPolicy = Literal["latest", "all"]
 
+#: Every ``error["kind"]`` (what each means: ``ERROR_KINDS``).
+ErrorKind = Literal[
+    "malformed_json",
+    "not_an_object",
+    "unknown_stream",
+    "missing_field",
+    "invalid_field",
+    "invalid_value",
+    "oversize",
+    "internal",
+    "binary_frame",
+    "plugin_error",
+    "plugin_slow",
+    "plugin_behind",
+    "plugin_stalled",
+    "queue_overflow",
+    "resync_incomplete",
+    "rest_error",
+    "sink_unavailable",
+    "lease_lost",
+]
+
 #: The values ``StreamState["status"]`` takes.
 StreamStatus = Literal[
     "connecting",
@@ -174,7 +196,7 @@ class ErrorInfo(TypedDict):
     policy ``latest`` gets floods summarised after it catches up); absent means one.
     """
 
-    kind: str
+    kind: ErrorKind
     message: str
     account: Str
     raw: Str
