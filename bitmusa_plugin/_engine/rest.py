@@ -26,6 +26,7 @@ from bitmusa_plugin._core.errors import (
     ServerError,
     parse_envelope,
 )
+from bitmusa_plugin._engine.aio import within
 from bitmusa_plugin._engine.secrets import Credentials
 
 log = logging.getLogger(__name__)
@@ -262,7 +263,7 @@ class ListenKeyClient:
         try:
             # httpx's timeouts bound each phase; this bounds the whole call, so that no
             # transport trouble can leave the lifecycle waiting for an answer forever.
-            response = await asyncio.wait_for(asyncio.shield(request), budget)
+            response = await within(asyncio.shield(request), budget)
         except asyncio.TimeoutError:
             raise NetworkError(f"{what} timed out (no answer within {budget:g} s)") from None
         except httpx.TimeoutException as exc:

@@ -29,6 +29,7 @@ from bitmusa_hookspecs import StreamState, error_info
 from bitmusa_plugin._core import machine as lc
 from bitmusa_plugin._core import resync
 from bitmusa_plugin._core.errors import BitmusaError
+from bitmusa_plugin._engine.aio import within
 from bitmusa_plugin._engine.pipeline import Pipeline
 from bitmusa_plugin._engine.rest import (
     DEFAULT_REST_URL,
@@ -175,10 +176,7 @@ class AccountStream:
             while self.result is None:
                 deadline = self.policy.next_deadline()
                 timeout = None if deadline is None else max(0.0, deadline - self._clock())
-                try:
-                    event = await asyncio.wait_for(self._inbox.get(), timeout)
-                except asyncio.TimeoutError:
-                    event = None
+                event = await self._next_event(timeout)
                 now = self._clock()
                 actions = event(now) if event is not None else []
                 # every event reported so far reaches the policy before it decides on time
@@ -190,6 +188,21 @@ class AccountStream:
         finally:
             await self._teardown()
         return self.result
+
+    async def _next_event(self, timeout: float | None) -> Callable[[float], list[lc.Action]] | None:
+        """The next event, or None after ``timeout``. Not ``asyncio.wait_for``: on Python
+        3.11 it swallows a cancellation that arrives as the awaited item completes
+        (cpython gh-86296), and this loop would then run on forever (seen in CI: a stream
+        that outlived its cancellation at loop shutdown)."""
+        if not self._inbox.empty():
+            return self._inbox.get_nowait()
+        getter = asyncio.get_running_loop().create_task(self._inbox.get())
+        try:
+            await asyncio.wait({getter}, timeout=timeout)
+        finally:
+            if not getter.done():
+                getter.cancel()
+        return getter.result() if getter.done() and not getter.cancelled() else None
 
     def stop(self) -> None:
         """Ask the stream to close: DELETE the key (unless kept) and end ``run``."""
@@ -326,7 +339,7 @@ class AccountStream:
             # the POST under way would create a key after our DELETE: wait for it first
             await asyncio.wait({creating}, timeout=1.0)
         try:
-            await asyncio.wait_for(self.rest.close_key(timeout=1.0), 1.2)
+            await within(self.rest.close_key(timeout=1.0), 1.2)
         except (BitmusaError, asyncio.TimeoutError) as exc:
             # Shutdown does not wait for it (many accounts share the REST allowance): the
             # key lapses by itself within 60 minutes.
@@ -424,7 +437,7 @@ class AccountStream:
                 pauses = conn.pauses
                 pong = await ws.ping()
                 try:
-                    await asyncio.wait_for(asyncio.shield(pong), self.heartbeat.timeout)
+                    await within(asyncio.shield(pong), self.heartbeat.timeout)
                 except asyncio.TimeoutError:
                     if conn.paused or conn.pauses != pauses:
                         continue  # the reader paused meanwhile: not evidence of a dead link
@@ -592,7 +605,7 @@ class AccountStream:
             self._release_orphan(conn)
             if conn.ws is not None and not conn.paused:  # a paused reader reads no reply
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(conn.ws.close(reason=reason[:60]), 1.0)
+                    await within(conn.ws.close(reason=reason[:60]), 1.0)
         finally:
             # Whatever happens above (our own cancellation included), the connection's
             # task is cancelled: a connection that nobody tracks any more must not live on.
