@@ -19,7 +19,8 @@ from bitmusa_hookspecs import (
     hookimpl,
     hookspec,
 )
-from bitmusa_plugin._core.mapping import Mapped, Mapper, Rejected, SymbolMap
+from bitmusa_plugin._core.mapping import Mapped, Mapper, Rejected
+from bitmusa_plugin._core.symbols import SymbolMap
 
 if TYPE_CHECKING:
     from bitmusa_plugin._ccxt import bitmusa

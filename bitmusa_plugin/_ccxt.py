@@ -33,15 +33,11 @@ from ccxt.base.errors import (
 )
 
 from bitmusa_hookspecs import hookimpl
+from bitmusa_plugin._core import build, wire
 from bitmusa_plugin._core import machine as lc
 from bitmusa_plugin._core.errors import BitmusaError, RateLimitedError
 from bitmusa_plugin._core.errors import NetworkError as BitmusaNetworkError
-from bitmusa_plugin._core.mapping import (
-    Mapper,
-    rest_order_data,
-    rest_position_data,
-    rest_wallet_data,
-)
+from bitmusa_plugin._core.symbols import SymbolMap
 from bitmusa_plugin._engine import rest as bm_rest
 from bitmusa_plugin._engine.pipeline import Pipeline
 from bitmusa_plugin._engine.plugins import PluginRegistry
@@ -193,7 +189,7 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
         self._seen: dict[tuple[str, Any], int] = {}
         self._dirty: dict[tuple[str, Any], set[str]] = {}
         self._failure: Exception | None = None
-        self._symbols = Mapper(markets=self.safe_dict(self.options, "markets", {})).symbols
+        self._symbols = SymbolMap(self.safe_dict(self.options, "markets", {}))
         self.orders: Any = None
         self.positions: Any = None
 
@@ -233,11 +229,7 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
         )
 
     def _ticker(self, symbol: str) -> str:
-        for ticker, known in self._symbols.known.items():
-            if known == symbol:
-                return ticker
-        base, _, rest = symbol.partition("/")
-        return base + rest.partition(":")[0] if rest else symbol
+        return self._symbols.ticker(symbol)
 
     # -- REST snapshots -------------------------------------------------------------------
 
@@ -268,11 +260,8 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
     async def fetch_balance(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """GET /future/wallet: free = available, used = wallet - available."""
         records = await self._get("wallet")
-        mapper = Mapper()
-        balance: dict[str, Any] = dict(mapper.balance({}, None))
-        for record in records:
-            balance = dict(mapper.wallet(rest_wallet_data(record), None))
-        balance["info"] = records
+        assets = dict(build.asset(wire.rest_wallet_fields(record)) for record in records)
+        balance: dict[str, Any] = dict(build.balance(assets, records, None))
         return balance
 
     async def fetch_positions(
@@ -282,11 +271,8 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
         records = await self._get("positions")
         positions = []
         for record in records:
-            position = dict(
-                Mapper(symbols=self._symbols).position(rest_position_data(record), None)
-            )
-            position["info"] = record
-            positions.append(position)
+            fields = wire.rest_position_fields(record)
+            positions.append(dict(build.position(fields, None, self._symbols, record)))
         return self.filter_by_array_positions(positions, "symbol", symbols)  # type: ignore[no-any-return]
 
     async def fetch_open_orders(
@@ -299,12 +285,10 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
         """GET /future/order, mapped like the stream's orders."""
         ticker = self._ticker(symbol) if symbol else None
         records = await self._get("open_orders", ticker=ticker, size=limit or 500)
-        mapper = Mapper(symbols=self._symbols)
-        orders = []
-        for record in records:
-            order = dict(mapper.order(rest_order_data(record), None))
-            order["info"] = record
-            orders.append(order)
+        orders = [
+            dict(build.order(wire.rest_order_fields(record), None, self._symbols, record))
+            for record in records
+        ]
         orders = self.sort_by(orders, "timestamp")
         return self.filter_by_symbol_since_limit(orders, symbol, since, limit)  # type: ignore[no-any-return]
 

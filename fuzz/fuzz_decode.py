@@ -20,7 +20,7 @@ mapper = Mapper(max_frame_bytes=1 << 16)
 
 
 def check(raw: bytes | str) -> None:
-    result = mapper.feed(raw)
+    result = mapper.feed(raw, 0)
     if isinstance(result, Rejected):
         assert result.error["kind"] in FRAME_ERROR_KINDS, result.error
     else:

@@ -18,7 +18,8 @@ from ccxt.test.exchange.base.test_balance import test_balance
 from ccxt.test.exchange.base.test_order import test_order
 from ccxt.test.exchange.base.test_position import test_position
 
-from bitmusa_plugin._core import mapping as m
+from bitmusa_plugin._core import wire as m
+from bitmusa_plugin._core.symbols import SymbolMap
 
 MARKET = {"contractSize": 1, "inverse": False, "linear": True}
 
@@ -81,7 +82,7 @@ class Reference(ccxt.Exchange):  # type: ignore[misc]
                 "datetime": None,
                 "lastTradeTimestamp": self.safe_integer(data, "completedTime"),
                 "lastUpdateTimestamp": event_time,
-                "symbol": m.SymbolMap()(self.s(data, "ticker") or ""),
+                "symbol": SymbolMap()(self.s(data, "ticker") or ""),
                 "type": self.enum(data, "type", m.ORDER_TYPE),
                 "timeInForce": tif.upper() if isinstance(tif, str) else tif,
                 "postOnly": None,
@@ -128,7 +129,7 @@ class Reference(ccxt.Exchange):  # type: ignore[misc]
             {
                 "info": data,
                 "id": None,
-                "symbol": m.SymbolMap()(self.s(data, "ticker") or ""),
+                "symbol": SymbolMap()(self.s(data, "ticker") or ""),
                 "timestamp": created,
                 "datetime": self.iso8601(created),
                 "lastUpdateTimestamp": event_time,

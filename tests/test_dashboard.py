@@ -132,11 +132,11 @@ def test_the_demo_dashboard_in_a_real_terminal_under_tmux(tmp_path: Path) -> Non
 
 
 def test_pretty_shows_a_snapshot_wallet_with_its_values_and_when_it_was_received() -> None:
-    from bitmusa_plugin._core.mapping import Mapper, rest_wallet_data
+    from bitmusa_plugin._core import build, wire
     from bitmusa_plugin._outputs.pretty import PrettyOutput
 
     record = {"symbol": "USDT", "total_wallet_balance": 120.5, "total_available_balance": 100}
-    balance = Mapper().wallet(rest_wallet_data(record), None)
+    balance = build.balance(dict([build.asset(wire.rest_wallet_fields(record))]), record)
     out = io.StringIO()
     pretty = PrettyOutput(out)
     event = {

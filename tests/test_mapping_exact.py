@@ -18,6 +18,7 @@ from ccxt_reference import Reference, validate
 from conftest import corpus_frames
 
 ERROR_KINDS = FRAME_ERROR_KINDS
+RECEIVED = 1_700_703_700_000  # when a test frame was "read": the shell's fact, given here
 
 
 def canonical(obj: Any) -> bytes:
@@ -30,7 +31,7 @@ def oracle_frame(raw: str) -> dict[str, Any]:
 
 
 def assert_same_as_ccxt(mapper: Mapper, ref: Reference, raw: str) -> Mapped:
-    result = mapper.feed(raw)
+    result = mapper.feed(raw, RECEIVED)
     assert isinstance(result, Mapped), result
     hook, expected = ref.parse_frame(oracle_frame(raw))
     assert result.hook == hook
@@ -54,10 +55,12 @@ def test_documented_wallet_total_is_decimal_exact() -> None:
         '{"data":{"asset":"USDT","free":"9981.51952661","locked":"18.48047339"},'
         '"stream":"future_wallet","eventTime":1700703707123}'
     )
-    result = Mapper().feed(raw)
+    result = Mapper().feed(raw, RECEIVED)
     assert isinstance(result, Mapped)
     assert result.obj["total"]["USDT"] == 10000.0
-    tricky = Mapper().feed(raw.replace("9981.51952661", "0.1").replace("18.48047339", "0.2"))
+    tricky = Mapper().feed(
+        raw.replace("9981.51952661", "0.1").replace("18.48047339", "0.2"), RECEIVED
+    )
     assert isinstance(tricky, Mapped)
     assert tricky.obj["total"]["USDT"] == 0.3
     assert 0.1 + 0.2 != 0.3  # what a float sum would have given
@@ -69,7 +72,7 @@ def test_order_derivations_match_ccxt_semantics() -> None:
     def order(**data: Any) -> dict[str, Any]:
         base = {"orderId": "1", "ticker": "XRPUSDT", "createdTime": 1715581995021}
         raw = orjson.dumps({"data": {**base, **data}, "stream": "future_order", "eventTime": 1})
-        result = mapper.feed(raw)
+        result = mapper.feed(raw, RECEIVED)
         assert isinstance(result, Mapped), result
         return result.obj
 
@@ -111,7 +114,7 @@ def test_position_closing_statuses_are_flat_with_reason_in_info() -> None:
                 "eventTime": 1700703548846,
             }
         )
-        result = mapper.feed(raw)
+        result = mapper.feed(raw, RECEIVED)
         assert isinstance(result, Mapped)
         position = result.obj
         assert (position["contracts"], position["notional"]) == (0.0, 0.0)
@@ -133,7 +136,8 @@ def test_wallet_is_cumulative_across_assets() -> None:
                     "stream": "future_wallet",
                     "eventTime": 1700703707123,
                 }
-            )
+            ),
+            RECEIVED,
         )
         assert isinstance(result, Mapped)
     assert isinstance(result, Mapped)
@@ -239,7 +243,7 @@ def test_generated_frames_equal_ccxt(frames: list[dict[str, Any]]) -> None:
     mapper, ref = Mapper(), Reference()
     for frame in frames:
         raw = orjson.dumps(frame)
-        result = mapper.feed(raw)
+        result = mapper.feed(raw, RECEIVED)
         if isinstance(result, Rejected):
             assert result.error["kind"] in ERROR_KINDS
             assert result.error["raw"] is not None
@@ -303,14 +307,14 @@ def consistent_frames(draw: st.DrawFn) -> dict[str, Any]:
 @given(consistent_frames())
 def test_consistent_frames_pass_ccxt_validators(frame: dict[str, Any]) -> None:
     mapper, ref = Mapper(), Reference()
-    result = mapper.feed(orjson.dumps(frame))
+    result = mapper.feed(orjson.dumps(frame), RECEIVED)
     assert isinstance(result, Mapped), result
     validate(ref, result.hook, result.obj)
 
 
 @pytest.mark.parametrize("raw", [b"\xff\xfe", b"{\x00}", b"[" * 100000, b"1" * 1000])
 def test_hostile_bytes_are_rejected_not_raised(raw: bytes) -> None:
-    result = Mapper(max_frame_bytes=1 << 20).feed(raw)
+    result = Mapper(max_frame_bytes=1 << 20).feed(raw, RECEIVED)
     assert isinstance(result, Rejected)
     assert result.error["kind"] in ERROR_KINDS
 
@@ -318,7 +322,7 @@ def test_hostile_bytes_are_rejected_not_raised(raw: bytes) -> None:
 @settings(max_examples=500, deadline=None)
 @given(st.one_of(st.binary(max_size=300), st.text(max_size=300)))
 def test_arbitrary_input_never_raises(raw: bytes | str) -> None:
-    result = Mapper().feed(raw)
+    result = Mapper().feed(raw, RECEIVED)
     if isinstance(result, Rejected):
         assert result.error["kind"] in ERROR_KINDS
 
@@ -338,3 +342,24 @@ def test_symbols_follow_the_quote_rule_with_overrides_and_one_warning(
         assert symbols("WEIRDTICKER") == "WEIRDTICKER"
     warnings = [r for r in caplog.records if "WEIRDTICKER" in r.getMessage()]
     assert len(warnings) == 1  # ...with one warning, not one per frame
+
+
+def test_the_field_tuples_follow_their_documented_keys() -> None:
+    from bitmusa_plugin._core import wire
+
+    for keys, fields in (
+        (wire.ORDER_KEYS, wire.order_fields),
+        (wire.POSITION_KEYS, wire.position_fields),
+    ):
+        numbered = {key: n for n, key in enumerate(keys)}
+        assert fields(numbered) == tuple(range(len(keys)))
+    # decode() spells the same tuples out on the hot path
+    spelt: tuple[tuple[str, tuple[str, ...]], ...] = (
+        ("future_order", wire.ORDER_KEYS),
+        ("future_position", wire.POSITION_KEYS),
+        ("future_wallet", ("asset", "free", "locked")),
+    )
+    for stream, spelt_keys in spelt:
+        data = {key: n for n, key in enumerate(spelt_keys)}
+        frame = orjson.dumps({"stream": stream, "data": data, "eventTime": 1})
+        assert wire.decode(frame, 1 << 16)[3] == tuple(range(len(spelt_keys)))

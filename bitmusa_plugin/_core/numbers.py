@@ -13,7 +13,7 @@ error report for the frame. Nothing here imports ccxt.
 from __future__ import annotations
 
 import math
-import time
+from datetime import datetime, timedelta, timezone
 
 from bitmusa_hookspecs import ErrorKind
 
@@ -188,6 +188,7 @@ def timestamp(value: object, name: str) -> int | None:
     return ts
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ISO_PREFIX: dict[int, str] = {}
 _ISO_MILLIS = [f".{ms:03d}Z" for ms in range(1000)]
 
@@ -201,8 +202,10 @@ def iso8601(ms: int | None) -> str | None:
     if prefix is None:
         if len(_ISO_PREFIX) >= 256:  # events cluster in time: a small cache suffices
             _ISO_PREFIX.clear()
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-        if seconds < 0 or len(prefix) != 19:
+        if seconds < 0:
+            return None
+        prefix = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+        if len(prefix) != 19:
             return None
         _ISO_PREFIX[seconds] = prefix
     return prefix + _ISO_MILLIS[millis]
@@ -230,8 +233,6 @@ def utc_timestamp(value: object, name: str) -> int | None:
     """Milliseconds from Bitmusa's REST times (``"2023-06-09T10:21:46"``, no zone: read as
     UTC, a documented choice), or from anything :func:`timestamp` accepts."""
     if type(value) is str and "T" in value:
-        from datetime import datetime, timedelta, timezone
-
         text = value.strip().replace("Z", "+00:00")
         try:
             parsed = datetime.fromisoformat(text)
@@ -239,8 +240,7 @@ def utc_timestamp(value: object, name: str) -> int | None:
             raise Reject("invalid_field", f"{name}: {value[:40]!r} is not a time") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=timezone.utc)
-        epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
-        return timestamp((parsed - epoch) // timedelta(milliseconds=1), name)
+        return timestamp((parsed - _EPOCH) // timedelta(milliseconds=1), name)
     return timestamp(value, name)
 
 

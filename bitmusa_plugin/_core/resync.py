@@ -1,4 +1,4 @@
-"""Resync after a gap: which snapshot objects to deliver. Pure: no I/O.
+"""Resync after a gap: which snapshot objects to deliver (a pure plan), then applying it.
 
 After every gap (and at start-up) the engine fetches the wallet, the positions and the open
 orders over REST while it holds the new connection's first frames back, then delivers,
@@ -10,8 +10,10 @@ is left to that frame, which is at least as new as the snapshot (anything that c
 after the connection opened produced a frame we hold). Objects without one take the
 snapshot, which is newer than anything delivered before the outage.
 
-The :class:`Ledger` remembers, per account, the last delivered state of every open order
-and open position (only the fields a snapshot can revise), so it stays as small as the
+:func:`plan` reads the :class:`Ledger` and the mapper's wallet and changes neither; the
+engine delivers the plan and calls :func:`apply`, which records what was delivered. The
+:class:`Ledger` remembers, per account, the last delivered state of every open order and
+open position (only the fields a snapshot can revise), so it stays as small as the
 account's open book.
 """
 
@@ -22,15 +24,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from bitmusa_plugin._core.mapping import (
-    Mapper,
-    rest_order_data,
-    rest_position_data,
-    rest_wallet_data,
-)
+from bitmusa_plugin._core import build, wire
+from bitmusa_plugin._core.build import Asset
+from bitmusa_plugin._core.mapping import Mapper
 from bitmusa_plugin._core.numbers import Reject
+from bitmusa_plugin._core.symbols import SymbolMap
 
 ORDER_FIELDS = (
     "status",
@@ -106,23 +104,9 @@ class Ledger:
 
 
 def held_keys(frames: Iterable[str]) -> set[Key]:
-    """The objects that held live frames will update (frames that do not parse: none)."""
-    keys: set[Key] = set()
-    for text in frames:
-        try:
-            frame = orjson.loads(text)
-            data = frame["data"]
-            stream = frame["stream"]
-            if stream == "future_order":
-                keys.add(("order", str(data["orderId"])))
-            elif stream == "future_wallet":
-                keys.add(("wallet", data["asset"]))
-            elif stream == "future_position":
-                # the side is not known before mapping: hold the whole symbol back
-                keys.add(("symbol", data["ticker"]))
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            continue
-    return keys
+    """The objects that held live frames will update (frames that do not decode: none).
+    A position frame holds its whole symbol back: its side is not known before mapping."""
+    return {key for key in map(wire.object_key, frames) if key is not None}
 
 
 @dataclass
@@ -136,13 +120,16 @@ class Delivery:
 @dataclass
 class Plan:
     deliveries: list[Delivery] = field(default_factory=list)
+    #: the wallet entries the snapshot brings (applied to the mapper by :func:`apply`)
+    assets: dict[str, Asset] = field(default_factory=dict)
     vanished_orders: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)  # records that could not be mapped
 
 
 def plan(
     ledger: Ledger,
-    mapper: Mapper,
+    assets: Mapping[str, Asset],
+    symbols: SymbolMap,
     *,
     wallet: list[dict[str, Any]],
     positions: list[dict[str, Any]],
@@ -150,28 +137,26 @@ def plan(
     held: set[Key],
     orders_complete: bool = True,
 ) -> Plan:
-    """What to deliver. Updates the mapper's wallet and the ledger as it goes."""
+    """What to deliver, given what was last delivered (``ledger``, ``assets``)."""
     result = Plan()
+    balance_now = dict(assets)  # each delivered balance includes the entries before it
     for item in wallet:
         try:
-            data = rest_wallet_data(item)
-            asset = data["asset"]
-            if ("wallet", asset) in held:
-                continue
-            before = mapper.asset(asset)
-            balance = mapper.wallet(data, None)
-            after = mapper.asset(asset)
+            code, entry = build.asset(wire.rest_wallet_fields(item))
         except Reject as exc:
             result.rejected.append(f"wallet: {exc.message}")
             continue
-        if before != after:
-            balance["info"] = item
-            result.deliveries.append(Delivery("on_wallet", "balance", dict(balance), item))
+        if ("wallet", code) in held or balance_now.get(code) == entry:
+            continue
+        balance_now[code] = result.assets[code] = entry
+        balance: dict[str, Any] = dict(build.balance(balance_now, item, None))
+        result.deliveries.append(Delivery("on_wallet", "balance", balance, item))
 
     seen_positions: set[Key] = set()
     for item in positions:
         try:
-            position: dict[str, Any] = dict(mapper.position(rest_position_data(item), None))
+            fields = wire.rest_position_fields(item)
+            position: dict[str, Any] = dict(build.position(fields, None, symbols, item))
         except Reject as exc:
             result.rejected.append(f"position: {exc.message}")
             continue
@@ -179,26 +164,24 @@ def plan(
         seen_positions.add(key)
         if ("symbol", item.get("ticker")) in held:
             continue
-        position["info"] = item
         if ledger.positions.get(key) != _position_fields(position):
-            result.deliveries.append(Delivery("on_position", "position", dict(position), item))
-            ledger.record("on_position", position)
+            result.deliveries.append(Delivery("on_position", "position", position, item))
     for key in list(ledger.positions):
         last = ledger.position(key)
-        symbol = last["symbol"]
-        if key in seen_positions or ("symbol", _ticker_of(mapper, symbol)) in held:
+        if key in seen_positions or ("symbol", symbols.ticker(last["symbol"])) in held:
             continue
         # Listed nowhere in the snapshot: the position went flat during the outage.
         info = {"resync": "absent from GET /future/position: the position is flat"}
         flat = dict(last, contracts=0.0, notional=0.0, unrealizedPnl=None)
-        flat_obj: dict[str, Any] = dict(mapper.flat_position(flat, info))
+        flat_obj: dict[str, Any] = dict(build.flat_position(flat, info))
         result.deliveries.append(Delivery("on_position", "position", flat_obj, info))
-        ledger.record("on_position", flat_obj)
 
     seen_orders: set[str] = set()
     for item in orders:
         try:
-            order: dict[str, Any] = dict(mapper.order(rest_order_data(item), None))
+            order: dict[str, Any] = dict(
+                build.order(wire.rest_order_fields(item), None, symbols, item)
+            )
         except Reject as exc:
             result.rejected.append(f"order: {exc.message}")
             continue
@@ -206,10 +189,8 @@ def plan(
         seen_orders.add(order_id)
         if ("order", order_id) in held:
             continue
-        order["info"] = item
         if ledger.orders.get(order_id) != _order_fields(order):
-            result.deliveries.append(Delivery("on_order", "order", dict(order), item))
-            ledger.record("on_order", order)
+            result.deliveries.append(Delivery("on_order", "order", order, item))
     if orders_complete:
         for order_id in list(ledger.orders):
             if order_id not in seen_orders and ("order", order_id) not in held:
@@ -218,14 +199,15 @@ def plan(
                 # delivered as no longer open, with status None, and reported.
                 result.vanished_orders.append(order_id)
                 info = {"resync": "absent from GET /future/order: filled or cancelled"}
-                vanished = dict(mapper.vanished_order(order_id, ledger.order(order_id), info))
+                vanished = dict(build.vanished_order(order_id, ledger.order(order_id), info))
                 result.deliveries.append(Delivery("on_order", "order", vanished, info))
-                del ledger.orders[order_id]
     return result
 
 
-def _ticker_of(mapper: Mapper, symbol: str) -> str | None:
-    for ticker, known in mapper.symbols.known.items():
-        if known == symbol:
-            return ticker
-    return None
+def apply(result: Plan, ledger: Ledger, mapper: Mapper) -> None:
+    """Record a delivered plan: the wallet entries in the mapper, every object in the
+    ledger (a vanished order or a flat position leaves it)."""
+    for code, entry in result.assets.items():
+        mapper.set_asset(code, entry)
+    for delivery in result.deliveries:
+        ledger.record(delivery.hook, delivery.obj)

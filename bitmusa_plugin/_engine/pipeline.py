@@ -16,8 +16,9 @@ from typing import Any
 
 from bitmusa_hookspecs import Context, DeliveryPolicy, ErrorInfo, Event, StreamState
 from bitmusa_plugin import __version__
-from bitmusa_plugin._core.mapping import DEFAULT_MAX_FRAME_BYTES, Mapped, Mapper, SymbolMap
+from bitmusa_plugin._core.mapping import DEFAULT_MAX_FRAME_BYTES, Mapped, Mapper
 from bitmusa_plugin._core.resync import Ledger
+from bitmusa_plugin._core.symbols import SymbolMap
 from bitmusa_plugin._engine.dispatch import (
     DEFAULT_CONFLATE_AFTER,
     DEFAULT_ERROR_BURST,
@@ -113,7 +114,6 @@ class Pipeline:
                 account,
                 symbols=self.symbols,
                 max_frame_bytes=self.max_frame_bytes,
-                clock=self._clock,
             )
             self.accounts[account] = AccountStats()
             self.ledgers[account] = Ledger()
@@ -123,11 +123,14 @@ class Pipeline:
 
     def ingest(self, account: str, raw: str | bytes, received_at: int | None = None) -> bool:
         """Decode, map and dispatch one frame. Returns False if it was rejected."""
+        now = self._clock()
+        if received_at is None:
+            received_at = int(now * 1000)
         result = self.mapper(account).feed(raw, received_at)
         stats = self.accounts[account]
         if isinstance(result, Mapped):
             stats.events[result.event["stream"]] += 1
-            stats.last_event_at = self._clock()
+            stats.last_event_at = now
             self.ledgers[account].record(result.hook, result.obj)
             self.dispatcher.publish(result.hook, {result.key: result.obj, "event": result.event})
             return True

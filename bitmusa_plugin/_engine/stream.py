@@ -507,9 +507,11 @@ class AccountStream:
         positions: list[dict[str, Any]],
         orders: list[dict[str, Any]],
     ) -> None:
+        mapper, ledger = self.host.mapper(self.account), self.host.ledgers[self.account]
         plan = resync.plan(
-            self.host.ledgers[self.account],
-            self.host.mapper(self.account),
+            ledger,
+            mapper.assets,
+            mapper.symbols,
             wallet=wallet,
             positions=positions,
             orders=orders,
@@ -518,6 +520,7 @@ class AccountStream:
         )
         for d in plan.deliveries:
             self.host.deliver(self.account, d.hook, d.key, d.obj, d.data, stream="resync")
+        resync.apply(plan, ledger, mapper)
         if plan.vanished_orders:
             ids = ", ".join(plan.vanished_orders)
             self.host.report(

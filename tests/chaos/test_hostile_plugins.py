@@ -215,7 +215,7 @@ async def test_four_hostile_plugins_at_once_cost_the_good_one_nothing() -> None:
     ]
     reference = Mapper("acct")
     for (_, hook, _, obj), frame in zip(good.received, sent, strict=True):
-        mapped = reference.feed(frame.text)
+        mapped = reference.feed(frame.text, 0)
         assert isinstance(mapped, Mapped)
         assert mapped.hook == hook
         expected = dict(mapped.obj)
