@@ -21,8 +21,8 @@ docs/simulator.md; in short:
   ``is_reduce_only``) reduces the opposite position only; at fill time its fill is capped
   at the position's size and the rest is cancelled.
 * Take-profit / stop-loss attach to the position when their order fills; either fires a
-  ``TAKE_PROFIT`` / ``STOP_LOSS`` child order that closes the whole position, and removes
-  the other. A position is liquidated when the mark price reaches its liquidation price
+  ``TAKE_PROFIT`` / ``STOP_LOSS`` child order (MARKET, or a resting LIMIT) for the whole
+  position; the other trigger goes when the position is flat. A position is liquidated when the mark price reaches its liquidation price
   (maintenance margin 0.5 %): a ``LIQUIDATION`` order, status ``FORCE_CLOSE``, its whole
   margin lost.
 """
@@ -519,7 +519,12 @@ class Engine:
                 continue
             for trigger in (position.stop_loss, position.take_profit):
                 if trigger is not None and self._triggered(position, trigger):
-                    position.take_profit = position.stop_loss = None  # one cancels the other
+                    # the other stays until the position is flat: it still protects
+                    # while a LIMIT child rests
+                    if trigger is position.take_profit:
+                        position.take_profit = None
+                    else:
+                        position.stop_loss = None
                     frames += self._fire(position, trigger, now)
                     break
         for position in [p for p in self.positions.values() if p.ticker in names]:

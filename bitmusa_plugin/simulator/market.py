@@ -249,9 +249,12 @@ class Market:
                 qty = q_down(Decimal(repr(round(rng.uniform(5e4, 6e5), 2))) / close, spec.step)
                 value = q_down(qty * (open_ + close) / 2, Q8)
                 count = rng.randint(20, 400)
-                candles.append(
-                    Candle(first + i * MINUTE, open_, high, low, close, qty, value, count)
-                )
+                start = first + i * MINUTE
+                candles.append(Candle(start, open_, high, low, close, qty, value, count))
+                if i >= BACKFILL_MINUTES - TRADES_KEPT // 4:  # the tape's last few hundred
+                    side = 0 if close >= open_ else 1
+                    size = max(spec.step, q_down(qty / count, spec.step))
+                    self.trades[ticker].append(PublicTrade(start + MINUTE - 1, close, size, side))
 
     # -- views --------------------------------------------------------------------------------
 
