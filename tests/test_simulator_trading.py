@@ -1360,3 +1360,68 @@ async def test_scripted_and_rest_orders_share_one_account() -> None:
         assert wallet["total_wallet_balance"] == float(scenario.free + scenario.locked)
         listed = {o["order_id"] for o in ok(await c.get("/future/order", params={"size": 500}))}
         assert listed == set(scenario.orders)
+
+
+# -- the draft public market stream ---------------------------------------------------------------
+
+
+async def test_the_market_stream_pushes_depth_snapshots_and_candles(
+    sim: Simulator, client: httpx.AsyncClient
+) -> None:
+    url = f"{sim.ws_url}/ws/future/stream?BTCUSDT@depth5@100ms/ETHUSDT@kline_1min"
+    async with connect(url) as ws:
+
+        async def next_of(stream: str) -> dict[str, Any]:
+            while True:
+                frame: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+                if frame["stream"] == stream:
+                    return frame
+
+        book = (await next_of("BTCUSDT@depth5@100ms"))["data"]
+        assert [b["price"] for b in book["bids"]] == [99999.9, 99999.8, 99999.7, 99999.6, 99999.5]
+        assert [a["price"] for a in book["asks"]] == [
+            100000.1,
+            100000.2,
+            100000.3,
+            100000.4,
+            100000.5,
+        ]
+        shown = book["bids"][4]["amount"]
+        candle = (await next_of("ETHUSDT@kline_1min"))["data"]
+        assert (candle["s"], candle["i"], candle["c"]) == ("ETH/USDT", "1min", 3000.0)
+        assert candle["t"] <= candle["u"] <= candle["T"] == candle["t"] + 59_999
+        # a resting order shows in the book; a move shows at the next push
+        ok(
+            await client.post(
+                "/future/order", json=order_body(order_price="99999.5", order_qty="0.5")
+            )
+        )
+        expected = round(shown + 0.5, 3)
+        while book["bids"][4]["amount"] != expected:
+            book = (await next_of("BTCUSDT@depth5@100ms"))["data"]
+        level = ok(await client.get("/future/market/orderbook", params={"ticker": "BTCUSDT"}))
+        assert [b["qty"] for b in level["buy"] if b["price"] == "99999.5"] == [f"{expected:.3f}"]
+        await sim.set_price("BTCUSDT", "100100")
+        while book["bids"][0]["price"] != 100099.9:
+            book = (await next_of("BTCUSDT@depth5@100ms"))["data"]
+        # paused: nothing is pushed (once what was already on its way is read)
+        sim.paused = True
+        await asyncio.sleep(0.3)
+        for _ in range(100):
+            try:
+                await asyncio.wait_for(ws.recv(), 0.05)
+            except asyncio.TimeoutError:
+                break
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(ws.recv(), 0.6)
+
+
+async def test_the_market_stream_refuses_unknown_streams(sim: Simulator) -> None:
+    for query in ("BTCUSDT@depth7", "DOGEUSDT@depth5", "BTCUSDT@kline_2min", "BTCUSDT@trade", ""):
+        with pytest.raises(InvalidStatus) as raised:
+            await connect(f"{sim.ws_url}/ws/future/stream?{query}")
+        assert raised.value.response.status_code == 400
+    async with connect(f"{sim.ws_url}/ws/future/public?stream=XRPUSDT@depth") as ws:
+        frame = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert frame["stream"] == "XRPUSDT@depth"
+    assert len(frame["data"]["bids"]) == 5  # level 5 by default

@@ -213,6 +213,7 @@ class Simulator:
         self._seq = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.public_connections: set[web.WebSocketResponse] = set()  # the market stream
         #: stops the background: the script, the market's moves (and so the fills,
         #: triggers and liquidations they cause). REST calls still act.
         self.paused = False
@@ -248,7 +249,6 @@ class Simulator:
             self._tasks.append(loop.create_task(self._pump(self.event_interval)))
         if self.market_interval:
             self._tasks.append(loop.create_task(self._market_pump(self.market_interval)))
-        self._tasks.append(loop.create_task(public_ws.pusher(self)))
         return self
 
     async def stop(self) -> None:
@@ -259,7 +259,7 @@ class Simulator:
                 self._abort(conn)
         from . import public_ws
 
-        public_ws.close_all(self)
+        await public_ws.close_all(self)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -283,6 +283,16 @@ class Simulator:
 
     def account(self, api_key: str = DEMO_API_KEY) -> SimAccount:
         return self.accounts[api_key]
+
+    def resting(self, ticker: str) -> list[tuple[str, Decimal, Decimal]]:
+        """Every account's resting orders on ``ticker``, as (side, price, quantity left):
+        the order book shows them."""
+        return [
+            (o.side, o.price, o.left)
+            for account in self.accounts.values()
+            for o in account.engine.open_orders.values()
+            if o.ticker == ticker and o.price > 0
+        ]
 
     def engine(self, api_key: str = DEMO_API_KEY) -> Engine:
         """The account's engine: ``orders``, ``open_orders``, ``fills``, ``positions``,

@@ -22,9 +22,9 @@ docs/simulator.md; in short:
   at the position's size and the rest is cancelled.
 * Take-profit / stop-loss attach to the position when their order fills; either fires a
   ``TAKE_PROFIT`` / ``STOP_LOSS`` child order (MARKET, or a resting LIMIT) for the whole
-  position; the other trigger goes when the position is flat. A position is liquidated when the mark price reaches its liquidation price
-  (maintenance margin 0.5 %): a ``LIQUIDATION`` order, status ``FORCE_CLOSE``, its whole
-  margin lost.
+  position; the other trigger goes when the position is flat.
+* A position is liquidated when the mark price reaches its liquidation price (maintenance
+  margin 0.5 %): a ``LIQUIDATION`` order, status ``FORCE_CLOSE``, its whole margin lost.
 """
 
 from __future__ import annotations

@@ -108,12 +108,7 @@ class Routes:
     async def orderbook(self, account: SimAccount, q: dict[str, Any]) -> Any:
         name = p.ticker(q, self.specs)
         size = p.size(q, "size", BOOK_LEVELS, BOOK_LEVELS)
-        own = [
-            (o.side, o.price, o.left)
-            for o in account.engine.open_orders.values()
-            if o.ticker == name and o.price > 0
-        ]
-        return records.orderbook(self.sim.market, name, size, own)
+        return records.orderbook(self.sim.market, name, size, self.sim.resting(name))
 
     async def trades(self, account: SimAccount, q: dict[str, Any]) -> Any:
         name = p.ticker(q, self.specs, "symbol", "ticker")
