@@ -1360,6 +1360,9 @@ async def test_scripted_and_rest_orders_share_one_account() -> None:
         assert wallet["total_wallet_balance"] == float(scenario.free + scenario.locked)
         listed = {o["order_id"] for o in ok(await c.get("/future/order", params={"size": 500}))}
         assert listed == set(scenario.orders)
+        history = ok(await c.get("/future/trade/history", params={"size": 1000}))
+        assert history == scenario.rest_trade_history()
+        assert len(history) == len(sim.engine().fills) > 0
 
 
 # -- the draft public market stream ---------------------------------------------------------------

@@ -107,6 +107,11 @@ class Scenario:
     def rest_open_orders(self, ticker: str | None = None) -> list[dict[str, Any]]:
         return records.open_orders(self.engine, ticker)
 
+    def rest_trade_history(self, ticker: str | None = None) -> list[dict[str, Any]]:
+        """Every fill kept, as GET /future/trade/history records, newest first."""
+        fills = [f for f in reversed(self.engine.fills) if ticker in (None, f.ticker)]
+        return [records.trade(self.engine, f) for f in fills]
+
     # -- the session --------------------------------------------------------------------------
 
     def step(self, now_ms: int) -> list[Frame]:
