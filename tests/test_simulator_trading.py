@@ -995,6 +995,42 @@ async def test_both_sdks_request_shapes_are_accepted(
     assert not sim.engine().positions
 
 
+GETS: list[tuple[str, dict[str, Any]]] = [
+    ("/future/market", {"symbol": "BTCUSDT"}),
+    ("/future/market/orderbook", {"ticker": "ETHUSDT", "size": 3}),
+    ("/future/market/trade", {"ticker": "XRPUSDT", "size": 4}),
+    (
+        "/future/market/kline/history",
+        {"ticker": "BTCUSDT", "period": "1", "startTime": 0, "endTime": 1},
+    ),
+    ("/future/market/kline", {"ticker": "BTCUSDT", "interval": "5min", "size": 2}),
+    ("/future/market/kline/current", {"ticker": "BTCUSDT", "period": "1D"}),
+    ("/future/market/exchange-info", {}),
+    ("/future/wallet", {}),
+    ("/future/wallet/noposition", {}),
+    ("/future/position", {"ticker": "BTCUSDT"}),
+    ("/future/order", {"ticker": "BTCUSDT", "size": 5, "start_time": 0}),
+    ("/future/trade/history", {"ticker": "BTCUSDT", "size": 1, "page": 1}),
+    ("/future/leverage", {"ticker": "BTCUSDT"}),
+    ("/future/position/mode", {"ticker": "BTCUSDT"}),
+]
+
+
+@pytest.mark.parametrize(("path", "params"), GETS)
+async def test_every_get_reads_the_query_and_tolerates_a_json_copy_in_the_body(
+    sim: Simulator, client: httpx.AsyncClient, path: str, params: dict[str, Any]
+) -> None:
+    ok(await client.post("/future/order", json=order_body(order_type=0)))
+    ok(await client.post("/future/order", json=order_body(order_price="90000")))
+    plain = ok(await client.get(path, params=params))
+    # node-bitmusa-api: the same values in the query and as a JSON body
+    both = ok(await client.request("GET", path, params=params, content=orjson.dumps(params)))
+    # only in the body: read too (a GET body is a courtesy copy, never required)
+    body = ok(await client.request("GET", path, content=orjson.dumps(params)))
+    assert plain == both == body
+    assert plain is not None
+
+
 async def test_cancel_and_its_errors_over_rest(
     sim: Simulator, client: httpx.AsyncClient, stream: Stream
 ) -> None:
@@ -1075,6 +1111,27 @@ async def test_every_error_is_http_200_with_its_code(
         ("POST", "/future/leverage", {"json": {"ticker": "BTCUSDT", "leverage": 126}}, 3005),
         ("POST", "/future/leverage", {"json": {"ticker": "BTCUSDT"}}, 3015),
         ("POST", "/future/leverage/hedge", {"json": {"ticker": "BTCUSDT"}}, 3020),
+        (
+            "POST",
+            "/future/leverage/hedge",
+            {"json": {"ticker": "BTCUSDT", "buy_leverage": 5}},
+            3021,
+        ),
+        (
+            "POST",
+            "/future/leverage",
+            {"json": {"ticker": "BTCUSDT", "leverage": 5, "leverage_type": 9}},
+            3019,
+        ),
+        (
+            "POST",
+            "/future/position/mode",
+            {"json": {"ticker": "BTCUSDT", "position_mode": 2}},
+            3028,
+        ),
+        ("GET", "/future/position/mode", {}, 3009),
+        ("GET", "/future/leverage", {"params": {"ticker": "DOGEUSDT"}}, 1014),
+        ("GET", "/future/order", {"params": {"size": "many"}}, 1014),
         ("POST", "/future/position/mode", {"json": {"ticker": "BTCUSDT"}}, 3027),
         ("POST", "/future/order/cancel/all", {}, 3009),
         ("POST", "/future/position/close/all", {"params": {"ticker": "NOPE"}}, 1014),
