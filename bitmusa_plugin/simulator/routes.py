@@ -17,7 +17,7 @@ from aiohttp import web
 from . import params as p
 from . import records
 from .engine import ApiError
-from .market import BOOK_LEVELS, PERIODS, TRADES_KEPT
+from .market import BOOK_LEVELS, PERIODS, TRADES_KEPT, Spec
 
 if TYPE_CHECKING:
     from . import SimAccount, Simulator
@@ -70,7 +70,7 @@ class Routes:
         self.sim = sim
 
     @property
-    def specs(self) -> Any:
+    def specs(self) -> dict[str, Spec]:
         return self.sim.market.specs
 
     def wrap(self, action: Action, *, snapshot: str | None = None) -> Handler:
