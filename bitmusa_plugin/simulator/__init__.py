@@ -302,12 +302,18 @@ class Simulator:
     # -- events -----------------------------------------------------------------------------
 
     async def emit(self, account: SimAccount | None = None, count: int = 1) -> None:
-        """Produce ``count`` scripted events now (each after a market move, unless the
-        market has its own ``market_interval``) and send them to every live connection."""
+        """Produce ``count`` events now and send them to every live connection: each a
+        market move (unless the market has its own ``market_interval``) and what it did to
+        the account, or, if it did nothing, a scripted action."""
         account = account or next(iter(self.accounts.values()))
         for _ in range(count):
-            if self.market_interval is None:
-                await self.tick_market()
+            changed = await self.tick_market() if self.market_interval is None else set()
+            await self._step(account, changed)
+
+    async def _step(self, account: SimAccount, changed: set[str]) -> None:
+        """The account's event of this step: what the market's move did to it, if
+        anything, else a scripted action (one event per step, as the session always had)."""
+        if account.api_key not in changed or not account.scenario.started:
             await self.publish(account, account.scenario.step(event_ms()))
 
     async def act(self, account: SimAccount, action: Callable[[Engine, int], list[Frame]]) -> None:
@@ -325,17 +331,21 @@ class Simulator:
             while account.outbox:
                 await self.send_text(account, account.outbox.popleft())
 
-    async def tick_market(self) -> None:
+    async def tick_market(self) -> set[str]:
         """One random move of every ticker; every account's orders, triggers and
-        positions react to it."""
+        positions react to it. The API keys of the accounts it changed."""
         now = event_ms()
         volumes = self.market.walk(now)
+        changed = set()
         for account in self.accounts.values():
             frames = account.engine.on_tick(now, volumes)
-            account.outbox.extend(orjson.dumps(frame).decode() for frame in frames)
+            if frames:
+                changed.add(account.api_key)
+                account.outbox.extend(orjson.dumps(frame).decode() for frame in frames)
         for account in self.accounts.values():
             if account.outbox:
                 await self._drain(account)
+        return changed
 
     async def set_price(
         self,
@@ -391,13 +401,12 @@ class Simulator:
             await asyncio.sleep(interval)
             if self.paused:
                 continue
-            if self.market_interval is None:
-                await self.tick_market()
+            changed = await self.tick_market() if self.market_interval is None else set()
             if not self.script:
                 continue
             for account in self.accounts.values():
                 if account.key is not None and not self.paused:
-                    await self.publish(account, account.scenario.step(event_ms()))
+                    await self._step(account, changed)
 
     async def _market_pump(self, interval: float) -> None:
         while True:

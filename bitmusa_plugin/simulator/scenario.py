@@ -8,8 +8,10 @@ triggers and liquidate, and every change comes out as the user-stream frames of
 futures-user-stream.md. So scripted and REST-placed activity share one consistent account.
 
 :meth:`Scenario.step` gives one event's frames per call. A standalone scenario owns its
-market and moves it first on every step; in a :class:`~bitmusa_plugin.simulator.Simulator`
-the market is shared and moved by the server. The session is stationary however long it
+market and moves it first on every step: what the move did (fills, triggers, liquidations)
+is the step's event, or, if nothing, a scripted action. In a
+:class:`~bitmusa_plugin.simulator.Simulator` the market is shared and moved by the server,
+which applies the same rule. The session is stationary however long it
 runs: prices revert to their start, at most :data:`MAX_OPEN_ORDERS` scripted orders are open
 (the oldest is cancelled), and the account is topped up before it runs dry or skimmed when
 it has grown tenfold.
@@ -119,10 +121,11 @@ class Scenario:
         if not self.started:
             self.started = True
             return [self.engine.wallet_frame(self.market.clock(now_ms))]
-        frames: list[Frame] = []
-        if self.owns_market:
-            frames += self.engine.on_tick(now_ms, self.market.walk(now_ms))
-        return frames + self.act(now_ms)
+        if self.owns_market:  # the move's fills, triggers, liquidations are the event
+            frames = self.engine.on_tick(now_ms, self.market.walk(now_ms))
+            if frames:
+                return frames
+        return self.act(now_ms)
 
     def act(self, now: int) -> list[Frame]:
         """One scripted action (never without a frame)."""
