@@ -1,20 +1,29 @@
-"""A Bitmusa-compatible user-stream server on loopback, with faults on demand.
+"""A Bitmusa-compatible futures exchange on loopback: REST, the user stream, faults.
 
-REST (``{rest_url}/future/userDataStream``, POST/PUT/DELETE) and the websocket
-(``{ws_url}/ws/future/<listenKey>``) follow the documented rules: the same envelope and
-error codes, an auth check on both headers, keys valid 60 minutes, PUT extends, POST
-returns the active key, DELETE closes the stream, connections cut at 24 hours. Time is
-scaled (``time_scale=3600`` makes a simulated hour pass in a second). A seeded
-:class:`~bitmusa_plugin.simulator.scenario.Scenario` produces the trading session.
+REST under ``{rest_url}`` (``/api/v2``): the listenKey (``/future/userDataStream``), the
+account (wallet, positions, open orders, trade history), trading (orders, cancels, close
+all, leverage, position mode) and market data (ticker, order book, trades, klines,
+exchange-info), with the documented envelope, error codes and an auth check on both
+headers. The user stream (``{ws_url}/ws/future/<listenKey>``) follows the documented key
+rules: valid 60 minutes, PUT extends, POST returns the active key, DELETE closes the
+stream, connections cut at 24 hours. Time is scaled for those rules (``time_scale=3600``
+makes a simulated hour pass in a second); events carry real wall-clock times.
+
+Every account is an :class:`~bitmusa_plugin.simulator.engine.Engine` (orders matched
+against a moving :class:`~bitmusa_plugin.simulator.market.Market`); every REST action
+and every market move sends the user-stream frames it causes. A seeded
+:class:`~bitmusa_plugin.simulator.scenario.Scenario` trades in the background (``script``).
 
 Faults, as methods (for tests) and CLI flags (``bitmusa-plugin simulate``): :meth:`drop`
 (TCP reset, optionally mid-frame), :meth:`stall` (no data, no pongs), :meth:`garbage`,
 :meth:`refuse` (handshake rejected or reset mid-handshake), :meth:`fail_rest` (5xx, 429,
-1011, timeouts; optionally only for one method, e.g. the keep-alive PUT), :meth:`expire_key`,
-:meth:`cut` (the 24-hour cut, early), :meth:`close_key` (a DELETE from elsewhere).
+1011, timeouts; optionally only for one method or path), :meth:`reject_orders`,
+:meth:`expire_key`, :meth:`cut` (the 24-hour cut, early), :meth:`close_key` (a DELETE from
+elsewhere).
 
 Ground truth for tests: :attr:`Simulator.sent` lists every frame with the connections it
-was written to while they were live.
+was written to while they were live; ``sim.account().engine`` holds the account's orders,
+fills, positions and balance (``.scenario`` keeps the older names).
 """
 
 from __future__ import annotations
@@ -27,14 +36,18 @@ import secrets as _secrets
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 
 import orjson
 from aiohttp import WSMsgType, web
 
-from bitmusa_plugin.simulator.scenario import Scenario
+from .engine import START_BALANCE, CloseSide, Engine, Frame
+from .market import Market
+from .scenario import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +55,16 @@ DEMO_API_KEY = "demo-api-key-0001"
 DEMO_AUTH_KEY = "demo-auth-key-0001"
 KEY_VALIDITY_MS = 60 * 60 * 1000
 MAX_CONNECTION_MS = 24 * 60 * 60 * 1000
-RestFault = Literal["500", "503", "429", "1011", "timeout", "1001", "1002", "1005", "999"]
+#: ``timeout``: the request is never answered and has no effect. ``timeout_after``: it is
+#: carried out (an order is placed, its frames sent), and then never answered.
+RestFault = Literal[
+    "500", "503", "429", "1011", "timeout", "timeout_after", "1001", "1002", "1005", "999"
+]
+WsPath = Literal["documented", "wallet", "both"]
+KeepalivePrefix = Literal["v2", "v1", "both"]
+HistoryShape = Literal["array", "paged"]
+#: The documented limits (8 a second, 200 a minute), for ``rate_limits=``.
+DOCUMENTED_RATE_LIMITS = ((8, 1.0), (200, 60.0))
 
 
 @dataclass
@@ -60,6 +82,13 @@ class SimAccount:
     forced_expiries: int = 0  # keys expired by the expire_key fault
     issued_keys: list[str] = field(default_factory=list)
     max_concurrent: int = 0  # most connections open at once
+    outbox: deque[str] = field(default_factory=deque)  # frames made, not yet written
+    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def engine(self) -> Engine:
+        """The account: orders, fills, positions, wallet (the ground truth)."""
+        return self.scenario.engine
 
 
 @dataclass
@@ -89,6 +118,27 @@ class SentFrame:
     at: float = 0.0  # when it was written (time.monotonic())
 
 
+@dataclass(frozen=True)
+class PendingFault:
+    fault: RestFault
+    method: str | None = None
+    path: str | None = None  # "/future/order" exactly, or "/future/order/*" and below
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method is not None and self.method != method:
+            return False
+        if self.path is None:
+            return True
+        if self.path.endswith("/*"):
+            return path == self.path[:-2] or path.startswith(self.path[:-1])
+        return path == self.path
+
+
+def event_ms() -> int:
+    """Events carry real wall-clock times, as the exchange's would."""
+    return int(time.time() * 1000)
+
+
 class Simulator:
     """Start with ``await sim.start()`` (or ``async with Simulator() as sim``)."""
 
@@ -105,6 +155,14 @@ class Simulator:
         key_validity_ms: int = KEY_VALIDITY_MS,
         max_connection_ms: int = MAX_CONNECTION_MS,
         server_ping: tuple[float, float] | None = None,
+        script: bool = True,
+        market_interval: float | None = None,
+        balance: Decimal | int | str = START_BALANCE,
+        close_side: CloseSide = "trade",
+        trade_history: HistoryShape = "array",
+        ws_path: WsPath = "documented",
+        keepalive_prefix: KeepalivePrefix = "v2",
+        rate_limits: tuple[tuple[int, float], ...] | None = None,
     ) -> None:
         #: (interval, timeout), real seconds: the server pings every connection and drops
         #: one whose pong is late, as exchanges do (None: the server only answers pings)
@@ -117,34 +175,63 @@ class Simulator:
         self.time_scale = time_scale
         self.event_interval = event_interval
         self.seed = seed
+        self.script = script
+        self.market_interval = market_interval
+        self.close_side: CloseSide = close_side
+        self.trade_history: HistoryShape = trade_history
+        self.ws_path: WsPath = ws_path
+        self.keepalive_prefix: KeepalivePrefix = keepalive_prefix
+        self.rate_limits = rate_limits
         self._start_real = time.monotonic()
         self._start_ms = start_ms if start_ms is not None else int(time.time() * 1000)
+        #: the market every account trades against (prices, candles, public trades)
+        self.market = Market(seed, start_ms=event_ms())
         creds = accounts or {DEMO_API_KEY: DEMO_AUTH_KEY}
         self.accounts = {
-            api: SimAccount(api, auth, Scenario(seed + i))
+            api: SimAccount(
+                api,
+                auth,
+                Scenario(
+                    seed + i,
+                    market=self.market,
+                    balance=Decimal(str(balance)),
+                    close_side=close_side,
+                    member_id=79010 + i,
+                ),
+            )
             for i, (api, auth) in enumerate(creds.items())
         }
         self.sent: list[SentFrame] = []
         self.connections_opened = 0
-        self.rest_calls: list[tuple[str, int]] = []  # (method, code)
+        self.rest_calls: list[tuple[str, int]] = []  # (method or "METHOD /path", code)
         self.snapshots: list[str] = []  # GET wallet / position / order served
-        self._rest_faults: list[tuple[RestFault, str | None]] = []  # (fault, method)
+        self._rest_faults: list[PendingFault] = []
+        self._rejections: list[tuple[int, str]] = []
         self._refuse: list[Literal["reject", "reset"]] = []
+        self._calls: dict[str, deque[float]] = {}  # rate limiting: request times per IP
         self._conn_ids = itertools.count(1)
         self._seq = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.public_connections: set[web.WebSocketResponse] = set()  # the market stream
+        #: stops the background: the script, the market's moves (and so the fills,
+        #: triggers and liquidations they cause). REST calls still act.
         self.paused = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> Simulator:
-        app = web.Application()
-        app.router.add_route("*", "/api/v2/future/userDataStream", self._rest)
-        app.router.add_get("/api/v2/future/wallet", self._snapshot)
-        app.router.add_get("/api/v2/future/position", self._snapshot)
-        app.router.add_get("/api/v2/future/order", self._snapshot)
-        app.router.add_get("/ws/future/{key}", self._websocket)
+        from . import public_ws, routes
+
+        app = web.Application(middlewares=[self._faults_middleware])
+        routes.add_routes(app, self)
+        for prefix in ("/api/v2", "/api/v1"):
+            app.router.add_route("*", prefix + "/future/userDataStream", self._rest)
+        public_ws.add_routes(app, self)
+        if self.ws_path in ("documented", "both"):
+            app.router.add_get("/ws/future/{key}", self._websocket)
+        if self.ws_path in ("wallet", "both"):
+            app.router.add_get("/ws/future/wallet/{key}", self._websocket)
         # a short shutdown: a "timeout" fault leaves a handler sleeping on purpose
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=0.5
@@ -160,6 +247,8 @@ class Simulator:
         self._tasks.append(loop.create_task(self._sweeper()))
         if self.event_interval:
             self._tasks.append(loop.create_task(self._pump(self.event_interval)))
+        if self.market_interval:
+            self._tasks.append(loop.create_task(self._market_pump(self.market_interval)))
         return self
 
     async def stop(self) -> None:
@@ -168,6 +257,9 @@ class Simulator:
         for account in self.accounts.values():
             for conn in list(account.connections.values()):
                 self._abort(conn)
+        from . import public_ws
+
+        await public_ws.close_all(self)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -186,22 +278,101 @@ class Simulator:
         return f"ws://{self.host}:{self.port}"
 
     def now_ms(self) -> int:
-        """Simulated wall-clock time, ms."""
+        """Simulated wall-clock time, ms (the listenKey and connection-age rules)."""
         return self._start_ms + int((time.monotonic() - self._start_real) * 1000 * self.time_scale)
 
     def account(self, api_key: str = DEMO_API_KEY) -> SimAccount:
         return self.accounts[api_key]
 
+    def resting(self, ticker: str) -> list[tuple[str, Decimal, Decimal]]:
+        """Every account's resting orders on ``ticker``, as (side, price, quantity left):
+        the order book shows them."""
+        return [
+            (o.side, o.price, o.left)
+            for account in self.accounts.values()
+            for o in account.engine.open_orders.values()
+            if o.ticker == ticker and o.price > 0
+        ]
+
+    def engine(self, api_key: str = DEMO_API_KEY) -> Engine:
+        """The account's engine: ``orders``, ``open_orders``, ``fills``, ``positions``,
+        ``free``, ``locked``, ``balance``."""
+        return self.accounts[api_key].engine
+
     # -- events -----------------------------------------------------------------------------
 
     async def emit(self, account: SimAccount | None = None, count: int = 1) -> None:
-        """Produce ``count`` scenario events now and send them to every live connection.
-        Events carry real wall-clock times, as the exchange's would; only the listenKey
-        and connection-age rules run on the scaled clock."""
+        """Produce ``count`` events now and send them to every live connection: each a
+        market move (unless the market has its own ``market_interval``) and what it did to
+        the account, or, if it did nothing, a scripted action."""
         account = account or next(iter(self.accounts.values()))
         for _ in range(count):
-            for frame in account.scenario.step(int(time.time() * 1000)):
-                await self.send_text(account, orjson.dumps(frame).decode())
+            changed = await self.tick_market() if self.market_interval is None else set()
+            await self._step(account, changed)
+
+    async def _step(self, account: SimAccount, changed: set[str]) -> None:
+        """The account's event of this step: what the market's move did to it, if
+        anything, else a scripted action (one event per step, as the session always had)."""
+        if account.api_key not in changed or not account.scenario.started:
+            await self.publish(account, account.scenario.step(event_ms()))
+
+    async def act(self, account: SimAccount, action: Callable[[Engine, int], list[Frame]]) -> None:
+        """Run ``action(engine, now_ms)`` on the account and send the frames it returns."""
+        await self.publish(account, action(account.engine, event_ms()))
+
+    async def publish(self, account: SimAccount, frames: list[Frame]) -> None:
+        """Send ``frames`` to the account's live connections, after every frame made
+        before them (the engine's order is the wire's order)."""
+        account.outbox.extend(orjson.dumps(frame).decode() for frame in frames)
+        await self._drain(account)
+
+    async def _drain(self, account: SimAccount) -> None:
+        async with account.send_lock:
+            while account.outbox:
+                await self.send_text(account, account.outbox.popleft())
+
+    async def tick_market(self) -> set[str]:
+        """One random move of every ticker; every account's orders, triggers and
+        positions react to it. The API keys of the accounts it changed."""
+        now = event_ms()
+        volumes = self.market.walk(now)
+        changed = set()
+        for account in self.accounts.values():
+            frames = account.engine.on_tick(now, volumes)
+            if frames:
+                changed.add(account.api_key)
+                account.outbox.extend(orjson.dumps(frame).decode() for frame in frames)
+        for account in self.accounts.values():
+            if account.outbox:
+                await self._drain(account)
+        return changed
+
+    async def set_price(
+        self,
+        ticker: str,
+        price: Decimal | int | str,
+        *,
+        mark: Decimal | int | str | None = None,
+        volume: Decimal | int | str | None = None,
+    ) -> None:
+        """Move ``ticker``'s last price (and mark price: ``mark``, or the same) now; every
+        account reacts. ``volume`` is what traded: resting orders fill from it (None: as
+        much as they need)."""
+        now = event_ms()
+        self.market.set_price(
+            ticker,
+            Decimal(str(price)),
+            now,
+            mark=None if mark is None else Decimal(str(mark)),
+            volume=None if volume is None else Decimal(str(volume)),
+        )
+        amount = None if volume is None else Decimal(str(volume))
+        for account in self.accounts.values():
+            frames = account.engine.on_tick(now, {ticker: amount}, tickers=[ticker])
+            account.outbox.extend(orjson.dumps(frame).decode() for frame in frames)
+        for account in self.accounts.values():
+            if account.outbox:
+                await self._drain(account)
 
     async def send_text(self, account: SimAccount, text: str, *, garbage: bool = False) -> None:
         delivered: list[int] = []
@@ -230,9 +401,18 @@ class Simulator:
             await asyncio.sleep(interval)
             if self.paused:
                 continue
+            changed = await self.tick_market() if self.market_interval is None else set()
+            if not self.script:
+                continue
             for account in self.accounts.values():
-                if account.key is not None:
-                    await self.emit(account)
+                if account.key is not None and not self.paused:
+                    await self._step(account, changed)
+
+    async def _market_pump(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if not self.paused:
+                await self.tick_market()
 
     # -- faults -----------------------------------------------------------------------------
 
@@ -274,16 +454,35 @@ class Simulator:
         """The next ``count`` handshakes fail: HTTP 503, or a reset mid-handshake."""
         self._refuse.extend([how] * count)
 
-    def fail_rest(self, fault: RestFault, count: int = 1, *, method: str | None = None) -> None:
-        """The next ``count`` REST calls (of ``method`` only: ``"PUT"`` is the keep-alive,
-        ``"GET"`` a snapshot) fail this way."""
-        self._rest_faults.extend([(fault, method)] * count)
+    def fail_rest(
+        self,
+        fault: RestFault,
+        count: int = 1,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        """The next ``count`` REST calls fail this way: all of them, or only those of
+        ``method`` (``"PUT"`` is the keep-alive, ``"GET"`` a snapshot) and of ``path``
+        (after ``/api/v2``, e.g. ``"/future/order"``; ``"/future/order/*"`` also covers
+        the paths below it)."""
+        self._rest_faults.extend([PendingFault(fault, method, path)] * count)
 
-    def _take_fault(self, method: str) -> RestFault | None:
-        for i, (fault, only) in enumerate(self._rest_faults):
-            if only is None or only == method:
+    def reject_orders(
+        self, count: int = 1, code: int = 4001, message: str = "INSUFFICIENT BALANCE"
+    ) -> None:
+        """The next ``count`` POST /future/order are refused with ``code`` and ``message``
+        (HTTP 200), whatever they ask for; nothing is placed."""
+        self._rejections.extend([(code, message)] * count)
+
+    def take_rejection(self) -> tuple[int, str] | None:
+        return self._rejections.pop(0) if self._rejections else None
+
+    def _take_fault(self, method: str, path: str) -> RestFault | None:
+        for i, pending in enumerate(self._rest_faults):
+            if pending.matches(method, path):
                 del self._rest_faults[i]
-                return fault
+                return pending.fault
         return None
 
     def expire_key(self, account: SimAccount | None = None) -> None:
@@ -322,20 +521,61 @@ class Simulator:
 
     # -- REST -------------------------------------------------------------------------------
 
-    async def _rest(self, request: web.Request) -> web.Response:
-        fault = self._take_fault(request.method)
+    @web.middleware
+    async def _faults_middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """REST faults and the rate limit, before any route (websockets excepted)."""
+        path = request.path
+        if path.startswith("/ws/"):
+            return await handler(request)
+        relative = path[len("/api/v2") :] if path.startswith(("/api/v2/", "/api/v1/")) else path
+        fault = self._take_fault(request.method, relative)
         if fault is not None:
             self.rest_calls.append((request.method, -1))
             if fault == "timeout":
                 await asyncio.sleep(3600)
+            if fault == "timeout_after":
+                await handler(request)  # carried out: only the answer is lost
+                await asyncio.sleep(3600)
             if fault in ("500", "503", "429"):
                 return web.Response(status=int(fault), text="simulated failure")
             return self._envelope(int(fault), None, "simulated failure")
+        if self.rate_limits and self._limited(request):
+            return self._envelope(1011, None, "TOO MANY REQUESTS", record=request.method)
+        return await handler(request)
+
+    def _limited(self, request: web.Request) -> bool:
+        """The documented limits count per IP (DH@f133909)."""
+        assert self.rate_limits is not None
+        now = time.monotonic()
+        calls = self._calls.setdefault(request.remote or "", deque())
+        longest = max(window for _, window in self.rate_limits)
+        while calls and calls[0] <= now - longest:
+            calls.popleft()
+        for limit, window in self.rate_limits:
+            if sum(1 for t in calls if t > now - window) >= limit:
+                return True
+        calls.append(now)
+        return False
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        """POST / PUT / DELETE userDataStream. POST is served under ``/api/v2``; PUT and
+        DELETE under the ``keepalive_prefix`` (``/api/v2`` as documented, ``/api/v1`` as
+        node-bitmusa-api sends them, or both); elsewhere: HTTP 404."""
+        method = request.method
+        v1 = request.path.startswith("/api/v1/")
+        if method in ("PUT", "DELETE"):
+            served = {"v2": not v1, "v1": v1, "both": True}[self.keepalive_prefix]
+        else:
+            served = not v1
+        if not served:
+            raise web.HTTPNotFound()
         account, error = self._authenticate(request)
         if account is None:
-            return error  # type: ignore[return-value]
+            assert error is not None
+            return error
         self._sweep(account)
-        method = request.method
         if method == "POST":
             account.posts += 1
             if account.key is None:
@@ -357,33 +597,17 @@ class Simulator:
             return self._envelope(0, None, record=method)
         return web.Response(status=405)
 
-    async def _snapshot(self, request: web.Request) -> web.Response:
-        """GET wallet / position / order, served from the scenario's state."""
-        if any(only in (None, "GET") for _, only in self._rest_faults):
-            return await self._rest(request)
-        account, error = self._authenticate(request)
-        if account is None:
-            return error  # type: ignore[return-value]
-        ticker = request.query.get("ticker") or None
-        kind = request.path.rsplit("/", 1)[-1]
-        self.snapshots.append(kind)
-        scenario = account.scenario
-        if kind == "wallet":
-            data = scenario.rest_wallet()
-        elif kind == "position":
-            data = scenario.rest_positions(ticker)
-        else:
-            data = scenario.rest_open_orders(ticker)
-        return self._envelope(0, data, record=f"GET {kind}")
-
-    def _authenticate(self, request: web.Request) -> tuple[SimAccount | None, web.Response | None]:
+    def _authenticate(
+        self, request: web.Request, record: str | None = None
+    ) -> tuple[SimAccount | None, web.Response | None]:
         api_key = request.headers.get("x-api-key", "")
         auth = request.headers.get("Authorization", "")
+        label = record or request.method
         if not api_key:
-            return None, self._envelope(1003, None, "EMPTY API KEY", record=request.method)
+            return None, self._envelope(1003, None, "EMPTY API KEY", record=label)
         account = self.accounts.get(api_key)
         if account is None or auth != f"Bearer {account.auth_key}":
-            return None, self._envelope(1001, None, "API KEY NOT FOUND", record=request.method)
+            return None, self._envelope(1001, None, "API KEY NOT FOUND", record=label)
         return account, None
 
     def _envelope(
@@ -500,6 +724,9 @@ from bitmusa_plugin.simulator.thread import SimulatorThread  # noqa: E402 (it bu
 __all__ = [
     "DEMO_API_KEY",
     "DEMO_AUTH_KEY",
+    "DOCUMENTED_RATE_LIMITS",
+    "Engine",
+    "Market",
     "RestFault",
     "Scenario",
     "Simulator",
