@@ -233,14 +233,14 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
 
     # -- REST snapshots -------------------------------------------------------------------
 
-    def _client(self) -> bm_rest.ListenKeyClient:
+    def _client(self) -> bm_rest.AccountClient:
         self.check_required_credentials()
         rest_url = self.safe_string(self.urls["api"], "rest", bm_rest.DEFAULT_REST_URL)
         try:
             require_secure(rest_url, insecure=bool(self.safe_bool(self.options, "insecure")))
         except InsecureURLError as exc:
             raise ExchangeError(f"bitmusa {exc}") from None
-        return bm_rest.ListenKeyClient(
+        return bm_rest.AccountClient(
             Credentials(self.apiKey, self.secret),
             rest_url,
             timeout=self.timeout / 1000,

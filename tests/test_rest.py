@@ -105,10 +105,11 @@ async def test_abandoned_calls_never_exhaust_the_connection_pool() -> None:
 
     rng = random.Random(5)
     async with Simulator(event_interval=None) as sim:
-        client = rest.ListenKeyClient(
-            Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, timeout=1.0
-        )
-        await client.create()
+        credentials = Credentials(DEMO_API_KEY, DEMO_AUTH_KEY)
+        keys = rest.ListenKeyClient(credentials, sim.rest_url, timeout=1.0)
+        await keys.create()
+        await keys.aclose()
+        client = rest.AccountClient(credentials, sim.rest_url, timeout=1.0)
         for _ in range(150):
             calls = [asyncio.ensure_future(client.wallet()) for _ in range(3)]
             await asyncio.sleep(rng.uniform(0, 0.004))

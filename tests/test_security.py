@@ -128,7 +128,7 @@ async def test_a_certificate_that_does_not_verify_fails_with_a_clear_error(
     await asyncio.wait_for(task, 3)
     await host.dispatcher.drain(2)
     await host.stop()
-    assert stream.policy.counters.reconnects == 0
+    assert stream.machine.counters.reconnects == 0
     assert stream.status == "closed"  # never connected: nothing was sent to that server
     assert errors
     assert all("CERTIFICATE_VERIFY_FAILED" in message for message in errors)

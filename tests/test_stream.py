@@ -207,7 +207,7 @@ async def test_drops_stalls_and_refusals_each_give_one_gap_and_lose_nothing(
     assert len(rig.recorder.data) > 100
     frame_errors = [e for e in rig.recorder.errors if e["raw"] is not None]
     assert len(frame_errors) == 6, rig.recorder.errors
-    assert rig.stream.policy.counters.reconnects >= 3
+    assert rig.stream.machine.counters.reconnects >= 3
     assert sim.account().expiries == 0  # the key never lapsed
     assert sim.account().deletes == 1  # clean shutdown DELETEs the key
     assert rig.recorder.statuses()[-1] == "closed"
@@ -239,10 +239,10 @@ async def test_rotation_overlaps_two_connections_and_delivers_exactly_once() -> 
     async with Simulator(time_scale=3600, event_interval=0.002, seed=5) as sim:
         timing = replace(FAST, rotate_after=0.5, rotate_jitter=0.1, rotate_overlap=0.15)
         rig = await make_rig(sim, timing=timing)
-        await wait_for(lambda: rig.stream.policy.counters.rotations >= 3, timeout=10)
+        await wait_for(lambda: rig.stream.machine.counters.rotations >= 3, timeout=10)
         result = await rig.finish()
     assert result.failed is False
-    assert rig.stream.policy.counters.gaps == 0
+    assert rig.stream.machine.counters.gaps == 0
     assert "gap" not in rig.recorder.statuses()
     assert sim.account().max_concurrent == 2  # make-before-break, never more
     assert any(len(f.conns) == 2 for f in sim.sent)  # frames really came over both
@@ -274,7 +274,7 @@ async def test_a_quiet_account_keeps_its_key_and_connection_for_half_a_day() -> 
     account = sim.account()
     assert account.expiries == 0
     assert sim.connections_opened == 1  # no needless reconnects on a quiet account
-    assert rig.stream.policy.counters.reconnects == 0
+    assert rig.stream.machine.counters.reconnects == 0
     intervals = [(b - a) / 1000 / 60 for a, b in zip(account.puts, account.puts[1:], strict=False)]
     assert len(account.puts) >= 18  # every 30 simulated minutes
     assert all(20 <= minutes <= 45 for minutes in intervals), intervals  # 27-33 + sched
@@ -386,7 +386,13 @@ async def test_no_secret_reaches_logs_or_output(sim: Simulator) -> None:
         root.removeHandler(handler)
         root.setLevel(old_level)
     text = buffer.getvalue() + output.getvalue()
-    text += repr(credentials) + str(credentials) + repr(rig.stream) + repr(rig.stream.rest)
+    text += (
+        repr(credentials)
+        + str(credentials)
+        + repr(rig.stream)
+        + repr(rig.stream.listen_key)
+        + repr(rig.stream.snapshots)
+    )
     logged = buffer.getvalue()
     assert "websockets.client" in logged  # debug logs of both libraries were on...
     assert "httpx" in logged
@@ -434,7 +440,7 @@ async def test_an_outage_is_caught_up_by_resync_in_order_with_nothing_rolled_bac
         try:
             await wait_for(lambda: "gap" in rig.recorder.statuses(), timeout=15)
         except AssertionError:
-            policy = rig.stream.policy
+            policy = rig.stream.machine
             print(
                 "statuses",
                 rig.recorder.statuses(),
@@ -578,13 +584,13 @@ async def test_a_failed_resync_is_retried_on_the_live_connection_until_it_succee
     async with Simulator(time_scale=3600, event_interval=0.01, seed=12) as sim:
         keeper = StateKeeper()
         rig = await make_rig(sim, plugins={"keeper": keeper})
-        await wait_for(lambda: rig.stream.policy.counters.resyncs == 1)  # start-up
+        await wait_for(lambda: rig.stream.machine.counters.resyncs == 1)  # start-up
         sim.refuse(1000)  # an outage while trading goes on...
         sim.drop()
         await asyncio.sleep(0.8)
         sim.fail_rest("503", 3, method="GET")  # ...and the snapshot fails when it ends
         sim._refuse.clear()
-        await wait_for(lambda: rig.stream.policy.counters.resyncs == 2, timeout=10)
+        await wait_for(lambda: rig.stream.machine.counters.resyncs == 2, timeout=10)
         sim.paused = True
         await asyncio.sleep(0.3)
         await rig.host.dispatcher.drain(5)
@@ -630,13 +636,19 @@ class RecordingLimiter(RateLimiter):
 async def test_events_flow_while_the_snapshot_waits_for_the_shared_rest_allowance() -> None:
     # Many accounts share the REST allowance: a resync may wait seconds for its turn. The
     # connection's events are not held back for that; only for the snapshot's round trip.
-    async with Simulator(time_scale=3600, event_interval=0.01, seed=14) as sim:
+    # 60x and a keep-alive every 10 s: the only REST calls competing for the tight allowance
+    # are the POST and the snapshot's three GETs (a keep-alive every 0.25 s alone would
+    # need more than 4 calls in 1.5 s)
+    async with Simulator(time_scale=60, event_interval=0.01, seed=14) as sim:
         limiter = RecordingLimiter(((4, 1.5),))
         for _ in range(3):
             await limiter.acquire()  # other accounts used the allowance just now
         keeper, arrivals = StateKeeper(), Arrivals()
-        rig = await make_rig(sim, plugins={"keeper": keeper, "arrivals": arrivals}, limiter=limiter)
-        await wait_for(lambda: rig.stream.policy.counters.resyncs == 1, timeout=10)
+        timing = replace(FAST, keepalive_interval=10.0, key_validity=60.0)
+        rig = await make_rig(
+            sim, plugins={"keeper": keeper, "arrivals": arrivals}, limiter=limiter, timing=timing
+        )
+        await wait_for(lambda: rig.stream.machine.counters.resyncs == 1, timeout=10)
         await asyncio.sleep(0.3)
         sim.paused = True
         await asyncio.sleep(0.3)
@@ -745,7 +757,7 @@ async def test_rotations_under_backpressure_deliver_every_frame_exactly_once() -
         rig = await make_rig(
             sim, plugins={"slow": SlowLossless()}, timing=timing, queue_size=20, heartbeat=STEADY
         )
-        await wait_for(lambda: rig.stream.policy.counters.rotations >= 3, timeout=20)
+        await wait_for(lambda: rig.stream.machine.counters.rotations >= 3, timeout=20)
         stats = rig.stream.stats()
         await rig.finish()
     assert stats["plugins"]["slow"]["blocked_episodes"] > 0  # the reader did pause

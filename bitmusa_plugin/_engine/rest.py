@@ -133,10 +133,10 @@ def http_client(
     )
 
 
-class ListenKeyClient:
-    """One account's REST: the listenKey (POST / PUT / DELETE ``/future/userDataStream``)
-    and the snapshots used to resync (GET ``/future/wallet``, ``/future/position``,
-    ``/future/order``). Its own pool, or ``client`` (shared by many accounts, which then
+class _Client:
+    """What every REST client of one account shares: the two credentials (added to each
+    request by :class:`BitmusaAuth`), the base URL, the process-wide limiter, the pool, and
+    reading the envelope. Its own pool, or ``client`` (shared by many accounts, which then
     closes with its owner, not here)."""
 
     def __init__(
@@ -161,29 +161,7 @@ class ListenKeyClient:
         self._client = client or http_client(timeout, transport=transport)
 
     def __repr__(self) -> str:
-        return f"ListenKeyClient({self.rest_url!r})"
-
-    def _request_done(self, request: asyncio.Future[httpx.Response]) -> None:
-        self._inflight.discard(request)
-        if not request.cancelled():
-            request.exception()  # retrieved: an abandoned request's failure is not news
-
-    async def create(self) -> str:
-        """POST: the account's active listenKey, or a new one."""
-        body = await self._call("POST")
-        data = body.get("data")
-        key = data.get("listenKey") if isinstance(data, dict) else None
-        if not isinstance(key, str) or not key:
-            raise ServerError("POST userDataStream returned no listenKey", code=body.get("code"))
-        return key
-
-    async def keepalive(self) -> None:
-        """PUT: extend the active key's validity by 60 minutes."""
-        await self._call("PUT")
-
-    async def close_key(self, timeout: float | None = None) -> None:
-        """DELETE: close the stream and invalidate the key (for every consumer)."""
-        await self._call("DELETE", timeout=timeout)
+        return f"{type(self).__name__}({self.rest_url!r})"
 
     def ready(self, n: int = 1) -> bool:
         """Would ``n`` calls go out now, without waiting for the shared limiter?"""
@@ -198,21 +176,6 @@ class ListenKeyClient:
                 await self._limiter.acquire()
                 self._prepaid += 1
 
-    async def wallet(self) -> list[dict[str, Any]]:
-        """GET /future/wallet: one record per margin asset."""
-        return await self._records(WALLET_PATH, {})
-
-    async def positions(self, ticker: str | None = None) -> list[dict[str, Any]]:
-        """GET /future/position: every position, or one ticker's."""
-        return await self._records(POSITION_PATH, {"ticker": ticker} if ticker else {})
-
-    async def open_orders(self, ticker: str | None = None, size: int = 50) -> list[dict[str, Any]]:
-        """GET /future/order: open orders, newest first (all tickers when none is given)."""
-        params: dict[str, Any] = {"size": size}
-        if ticker:
-            params["ticker"] = ticker
-        return await self._records(OPEN_ORDERS_PATH, params)
-
     async def aclose(self) -> None:
         """Close our own pool (requests still running, abandoned by their callers, end
         now). A shared pool is left to its owner, and our requests on it run to their own
@@ -225,8 +188,13 @@ class ListenKeyClient:
             await asyncio.wait(self._inflight, timeout=1.0)
         await self._client.aclose()
 
+    def _request_done(self, request: asyncio.Future[httpx.Response]) -> None:
+        self._inflight.discard(request)
+        if not request.cancelled():
+            request.exception()  # retrieved: an abandoned request's failure is not news
+
     async def _records(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        body = await self._call("GET", path=path, params=params)
+        body = await self._call("GET", path, params=params)
         data = body.get("data")
         if data is None:
             return []
@@ -237,9 +205,10 @@ class ListenKeyClient:
     async def _call(
         self,
         method: str,
-        timeout: float | None = None,
-        path: str = LISTEN_KEY_PATH,
+        path: str,
+        *,
         params: dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         if self._prepaid > 0:
             self._prepaid -= 1
@@ -281,3 +250,44 @@ class ListenKeyClient:
             log.debug("%s raised %r", what, exc, exc_info=True)
             raise NetworkError(f"{what} failed: {type(exc).__name__}") from None
         return parse_envelope(what, response.status_code, response.content)
+
+
+class ListenKeyClient(_Client):
+    """The user stream's key: POST / PUT / DELETE ``/future/userDataStream``."""
+
+    async def create(self) -> str:
+        """POST: the account's active listenKey, or a new one."""
+        body = await self._call("POST", LISTEN_KEY_PATH)
+        data = body.get("data")
+        key = data.get("listenKey") if isinstance(data, dict) else None
+        if not isinstance(key, str) or not key:
+            raise ServerError("POST userDataStream returned no listenKey", code=body.get("code"))
+        return key
+
+    async def keepalive(self) -> None:
+        """PUT: extend the active key's validity by 60 minutes."""
+        await self._call("PUT", LISTEN_KEY_PATH)
+
+    async def close_key(self, timeout: float | None = None) -> None:
+        """DELETE: close the stream and invalidate the key (for every consumer)."""
+        await self._call("DELETE", LISTEN_KEY_PATH, timeout=timeout)
+
+
+class AccountClient(_Client):
+    """The account's state over REST: the snapshots a resync takes (GET ``/future/wallet``,
+    ``/future/position``, ``/future/order``), and the ccxt drop-in's fetches."""
+
+    async def wallet(self) -> list[dict[str, Any]]:
+        """GET /future/wallet: one record per margin asset."""
+        return await self._records(WALLET_PATH, {})
+
+    async def positions(self, ticker: str | None = None) -> list[dict[str, Any]]:
+        """GET /future/position: every position, or one ticker's."""
+        return await self._records(POSITION_PATH, {"ticker": ticker} if ticker else {})
+
+    async def open_orders(self, ticker: str | None = None, size: int = 50) -> list[dict[str, Any]]:
+        """GET /future/order: open orders, newest first (all tickers when none is given)."""
+        params: dict[str, Any] = {"size": size}
+        if ticker:
+            params["ticker"] = ticker
+        return await self._records(OPEN_ORDERS_PATH, params)
