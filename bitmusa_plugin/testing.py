@@ -191,22 +191,19 @@ async def replay_async(
     plugin: object, frames: Iterable[str | bytes], account: str = "test"
 ) -> Replayed:
     """:func:`replay` for code already running in an event loop."""
-    from bitmusa_plugin._engine.pipeline import Pipeline
-    from bitmusa_plugin._engine.plugins import PluginRegistry
+    from ._engine.session import DeliveryOptions, Session
 
     replayed = Replayed()
-    plugins = PluginRegistry(strict=True)
-    plugins.register(plugin, "plugin-under-test")
-    plugins.register(_Spy(replayed), "bitmusa-testing-spy")
+    plugins = {"plugin-under-test": plugin, "bitmusa-testing-spy": _Spy(replayed)}
     # every call reaches the plugin under test, as fast as it takes them: no merging
-    host = Pipeline(plugins, command="test", policy_override="all")
-    host.start([account])
-    for frame in frames:
-        host.ingest(account, frame)
-        if host.dispatcher.blocked:
-            await host.dispatcher.writable()
-    await host.dispatcher.drain(10)
-    await host.stop(timeout=1.0)
+    session = Session(plugins, command="test", delivery=DeliveryOptions(override="all"))
+    session.start(replaying=[account])
+    async with session:
+        for frame in frames:
+            session.ingest(account, frame)
+            if session.blocked:
+                await session.writable()
+        await session.drain(10)
     replayed.calls = [c for c in replayed.calls if c[0] not in ("on_startup", "on_shutdown")]
     return replayed
 
