@@ -26,6 +26,7 @@ from bitmusa_hookspecs import (
 )
 from bitmusa_plugin._core.mapping import Mapped, Mapper, Rejected
 from bitmusa_plugin._core.symbols import SymbolMap
+from bitmusa_plugin._version import __version__
 
 if TYPE_CHECKING:
     from bitmusa_plugin._ccxt import bitmusa
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from bitmusa_plugin._engine.stream import AccountConfig, Heartbeat
     from bitmusa_plugin._scale.consume import consume
 
-__version__ = "0.1.0"
 
 #: The entry-point group where ccxt exchange adapters outside ccxt register their class.
 CCXT_ENTRY_POINT_GROUP = "ccxt.exchanges"

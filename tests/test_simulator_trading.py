@@ -21,9 +21,10 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator, records
-from bitmusa_plugin.simulator import params as p
-from bitmusa_plugin.simulator.engine import (
+from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
+from bitmusa_plugin.simulator import _params as p
+from bitmusa_plugin.simulator import _records as records
+from bitmusa_plugin.simulator._engine import (
     BUY,
     CLOSE,
     LIMIT,
@@ -38,7 +39,7 @@ from bitmusa_plugin.simulator.engine import (
     OrderRequest,
     Trigger,
 )
-from bitmusa_plugin.simulator.market import Market, bucket_start, period_length
+from bitmusa_plugin.simulator._market import Market, bucket_start, period_length
 
 D = Decimal
 T0 = 1_800_000_000_000  # 2027-01-15T08:00:00Z

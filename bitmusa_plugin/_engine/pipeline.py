@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bitmusa_hookspecs import Context, DeliveryPolicy, ErrorInfo, Event, StreamState
-from bitmusa_plugin import __version__
 from bitmusa_plugin._core.mapping import DEFAULT_MAX_FRAME_BYTES, Mapped, Mapper
 from bitmusa_plugin._core.resync import Ledger
 from bitmusa_plugin._core.symbols import SymbolMap
@@ -29,6 +28,7 @@ from bitmusa_plugin._engine.dispatch import (
 )
 from bitmusa_plugin._engine.plugins import PluginRegistry
 from bitmusa_plugin._engine.secrets import redact
+from bitmusa_plugin._version import __version__
 
 log = logging.getLogger(__name__)
 
