@@ -22,6 +22,7 @@ from bitmusa_plugin._engine.pipeline import Pipeline
 from bitmusa_plugin._engine.plugins import PluginRegistry
 from bitmusa_plugin._engine.rest import RateLimiter
 from bitmusa_plugin._engine.secrets import Credentials
+from bitmusa_plugin._engine.session import DeliveryOptions, Session
 from bitmusa_plugin._engine.stream import AccountConfig, AccountStream, Heartbeat
 from bitmusa_plugin._outputs import JsonlOutput
 from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, RestFault, Simulator
@@ -91,20 +92,26 @@ class Recorder:
 
 @dataclass
 class Rig:
+    """One account streaming through a :class:`Session`, the way every caller does."""
+
     sim: Simulator
     recorder: Recorder
-    host: Pipeline
+    session: Session
     stream: AccountStream
-    task: asyncio.Task[lc.Finish] | None = None
+    task: asyncio.Task[lc.Finish]
     extra: list[object] = field(default_factory=list)
 
+    @property
+    def host(self) -> Pipeline:
+        return self.session.pipeline
+
     async def finish(self) -> lc.Finish:
+        """Quiesce, stop, deliver everything queued, close the session (``on_shutdown``)."""
         # Quiesce first: a frame written while we close is in flight, neither delivered nor
         # lost to a fault, and would make the ground truth ambiguous.
         self.sim.paused = True
         await asyncio.sleep(0.15)
-        self.stream.stop()
-        assert self.task is not None
+        self.session.stop()
         try:
             result = await asyncio.wait_for(asyncio.shield(self.task), 5)
         except asyncio.TimeoutError:
@@ -114,6 +121,7 @@ class Rig:
                     conn.task.print_stack()
             raise
         await self.host.dispatcher.drain(5)
+        await self.session.aclose()
         return result
 
     def sent_live(self) -> list[str]:
@@ -138,27 +146,27 @@ async def make_rig(
     queue_size: int = 10_000,
 ) -> Rig:
     recorder = Recorder()
-    ph = PluginRegistry()
-    ph.register(recorder, "recorder")
-    for name, plugin in (plugins or {}).items():
-        ph.register(plugin, name)
-    host = Pipeline(ph, command="test", slow_after=slow_after, queue_size=queue_size)
-    host.start(["acct"])
-    config = AccountConfig(
-        "acct", credentials or Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url
-    )
-    stream = AccountStream(
-        config,
-        host,
+    session = Session(
+        {"recorder": recorder, **(plugins or {})},
+        command="test",
+        accounts=[
+            AccountConfig(
+                "acct",
+                credentials or Credentials(DEMO_API_KEY, DEMO_AUTH_KEY),
+                sim.rest_url,
+                sim.ws_url,
+            )
+        ],
         timing=timing,
         heartbeat=heartbeat,
         rest_timeout=rest_timeout,
         open_timeout=2.0,
         limiter=limiter,
+        rest_rate=(1000, 60_000),  # time is scaled; the documented allowance is not
+        delivery=DeliveryOptions(slow_after=slow_after, queue_size=queue_size),
     )
-    rig = Rig(sim, recorder, host, stream)
-    rig.task = asyncio.get_running_loop().create_task(stream.run())
-    return rig
+    session.start()
+    return Rig(sim, recorder, session, session.streams["acct"], session.finished("acct"))
 
 
 @pytest.fixture
@@ -282,7 +290,6 @@ async def test_a_quiet_account_keeps_its_key_and_connection_for_half_a_day() -> 
 
 async def test_bad_credentials_fail_fast_with_no_retry(sim: Simulator) -> None:
     rig = await make_rig(sim, credentials=Credentials("wrong-api-key", "wrong-auth-key"))
-    assert rig.task is not None
     result = await asyncio.wait_for(rig.task, 2)
     assert result.failed
     assert "1001" in result.reason
@@ -351,8 +358,7 @@ async def test_shutdown_is_prompt_even_when_offline() -> None:
     await sim.stop()  # the exchange disappears
     sim.drop()
     start = time.monotonic()
-    result = await rig.finish()
-    await rig.host.stop(timeout=0.2)
+    result = await rig.finish()  # ... and closes the session: on_shutdown, the pool
     assert time.monotonic() - start < 2.0
     assert result == lc.Finish(False, "stopped")
     assert rig.recorder.statuses()[-1] == "closed"
@@ -492,37 +498,6 @@ async def test_an_outage_is_caught_up_by_resync_in_order_with_nothing_rolled_bac
     assert keeper.balance["USDT"]["total"] == float(scenario.free + scenario.locked)
     # live frames are still complete and in order around the resync
     assert rig.recorder.data == rig.sent_live()
-
-
-async def test_run_accounts_stops_cleanly_when_its_script_breaks() -> None:
-    from bitmusa_plugin._engine.config import run_accounts
-
-    async with Simulator(time_scale=3600, event_interval=0.05) as sim:
-        plugins = PluginRegistry()
-        recorder = Recorder()
-        plugins.register(recorder, "recorder")
-        config = AccountConfig(
-            "acct", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url
-        )
-
-        async def script(streams: list[AccountStream]) -> None:
-            await asyncio.sleep(0.5)
-            raise RuntimeError("the script has a bug")
-
-        result = await asyncio.wait_for(
-            run_accounts(
-                [config],
-                Pipeline(plugins, command="test"),
-                timing=FAST,
-                heartbeat=BEAT,
-                until=script,
-                handle_signals=False,
-            ),
-            5,
-        )
-    assert result.ok
-    assert recorder.statuses()[-1] == "closed"
-    assert sim.account().deletes == 1
 
 
 async def test_a_flood_of_garbage_between_good_frames_loses_no_good_frame() -> None:
