@@ -146,8 +146,9 @@ async def make_rig(
     queue_size: int = 10_000,
 ) -> Rig:
     recorder = Recorder()
+    named: dict[str, object] = {"recorder": recorder, **(plugins or {})}
     session = Session(
-        {"recorder": recorder, **(plugins or {})},
+        named,
         command="test",
         accounts=[
             AccountConfig(
