@@ -208,13 +208,35 @@ async def replay_async(
     return replayed
 
 
+#: The fixture's simulator unless a ``bitmusa_simulator`` marker says otherwise: an hour of
+#: exchange time per real second, an event every 50 ms.
+SIMULATOR_DEFAULTS: dict[str, Any] = {"time_scale": 3600, "event_interval": 0.05}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "bitmusa_simulator(**options): Simulator options for the bitmusa_simulator fixture "
+        "(time_scale, event_interval, seed, accounts, script, ...); a test's marker "
+        "overrides its class's and module's, option by option",
+    )
+
+
 @pytest.fixture
-async def bitmusa_simulator() -> AsyncIterator[Any]:
+async def bitmusa_simulator(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     """A running simulator on loopback: ``.rest_url``, ``.ws_url``, fault methods, and
-    the demo credentials in ``bitmusa_plugin.simulator.DEMO_API_KEY``/``DEMO_AUTH_KEY``."""
+    the demo credentials in ``bitmusa_plugin.simulator.DEMO_API_KEY``/``DEMO_AUTH_KEY``.
+
+    Configure it with the ``bitmusa_simulator`` marker, on a test, a class or a module::
+
+        pytestmark = pytest.mark.bitmusa_simulator(event_interval=None, seed=5)
+    """
     from bitmusa_plugin.simulator import Simulator
 
-    simulator = Simulator(time_scale=3600, event_interval=0.05)
+    options = dict(SIMULATOR_DEFAULTS)
+    for marker in reversed(list(request.node.iter_markers("bitmusa_simulator"))):
+        options.update(marker.kwargs)  # the module's, then the class's, then the test's
+    simulator = Simulator(**options)
     await simulator.start()
     try:
         yield simulator

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from bitmusa_plugin.simulator import Simulator
+
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 CORPUS = TESTS / "corpus"
@@ -19,6 +21,13 @@ def corpus_frames() -> list[str]:
 def corpus_rejected() -> list[tuple[str, str]]:
     rows = (CORPUS / "rejected.txt").read_text().splitlines()
     return [(kind, raw) for kind, raw in (row.split("\t", 1) for row in rows if row)]
+
+
+@pytest.fixture
+def sim(bitmusa_simulator: Simulator) -> Simulator:
+    """The simulator fixture plugin authors get (``bitmusa_plugin.testing``), by a short
+    name; a module configures it with ``pytest.mark.bitmusa_simulator(...)``."""
+    return bitmusa_simulator
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from bitmusa_hookspecs import hookimpl
 from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY
@@ -89,3 +90,10 @@ async def test_the_simulator_fixture_serves_the_documented_rest(bitmusa_simulato
             headers={"x-api-key": DEMO_API_KEY, "Authorization": f"Bearer {DEMO_AUTH_KEY}"},
         )
     assert response.json()["data"]["listenKey"]
+
+
+@pytest.mark.bitmusa_simulator(event_interval=None, seed=7)
+async def test_the_marker_configures_the_simulator_fixture(bitmusa_simulator: Any) -> None:
+    assert bitmusa_simulator.event_interval is None  # the test's marker
+    assert bitmusa_simulator.seed == 7
+    assert bitmusa_simulator.time_scale == 3600  # the fixture's default, kept

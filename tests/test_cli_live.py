@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +15,10 @@ import pytest
 
 from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
 
-
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    simulator = Simulator(
-        time_scale=3600,
-        event_interval=0.02,
-        accounts={DEMO_API_KEY: DEMO_AUTH_KEY, "second-api-key": "second-auth-key"},
-    )
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+pytestmark = pytest.mark.bitmusa_simulator(
+    event_interval=0.02,
+    accounts={DEMO_API_KEY: DEMO_AUTH_KEY, "second-api-key": "second-auth-key"},
+)
 
 
 def cli_env(**extra: str) -> dict[str, str]:

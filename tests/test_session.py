@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -67,17 +66,9 @@ class HungLossless:
         await asyncio.Event().wait()
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    simulator = Simulator(
-        time_scale=3600,
-        event_interval=0.01,
-        seed=11,
-        accounts={DEMO_API_KEY: DEMO_AUTH_KEY, SECOND[0]: SECOND[1]},
-    )
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+pytestmark = pytest.mark.bitmusa_simulator(
+    event_interval=0.01, seed=11, accounts={DEMO_API_KEY: DEMO_AUTH_KEY, SECOND[0]: SECOND[1]}
+)
 
 
 def config(

@@ -839,13 +839,16 @@ def test_the_book_has_21_levels_a_side_and_shows_own_orders() -> None:
 # -- over loopback -------------------------------------------------------------------------------
 
 
+pytestmark = pytest.mark.bitmusa_simulator(script=False, event_interval=None, seed=5)
+
+
 @pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    """A quiet simulator: no script, no timers; BTC at 100,000 and ETH at 3,000."""
-    async with Simulator(script=False, event_interval=None, seed=5) as simulator:
-        await simulator.set_price("BTCUSDT", "100000")
-        await simulator.set_price("ETHUSDT", "3000")
-        yield simulator
+async def sim(bitmusa_simulator: Simulator) -> Simulator:
+    """The shipped fixture, quiet (the module's marker: no script, no timers), with BTC at
+    100,000 and ETH at 3,000."""
+    await bitmusa_simulator.set_price("BTCUSDT", "100000")
+    await bitmusa_simulator.set_price("ETHUSDT", "3000")
+    return bitmusa_simulator
 
 
 @pytest.fixture

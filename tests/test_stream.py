@@ -9,7 +9,6 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -170,12 +169,7 @@ async def make_rig(
     return Rig(sim, recorder, session, session.streams["acct"], session.finished("acct"))
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    simulator = Simulator(time_scale=3600, event_interval=0.01, seed=3)
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+pytestmark = pytest.mark.bitmusa_simulator(event_interval=0.01, seed=3)
 
 
 async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
@@ -244,12 +238,12 @@ async def test_gap_is_reported_before_the_new_connections_first_event(sim: Simul
     assert rig.recorder.data == rig.sent_live()
 
 
-async def test_rotation_overlaps_two_connections_and_delivers_exactly_once() -> None:
-    async with Simulator(time_scale=3600, event_interval=0.002, seed=5) as sim:
-        timing = replace(FAST, rotate_after=0.5, rotate_jitter=0.1, rotate_overlap=0.15)
-        rig = await make_rig(sim, timing=timing)
-        await wait_for(lambda: rig.stream.machine.counters.rotations >= 3, timeout=10)
-        result = await rig.finish()
+@pytest.mark.bitmusa_simulator(event_interval=0.002, seed=5)
+async def test_rotation_overlaps_two_connections_and_delivers_exactly_once(sim: Simulator) -> None:
+    timing = replace(FAST, rotate_after=0.5, rotate_jitter=0.1, rotate_overlap=0.15)
+    rig = await make_rig(sim, timing=timing)
+    await wait_for(lambda: rig.stream.machine.counters.rotations >= 3, timeout=10)
+    result = await rig.finish()
     assert result.failed is False
     assert rig.stream.machine.counters.gaps == 0
     assert "gap" not in rig.recorder.statuses()
@@ -258,28 +252,28 @@ async def test_rotation_overlaps_two_connections_and_delivers_exactly_once() -> 
     assert rig.recorder.data == rig.sent_live()  # ... and were delivered once, in order
 
 
-async def test_the_server_cut_without_rotation_is_a_reconnect_with_gap() -> None:
+@pytest.mark.bitmusa_simulator(
+    time_scale=72000, event_interval=0.01, key_validity_ms=10 * 86400 * 1000
+)
+async def test_the_server_cut_without_rotation_is_a_reconnect_with_gap(sim: Simulator) -> None:
     # 24 simulated hours pass in 1.2 real seconds; rotation is switched off, and the key
     # lives long here so that only the cut can end the connection
-    async with Simulator(
-        time_scale=72000, event_interval=0.01, key_validity_ms=10 * 86400 * 1000
-    ) as sim:
-        timing = replace(FAST, keepalive_interval=1.0, key_validity=10.0, rotate_after=3600.0)
-        rig = await make_rig(sim, timing=timing)
-        await wait_for(lambda: "gap" in rig.recorder.statuses(), timeout=5)
-        await rig.finish()
+    timing = replace(FAST, keepalive_interval=1.0, key_validity=10.0, rotate_after=3600.0)
+    rig = await make_rig(sim, timing=timing)
+    await wait_for(lambda: "gap" in rig.recorder.statuses(), timeout=5)
+    await rig.finish()
     reasons = [s["reason"] for s in rig.recorder.states if s["status"] == "disconnected"]
     assert reasons == ["closed by server: 1000 connection max age reached"]
     assert rig.recorder.data == rig.sent_live()
 
 
-async def test_a_quiet_account_keeps_its_key_and_connection_for_half_a_day() -> None:
+@pytest.mark.bitmusa_simulator(time_scale=14400.0, event_interval=None)
+async def test_a_quiet_account_keeps_its_key_and_connection_for_half_a_day(sim: Simulator) -> None:
     scale = 14400.0  # 12 simulated hours in 3 real seconds
-    async with Simulator(time_scale=scale, event_interval=None) as sim:
-        timing = replace(lc.Timing().scaled(scale), retry_initial=0.05, retry_max=0.3)
-        rig = await make_rig(sim, timing=timing, heartbeat=Heartbeat(0.2, 0.4))
-        await asyncio.sleep(3.0)
-        await rig.finish()
+    timing = replace(lc.Timing().scaled(scale), retry_initial=0.05, retry_max=0.3)
+    rig = await make_rig(sim, timing=timing, heartbeat=Heartbeat(0.2, 0.4))
+    await asyncio.sleep(3.0)
+    await rig.finish()
     account = sim.account()
     assert account.expiries == 0
     assert sim.connections_opened == 1  # no needless reconnects on a quiet account
@@ -435,44 +429,46 @@ class StateKeeper:
         self.streams.append(event["stream"])
 
 
-async def test_an_outage_is_caught_up_by_resync_in_order_with_nothing_rolled_back() -> None:
-    async with Simulator(time_scale=3600, event_interval=0.01, seed=11) as sim:
-        keeper = StateKeeper()
-        rig = await make_rig(sim, plugins={"keeper": keeper})
-        await wait_for(lambda: len(rig.recorder.data) > 40)
-        sim.refuse(1000)  # the outage: every reconnect is refused...
-        sim.drop()
-        await asyncio.sleep(1.0)  # ...while trading goes on at the exchange
-        sim._refuse.clear()
-        try:
-            await wait_for(lambda: "gap" in rig.recorder.statuses(), timeout=15)
-        except AssertionError:
-            policy = rig.stream.machine
-            print(
-                "statuses",
-                rig.recorder.statuses(),
-                "policy",
-                policy.phase,
-                policy._outage,
-                policy._reconnect_at,
-                policy._key_pending,
-                policy._create_at,
-                policy._conns,
-                policy.next_deadline(),
-                "rest",
-                sim.rest_calls[-6:],
-                "errors",
-                rig.recorder.errors[-3:],
-                "conns",
-                rig.stream._conns,
-            )
-            raise
-        await asyncio.sleep(0.3)  # live trading again for a while
-        sim.paused = True  # freeze the exchange, then compare
-        await asyncio.sleep(0.3)
-        await rig.host.dispatcher.drain(5)
-        scenario = sim.account().scenario
-        await rig.finish()
+@pytest.mark.bitmusa_simulator(event_interval=0.01, seed=11)
+async def test_an_outage_is_caught_up_by_resync_in_order_with_nothing_rolled_back(
+    sim: Simulator,
+) -> None:
+    keeper = StateKeeper()
+    rig = await make_rig(sim, plugins={"keeper": keeper})
+    await wait_for(lambda: len(rig.recorder.data) > 40)
+    sim.refuse(1000)  # the outage: every reconnect is refused...
+    sim.drop()
+    await asyncio.sleep(1.0)  # ...while trading goes on at the exchange
+    sim._refuse.clear()
+    try:
+        await wait_for(lambda: "gap" in rig.recorder.statuses(), timeout=15)
+    except AssertionError:
+        policy = rig.stream.machine
+        print(
+            "statuses",
+            rig.recorder.statuses(),
+            "policy",
+            policy.phase,
+            policy._outage,
+            policy._reconnect_at,
+            policy._key_pending,
+            policy._create_at,
+            policy._conns,
+            policy.next_deadline(),
+            "rest",
+            sim.rest_calls[-6:],
+            "errors",
+            rig.recorder.errors[-3:],
+            "conns",
+            rig.stream._conns,
+        )
+        raise
+    await asyncio.sleep(0.3)  # live trading again for a while
+    sim.paused = True  # freeze the exchange, then compare
+    await asyncio.sleep(0.3)
+    await rig.host.dispatcher.drain(5)
+    scenario = sim.account().scenario
+    await rig.finish()
 
     assert rig.recorder.resynced  # the snapshot changed things, and they were delivered
     # the resync came after the gap and before the new connection's first event
@@ -501,7 +497,8 @@ async def test_an_outage_is_caught_up_by_resync_in_order_with_nothing_rolled_bac
     assert rig.recorder.data == rig.sent_live()
 
 
-async def test_a_flood_of_garbage_between_good_frames_loses_no_good_frame() -> None:
+@pytest.mark.bitmusa_simulator(event_interval=None, seed=9)
+async def test_a_flood_of_garbage_between_good_frames_loses_no_good_frame(sim: Simulator) -> None:
     import random
 
     rng = random.Random(20261124)  # seeded: a failure reproduces
@@ -534,17 +531,16 @@ async def test_a_flood_of_garbage_between_good_frames_loses_no_good_frame() -> N
             )
         return "x" * rng.randrange(65_000, 70_000)  # oversize
 
-    async with Simulator(time_scale=3600, event_interval=None, seed=9) as sim:
-        rig = await make_rig(sim)
-        await wait_for(lambda: "connected" in rig.recorder.statuses())
-        for _ in range(40):
-            await sim.emit()
-            for _ in range(50):
-                await sim.send_text(sim.account(), garbage(), garbage=True)
-            await sim.send_binary(rng.randbytes(rng.randrange(1, 100)))
-            await asyncio.sleep(0)
-        await asyncio.sleep(0.5)
-        await rig.finish()
+    rig = await make_rig(sim)
+    await wait_for(lambda: "connected" in rig.recorder.statuses())
+    for _ in range(40):
+        await sim.emit()
+        for _ in range(50):
+            await sim.send_text(sim.account(), garbage(), garbage=True)
+        await sim.send_binary(rng.randbytes(rng.randrange(1, 100)))
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.5)
+    await rig.finish()
     kinds = Counter(e["kind"] for e in rig.recorder.errors)
     summary = (sim.connections_opened, len(rig.recorder.data), len(rig.sent_live()), kinds)
     assert sim.connections_opened == 1, summary  # garbage never cost the connection
@@ -556,23 +552,25 @@ async def test_a_flood_of_garbage_between_good_frames_loses_no_good_frame() -> N
     assert "internal" not in kinds, summary
 
 
-async def test_a_failed_resync_is_retried_on_the_live_connection_until_it_succeeds() -> None:
-    async with Simulator(time_scale=3600, event_interval=0.01, seed=12) as sim:
-        keeper = StateKeeper()
-        rig = await make_rig(sim, plugins={"keeper": keeper})
-        await wait_for(lambda: rig.stream.machine.counters.resyncs == 1)  # start-up
-        sim.refuse(1000)  # an outage while trading goes on...
-        sim.drop()
-        await asyncio.sleep(0.8)
-        sim.fail_rest("503", 3, method="GET")  # ...and the snapshot fails when it ends
-        sim._refuse.clear()
-        await wait_for(lambda: rig.stream.machine.counters.resyncs == 2, timeout=10)
-        sim.paused = True
-        await asyncio.sleep(0.3)
-        await rig.host.dispatcher.drain(5)
-        scenario = sim.account().scenario
-        stats = rig.stream.stats()
-        await rig.finish()
+@pytest.mark.bitmusa_simulator(event_interval=0.01, seed=12)
+async def test_a_failed_resync_is_retried_on_the_live_connection_until_it_succeeds(
+    sim: Simulator,
+) -> None:
+    keeper = StateKeeper()
+    rig = await make_rig(sim, plugins={"keeper": keeper})
+    await wait_for(lambda: rig.stream.machine.counters.resyncs == 1)  # start-up
+    sim.refuse(1000)  # an outage while trading goes on...
+    sim.drop()
+    await asyncio.sleep(0.8)
+    sim.fail_rest("503", 3, method="GET")  # ...and the snapshot fails when it ends
+    sim._refuse.clear()
+    await wait_for(lambda: rig.stream.machine.counters.resyncs == 2, timeout=10)
+    sim.paused = True
+    await asyncio.sleep(0.3)
+    await rig.host.dispatcher.drain(5)
+    scenario = sim.account().scenario
+    stats = rig.stream.stats()
+    await rig.finish()
     assert stats["resync_failures"] >= 1  # at least one snapshot failed and was retried
     assert rig.recorder.statuses().count("gap") == 1
     assert [e["kind"] for e in rig.recorder.errors].count("rest_error") >= 1
@@ -609,28 +607,30 @@ class RecordingLimiter(RateLimiter):
         self.granted.append(time.monotonic())
 
 
-async def test_events_flow_while_the_snapshot_waits_for_the_shared_rest_allowance() -> None:
+@pytest.mark.bitmusa_simulator(time_scale=60, event_interval=0.01, seed=14)
+async def test_events_flow_while_the_snapshot_waits_for_the_shared_rest_allowance(
+    sim: Simulator,
+) -> None:
     # Many accounts share the REST allowance: a resync may wait seconds for its turn. The
     # connection's events are not held back for that; only for the snapshot's round trip.
     # 60x and a keep-alive every 10 s: the only REST calls competing for the tight allowance
     # are the POST and the snapshot's three GETs (a keep-alive every 0.25 s alone would
     # need more than 4 calls in 1.5 s)
-    async with Simulator(time_scale=60, event_interval=0.01, seed=14) as sim:
-        limiter = RecordingLimiter(((4, 1.5),))
-        for _ in range(3):
-            await limiter.acquire()  # other accounts used the allowance just now
-        keeper, arrivals = StateKeeper(), Arrivals()
-        timing = replace(FAST, keepalive_interval=10.0, key_validity=60.0)
-        rig = await make_rig(
-            sim, plugins={"keeper": keeper, "arrivals": arrivals}, limiter=limiter, timing=timing
-        )
-        await wait_for(lambda: rig.stream.machine.counters.resyncs == 1, timeout=10)
-        await asyncio.sleep(0.3)
-        sim.paused = True
-        await asyncio.sleep(0.3)
-        await rig.host.dispatcher.drain(5)
-        scenario = sim.account().scenario
-        await rig.finish()
+    limiter = RecordingLimiter(((4, 1.5),))
+    for _ in range(3):
+        await limiter.acquire()  # other accounts used the allowance just now
+    keeper, arrivals = StateKeeper(), Arrivals()
+    timing = replace(FAST, keepalive_interval=10.0, key_validity=60.0)
+    rig = await make_rig(
+        sim, plugins={"keeper": keeper, "arrivals": arrivals}, limiter=limiter, timing=timing
+    )
+    await wait_for(lambda: rig.stream.machine.counters.resyncs == 1, timeout=10)
+    await asyncio.sleep(0.3)
+    sim.paused = True
+    await asyncio.sleep(0.3)
+    await rig.host.dispatcher.drain(5)
+    scenario = sim.account().scenario
+    await rig.finish()
     # turns: 3 taken above, the POST's, then the snapshot's three (after the window freed)
     assert len(limiter.granted) >= 7
     snapshot_allowed = limiter.granted[4]
@@ -725,17 +725,19 @@ class SlowLossless:
             await asyncio.sleep(0.15)
 
 
-async def test_rotations_under_backpressure_deliver_every_frame_exactly_once() -> None:
+@pytest.mark.bitmusa_simulator(time_scale=60, event_interval=0.002, seed=34)
+async def test_rotations_under_backpressure_deliver_every_frame_exactly_once(
+    sim: Simulator,
+) -> None:
     # 60x: a listenKey lives a real minute, so a starved machine's late keep-alive is no
     # outage (this test is about rotations, whose timing is the client's own)
-    async with Simulator(time_scale=60, event_interval=0.002, seed=34) as sim:
-        timing = replace(FAST, rotate_after=0.4, rotate_overlap=0.2)
-        rig = await make_rig(
-            sim, plugins={"slow": SlowLossless()}, timing=timing, queue_size=20, heartbeat=STEADY
-        )
-        await wait_for(lambda: rig.stream.machine.counters.rotations >= 3, timeout=20)
-        stats = rig.stream.stats()
-        await rig.finish()
+    timing = replace(FAST, rotate_after=0.4, rotate_overlap=0.2)
+    rig = await make_rig(
+        sim, plugins={"slow": SlowLossless()}, timing=timing, queue_size=20, heartbeat=STEADY
+    )
+    await wait_for(lambda: rig.stream.machine.counters.rotations >= 3, timeout=20)
+    stats = rig.stream.stats()
+    await rig.finish()
     assert stats["plugins"]["slow"]["blocked_episodes"] > 0  # the reader did pause
     assert rig.recorder.statuses().count("gap") == 0
     assert any(len(f.conns) == 2 for f in sim.sent)  # frames came over both connections
@@ -787,20 +789,22 @@ class SlowLatest:
         self._take("balance", "", event)
 
 
-async def test_a_slow_latest_plugin_ends_with_every_final_state_within_its_bound() -> None:
+@pytest.mark.bitmusa_simulator(time_scale=60, event_interval=None)  # no key lapse under load
+async def test_a_slow_latest_plugin_ends_with_every_final_state_within_its_bound(
+    sim: Simulator,
+) -> None:
     count = 5000
-    async with Simulator(time_scale=60, event_interval=None) as sim:  # no key lapse under load
-        slow, out = SlowLatest(), io.BytesIO()
-        rig = await make_rig(
-            sim, plugins={"slow": slow, "jsonl": JsonlOutput(out)}, timing=FAST, heartbeat=STEADY
-        )
-        await wait_for(lambda: rig.stream.status == "connected")
-        for n in range(count):  # about 50 ms of wire; the slow plugin needs 5 s for it all
-            await sim.send_text(sim.account(), orjson.dumps(burst_frame(n)).decode())
-        await wait_for(lambda: len(rig.recorder.data) >= count, timeout=30)
-        await rig.host.dispatcher.drain(10)
-        stats = rig.host.dispatcher.stats()
-        await rig.finish()
+    slow, out = SlowLatest(), io.BytesIO()
+    rig = await make_rig(
+        sim, plugins={"slow": slow, "jsonl": JsonlOutput(out)}, timing=FAST, heartbeat=STEADY
+    )
+    await wait_for(lambda: rig.stream.status == "connected")
+    for n in range(count):  # about 50 ms of wire; the slow plugin needs 5 s for it all
+        await sim.send_text(sim.account(), orjson.dumps(burst_frame(n)).decode())
+    await wait_for(lambda: len(rig.recorder.data) >= count, timeout=30)
+    await rig.host.dispatcher.drain(10)
+    stats = rig.host.dispatcher.stats()
+    await rig.finish()
     truth: dict[tuple[str, str], int] = {}
     for n in range(count):
         frame = burst_frame(n)
