@@ -244,6 +244,119 @@ def test_permanent_errors_fail_fast_without_retrying() -> None:
     assert machine.tick(10**6) == []
 
 
+def until_action(machine: lc.AccountMachine, kind: type) -> float:
+    """Tick from deadline to deadline until the machine asks for ``kind``; when it did."""
+    for _ in range(1000):
+        deadline = machine.next_deadline()
+        assert deadline is not None
+        if any(isinstance(a, kind) for a in machine.tick(deadline)):
+            return deadline
+    raise AssertionError(f"no {kind.__name__}")
+
+
+def test_a_misconfiguration_fails_at_once_until_that_call_has_worked() -> None:
+    machine = lc.AccountMachine(rng=random.Random(1))
+    machine.start(0.0)
+    actions = machine.key_failed(0.1, "misconfigured", "POST ...: HTTP 404")
+    assert lc.Finish(True, "POST ...: HTTP 404") in actions
+    # the same answers after each call has worked are the server's trouble: retried
+    machine = lc.AccountMachine(timing=lc.Timing(retry_initial=1.0), rng=random.Random(1))
+    machine.start(0.0)
+    first = next(a for a in machine.key_created(0.1, "k") if isinstance(a, lc.Connect))
+    machine.connected(0.2, first.conn)
+    machine.keepalive_ok(0.3)
+    assert machine.keepalive_failed(1.0, "misconfigured", "PUT ...: HTTP 404") == []
+    machine.closed(2.0, first.conn, "reset", last_alive=2.0)
+    deadline = until_action(machine, lc.CreateKey)
+    machine.key_failed(deadline, "misconfigured", "POST ...: HTTP 404")
+    later = until_action(machine, lc.CreateKey)
+    again = next(a for a in machine.key_created(later, "k") if isinstance(a, lc.Connect))
+    actions = machine.connect_failed(later, again.conn, "handshake: HTTP 404", "misconfigured")
+    assert not any(isinstance(a, lc.Finish) for a in actions)
+    assert machine.phase == "running"
+
+
+def test_a_handshake_refused_as_misconfigured_before_any_connection_fails_the_stream() -> None:
+    machine = lc.AccountMachine(rng=random.Random(1))
+    machine.start(0.0)
+    connect = next(a for a in machine.key_created(0.1, "k") if isinstance(a, lc.Connect))
+    actions = machine.connect_failed(
+        0.2, connect.conn, "handshake: HTTP 404 at ...", "misconfigured"
+    )
+    assert lc.Finish(True, "handshake: HTTP 404 at ...") in actions
+    # a refusal that is not (503) is retried, and says so
+    machine = lc.AccountMachine(rng=random.Random(1))
+    machine.start(0.0)
+    connect = next(a for a in machine.key_created(0.1, "k") if isinstance(a, lc.Connect))
+    actions = machine.connect_failed(0.2, connect.conn, "handshake: HTTP 503", "transient")
+    [state] = actions
+    assert isinstance(state, lc.EmitState)
+    assert state.status == "connecting"
+    assert state.reason is not None
+    assert state.reason.startswith("handshake: HTTP 503; retrying in ")
+
+
+@pytest.mark.parametrize("where", ["rest", "ws"])
+def test_unreachable_before_the_first_connection_fails_at_the_window_not_after(
+    where: str,
+) -> None:
+    timing = lc.Timing(retry_initial=0.5, retry_max=30.0, startup_window=30.0)
+    machine = lc.AccountMachine(timing=timing, rng=random.Random(3))
+    now, attempts, states = 0.0, 0, []
+    actions: list[lc.Action] = machine.start(now)
+    finish = None
+    while finish is None:
+        for action in actions:
+            if isinstance(action, lc.EmitState):
+                states.append(action)
+            if isinstance(action, lc.Finish):
+                finish = action
+        if finish is not None:
+            break
+        if any(isinstance(a, lc.CreateKey) for a in actions):
+            attempts += 1
+            if where == "rest":
+                actions = machine.key_failed(now, "unreachable", "POST x: connection refused")
+                continue
+            actions = machine.key_created(now, "k")
+            continue
+        connect = next((a for a in actions if isinstance(a, lc.Connect)), None)
+        if connect is not None:
+            actions = machine.connect_failed(now, connect.conn, "ws x: refused", "unreachable")
+            continue
+        deadline = machine.next_deadline()
+        assert deadline is not None
+        now = deadline
+        actions = machine.tick(now)
+    assert finish.failed
+    assert "start-up window, 30 s" in finish.reason
+    assert now == pytest.approx(30.0)  # the last try is at the window's end, not after it
+    assert attempts >= 5  # retried meanwhile (backoff 0.5 s doubling)
+    retries = [
+        s for s in states if s.status == "connecting" and s.reason and "retrying" in s.reason
+    ]
+    assert len(retries) == attempts - 1  # every failed attempt but the last said so
+
+
+def test_unreachable_after_a_first_connection_is_retried_for_ever() -> None:
+    ex = start(lc.Timing(retry_initial=1.0, retry_max=30.0, startup_window=30.0))
+    conn = next(iter(ex.open_conns))
+    del ex.open_conns[conn]
+    ex.run(ex.machine.closed(100.0, conn, "reset", last_alive=100.0))
+    ex.now = 100.0
+    for _ in range(200):  # far past the window: every attempt unreachable
+        deadline = ex.machine.next_deadline()
+        assert deadline is not None
+        ex.now = deadline
+        actions = ex.machine.tick(ex.now)
+        if any(isinstance(a, lc.CreateKey) for a in actions):
+            actions = ex.machine.key_failed(ex.now, "unreachable", "POST x: refused")
+        ex.states += [a for a in actions if isinstance(a, lc.EmitState)]
+    assert ex.now > 100.0 + 30 * 60
+    assert ex.machine.phase == "running"
+    assert "failed" not in ex.statuses()
+
+
 def test_a_failed_rotation_stays_on_the_old_connection_and_retries() -> None:
     timing = lc.Timing(rotate_retry=60.0)
     ex = start(timing)

@@ -30,7 +30,10 @@ def envelope(code: int, data: object = None, message: str = "m") -> bytes:
         (503, b"", errors.ServerError),
         (200, envelope(999), errors.ServerError),
         (200, envelope(3022), errors.ListenKeyGoneError),
-        (200, b"<html>not json</html>", errors.ServerError),
+        (200, b"<html>not json</html>", errors.MisconfiguredError),  # not Bitmusa at all
+        (404, b"Not Found", errors.MisconfiguredError),  # the path is wrong
+        (405, b"Method Not Allowed", errors.MisconfiguredError),
+        (410, b"", errors.MisconfiguredError),
         (401, b"", errors.PermanentError),
         (200, envelope(1014), errors.BitmusaError),
     ],
@@ -55,7 +58,8 @@ def test_code_zero_is_success_even_as_a_string() -> None:
     # what each failure means for a stream is the type's, in one place
     assert errors.PermanentError.failure == "permanent"
     assert errors.ServerError.failure == "transient"
-    assert errors.NetworkError.failure == "transient"
+    assert errors.NetworkError.failure == "unreachable"
+    assert errors.MisconfiguredError.failure == "misconfigured"
     assert errors.RateLimitedError.failure == "transient"
     assert errors.ListenKeyGoneError.failure == "gone"
 
@@ -116,6 +120,12 @@ async def test_abandoned_calls_never_exhaust_the_connection_pool() -> None:
             for call in calls:
                 call.cancel()
             await asyncio.gather(*calls, return_exceptions=True)
+        # the abandoned requests run to their end (never cancelled midway); on a loaded
+        # machine that takes a while, and no slot may be lost meanwhile
+        deadline = time.monotonic() + 60
+        while client.inflight and time.monotonic() < deadline:  # noqa: ASYNC110 (polls a count)
+            await asyncio.sleep(0.05)
+        assert client.inflight == 0
         # the pool still serves: four calls at once (its whole size), promptly
         start = time.monotonic()
         results = await asyncio.gather(*(client.wallet() for _ in range(4)))

@@ -292,7 +292,9 @@ async def test_bad_credentials_fail_fast_with_no_retry(sim: Simulator) -> None:
     assert rig.stream.status == "failed"
     await rig.host.dispatcher.drain(2)
     assert rig.recorder.statuses()[-1] == "failed"
-    assert [e["kind"] for e in rig.recorder.errors] == ["rest_error"]
+    # one record per failure: the failed state, with the reason (no on_error besides)
+    assert "1001" in (rig.recorder.states[-1]["reason"] or "")
+    assert rig.recorder.errors == []
 
 
 async def test_rest_failures_are_retried_with_backoff(sim: Simulator) -> None:
@@ -302,9 +304,13 @@ async def test_rest_failures_are_retried_with_backoff(sim: Simulator) -> None:
     rig = await make_rig(sim, rest_timeout=0.2)
     await wait_for(lambda: "connected" in rig.recorder.statuses(), timeout=8)
     await rig.finish()
-    kinds = [e["kind"] for e in rig.recorder.errors]
-    assert kinds.count("rest_error") == 5
-    assert any("timed out" in e["message"] for e in rig.recorder.errors)
+    # each failed POST is one record: a connecting state saying what failed, and when the
+    # next try is (no on_error besides)
+    retries = [s["reason"] for s in rig.recorder.states if "retrying in" in (s["reason"] or "")]
+    assert len(retries) == 5, retries
+    assert all("POST http://127.0.0.1:" in r for r in retries)
+    assert any("timed out" in r for r in retries)
+    assert rig.recorder.errors == []
 
 
 class Blocking:

@@ -26,6 +26,13 @@ The lifecycle:
 * **Rotation, make-before-break**: at ``rotate_after`` (minus jitter) a second connection
   opens on the same key; the first keeps delivering while the second buffers.
 * **Permanent errors** (bad key, IP not allowed, ...) fail the stream at once: no loops.
+* **Misconfiguration** (the listenKey path or the stream's path is not there) fails the
+  stream at once, unless that same call has worked before in this run.
+* **Start-up window**: before the first connection, an unreachable server (DNS, refused,
+  TLS, timeout) is retried only until ``startup_window`` has passed since the start; then
+  the stream fails with the last reason. After a first connection it is retried forever.
+* **Never silent**: every failed attempt to create the key or to connect is a
+  ``connecting`` state whose reason says what failed and when the next attempt is.
 
 The delivery gate: every frame goes through :meth:`AccountMachine.frame`, which says whether
 to deliver it now. A connection's frames are *held* while it is pending (its gap state not
@@ -68,6 +75,8 @@ class Timing:
     rotate_jitter: float = 5 * 60.0  # rotation happens up to this much earlier
     rotate_retry: float = 60.0
     rotate_overlap: float = 2.0
+    #: before the first connection, an unreachable server fails the stream after this
+    startup_window: float = 30.0
 
     def scaled(self, factor: float) -> Timing:
         changes = {f.name: getattr(self, f.name) / factor for f in fields(self)}
@@ -225,6 +234,10 @@ class AccountMachine:
     _standby: _Conn | None = field(default=None, init=False)  # the rotation's, once open
     _skip: Counter[str] = field(default_factory=Counter, init=False)  # after a switch
     _skip_until: float = field(default=0.0, init=False)
+    _started_at: float = field(default=0.0, init=False)
+    _key_ok_once: bool = field(default=False, init=False)  # a POST has succeeded
+    _keepalive_ok_once: bool = field(default=False, init=False)
+    _retry_announced: bool = field(default=False, init=False)  # the next try is in a state
 
     # -- the hot path ---------------------------------------------------------------------
 
@@ -269,6 +282,7 @@ class AccountMachine:
         """Begin. ``gap_since``: the stream takes over from another process (worker mode)
         whose last sign of life was then: the first connection reports that gap."""
         self.phase = "running"
+        self._started_at = now
         self._outage = True
         self._gap_since = gap_since
         return [EmitState("connecting"), *self._create(now)]
@@ -276,6 +290,7 @@ class AccountMachine:
     def key_created(self, now: float, key: str) -> list[Action]:
         if self.phase != "running":
             return []
+        self._key_ok_once = True
         self._key_pending = False
         self._create_attempt = 0
         self._key_ok_at = now
@@ -300,13 +315,16 @@ class AccountMachine:
         if self.phase != "running":
             return []
         self._key_pending = False
-        if failure == "permanent":
-            return self._fail(reason)
-        self._create_at = now + self._backoff(self._create_attempt)
+        fatal = self._fatal(now, failure, reason, worked_before=self._key_ok_once)
+        if fatal is not None:
+            return self._fail(fatal)
+        delay = self._within_window(now, failure, self._backoff(self._create_attempt))
+        self._create_at = now + delay
         self._create_attempt += 1
-        return []
+        return [self._retrying(reason, delay)]
 
     def keepalive_ok(self, now: float) -> list[Action]:
+        self._keepalive_ok_once = True
         self._keepalive_pending = False
         self._keepalive_attempt = 0
         self._key_ok_at = now
@@ -319,7 +337,7 @@ class AccountMachine:
             return []
         self._keepalive_pending = False
         self.counters.keepalive_failures += 1
-        if failure == "permanent":
+        if failure == "permanent" or (failure == "misconfigured" and not self._keepalive_ok_once):
             return self._fail(reason)
         if failure == "gone":
             self._keepalive_at = None
@@ -416,7 +434,12 @@ class AccountMachine:
             self._close_old_at = due if waiting else max(self._close_old_at, due)
         return []
 
-    def connect_failed(self, now: float, conn_id: int, reason: str) -> list[Action]:
+    def connect_failed(
+        self, now: float, conn_id: int, reason: str, failure: Failure = "transient"
+    ) -> list[Action]:
+        """A connection could not be opened. ``failure``: ``misconfigured`` for a handshake
+        refused with 400/404 on a key REST just issued (every attempt POSTs first),
+        ``unreachable`` for no answer (DNS, refused, TLS, timeout)."""
         conn = self._conns.pop(conn_id, None)
         if conn is None or self.phase != "running":
             return []
@@ -425,7 +448,10 @@ class AccountMachine:
             self._standby = None
             self._rotate_at = now + self.timing.rotate_retry
             return []
-        return self._schedule_reconnect(now, reason)
+        fatal = self._fatal(now, failure, reason, worked_before=self._connected_once)
+        if fatal is not None:
+            return self._fail(fatal)
+        return self._schedule_reconnect(now, reason, announce=True, failure=failure)
 
     def closed(self, now: float, conn_id: int, reason: str, last_alive: float) -> list[Action]:
         """A connection ended without our asking (server cut, reset, missed pongs)."""
@@ -468,7 +494,9 @@ class AccountMachine:
         if self._reconnect_at is not None and now >= self._reconnect_at:
             self._reconnect_at = None
             self.counters.reconnects += 1
-            actions.append(EmitState("connecting", reason="reconnecting"))
+            if not self._retry_announced:  # a failed attempt's state said it already
+                actions.append(EmitState("connecting", reason="reconnecting"))
+            self._retry_announced = False
             actions += self._create(now)  # POST before every reconnect
         if (
             self._keepalive_at is not None
@@ -651,13 +679,46 @@ class AccountMachine:
         if self._gap_since is None:  # one gap per outage, however many attempts
             self._gap_since = last_alive
 
-    def _schedule_reconnect(self, now: float, reason: str) -> list[Action]:
+    def _schedule_reconnect(
+        self, now: float, reason: str, announce: bool = False, failure: Failure = "transient"
+    ) -> list[Action]:
         if self._stable_at is not None and now >= self._stable_at:
             self._reconnect_attempt = 0  # the last connection was stable: start over
         self._stable_at = None
-        self._reconnect_at = now + self._backoff(self._reconnect_attempt)
+        delay = self._within_window(now, failure, self._backoff(self._reconnect_attempt))
+        self._reconnect_at = now + delay
         self._reconnect_attempt += 1
-        return []
+        if not announce:
+            return []
+        self._retry_announced = True
+        return [self._retrying(reason, delay)]
+
+    def _within_window(self, now: float, failure: Failure, delay: float) -> float:
+        """An unreachable server before the first connection is tried once more at the
+        start-up window's end, not after it: the verdict comes within the window."""
+        if failure != "unreachable" or self._connected_once:
+            return delay
+        end = self._started_at + self.timing.startup_window
+        return max(min(delay, end - now), self.timing.retry_initial / 10)
+
+    def _retrying(self, reason: str, delay: float) -> EmitState:
+        """A failed attempt, as the state a stream that stays down shows: what failed, and
+        when the next attempt is."""
+        return EmitState("connecting", reason=f"{reason}; retrying in {delay:.1f} s")
+
+    def _fatal(
+        self, now: float, failure: Failure, reason: str, *, worked_before: bool
+    ) -> str | None:
+        """The reason to fail the stream for this failure, or None to retry it."""
+        if failure == "permanent":
+            return reason
+        if failure == "misconfigured" and not worked_before:
+            return reason
+        if failure == "unreachable" and not self._connected_once:
+            window = self.timing.startup_window
+            if now - self._started_at >= window:
+                return f"{reason} (no connection within the start-up window, {window:g} s)"
+        return None
 
     def _schedule_keepalive(self, now: float) -> None:
         jitter = self.timing.keepalive_jitter

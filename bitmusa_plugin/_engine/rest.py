@@ -14,14 +14,19 @@ import asyncio
 import collections
 import functools
 import logging
+import socket
 import ssl
 import time
+import weakref
 from collections.abc import Callable, Generator
 from typing import Any
 
 import httpx
 
+from bitmusa_plugin._core import urls
 from bitmusa_plugin._core.errors import (
+    BitmusaError,
+    MisconfiguredError,
     NetworkError,
     ServerError,
     parse_envelope,
@@ -120,9 +125,15 @@ def http_client(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
     """An httpx client as every account's REST uses it: verifying TLS, explicit timeouts,
-    a small pool. Many accounts of one process share one (``run_accounts`` does): one pool
-    of sockets and TLS sessions instead of one per account."""
-    return httpx.AsyncClient(
+    a small pool. Many accounts of one process share one (a :class:`Session` does): one
+    pool of sockets and TLS sessions instead of one per account.
+
+    Its requests take a slot of ours before they reach httpcore's pool, so that its queue
+    never holds more than it has connections: a request that times out in httpcore's queue
+    just as a new connection is assigned to it leaves that connection CONNECTING for good
+    (encode/httpcore#550, still seen with 1.0.9 on a loaded machine), and enough of them
+    make every later call a PoolTimeout."""
+    client = httpx.AsyncClient(
         verify=tls_context(),  # verification stays on; only a transport may be injected
         timeout=httpx.Timeout(timeout),
         limits=httpx.Limits(
@@ -131,6 +142,14 @@ def http_client(
         transport=transport,
         headers={"Content-Type": "application/json"},
     )
+    _SLOTS[client] = asyncio.Semaphore(connections)
+    return client
+
+
+#: one slot per connection of each pool made by :func:`http_client`
+_SLOTS: weakref.WeakKeyDictionary[httpx.AsyncClient, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class _Client:
@@ -150,6 +169,7 @@ class _Client:
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.rest_url = rest_url.rstrip("/")
+        self._hint = urls.rest_hint(self.rest_url)
         self.timeout = timeout
         self._limiter = limiter
         self._inflight: set[asyncio.Future[httpx.Response]] = set()
@@ -162,6 +182,12 @@ class _Client:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.rest_url!r})"
+
+    @property
+    def inflight(self) -> int:
+        """Requests under way, those whose callers gave up included (they run to their own
+        timeout, never cancelled midway)."""
+        return len(self._inflight)
 
     def ready(self, n: int = 1) -> bool:
         """Would ``n`` calls go out now, without waiting for the shared limiter?"""
@@ -209,13 +235,14 @@ class _Client:
         *,
         params: dict[str, Any] | None = None,
         timeout: float | None = None,
+        base: str | None = None,
     ) -> dict[str, Any]:
         if self._prepaid > 0:
             self._prepaid -= 1
         elif self._limiter is not None:
             await self._limiter.acquire()
-        url = self.rest_url + path
-        what = f"{method} {path.rsplit('/', 1)[-1]}"
+        url = (base or self.rest_url) + path
+        what = f"{method} {urls.shown(url)}"
         budget = (timeout if timeout is not None else self.timeout) * 2 + 1
         # The request runs as its own task and is never cancelled midway: a request
         # cancelled while httpcore assigns it a connection leaks that pool slot for good
@@ -223,9 +250,7 @@ class _Client:
         # A caller that gives up (a resync superseded, a watchdog) just stops waiting; the
         # request ends by httpx's own timeouts and gives its connection back.
         request = asyncio.ensure_future(
-            self._client.request(
-                method, url, params=params, timeout=timeout or self.timeout, auth=self._auth
-            )
+            self._send(method, url, params, timeout or self.timeout, budget)
         )
         self._inflight.add(request)
         request.add_done_callback(self._request_done)
@@ -234,26 +259,91 @@ class _Client:
             # transport trouble can leave the lifecycle waiting for an answer forever.
             response = await within(asyncio.shield(request), budget)
         except asyncio.TimeoutError:
-            raise NetworkError(f"{what} timed out (no answer within {budget:g} s)") from None
+            raise NetworkError(f"{what}: no answer within {budget:g} s") from None
         except httpx.TimeoutException as exc:
-            raise NetworkError(f"{what} timed out ({type(exc).__name__})") from None
+            raise NetworkError(f"{what}: timed out ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
-            # the reason matters to whoever reads it: "CERTIFICATE_VERIFY_FAILED", "refused"
-            detail = str(exc)[:200]
-            raise NetworkError(
-                f"{what} failed: {type(exc).__name__}" + (f": {detail}" if detail else "")
-            ) from None
+            raise NetworkError(f"{what}: {network_reason(exc)}") from None
         except Exception as exc:
             # Whatever else a transport can raise (seen: h11/anyio errors on a connection the
             # server closed under us) is a failed request too: the lifecycle retries it. An
             # exception escaping here would leave the stream waiting for an answer forever.
             log.debug("%s raised %r", what, exc, exc_info=True)
-            raise NetworkError(f"{what} failed: {type(exc).__name__}") from None
-        return parse_envelope(what, response.status_code, response.content)
+            raise NetworkError(f"{what}: failed ({type(exc).__name__})") from None
+        return parse_envelope(what, response.status_code, response.content, self._hint)
+
+    async def _send(
+        self, method: str, url: str, params: dict[str, Any] | None, timeout: float, budget: float
+    ) -> httpx.Response:
+        """One request, in a slot of the pool's (:func:`http_client`); one that waited for a
+        slot longer than its caller would is not sent at all (nobody waits for it)."""
+        slots = _SLOTS.get(self._client)
+        if slots is None:  # a client made elsewhere: its own pool's queue
+            return await self._client.request(
+                method, url, params=params, timeout=timeout, auth=self._auth
+            )
+        await within(slots.acquire(), budget)
+        try:
+            return await self._client.request(
+                method, url, params=params, timeout=timeout, auth=self._auth
+            )
+        finally:
+            slots.release()
+
+
+def network_reason(exc: BaseException) -> str:
+    """Why no answer came, in words a user can act on: the unknown host, the refused port,
+    the certificate, read from the exception's causes (httpx wraps httpcore's, which wraps
+    the socket's)."""
+    seen: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in seen:
+        seen.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    for error in seen:
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return (
+                f"TLS certificate not trusted ({error.verify_message}); verification stays "
+                "on: fix the trust store (SSL_CERT_FILE) or the host name"
+            )
+        if isinstance(error, ssl.SSLError):
+            return f"TLS failed ({error.reason or error}); is this port TLS (https/wss)?"
+        if isinstance(error, socket.gaierror):
+            return "unknown host (DNS found no address); check the host name"
+        if isinstance(error, ConnectionRefusedError):
+            return "connection refused: nothing listens on that port; check host and port"
+    text = str(exc)
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return "unknown host (DNS found no address); check the host name"
+    if "All connection attempts failed" in text or "Connection refused" in text:
+        return "connection refused: nothing listens on that port; check host and port"
+    detail = text[:200]
+    return f"{type(exc).__name__}" + (f": {detail}" if detail else "")
 
 
 class ListenKeyClient(_Client):
-    """The user stream's key: POST / PUT / DELETE ``/future/userDataStream``."""
+    """The user stream's key: POST / PUT / DELETE ``/future/userDataStream``.
+
+    PUT and DELETE go under ``keepalive_prefix`` (``v2``: the REST base, as documented;
+    ``v1``: node-bitmusa-api's reading). With ``fallback``, a 404 there makes the client
+    try the other reading once; one that answers is kept for the rest of the run (and
+    said in one log line), and two 404s are a :class:`MisconfiguredError` naming both."""
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        rest_url: str = DEFAULT_REST_URL,
+        *,
+        keepalive_prefix: urls.KeepalivePrefix = "v2",
+        fallback: bool = True,
+        label: str = "",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(credentials, rest_url, **kwargs)
+        self.keepalive_prefix: urls.KeepalivePrefix = keepalive_prefix
+        self.fallback = fallback
+        self._label = label
+        self._settled = False  # a PUT or DELETE was answered: the reading is known
 
     async def create(self) -> str:
         """POST: the account's active listenKey, or a new one."""
@@ -266,11 +356,50 @@ class ListenKeyClient(_Client):
 
     async def keepalive(self) -> None:
         """PUT: extend the active key's validity by 60 minutes."""
-        await self._call("PUT", LISTEN_KEY_PATH)
+        await self._keyed("PUT")
 
     async def close_key(self, timeout: float | None = None) -> None:
         """DELETE: close the stream and invalidate the key (for every consumer)."""
-        await self._call("DELETE", LISTEN_KEY_PATH, timeout=timeout)
+        await self._keyed("DELETE", timeout=timeout)
+
+    async def _keyed(self, method: str, timeout: float | None = None) -> None:
+        prefix = self.keepalive_prefix
+        base = urls.keepalive_base(self.rest_url, prefix)
+        try:
+            await self._call(method, LISTEN_KEY_PATH, timeout=timeout, base=base)
+        except MisconfiguredError as first:
+            alternative = urls.keepalive_base(self.rest_url, urls.other(prefix))
+            if self._settled or not self.fallback or first.status != 404 or alternative == base:
+                raise
+            try:
+                await self._call(method, LISTEN_KEY_PATH, timeout=timeout, base=alternative)
+            except MisconfiguredError as second:
+                raise MisconfiguredError(
+                    f"{method} userDataStream: {urls.shown(base + LISTEN_KEY_PATH)} and "
+                    f"{urls.shown(alternative + LISTEN_KEY_PATH)} both answered "
+                    f"HTTP {first.status}/{second.status}",
+                    code=second.code,
+                    status=second.status,
+                    hint=first.hint,
+                ) from None
+            except BitmusaError:
+                self._switch(method, base, alternative)  # it is there: an envelope came
+                raise
+            self._switch(method, base, alternative)
+        self._settled = True
+
+    def _switch(self, method: str, base: str, alternative: str) -> None:
+        self.keepalive_prefix = urls.other(self.keepalive_prefix)
+        self._settled = True
+        log.warning(
+            "%s%s userDataStream answered 404 under %s but works under %s "
+            "(keepalive_prefix %s): using that for the rest of the run",
+            f"{self._label}: " if self._label else "",
+            method,
+            urls.shown(base),
+            urls.shown(alternative),
+            self.keepalive_prefix,
+        )
 
 
 class AccountClient(_Client):

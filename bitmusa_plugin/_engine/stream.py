@@ -29,8 +29,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bitmusa_hookspecs import StreamState, error_info
 from bitmusa_plugin._core import machine as lc
-from bitmusa_plugin._core import resync
-from bitmusa_plugin._core.errors import BitmusaError
+from bitmusa_plugin._core import resync, urls
+from bitmusa_plugin._core.errors import BitmusaError, Failure
 from bitmusa_plugin._engine.aio import within
 from bitmusa_plugin._engine.pipeline import Pipeline
 from bitmusa_plugin._engine.rest import (
@@ -39,6 +39,7 @@ from bitmusa_plugin._engine.rest import (
     ListenKeyClient,
     RateLimiter,
     http_client,
+    network_reason,
     tls_context,
 )
 from bitmusa_plugin._engine.secrets import (
@@ -79,15 +80,32 @@ class Heartbeat:
 
 @dataclass
 class AccountConfig:
-    """One account to stream. ``credentials`` never appear in a repr."""
+    """One account to stream. ``credentials`` never appear in a repr.
+
+    ``ws_path`` and ``keepalive_prefix`` are the API's two open readings (the user stream at
+    ``/ws/future/<key>`` or ``/ws/future/wallet/<key>``; PUT/DELETE of the key under
+    ``/api/v2`` or ``/api/v1``); with ``fallback``, a 404 from the one configured makes the
+    stream try the other once (``_core/urls.py``)."""
 
     label: str
     credentials: Credentials
     rest_url: str = DEFAULT_REST_URL
     ws_url: str = DEFAULT_WS_URL
     insecure: bool = False  # allow plaintext to a host other than this machine
+    ws_path: urls.WsPath = "documented"
+    keepalive_prefix: urls.KeepalivePrefix = "v2"
+    fallback: bool = True
 
     def __post_init__(self) -> None:
+        urls.check_url(self.rest_url, "rest")
+        urls.check_url(self.ws_url, "ws")
+        if self.ws_path not in urls.WS_PATHS:
+            raise urls.UrlError(f"ws_path {self.ws_path!r}: one of {', '.join(urls.WS_PATHS)}")
+        if self.keepalive_prefix not in urls.KEEPALIVE_PREFIXES:
+            raise urls.UrlError(
+                f"keepalive_prefix {self.keepalive_prefix!r}: one of "
+                f"{', '.join(urls.KEEPALIVE_PREFIXES)}"
+            )
         require_secure(self.rest_url, insecure=self.insecure)
         require_secure(self.ws_url, insecure=self.insecure)
 
@@ -146,6 +164,9 @@ class AccountStream:
         self.listen_key = ListenKeyClient(
             config.credentials,
             config.rest_url,
+            keepalive_prefix=config.keepalive_prefix,
+            fallback=config.fallback,
+            label=config.label,
             timeout=rest_timeout,
             limiter=limiter,
             client=self._http,
@@ -163,6 +184,12 @@ class AccountStream:
         self.result: lc.Finish | None = None
         #: the last REST failure, for callers that map it (the ccxt drop-in)
         self.last_error: BitmusaError | None = None
+        #: the last state's reason (why it is not connected, when it is not), for status
+        self.reason: str | None = None
+        #: the user stream's path, as configured, or the other reading once it answered
+        self.ws_path: urls.WsPath = config.ws_path
+        self._ws_settled = False  # a connection opened: the path is known
+        self._logged: tuple[str, float] | None = None  # the last retry logged, and when
         self._clock = clock
         self._wall = wall
         #: taking over from another worker: the last event it delivered (wall ms)
@@ -293,17 +320,35 @@ class AccountStream:
         }
         if action.status in ("gap", "failed", "closed", "rotated"):
             state["stats"] = self.stats()
-        level = (
-            logging.WARNING if action.status in ("gap", "disconnected", "failed") else logging.INFO
-        )
-        log.log(
-            level,
-            "%s: %s%s",
-            self.account,
-            action.status,
-            f" ({action.reason})" if action.reason else "",
-        )
+        self.reason = action.reason
+        if self._should_log(action):
+            retrying = action.status == "connecting" and action.reason not in (None, "reconnecting")
+            level = (
+                logging.WARNING
+                if action.status in ("gap", "disconnected", "failed") or retrying
+                else logging.INFO
+            )
+            log.log(
+                level,
+                "%s: %s%s",
+                self.account,
+                action.status,
+                f" ({action.reason})" if action.reason else "",
+            )
         self.pipeline.stream_state(state)
+
+    def _should_log(self, action: lc.EmitState) -> bool:
+        """Every state is logged, except a retry that says what the last one said: that is
+        logged once a minute (a stream that stays down is never silent, nor noisy)."""
+        if action.status != "connecting" or action.reason in (None, "reconnecting"):
+            return True
+        assert action.reason is not None
+        what = action.reason.rsplit("; retrying in ", 1)[0]
+        now = self._clock()
+        if self._logged is not None and self._logged[0] == what and now - self._logged[1] < 60:
+            return False
+        self._logged = (what, now)
+        return True
 
     def _wall_ms(self, mono: float | None) -> int | None:
         if mono is None:
@@ -336,8 +381,10 @@ class AccountStream:
         try:
             key = await self.listen_key.create()
         except BitmusaError as exc:
-            self._report_rest("creating the listenKey", exc)
-            failure, reason = exc.failure, exc.message  # ``exc`` is unbound after the block
+            # One record per failure: the state the machine emits for it (``connecting``
+            # with the reason and the next try, or ``failed``) is that record.
+            self.last_error = exc
+            failure, reason = exc.failure, redact(exc.message)  # ``exc`` is unbound after
             self._post(lambda now: self.machine.key_failed(now, failure, reason))
             return
         REDACTOR.add(key)  # a listenKey is a secret: it never reaches a log
@@ -378,6 +425,10 @@ class AccountStream:
             return
         if conn.resync is not None:
             conn.resync.cancel()
+        if self.snapshots.ready(SNAPSHOT_CALLS):
+            # the allowance is there: hold from now, so that the snapshot comes before the
+            # new connection's first event (the task starts a loop turn later)
+            self.machine.hold(self._clock(), conn_id)
         conn.resync = asyncio.get_running_loop().create_task(self._resync(conn))
 
     async def _resync(self, conn: _Connection) -> None:
@@ -440,11 +491,47 @@ class AccountStream:
 
     # -- connections ----------------------------------------------------------------------
 
-    async def _connection(self, conn: _Connection, key: str) -> None:
-        url = f"{self.config.ws_url.rstrip('/')}/ws/future/{key}"
-        conn_id = conn.conn_id
+    async def _open(self, key: str) -> ClientConnection:
+        """Open the user stream on ``key``. With ``fallback``, a 404 on the configured path
+        before any connection has opened makes it try the other path once; the one that
+        answers is kept for the rest of the run. Raises :class:`_ConnectFailed`."""
+        base = self.config.ws_url
         try:
-            ws = await websockets.connect(
+            return await self._handshake(urls.ws_stream_url(base, self.ws_path, key))
+        except _ConnectFailed as first:
+            alternative = urls.other(self.ws_path)
+            if self._ws_settled or not self.config.fallback or first.status != 404:
+                raise
+            try:
+                ws = await self._handshake(urls.ws_stream_url(base, alternative, key))
+            except _ConnectFailed as second:
+                if second.failure != "misconfigured":
+                    raise
+                shown = [
+                    urls.ws_stream_url(base, p, urls.KEY_PLACEHOLDER)
+                    for p in (self.ws_path, alternative)
+                ]
+                raise _ConnectFailed(
+                    f"the websocket handshake at {shown[0]} and at {shown[1]} both answered "
+                    f"HTTP {first.status}/{second.status}: {urls.ws_hint(base)}",
+                    "misconfigured",
+                    second.status,
+                ) from None
+            log.warning(
+                "%s: the user stream answered 404 at %s but opened at %s (ws_path %s): "
+                "using that for the rest of the run",
+                self.account,
+                urls.ws_stream_url(base, self.ws_path, urls.KEY_PLACEHOLDER),
+                urls.ws_stream_url(base, alternative, urls.KEY_PLACEHOLDER),
+                alternative,
+            )
+            self.ws_path = alternative
+            return ws
+
+    async def _handshake(self, url: str) -> ClientConnection:
+        shown = urls.shown(url.replace(url.rsplit("/", 1)[-1], urls.KEY_PLACEHOLDER))
+        try:
+            return await websockets.connect(
                 url,
                 ssl=tls_context() if url.startswith("wss:") else None,  # verifying, shared
                 open_timeout=self.open_timeout,
@@ -456,11 +543,44 @@ class AccountStream:
                 user_agent_header=None,
                 logger=_WS_LOGGER,  # its DEBUG request line holds the listenKey
             )
-        except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
-            reason = redact(_describe(exc))
-            self._post(lambda now: self.machine.connect_failed(now, conn_id, reason))
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (400, 404):
+                raise _ConnectFailed(
+                    f"the websocket handshake at {shown} answered HTTP {status}: "
+                    f"{urls.ws_hint(self.config.ws_url)}",
+                    "misconfigured",
+                    status,
+                ) from None
+            raise _ConnectFailed(
+                f"the websocket handshake at {shown} answered HTTP {status}", "transient", status
+            ) from None
+        except asyncio.TimeoutError:
+            raise _ConnectFailed(
+                f"websocket {shown}: no handshake within {self.open_timeout:g} s", "unreachable"
+            ) from None
+        except OSError as exc:
+            raise _ConnectFailed(
+                f"websocket {shown}: {network_reason(exc)}", "unreachable"
+            ) from None
+        except websockets.exceptions.WebSocketException as exc:
+            # InvalidMessage, InvalidURI, ...: what answers does not speak websocket
+            raise _ConnectFailed(
+                f"websocket {shown}: not a websocket server ({type(exc).__name__}: {exc}): "
+                f"{urls.ws_hint(self.config.ws_url)}",
+                "misconfigured",
+            ) from None
+
+    async def _connection(self, conn: _Connection, key: str) -> None:
+        conn_id = conn.conn_id
+        try:
+            ws = await self._open(key)
+        except _ConnectFailed as exc:
+            reason, failure = redact(exc.reason), exc.failure
+            self._post(lambda now: self.machine.connect_failed(now, conn_id, reason, failure))
             self._conns.pop(conn_id, None)
             return
+        self._ws_settled = True
         conn.ws = ws
         conn.last_alive = self._clock()
         self._post(lambda now: self.machine.connected(now, conn_id))
@@ -594,12 +714,13 @@ class AccountStream:
             await self._http.aclose()
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, InvalidStatus):
-        return f"handshake rejected: HTTP {exc.response.status_code}"
-    if isinstance(exc, asyncio.TimeoutError):
-        return "opening the connection timed out"
-    return f"{type(exc).__name__}: {exc}"
+class _ConnectFailed(Exception):
+    """A connection could not be opened: the reason (a URL, never a key), and what it
+    means for the stream."""
+
+    def __init__(self, reason: str, failure: Failure, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.failure, self.status = reason, failure, status
 
 
 def _close_reason(ws: ClientConnection) -> str:

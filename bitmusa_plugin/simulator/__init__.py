@@ -58,7 +58,17 @@ MAX_CONNECTION_MS = 24 * 60 * 60 * 1000
 #: ``timeout``: the request is never answered and has no effect. ``timeout_after``: it is
 #: carried out (an order is placed, its frames sent), and then never answered.
 RestFault = Literal[
-    "500", "503", "429", "1011", "timeout", "timeout_after", "1001", "1002", "1005", "999"
+    "500",
+    "503",
+    "429",
+    "404",
+    "1011",
+    "timeout",
+    "timeout_after",
+    "1001",
+    "1002",
+    "1005",
+    "999",
 ]
 WsPath = Literal["documented", "wallet", "both"]
 KeepalivePrefix = Literal["v2", "v1", "both"]
@@ -539,7 +549,7 @@ class Simulator:
             if fault == "timeout_after":
                 await handler(request)  # carried out: only the answer is lost
                 await asyncio.sleep(3600)
-            if fault in ("500", "503", "429"):
+            if fault in ("500", "503", "429", "404"):
                 return web.Response(status=int(fault), text="simulated failure")
             return self._envelope(int(fault), None, "simulated failure")
         if self.rate_limits and self._limited(request):
