@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from bitmusa_plugin._cli.common import EXIT_INTERRUPTED, EXIT_OK, CommandError, Handler, verbosity
 from bitmusa_plugin._cli.parser import build_parser
 from bitmusa_plugin._cli.runtime import (
+    cancelled_by_ctrl_c,
     ensure_std_streams,
     setup_logging,
     silence_stdout,
@@ -47,3 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Ctrl-C where the command does not handle SIGINT itself (listen, demo, simulate
         # and worker do, and exit 0): stop quietly, as Unix tools do.
         return EXIT_INTERRUPTED
+    except BaseException as exc:
+        if cancelled_by_ctrl_c(exc):
+            return EXIT_INTERRUPTED
+        raise

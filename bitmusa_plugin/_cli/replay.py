@@ -46,12 +46,10 @@ def run(args: argparse.Namespace) -> int:
     )
 
     opened: contextlib.AbstractContextManager[IO[str]]
-    interrupt: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     if args.file == "-":
         # a binary line must be reported as a bad frame, not end the command
         sys.stdin.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
         opened = contextlib.nullcontext(sys.stdin)
-        interrupt = interrupt_at_once()  # the loop blocks reading standard input
     else:
         try:
             opened = open(args.file, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
@@ -59,10 +57,21 @@ def run(args: argparse.Namespace) -> int:
             raise file_error(
                 "read", args.file, exc, "give a frames file you can read, or - for standard input"
             ) from None
-    with opened as lines, interrupt:
+    with opened as lines:
         closed = OutputClosed()
         plugins = load_plugins(args.output, strict=args.strict_plugins, on_closed=closed)
-        return run_loop(replay(lines, plugins, args.account, closed))
+
+        async def main() -> int:
+            if args.file != "-":
+                return await replay(lines, plugins, args.account, closed)
+            # The loop blocks reading standard input, where a cancelled task never notices
+            # asyncio's first Ctrl-C. Set up here, once the loop is built: a
+            # KeyboardInterrupt inside the loop's construction would break the loop.
+            with interrupt_at_once():
+                log.debug("replay: reading standard input (Ctrl-C stops)")
+                return await replay(lines, plugins, args.account, closed)
+
+        return run_loop(main())
 
 
 async def replay(

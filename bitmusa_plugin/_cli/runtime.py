@@ -189,12 +189,33 @@ def load_plugins(
             builtin=True,
         )
     try:
-        host.load_entrypoints()
+        with plugin_errors_unlogged(strict):  # under strict, our one line says it
+            host.load_entrypoints()
     except PluginLoadError as exc:
         raise CommandError(
             str(exc), "fix or uninstall it, or drop --strict-plugins (bitmusa-plugin plugins)"
         ) from None
     return host
+
+
+@contextlib.contextmanager
+def plugin_errors_unlogged(unlogged: bool = True) -> Iterator[None]:
+    """Within the block, the plugin registry's error records (``plugin x failed to load``)
+    are not logged: the caller reports the failure itself (``plugins`` in its listing, a
+    ``--strict-plugins`` failure as its one line), and would otherwise say it twice."""
+    if not unlogged:
+        yield
+        return
+
+    def keep(record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+    logger = logging.getLogger("bitmusa_plugin._engine.plugins")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def rich_raises_broken_pipe() -> None:
@@ -253,8 +274,8 @@ def interrupt_at_once() -> Iterator[None]:
 
     ``asyncio.run`` answers the first Ctrl-C by cancelling its main task, which takes
     effect at the task's next ``await``: a task blocked reading a terminal or a pipe (``replay
-    -``) never gets there, and the command ignored Ctrl-C until it was pressed twice.
-    asyncio leaves a handler that is not Python's default in place."""
+    -``) never gets there, and the command ignored Ctrl-C until it was pressed twice. Use
+    it inside the running loop (asyncio's own handler is back once the block ends)."""
     import signal
     import threading
 
@@ -270,6 +291,17 @@ def interrupt_at_once() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def cancelled_by_ctrl_c(exc: BaseException) -> bool:
+    """Whether ``exc`` is asyncio's main task cancelled by Ctrl-C, escaping ``asyncio.run``.
+
+    asyncio.run turns that cancellation into KeyboardInterrupt, unless Ctrl-C lands between
+    its installing its SIGINT handler and resetting its count of them (CPython 3.11's
+    ``Runner.run``): the CancelledError then escapes. No command cancels its main task
+    itself, so at the top it means Ctrl-C."""
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and isinstance(exc, asyncio.CancelledError)
 
 
 # -- standard streams ---------------------------------------------------------------------
