@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bitmusa_plugin._cli.common import EXIT_OK, EXIT_USAGE, Parser, add_command
+from bitmusa_plugin._cli.common import EXIT_OK, CommandError, Parser, add_command
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Parser]) -> None:
@@ -27,10 +27,12 @@ def add_parser(subparsers: argparse._SubParsersAction[Parser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bitmusa_plugin._cli.runtime import plugin_errors_unlogged
     from bitmusa_plugin._engine.plugins import PluginRegistry
 
     host = PluginRegistry()
-    host.load_entrypoints()
+    with plugin_errors_unlogged():  # the listing shows each failure with its error
+        host.load_entrypoints()
     records = [r.as_dict() for r in host.records]
     if args.json:
         import orjson
@@ -57,5 +59,9 @@ def run(args: argparse.Namespace) -> int:
             )
         Console().print(table if records else "no plugins installed")
     if args.strict_plugins and host.failed:
-        return EXIT_USAGE
+        names = ", ".join(r.name for r in host.failed)
+        raise CommandError(
+            f"{len(host.failed)} plugin(s) failed to load ({names})",
+            "the listing says why; fix or uninstall them",
+        )
     return EXIT_OK
