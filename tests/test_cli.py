@@ -168,6 +168,48 @@ def test_good_plugin_beside_broken_and_raising_ones_gets_every_event(
     assert "broken_p" in strict.stderr
 
 
+LIFECYCLE = """
+import json, os
+from bitmusa_hookspecs import hookimpl
+
+def _log(hook, context):
+    with open(os.environ["LIFECYCLE_LOG"], "a") as f:
+        f.write(json.dumps({"hook": hook, **context}) + "\\n")
+
+@hookimpl
+def on_startup(context):
+    _log("on_startup", context)
+
+@hookimpl
+async def on_shutdown(context):
+    _log("on_shutdown", context)
+"""
+
+
+def test_a_plugin_gets_on_startup_first_and_on_shutdown_last(
+    fake_dist: FakeDistribution, tmp_path: Path
+) -> None:
+    site = fake_dist.install({"lifecycle_p": LIFECYCLE})
+    log = tmp_path / "lifecycle.log"
+    result = run(
+        "replay",
+        "-",
+        "--output",
+        "none",
+        "--account",
+        "main",
+        stdin="\n".join(corpus_frames()[:3]) + "\n",
+        env={"LIFECYCLE_LOG": str(log), "BITMUSA_LOAD_PLUGINS": "lifecycle_p"},
+        pythonpath=[str(site)],
+    )
+    assert result.returncode == 0, result.stderr
+    calls = [orjson.loads(line) for line in log.read_text().splitlines()]
+    assert [c["hook"] for c in calls] == ["on_startup", "on_shutdown"]
+    for call in calls:
+        assert call["command"] == "replay"
+        assert call["accounts"] == ["main"]
+
+
 def test_plugins_json_lists_status(fake_dist: FakeDistribution) -> None:
     lossless = GOOD + "\nbitmusa_delivery = 'all'\n"
     site = fake_dist.install(
