@@ -336,3 +336,26 @@ def test_every_non_utf8_line_gets_its_on_error_record_in_jsonl(via: str, tmp_pat
     assert "\\udcff" in errors[0]["raw"]  # the bytes stay visible, escaped
     events = [r for r in out if r["hook"] in ("on_order", "on_wallet", "on_position")]
     assert len(events) == 3
+
+
+def test_the_cli_modules_import_each_other_in_one_direction() -> None:
+    """main -> parser -> one module per command -> common, and runtime -> common: the old
+    cli.py and commands.py imported each other. Imports inside functions count too."""
+    import ast
+    import graphlib
+
+    package = ROOT / "bitmusa_plugin" / "_cli"
+    names = {path.stem for path in package.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module == "bitmusa_plugin._cli":
+                    edges |= {alias.name for alias in node.names if alias.name in names}
+                elif node.module.startswith("bitmusa_plugin._cli."):
+                    edges.add(node.module.rsplit(".", 1)[1])
+        graph[path.stem] = edges
+    order = list(graphlib.TopologicalSorter(graph).static_order())  # raises on a cycle
+    assert order.index("common") < order.index("runtime") < order.index("__init__")
+    assert not graph["common"]  # the bottom: exit statuses, errors, options
