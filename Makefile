@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROJECTS := pyproject.toml hookspecs/pyproject.toml examples/bitmusa-example-plugin/pyproject.toml
 
-.PHONY: setup demo test lint typecheck unit docs bench fuzz soak audit redis clean
+.PHONY: setup demo test lint typecheck unit docs dist dist-test bench fuzz soak audit redis clean
 
 $(STAMP): $(PROJECTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,15 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 test: lint typecheck unit docs
+
+# The sdist and wheel of both packages (bitmusa-hookspecs, bitmusa-plugin) in dist/, each
+# wheel built from its sdist in an isolated environment, then checked by twine. Nothing is
+# uploaded. dist/ is emptied first, so it holds exactly this build.
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist hookspecs
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
 
 # Coverage-guided fuzzing of decode + mapping (atheris, installed on demand): 2M inputs.
 FUZZ_RUNS ?= 2000000
