@@ -229,7 +229,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     ok([sys.executable, "-m", "twine", "check", "--strict", *sorted(dist.iterdir())], work)
 
     venv = work / "venv"
-    ok([sys.executable, "-m", "venv", venv], work)
+    # --upgrade-deps: a current pip (the one ensurepip bundles may predate --report)
+    ok([sys.executable, "-m", "venv", "--upgrade-deps", venv], work)
     env = clean_env(venv)
     inst = Installed(dist=dist, work=work, venv=venv, env=env)
     # Both wheels by path: they can come from nowhere else; their dependencies from the index.
