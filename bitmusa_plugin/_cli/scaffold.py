@@ -18,7 +18,7 @@ version = "0.1.0"
 description = "A bitmusa-plugin handler plugin"
 readme = "README.md"
 requires-python = ">=3.10"
-# The contract only. It is not on the package index yet: README.md says where it comes from.
+# The contract only; README.md says how to install it while it is not on the package index.
 dependencies = ["bitmusa-hookspecs>=0.1.0"]
 
 [project.optional-dependencies]
@@ -138,7 +138,9 @@ them first, in one of two ways:
   (or add `--config-settings editable_mode=strict` to keep them editable).
 
 In the environment where you ran `bitmusa-plugin new-plugin`, both are installed already:
-`pip install -e '.[test]'` is enough. Once they are published, it is enough anywhere.
+`pip install -e '.[test]'` is enough. Once they are published, it is enough anywhere. (If
+that environment is a clone's `make setup` venv, whose installs are editable, run mypy as
+`MYPYPATH=<clone>:<clone>/hookspecs mypy --follow-imports=silent`.)
 
 ## Check
 
