@@ -39,6 +39,7 @@ from bitmusa_plugin._core.errors import BitmusaError, RateLimitedError
 from bitmusa_plugin._core.errors import NetworkError as BitmusaNetworkError
 from bitmusa_plugin._core.symbols import SymbolMap
 from bitmusa_plugin._engine import rest as bm_rest
+from bitmusa_plugin._engine.limiter import RateLimiter
 from bitmusa_plugin._engine.secrets import Credentials, InsecureURLError
 from bitmusa_plugin._engine.session import Session
 from bitmusa_plugin._engine.stream import DEFAULT_WS_URL, AccountConfig, AccountStream, Heartbeat
@@ -60,14 +61,14 @@ def ccxt_error(exc: BitmusaError) -> Any:
     return ExchangeError(text)
 
 
-_LIMITER: bm_rest.RateLimiter | None = None
+_LIMITER: RateLimiter | None = None
 
 
-def _shared_limiter() -> bm_rest.RateLimiter:
+def _shared_limiter() -> RateLimiter:
     """One limiter for every bitmusa instance of the process (the limits may be per IP)."""
     global _LIMITER
     if _LIMITER is None:
-        _LIMITER = bm_rest.RateLimiter()
+        _LIMITER = RateLimiter()
     return _LIMITER
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from bitmusa_plugin._core import errors
 from bitmusa_plugin._engine import rest
+from bitmusa_plugin._engine.limiter import RateLimiter
 from bitmusa_plugin._engine.secrets import Credentials
 
 
@@ -88,7 +89,7 @@ async def test_both_headers_from_one_auth_class_and_nothing_printed() -> None:
 
 
 async def test_the_limiter_paces_instead_of_refusing() -> None:
-    limiter = rest.RateLimiter(limits=((8, 0.2), (20, 1.0)))
+    limiter = RateLimiter(limits=((8, 0.2), (20, 1.0)))
     start = time.monotonic()
     await asyncio.gather(*(limiter.acquire() for _ in range(20)))
     elapsed = time.monotonic() - start

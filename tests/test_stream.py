@@ -17,9 +17,9 @@ import pytest
 
 from bitmusa_hookspecs import hookimpl
 from bitmusa_plugin._core import machine as lc
+from bitmusa_plugin._engine.limiter import RateLimiter
 from bitmusa_plugin._engine.pipeline import Pipeline
 from bitmusa_plugin._engine.plugins import PluginRegistry
-from bitmusa_plugin._engine.rest import RateLimiter
 from bitmusa_plugin._engine.secrets import Credentials
 from bitmusa_plugin._engine.session import DeliveryOptions, Session
 from bitmusa_plugin._engine.stream import AccountConfig, AccountStream, Heartbeat

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 PROG = "bitmusa-plugin"
@@ -152,41 +152,24 @@ def rest_rate(text: str) -> tuple[int, int]:
 
 def shown_url(url: str) -> str:
     """``url`` with any password masked, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return parts._replace(netloc=f"{user}:***@{hostport}").geturl()
+    from bitmusa_plugin._core.urls import masked
 
-
-def url_problem(url: str, schemes: tuple[str, str]) -> str | None:
-    """What is wrong with ``url`` as a base URL with one of ``schemes`` (the encrypted one
-    first), or None. Only the shape: whether plain text may go to its host is
-    ``_engine.secrets.require_secure``'s call, which runs later."""
-    secure, plain = schemes
-    expected = f"must start with {secure}:// (or {plain}:// to this machine)"
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in schemes or not url.lower().startswith(f"{parts.scheme}://"):
-        return f"{shown_url(url)!r} {expected}"
-    if not parts.hostname:
-        return f"{shown_url(url)!r} has no host"
-    try:
-        _ = parts.port  # raises on a bad port
-    except ValueError:
-        return f"{shown_url(url)!r} has an invalid port"
-    return None
+    return masked(url)
 
 
 def rest_url(text: str) -> str:
-    problem = url_problem(text, ("https", "http"))
+    from bitmusa_plugin._core.urls import url_problem
+
+    problem = url_problem(text, "rest")
     if problem:
         raise argparse.ArgumentTypeError(problem)
     return text
 
 
 def ws_url(text: str) -> str:
-    problem = url_problem(text, ("wss", "ws"))
+    from bitmusa_plugin._core.urls import url_problem
+
+    problem = url_problem(text, "ws")
     if problem:
         raise argparse.ArgumentTypeError(problem)
     return text
@@ -264,6 +247,43 @@ def add_insecure(parser: argparse.ArgumentParser) -> None:
         help="allow plain http/ws to a host other than this machine (credentials would "
         "cross the network unencrypted)",
     )
+
+
+def add_readings(parser: argparse.ArgumentParser) -> None:
+    """The API's two open readings (docs/configuration.md, "The API's open readings")."""
+    parser.add_argument(
+        "--ws-path",
+        choices=("documented", "wallet"),
+        default=None,
+        help="the user stream's path: documented, {ws-url}/ws/future/<listenKey>; or "
+        "wallet, {ws-url}/ws/future/wallet/<listenKey> (default: documented)",
+    )
+    parser.add_argument(
+        "--keepalive-prefix",
+        choices=("v2", "v1"),
+        default=None,
+        help="where PUT and DELETE of the listenKey go: v2, the REST base as documented; "
+        "or v1, the same under /api/v1 (default: v2)",
+    )
+    parser.add_argument(
+        "--no-fallback",
+        action="store_true",
+        help="use only the readings given: do not try the other one once when the "
+        "configured one answers 404",
+    )
+
+
+def readings(args: argparse.Namespace) -> dict[str, Any]:
+    """The readings given on the command line (the accounts file's entries may set their
+    own)."""
+    chosen: dict[str, Any] = {}
+    if args.ws_path is not None:
+        chosen["ws_path"] = args.ws_path
+    if args.keepalive_prefix is not None:
+        chosen["keepalive_prefix"] = args.keepalive_prefix
+    if args.no_fallback:
+        chosen["fallback"] = False
+    return chosen
 
 
 def add_rest_rate(parser: argparse.ArgumentParser) -> None:

@@ -66,9 +66,8 @@ async def run_demo(
     import asyncio
 
     from bitmusa_plugin._core import machine as lc
-    from bitmusa_plugin._engine.config import run_accounts
-    from bitmusa_plugin._engine.pipeline import Pipeline
     from bitmusa_plugin._engine.secrets import Credentials
+    from bitmusa_plugin._engine.session import Session
     from bitmusa_plugin._engine.stream import AccountConfig, AccountStream, Heartbeat
     from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
 
@@ -99,12 +98,12 @@ async def run_demo(
 
         # the pretty output already shows every state change; the log would repeat it
         logging.getLogger("bitmusa_plugin._engine.stream").setLevel(logging.ERROR)
-        result = await run_accounts(
-            [config],
-            Pipeline(plugins, command="demo"),
+        async with Session(
+            plugins,
+            command="demo",
+            accounts=[config],
             timing=timing,
             heartbeat=Heartbeat(1.0, 1.0),
-            until=script,
-            stop_on=stop_on,
-        )
+        ) as session:
+            result = await session.run(until=script, stop_on=stop_on, handle_signals=True)
         return result.failed

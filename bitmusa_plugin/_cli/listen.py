@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bitmusa_plugin._cli.common import (
     CommandError,
@@ -17,14 +17,15 @@ from bitmusa_plugin._cli.common import (
     add_command,
     add_insecure,
     add_output_options,
+    add_readings,
     add_redis_sink_options,
     add_rest_rate,
     add_rest_url,
     add_ws_url,
     file_error,
     positive,
+    readings,
     shown_url,
-    url_problem,
 )
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction[Parser]) -> None:
     )
     add_rest_url(parser, "REST base")
     add_ws_url(parser, "websocket base; the stream is {ws-url}/ws/future/<listenKey>")
+    add_readings(parser)
     parser.add_argument(
         "--config",
         metavar="FILE",
@@ -64,6 +66,14 @@ def add_parser(subparsers: argparse._SubParsersAction[Parser]) -> None:
         default=None,
         help="open the next connection this long after the last (default: "
         "85800, minus up to 300 of jitter; Bitmusa cuts at 86400)",
+    )
+    parser.add_argument(
+        "--startup-window",
+        metavar="SECONDS",
+        type=positive,
+        default=None,
+        help="before an account's first connection, retry an unreachable server (DNS, "
+        "refused, TLS, no answer) this long, then fail it (default: 30)",
     )
     parser.add_argument(
         "--keep-listen-key",
@@ -97,9 +107,7 @@ def run(args: argparse.Namespace) -> int:
         report_failures,
         run_loop,
     )
-    from bitmusa_plugin._engine.config import run_accounts
-    from bitmusa_plugin._engine.pipeline import Pipeline
-    from bitmusa_plugin._engine.rest import RateLimiter
+    from bitmusa_plugin._engine.session import RunResult, Session
 
     accounts = _accounts(args)
     timing = _timing(args)
@@ -117,22 +125,24 @@ def run(args: argparse.Namespace) -> int:
         closed = OutputClosed()
         plugins = load_plugins(args.output, strict=args.strict_plugins, on_closed=closed)
         sink = make_redis_sink(args, plugins)
-        host = Pipeline(plugins, command="listen")
-        if sink is not None:
-            sink.bind(host.report)
 
-        async def main() -> Any:
+        async def main() -> RunResult:
+            session = Session(
+                plugins,
+                command="listen",
+                accounts=accounts,
+                timing=timing,
+                keep_listen_key=args.keep_listen_key,
+                resync=not args.no_resync,
+                record=record,
+                rest_rate=args.rest_rate,
+                connections=min(32, 4 + len(accounts)),
+            )
+            if sink is not None:
+                sink.bind(session.pipeline.report)
             try:
-                return await run_accounts(
-                    accounts,
-                    host,
-                    timing=timing,
-                    keep_listen_key=args.keep_listen_key,
-                    resync=not args.no_resync,
-                    record=record,
-                    limiter=RateLimiter(((args.rest_rate[0], 1.0), (args.rest_rate[1], 60.0))),
-                    stop_on=closed.bind(),
-                )
+                async with session:
+                    return await session.run(stop_on=closed.bind(), handle_signals=True)
             finally:
                 if sink is not None:
                     await sink.close()  # what is still buffered goes out before we exit
@@ -145,12 +155,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _accounts(args: argparse.Namespace) -> list[AccountConfig]:
-    """The accounts to stream, every URL checked: its shape here (a clear message for
-    ``htp://`` or a missing scheme), then the engine's rule on plain text."""
-    from dataclasses import replace
-
+    """The accounts to stream, every URL and setting checked (each message names the flag
+    or the accounts file's entry) before anything is sent."""
     from bitmusa_plugin._engine.config import ConfigError, account_from_env, load_config
-    from bitmusa_plugin._engine.secrets import CredentialsError
+    from bitmusa_plugin._engine.secrets import CredentialsError, InsecureURLError
 
     if args.config is None:
         for flag, url in (("--rest-url", args.rest_url), ("--ws-url", args.ws_url)):
@@ -158,11 +166,17 @@ def _accounts(args: argparse.Namespace) -> list[AccountConfig]:
                 require_secure(flag, url, insecure=args.insecure)
         try:
             return [
-                account_from_env(args.account, args.rest_url, args.ws_url, insecure=args.insecure)
+                account_from_env(
+                    args.account,
+                    args.rest_url,
+                    args.ws_url,
+                    insecure=args.insecure,
+                    readings=readings(args),
+                )
             ]
         except CredentialsError as exc:
             raise CommandError("no credentials", str(exc)) from None
-        except ConfigError as exc:
+        except (ConfigError, InsecureURLError) as exc:
             raise CommandError(str(exc), "see docs/configuration.md") from None
     try:
         with open(args.config, "rb"):
@@ -172,29 +186,23 @@ def _accounts(args: argparse.Namespace) -> list[AccountConfig]:
             "read", args.config, exc, "give --config an accounts file you can read"
         ) from None
     try:
-        # the plain-text rule is applied below, per account, once each URL's shape is
-        # known to be right: the engine's message would mislead for "htp://"
-        loaded = load_config(args.config, rest_url=args.rest_url, ws_url=args.ws_url, insecure=True)
+        return load_config(
+            args.config,
+            rest_url=args.rest_url,
+            ws_url=args.ws_url,
+            insecure=args.insecure,
+            readings=readings(args),
+        )
     except (ConfigError, CredentialsError) as exc:
-        raise CommandError(str(exc), "see docs/configuration.md") from None
-    accounts = []
-    for account in loaded:
-        where = f"{args.config}: account {account.label!r}"
-        for key, url, schemes in (
-            ("rest_url", account.rest_url, ("https", "http")),
-            ("ws_url", account.ws_url, ("wss", "ws")),
-        ):
-            problem = url_problem(url, schemes)
-            if problem is not None:
-                raise CommandError(f"{where}: {key} {problem}", "fix it in the accounts file")
-            require_secure(f"{where}: {key}", url, insecure=args.insecure)
-        accounts.append(replace(account, insecure=args.insecure))  # the engine checks again
-    return accounts
+        text = str(exc)
+        if text.endswith("fix it in the accounts file"):
+            what, _, todo = text.rpartition(": ")
+            raise CommandError(what, todo) from None
+        raise CommandError(text, "see docs/configuration.md") from None
 
 
 def require_secure(where: str, url: str, *, insecure: bool) -> None:
-    """The engine's rule (TLS, or plain text to this machine only), with the flag or the
-    file entry named."""
+    """The engine's rule (TLS, or plain text to this machine only), with the flag named."""
     from bitmusa_plugin._engine.secrets import InsecureURLError
     from bitmusa_plugin._engine.secrets import require_secure as engine_rule
 
@@ -223,6 +231,8 @@ def _timing(args: argparse.Namespace) -> Timing:
                 f"{timing.key_validity / (1 + timing.keepalive_jitter) / 2:.0f} seconds",
             )
         timing = replace(timing, keepalive_interval=args.keepalive_interval)
+    if args.startup_window is not None:
+        timing = replace(timing, startup_window=args.startup_window)
     if args.rotate_after is not None:
         timing = replace(
             timing,

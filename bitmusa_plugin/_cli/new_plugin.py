@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction[Parser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bitmusa_plugin._cli.scaffold import NAME_RE, create
+    from bitmusa_plugin._cli.scaffold import NAME_RE, create, next_steps
 
     target = args.directory / args.name
     if not NAME_RE.match(args.name):
@@ -52,5 +52,5 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a rule of the scaffold's that NAME_RE does not hold
         raise CommandError(f"invalid plugin name {args.name!r}", str(exc)) from None
     print(f"created {root}")
-    print(f"next: cd {root} && pip install -e '.[test]' && pytest")
+    print(next_steps(root))
     return EXIT_OK

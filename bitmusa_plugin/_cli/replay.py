@@ -18,6 +18,7 @@ from bitmusa_plugin._cli.common import (
 )
 
 if TYPE_CHECKING:
+    from bitmusa_hookspecs import StreamState, StreamStatus
     from bitmusa_plugin._cli.runtime import OutputClosed
     from bitmusa_plugin._engine.plugins import PluginRegistry
 
@@ -85,48 +86,35 @@ async def replay(
     the slowest plugin takes it."""
     import asyncio
 
-    from bitmusa_plugin._engine.pipeline import Pipeline
+    from bitmusa_plugin._engine.session import DeliveryOptions, Session
 
     if closed is not None:
         closed.bind()
-    host = Pipeline(plugins, command="replay", policy_override="all")
-    host.start([account])
-    host.stream_state(
-        {
-            "account": account,
-            "status": "connected",
-            "since": None,
-            "until": None,
-            "reason": "replay",
-        }
-    )
+    session = Session(plugins, command="replay", delivery=DeliveryOptions(override="all"))
+    session.start(replaying=[account])
+    session.pipeline.stream_state(_state(account, "connected", "replay"))
     rejected = 0
-    dispatcher = host.dispatcher
     for n, line in enumerate(lines):
         if closed is not None and closed.closed:
             break  # nobody reads the output any more
         frame = line.rstrip("\r\n")
         if not frame:
             continue
-        if not host.ingest(account, frame):
+        if not session.ingest(account, frame):
             rejected += 1
-        if dispatcher.blocked:
-            await dispatcher.writable()  # a file is read faster than plugins consume it
+        if session.blocked:
+            await session.writable()  # a file is read faster than plugins consume it
         elif n % 256 == 0:
             await asyncio.sleep(0)
-    host.stream_state(
-        {
-            "account": account,
-            "status": "closed",
-            "since": None,
-            "until": None,
-            "reason": "end of replay",
-        }
-    )
-    await host.dispatcher.drain()
-    await host.stop()
+    session.pipeline.stream_state(_state(account, "closed", "end of replay"))
+    await session.drain()
+    await session.aclose()
     if closed is not None and closed.closed:
         return EXIT_OK
     if rejected:
         log.warning("replay: %d frame(s) rejected", rejected)
     return EXIT_REJECTED if rejected else EXIT_OK
+
+
+def _state(account: str, status: StreamStatus, reason: str) -> StreamState:
+    return {"account": account, "status": status, "since": None, "until": None, "reason": reason}

@@ -407,3 +407,11 @@ def setup_logging(verbose: int) -> None:
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_redaction()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_not_a_final_failure)
+
+
+def _not_a_final_failure(record: logging.LogRecord) -> bool:
+    """An account that failed for good is said once, by the command's last line
+    (:func:`report_failures`), not also by the stream's log record."""
+    return getattr(record, "bitmusa_status", None) != "failed"

@@ -56,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
     run_loop(check_redis(args.redis))  # once: later outages are ridden out (docs/scale.md)
 
     from bitmusa_plugin._cli.runtime import load_plugins, make_redis_sink
+    from bitmusa_plugin._engine.limiter import RateLimiter
     from bitmusa_plugin._engine.pipeline import Pipeline
-    from bitmusa_plugin._engine.rest import DEFAULT_REST_URL, RateLimiter
+    from bitmusa_plugin._engine.rest import DEFAULT_REST_URL
     from bitmusa_plugin._scale.worker import WorkerOptions, run_worker
 
     plugins = load_plugins(args.output, strict=args.strict_plugins)

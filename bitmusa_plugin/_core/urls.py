@@ -28,9 +28,11 @@ __all__ = [
     "WsPath",
     "check_url",
     "keepalive_base",
+    "masked",
     "other",
     "rest_hint",
     "shown",
+    "url_problem",
     "ws_hint",
     "ws_stream_url",
 ]
@@ -60,29 +62,42 @@ class UrlError(ValueError):
     out of range."""
 
 
-def check_url(url: str, kind: Literal["rest", "ws"]) -> None:
-    """Raise :class:`UrlError` (one line: the URL, what is wrong, an example of a right
-    one) unless ``url`` has a ``kind`` scheme, a host and a valid port."""
-    name, example = _NAMES[kind], _EXAMPLES[kind]
+def url_problem(url: str, kind: Literal["rest", "ws"]) -> str | None:
+    """What is wrong with ``url`` as a ``kind`` base URL (its shape only), or None. Whether
+    plain text may go to its host is ``require_secure``'s call (``_engine/secrets.py``)."""
     secure, plain = _SCHEMES[kind]
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # raises on a port out of range or not a number
-    except ValueError as exc:
-        raise UrlError(f"{name} {url!r} is not a URL ({exc}); for example {example}") from None
-    if not parts.scheme or "://" not in url:
-        raise UrlError(f"{name} {url!r} has no scheme: write {secure}://{url.lstrip('/')}")
-    if parts.scheme not in (secure, plain):
-        other_kind = "ws" if kind == "rest" else "rest"
-        if parts.scheme in _SCHEMES[other_kind]:
-            hint = f"a {name} is {secure}:// ({plain}:// only to this machine)"
-        else:
-            hint = f"use {secure}:// ({plain}:// only to this machine)"
-        raise UrlError(f"{name} {url!r}: unknown scheme {parts.scheme!r}; {hint}, e.g. {example}")
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in (secure, plain) or not url.lower().startswith(
+        f"{parts.scheme.lower()}://"
+    ):
+        return f"{masked(url)!r} must start with {secure}:// (or {plain}:// to this machine)"
     if not parts.hostname:
-        raise UrlError(f"{name} {url!r} names no host; for example {example}")
+        return f"{masked(url)!r} has no host"
+    try:
+        port = parts.port  # raises on a port out of range or not a number
+    except ValueError:
+        port = 0
     if port == 0:
-        raise UrlError(f"{name} {url!r}: port 0 is not a port; for example {example}")
+        return f"{masked(url)!r} has an invalid port"
+    return None
+
+
+def check_url(url: str, kind: Literal["rest", "ws"]) -> None:
+    """Raise :class:`UrlError` (one line: which URL, what is wrong) unless ``url`` has a
+    ``kind`` scheme, a host and a valid port."""
+    problem = url_problem(url, kind)
+    if problem is not None:
+        raise UrlError(f"{_NAMES[kind]} {problem}")
+
+
+def masked(url: str) -> str:
+    """``url`` with any password masked, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return parts._replace(netloc=f"{user}:***@{hostport}").geturl()
 
 
 def shown(url: str) -> str:

@@ -24,9 +24,7 @@ import signal
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
-
-import httpx
+from typing import IO, TYPE_CHECKING, Any
 
 from bitmusa_hookspecs import DeliveryPolicy
 from bitmusa_plugin._core import machine as lc
@@ -37,10 +35,15 @@ from bitmusa_plugin._engine.dispatch import (
     DEFAULT_SLOW_AFTER,
     DEFAULT_STALL_AFTER,
 )
+from bitmusa_plugin._engine.limiter import RateLimiter
 from bitmusa_plugin._engine.pipeline import Pipeline
 from bitmusa_plugin._engine.plugins import PluginRegistry
-from bitmusa_plugin._engine.rest import AccountClient, RateLimiter, http_client
-from bitmusa_plugin._engine.stream import AccountConfig, AccountStream, Heartbeat
+
+if TYPE_CHECKING:  # httpx and websockets load when a stream starts: replay never needs them
+    import httpx
+
+    from bitmusa_plugin._engine.rest import AccountClient
+    from bitmusa_plugin._engine.stream import AccountConfig, AccountStream, Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +166,8 @@ class Session:
     def http(self) -> httpx.AsyncClient:
         """The session's one REST pool (verifying TLS, the process's one context)."""
         if self._http is None:
+            from bitmusa_plugin._engine.rest import http_client
+
             self._http = http_client(self.rest_timeout, connections=self._connections)
         return self._http
 
@@ -176,6 +181,8 @@ class Session:
         """Start streaming one account. ``resume_since_ms``: taking over from another
         process whose last delivered event was then (the first connection reports that
         gap). Returns the stream (``status``, ``stats()``)."""
+        from bitmusa_plugin._engine.stream import AccountStream
+
         if config.label in self.streams:
             raise ValueError(f"account {config.label!r} is streaming already")
         self.start()
@@ -290,6 +297,8 @@ class Session:
 
     def account_client(self, config: AccountConfig) -> AccountClient:
         """A REST client for ``config``'s account on the session's pool and limiter."""
+        from bitmusa_plugin._engine.rest import AccountClient
+
         client = self._clients.get(config.label)
         if client is None:
             client = self._clients[config.label] = AccountClient(

@@ -32,12 +32,12 @@ from bitmusa_plugin._core import machine as lc
 from bitmusa_plugin._core import resync, urls
 from bitmusa_plugin._core.errors import BitmusaError, Failure
 from bitmusa_plugin._engine.aio import within
+from bitmusa_plugin._engine.limiter import RateLimiter
 from bitmusa_plugin._engine.pipeline import Pipeline
 from bitmusa_plugin._engine.rest import (
     DEFAULT_REST_URL,
     AccountClient,
     ListenKeyClient,
-    RateLimiter,
     http_client,
     network_reason,
     tls_context,
@@ -334,6 +334,7 @@ class AccountStream:
                 self.account,
                 action.status,
                 f" ({action.reason})" if action.reason else "",
+                extra={"bitmusa_status": action.status},
             )
         self.pipeline.stream_state(state)
 
