@@ -30,9 +30,9 @@ from _sim_server import SimProcess, api_key, auth_key, until
 from websockets.asyncio.client import ClientConnection
 
 from bitmusa_hookspecs import hookimpl
+from bitmusa_plugin._engine.limiter import RateLimiter
 from bitmusa_plugin._engine.pipeline import Pipeline
 from bitmusa_plugin._engine.plugins import PluginRegistry
-from bitmusa_plugin._engine.limiter import RateLimiter
 from bitmusa_plugin._engine.rest import ListenKeyClient, http_client
 from bitmusa_plugin._engine.secrets import Credentials
 from bitmusa_plugin._engine.stream import AccountConfig, AccountStream

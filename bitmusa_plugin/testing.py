@@ -140,6 +140,10 @@ class Replayed:
         return [k["order"] for k in self.of("on_order")]
 
     @property
+    def trades(self) -> list[dict[str, Any]]:
+        return [k["trade"] for k in self.of("on_trade")]
+
+    @property
     def positions(self) -> list[dict[str, Any]]:
         return [k["position"] for k in self.of("on_position")]
 
@@ -165,6 +169,10 @@ class _Spy:
     @hookimpl
     def on_order(self, order: Any, event: Any) -> None:
         self.calls.append(("on_order", {"order": order, "event": event}))
+
+    @hookimpl
+    def on_trade(self, trade: Any, event: Any) -> None:
+        self.calls.append(("on_trade", {"trade": trade, "event": event}))
 
     @hookimpl
     def on_position(self, position: Any, event: Any) -> None:

@@ -44,7 +44,7 @@ def records(stdout: str) -> list[dict[str, Any]]:
 def test_version() -> None:
     result = run("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == "bitmusa-plugin 0.1.0"
+    assert result.stdout.strip() == "bitmusa-plugin 0.2.0"
 
 
 def test_replay_corpus_delivers_every_frame_in_order_as_jsonl() -> None:
@@ -65,9 +65,17 @@ def test_replay_corpus_delivers_every_frame_in_order_as_jsonl() -> None:
     assert out[-2]["hook"] == "on_stream_state"
     assert out[-2]["state"]["status"] == "closed"
     assert out[-1]["hook"] == "on_shutdown"
-    data = out[2:-2]
+    data = [r for r in out[2:-2] if r["hook"] != "on_trade"]
+    trades = [r for r in out[2:-2] if r["hook"] == "on_trade"]
     frames = corpus_frames()
     assert len(data) == len(frames)
+    # each fill an order frame shows is a trade, right after its order
+    for i, record in enumerate(out[2:-2]):
+        if record["hook"] == "on_trade":
+            before = out[2:-2][i - 1]
+            assert before["hook"] in ("on_order", "on_trade")
+            assert record["trade"]["order"] == record["event"]["data"]["orderId"]
+    assert trades
     key = {"on_order": "order", "on_wallet": "balance", "on_position": "position"}
     for record, raw in zip(data, frames, strict=True):
         assert set(record) == {"hook", key[record["hook"]], "event"}

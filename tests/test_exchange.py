@@ -173,7 +173,7 @@ async def test_an_outage_heals_silently_and_resync_catches_up(sim: Simulator) ->
         sim.refuse(30)
         sim.drop()
         await asyncio.sleep(0.8)  # trading goes on while the bot is cut off
-        sim._refuse.clear()
+        sim.accept()
         for _ in range(3):  # no exception: transient trouble is the engine's business
             await asyncio.wait_for(exchange.watch_orders(), 5)
         sim.paused = True

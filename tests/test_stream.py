@@ -445,7 +445,7 @@ async def test_an_outage_is_caught_up_by_resync_in_order_with_nothing_rolled_bac
     sim.refuse(1000)  # the outage: every reconnect is refused...
     sim.drop()
     await asyncio.sleep(1.0)  # ...while trading goes on at the exchange
-    sim._refuse.clear()
+    sim.accept()
     try:
         await wait_for(lambda: "gap" in rig.recorder.statuses(), timeout=15)
     except AssertionError:
@@ -569,7 +569,7 @@ async def test_a_failed_resync_is_retried_on_the_live_connection_until_it_succee
     sim.drop()
     await asyncio.sleep(0.8)
     sim.fail_rest("503", 3, method="GET")  # ...and the snapshot fails when it ends
-    sim._refuse.clear()
+    sim.accept()
     await wait_for(lambda: rig.stream.machine.counters.resyncs == 2, timeout=10)
     sim.paused = True
     await asyncio.sleep(0.3)
@@ -703,7 +703,7 @@ async def test_cancelling_the_engine_at_any_point_ends_every_task_promptly() -> 
             assert not left, f"round {round_}: tasks still running: {left}"
             worst = max(worst, time.monotonic() - cancelled_at)
             await handle.call(lambda s: s._rest_faults.clear())
-            await handle.call(lambda s: s._refuse.clear())
+            await handle.call(lambda s: s.accept())
     print(f"worst time from cancel to every task ended: {worst:.3f} s")
 
 

@@ -19,11 +19,11 @@ description = "A bitmusa-plugin handler plugin"
 readme = "README.md"
 requires-python = ">=3.10"
 # The contract only; README.md says how to install it while it is not on the package index.
-dependencies = ["bitmusa-hookspecs>=0.1.0"]
+dependencies = ["bitmusa-hookspecs>=0.2.0"]
 
 [project.optional-dependencies]
 # bitmusa-plugin brings bitmusa_plugin.testing (replay, the frame factories) to pytest.
-test = ["bitmusa-plugin>=0.1.0", "pytest>=8", "mypy>=1.10"]
+test = ["bitmusa-plugin>=0.2.0", "pytest>=8", "mypy>=1.10"]
 
 # This is what makes it a plugin: bitmusa-plugin loads the entry-point group "bitmusa".
 [project.entry-points.bitmusa]

@@ -125,6 +125,9 @@ class Fetch:
     ``hold``, fetch it, deliver what it changed, then answer snapshot_done/_failed."""
 
     conn: int
+    #: the gap this resync closes began then (None: the start-up's, which recovers no
+    #: fills: what was filled before the stream started is history, not news)
+    gap_since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,7 @@ class AccountMachine:
     _resync_conn: int | None = field(default=None, init=False)  # a snapshot in flight
     _resync_at: float | None = field(default=None, init=False)  # retry a failed snapshot
     _resync_attempt: int = field(default=0, init=False)
+    _resync_since: float | None = field(default=None, init=False)  # the gap it closes
     _standby: _Conn | None = field(default=None, init=False)  # the rotation's, once open
     _skip: Counter[str] = field(default_factory=Counter, init=False)  # after a switch
     _skip_until: float = field(default=0.0, init=False)
@@ -362,6 +366,9 @@ class AccountMachine:
         self._schedule_rotation(now)
         actions: list[Action] = [EmitState("connected")]
         gap = self._gap_since is not None
+        gap_since = self._gap_since
+        if gap_since is not None and self._resync_since is not None:
+            gap_since = min(gap_since, self._resync_since)  # an earlier gap's is unfinished
         if gap:
             self.counters.gaps += 1
             actions.append(EmitState("gap", since=self._gap_since, until=now, reason="outage"))
@@ -376,7 +383,8 @@ class AccountMachine:
         if self.resync and (gap or first):
             self._resync_at, self._resync_attempt = None, 0  # this one supersedes a retry
             self._resync_conn = conn_id
-            actions.append(Fetch(conn_id))
+            self._resync_since = gap_since
+            actions.append(Fetch(conn_id, gap_since))
         return actions
 
     def hold(self, now: float, conn_id: int) -> list[Action]:
@@ -394,6 +402,7 @@ class AccountMachine:
         if conn_id != self._resync_conn:
             return actions  # a superseded one (its connection was lost meanwhile)
         self._resync_conn = None
+        self._resync_since = None
         self._resync_attempt = 0
         self.counters.resyncs += 1
         return actions
@@ -523,7 +532,7 @@ class AccountMachine:
         ):
             self._resync_at = None
             self._resync_conn = self._primary
-            actions.append(Fetch(self._primary))
+            actions.append(Fetch(self._primary, self._resync_since))
         if (
             self._rotate_at is not None
             and now >= self._rotate_at

@@ -28,6 +28,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from bitmusa_hookspecs import DeliveryPolicy
 from bitmusa_plugin._core import machine as lc
+from bitmusa_plugin._core.fills import CloseSide
 from bitmusa_plugin._engine.dispatch import (
     DEFAULT_CONFLATE_AFTER,
     DEFAULT_ERROR_BURST,
@@ -97,6 +98,7 @@ class Session:
         keep_listen_key: bool = False,
         record: IO[str] | None = None,
         markets: Mapping[str, str] | None = None,
+        close_side: CloseSide = "trade",
         delivery: DeliveryOptions | None = None,
         rest_timeout: float = 10.0,
         open_timeout: float = 10.0,
@@ -119,6 +121,7 @@ class Session:
             self.registry,
             command=command,
             markets=markets,
+            close_side=close_side,
             queue_size=d.queue_size,
             conflate_after=d.conflate_after,
             error_burst=d.error_burst,

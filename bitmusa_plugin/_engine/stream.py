@@ -58,6 +58,8 @@ DEFAULT_WS_URL = "wss://websocket.bitmusa.com:60002"
 WS_MAX_FRAME_BYTES = 1 << 20
 #: GET wallet, positions and open orders
 SNAPSHOT_CALLS = 3
+#: how far before a gap's start its trade history is read: its times are whole seconds
+GAP_HISTORY_MARGIN_MS = 5_000
 #: ``--record`` reaches the disk this soon after a frame, seconds.
 RECORD_FLUSH_INTERVAL = 0.1
 _WS_LOGGER = RedactingLogger(logging.getLogger("websockets.client"), {})
@@ -298,8 +300,8 @@ class AccountStream:
                     conn.task = asyncio.get_running_loop().create_task(
                         self._connection(conn, key), name=f"bitmusa:{self.account}:ws"
                     )
-                case lc.Fetch(conn_id):
-                    self._start_resync(conn_id)
+                case lc.Fetch(conn_id, gap_since):
+                    self._start_resync(conn_id, gap_since)
                 case lc.Close(conn_id, reason):
                     await self._close(conn_id, reason)
                 case lc.DeleteKey():
@@ -420,7 +422,7 @@ class AccountStream:
 
     # -- resync -----------------------------------------------------------------------------
 
-    def _start_resync(self, conn_id: int) -> None:
+    def _start_resync(self, conn_id: int, gap_since: float | None) -> None:
         conn = self._conns.get(conn_id)
         if conn is None:
             return
@@ -430,9 +432,9 @@ class AccountStream:
             # the allowance is there: hold from now, so that the snapshot comes before the
             # new connection's first event (the task starts a loop turn later)
             self.machine.hold(self._clock(), conn_id)
-        conn.resync = asyncio.get_running_loop().create_task(self._resync(conn))
+        conn.resync = asyncio.get_running_loop().create_task(self._resync(conn, gap_since))
 
-    async def _resync(self, conn: _Connection) -> None:
+    async def _resync(self, conn: _Connection, gap_since: float | None) -> None:
         conn_id = conn.conn_id
         try:
             # When the shared REST allowance makes the snapshot wait (many accounts
@@ -450,11 +452,26 @@ class AccountStream:
             failure = exc.failure
             self._post(lambda now: self.machine.snapshot_failed(now, conn_id, failure))
         else:
-            self._apply_snapshot(conn_id, wallet, positions, orders)
+            history = None
+            if gap_since is not None:
+                history = await self._gap_history(gap_since)
+            self._apply_snapshot(conn_id, wallet, positions, orders, history, gap=gap_since)
             self._post(lambda now: self.machine.snapshot_done(now, conn_id))
         finally:
             if conn.resync is asyncio.current_task():
                 conn.resync = None
+
+    async def _gap_history(self, gap_since: float) -> list[dict[str, Any]] | None:
+        """The account's fills since the gap began (a margin before it: the history's
+        times are whole seconds), or None when they cannot be fetched (the fills are then
+        estimated, and reported)."""
+        since_ms = self._wall_ms(gap_since)
+        assert since_ms is not None
+        try:
+            return await self.snapshots.trade_history(since_ms=since_ms - GAP_HISTORY_MARGIN_MS)
+        except BitmusaError as exc:
+            self._report_rest("the trade history of the gap", exc)
+            return None
 
     def _apply_snapshot(
         self,
@@ -462,8 +479,13 @@ class AccountStream:
         wallet: list[dict[str, Any]],
         positions: list[dict[str, Any]],
         orders: list[dict[str, Any]],
+        history: list[dict[str, Any]] | None,
+        *,
+        gap: float | None,
     ) -> None:
-        mapper, ledger = self.pipeline.mapper(self.account), self.pipeline.ledgers[self.account]
+        account = self.account
+        mapper, ledger = self.pipeline.mapper(account), self.pipeline.ledgers[account]
+        fills = self.pipeline.fills[account]
         plan = resync.plan(
             ledger,
             mapper.assets,
@@ -474,21 +496,35 @@ class AccountStream:
             held=resync.held_keys(self.machine.held(conn_id)),
             orders_complete=len(orders) < resync.OPEN_ORDERS_PAGE,
         )
+        if gap is not None:  # at start-up, what filled before is history, not news
+            plan = resync.plan_fills(plan, ledger, fills, history)
         for d in plan.deliveries:
-            self.pipeline.deliver(self.account, d.hook, d.key, d.obj, d.data, stream="resync")
-        resync.apply(plan, ledger, mapper)
+            self.pipeline.deliver(account, d.hook, d.key, d.obj, d.data, stream="resync")
+        resync.apply(plan, ledger, mapper, fills)
         if plan.vanished_orders:
             ids = ", ".join(plan.vanished_orders)
             self.pipeline.report(
                 error_info(
                     "resync_incomplete",
-                    f"orders no longer open after the outage: {ids}; the open-orders "
-                    "snapshot cannot tell filled from cancelled",
-                    self.account,
+                    f"orders no longer open after the outage: {ids}; neither the open-orders "
+                    "snapshot nor the trade history says whether they filled or were cancelled",
+                    account,
+                )
+            )
+        if plan.estimated:
+            ids = ", ".join(plan.estimated)
+            why = "could not be fetched" if history is None else "does not show them (yet)"
+            self.pipeline.report(
+                error_info(
+                    "trade_estimated",
+                    f"fills of {ids} during the outage were delivered as one estimated trade "
+                    f"each (the difference, at its average price, no fee): the trade history "
+                    f"{why}",
+                    account,
                 )
             )
         for problem in plan.rejected:
-            self.pipeline.report(error_info("invalid_field", f"resync {problem}", self.account))
+            self.pipeline.report(error_info("invalid_field", f"resync {problem}", account))
 
     # -- connections ----------------------------------------------------------------------
 

@@ -465,6 +465,10 @@ class Simulator:
         """The next ``count`` handshakes fail: HTTP 503, or a reset mid-handshake."""
         self._refuse.extend([how] * count)
 
+    def accept(self) -> None:
+        """Handshakes succeed again: the refusals still pending are dropped."""
+        self._refuse.clear()
+
     def fail_rest(
         self,
         fault: RestFault,

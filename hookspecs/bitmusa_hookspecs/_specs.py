@@ -16,7 +16,7 @@ stream wait for the plugin.
 from __future__ import annotations
 
 from ._markers import hookspec
-from ._types import Balance, Context, ErrorInfo, Event, Order, Position, StreamState
+from ._types import Balance, Context, ErrorInfo, Event, Order, Position, StreamState, Trade
 
 
 @hookspec
@@ -50,6 +50,27 @@ def on_order(order: Order, event: Event) -> None:
         async def on_order(order, event):
             if order["status"] == "closed":
                 await notify(f"{order['symbol']} filled {order['filled']} @ {order['average']}")
+    """
+
+
+@hookspec
+def on_trade(trade: Trade, event: Event) -> None:
+    """One of the account's orders was filled, wholly or in part: one call per fill.
+
+    Only new fills: never a snapshot. A notifier can announce every call. Each fill
+    arrives once, right after the ``on_order`` that showed it (``event["stream"]`` is
+    ``future_order``, ``event["data"]`` that order's payload), or, for fills that happened
+    while the stream was down, once the gap's resync has recovered them from the trade
+    history (``event["stream"]`` is ``resync``, ``event["data"]`` the history record);
+    either way ``trade["id"]`` is the same. ``amount`` and ``cost`` of an order's trades add
+    up exactly to its ``filled`` and ``cost``. Trades are events: never merged, whatever
+    the plugin's delivery policy.
+
+    Example::
+
+        @hookimpl
+        async def on_trade(trade):
+            await notify(f"{trade['side']} {trade['amount']} {trade['symbol']} @ {trade['price']}")
     """
 
 
