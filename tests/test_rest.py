@@ -88,6 +88,28 @@ async def test_both_headers_from_one_auth_class_and_nothing_printed() -> None:
     assert "auth-key-value-1" not in text
 
 
+async def test_orders_and_cancels_take_the_next_turn_before_routine_calls() -> None:
+    from bitmusa_plugin._engine.limiter import ROUTINE, TRADING
+
+    limiter = RateLimiter(limits=((2, 0.1),))
+    order: list[str] = []
+
+    async def call(name: str, priority: int) -> None:
+        await limiter.acquire(priority)
+        order.append(name)
+
+    await asyncio.gather(call("first", ROUTINE), call("second", ROUTINE))  # the window is full
+    snapshots = [asyncio.ensure_future(call(f"snapshot {i}", ROUTINE)) for i in range(6)]
+    await asyncio.sleep(0)  # they queue...
+    cancelled = asyncio.ensure_future(call("cancelled", TRADING))
+    await asyncio.sleep(0)
+    cancelled.cancel()  # ...a trading waiter that gives up is skipped...
+    trade = asyncio.ensure_future(call("order", TRADING))  # ...and an order arrives last
+    await asyncio.gather(*snapshots, trade)
+    assert order[:3] == ["first", "second", "order"]  # the next turn is the order's
+    assert order[3:] == [f"snapshot {i}" for i in range(6)]  # then first come first served
+
+
 async def test_the_limiter_paces_instead_of_refusing() -> None:
     limiter = RateLimiter(limits=((8, 0.2), (20, 1.0)))
     start = time.monotonic()

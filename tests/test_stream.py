@@ -608,8 +608,8 @@ class RecordingLimiter(RateLimiter):
         super().__init__(*args, **kwargs)
         self.granted: list[float] = []
 
-    async def acquire(self) -> None:
-        await super().acquire()
+    async def acquire(self, priority: int = 0) -> None:
+        await super().acquire(priority)
         self.granted.append(time.monotonic())
 
 

@@ -30,7 +30,7 @@ from bitmusa_plugin._core.errors import (
     parse_envelope,
 )
 from bitmusa_plugin._engine.aio import within
-from bitmusa_plugin._engine.limiter import RateLimiter
+from bitmusa_plugin._engine.limiter import ROUTINE, RateLimiter
 from bitmusa_plugin._engine.secrets import Credentials
 
 log = logging.getLogger(__name__)
@@ -189,11 +189,15 @@ class _Client:
         params: dict[str, Any] | None = None,
         timeout: float | None = None,
         base: str | None = None,
+        priority: int = ROUTINE,
+        json: Any = None,
     ) -> dict[str, Any]:
+        """One request, its envelope read. ``priority``: ``TRADING`` for orders and cancels
+        (first in the shared limiter's queue). ``json``: the request's body."""
         if self._prepaid > 0:
             self._prepaid -= 1
         elif self._limiter is not None:
-            await self._limiter.acquire()
+            await self._limiter.acquire(priority)
         url = (base or self.rest_url) + path
         what = f"{method} {urls.shown(url)}"
         budget = (timeout if timeout is not None else self.timeout) * 2 + 1
@@ -203,7 +207,7 @@ class _Client:
         # A caller that gives up (a resync superseded, a watchdog) just stops waiting; the
         # request ends by httpx's own timeouts and gives its connection back.
         request = asyncio.ensure_future(
-            self._send(method, url, params, timeout or self.timeout, budget)
+            self._send(method, url, params, json, timeout=timeout or self.timeout, budget=budget)
         )
         self._inflight.add(request)
         request.add_done_callback(self._request_done)
@@ -226,19 +230,26 @@ class _Client:
         return parse_envelope(what, response.status_code, response.content, self._hint)
 
     async def _send(
-        self, method: str, url: str, params: dict[str, Any] | None, timeout: float, budget: float
+        self,
+        method: str,
+        url: str,
+        params: dict[str, Any] | None,
+        json: Any,
+        *,
+        timeout: float,
+        budget: float,
     ) -> httpx.Response:
         """One request, in a slot of the pool's (:func:`http_client`); one that waited for a
         slot longer than its caller would is not sent at all (nobody waits for it)."""
         slots = _SLOTS.get(self._client)
         if slots is None:  # a client made elsewhere: its own pool's queue
             return await self._client.request(
-                method, url, params=params, timeout=timeout, auth=self._auth
+                method, url, params=params, json=json, timeout=timeout, auth=self._auth
             )
         await within(slots.acquire(), budget)
         try:
             return await self._client.request(
-                method, url, params=params, timeout=timeout, auth=self._auth
+                method, url, params=params, json=json, timeout=timeout, auth=self._auth
             )
         finally:
             slots.release()
