@@ -32,13 +32,17 @@ def _say(line: str) -> None:
             out.close()
 
 
+def _g(value: float | None) -> str:
+    return "?" if value is None else f"{value:g}"
+
+
 def fill_message(trade: Trade, account: str) -> str:
     """The line that announces one fill."""
     side = trade["side"] or "?"
-    line = f"[{account}] {trade['symbol']} {side} {trade['amount']:g} @ {trade['price']:g}"
+    line = f"[{account}] {trade['symbol']} {side} {_g(trade['amount'])} @ {_g(trade['price'])}"
     fee = trade["fee"]
     if fee is not None:
-        line += f" (fee {fee['cost']:g} {fee['currency']})"
+        line += f" (fee {_g(fee['cost'])} {fee['currency']})"
     if trade["info"].get("estimated"):
         line += " (estimated: the trade history did not show this fill)"
     return line
