@@ -127,7 +127,8 @@ class Rig:
         as we close is in flight: neither delivered nor lost to a fault)."""
         self.sim.paused = True
         deadline = time.monotonic() + timeout
-        while len(self.recorder.data) < len(self.sent_live()) and time.monotonic() < deadline:
+        caught_up = lambda: len(self.recorder.data) >= len(self.sent_live())  # noqa: E731
+        while not caught_up() and time.monotonic() < deadline:  # noqa: ASYNC110 (polls)
             await asyncio.sleep(0.01)
 
     async def flowing(self, events: int = 10) -> None:
