@@ -127,7 +127,10 @@ class Rig:
         as we close is in flight: neither delivered nor lost to a fault)."""
         self.sim.paused = True
         deadline = time.monotonic() + timeout
-        caught_up = lambda: len(self.recorder.data) >= len(self.sent_live())  # noqa: E731
+
+        def caught_up() -> bool:
+            return len(self.recorder.data) >= len(self.sent_live())
+
         while not caught_up() and time.monotonic() < deadline:  # noqa: ASYNC110 (polls)
             await asyncio.sleep(0.01)
 
