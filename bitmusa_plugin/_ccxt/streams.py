@@ -1,9 +1,5 @@
-"""The ccxt drop-in: ``bitmusa``, a ``ccxt.async_support.Exchange`` with ccxt.pro's
-``watch_balance`` / ``watch_orders`` / ``watch_positions`` and REST snapshots.
-
-This is the only module that imports ccxt. ``bitmusa_plugin.bitmusa`` and
-``load_exchange`` reach it lazily, and it is registered in the ``ccxt.exchanges``
-entry-point group so a bot can find it by name.
+"""The drop-in's ccxt.pro side: ``watch_balance``, ``watch_orders``, ``watch_positions`` and
+``watch_my_trades``, fed by the engine's hooks into ccxt's own caches.
 
 Better than ccxt.pro's own user streams, on purpose:
 
@@ -12,64 +8,37 @@ Better than ccxt.pro's own user streams, on purpose:
 * a closed position replaces its row in the positions cache (one-way accounts keep one row
   per symbol) instead of leaving a stale one beside the new one;
 * transient disconnects are healed by the engine (with a resync) and never raise;
-  permanent failures raise ccxt's own exception classes carrying Bitmusa's code.
+* a stream that cannot start fails loudly, never hangs (issue #13): a call raises the ccxt
+  class a ``fetch_*`` would for the same cause: bad keys at once, a wrong REST or
+  websocket path at once, an unreachable server once the start-up window has passed; the
+  calls waiting then raise, and so does every later call, until ``close()``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Any
 
-from ccxt.async_support.base.exchange import Exchange
 from ccxt.async_support.base.ws.cache import ArrayCacheBySymbolById, ArrayCacheBySymbolBySide
-from ccxt.base.errors import (
-    AuthenticationError,
-    ExchangeError,
-    NetworkError,
-    PermissionDenied,
-    RateLimitExceeded,
-)
+from ccxt.base.errors import BadRequest, ExchangeClosedByUser, ExchangeError, NetworkError
 
 from bitmusa_hookspecs import hookimpl
-from bitmusa_plugin._core import build, wire
 from bitmusa_plugin._core import machine as lc
-from bitmusa_plugin._core.errors import BitmusaError, RateLimitedError
-from bitmusa_plugin._core.errors import NetworkError as BitmusaNetworkError
-from bitmusa_plugin._core.symbols import SymbolMap
-from bitmusa_plugin._engine import rest as bm_rest
-from bitmusa_plugin._engine.limiter import RateLimiter
-from bitmusa_plugin._engine.secrets import Credentials, InsecureURLError
-from bitmusa_plugin._engine.session import Session
-from bitmusa_plugin._engine.stream import DEFAULT_WS_URL, AccountConfig, AccountStream, Heartbeat
+from bitmusa_plugin._engine.secrets import redact
+from bitmusa_plugin._engine.stream import AccountStream
+
+from .base import Base
+from .errors import ccxt_error
 
 log = logging.getLogger(__name__)
 
-
-def ccxt_error(exc: BitmusaError) -> Any:
-    """The ccxt exception class for a Bitmusa REST error, carrying the code."""
-    text = f"bitmusa {exc.code} {exc.message}" if exc.code is not None else f"bitmusa {exc.message}"
-    if exc.code in (1001, 1003, 401):
-        return AuthenticationError(text)
-    if exc.code in (1002, 1005, 1012, 403):
-        return PermissionDenied(text)
-    if isinstance(exc, RateLimitedError):
-        return RateLimitExceeded(text)
-    if isinstance(exc, BitmusaNetworkError):
-        return NetworkError(text)
-    return ExchangeError(text)
-
-
-_LIMITER: RateLimiter | None = None
-
-
-def _shared_limiter() -> RateLimiter:
-    """One limiter for every bitmusa instance of the process (the limits may be per IP)."""
-    global _LIMITER
-    if _LIMITER is None:
-        _LIMITER = RateLimiter()
-    return _LIMITER
+#: what each watch waits for
+KINDS = ("orders", "positions", "balance", "myTrades")
+#: orders this process placed whose side is remembered, at most
+PLACED_SIDES = 10_000
 
 
 class PositionsCache(ArrayCacheBySymbolBySide):  # type: ignore[misc]
@@ -92,12 +61,16 @@ class PositionsCache(ArrayCacheBySymbolBySide):  # type: ignore[misc]
 class _Feed:
     """The drop-in's own plugin: feeds ccxt's caches from the engine's hooks."""
 
-    def __init__(self, exchange: bitmusa) -> None:
+    def __init__(self, exchange: Streams) -> None:
         self.exchange = exchange
 
     @hookimpl
     async def on_order(self, order: dict[str, Any]) -> None:
         self.exchange._on_order(order)
+
+    @hookimpl
+    async def on_trade(self, trade: dict[str, Any]) -> None:
+        self.exchange._on_trade(trade)
 
     @hookimpl
     async def on_position(self, position: dict[str, Any]) -> None:
@@ -112,213 +85,48 @@ class _Feed:
         self.exchange._on_state(state)
 
 
-class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exchange id
-    """Bitmusa futures for ccxt: ``bitmusa({'apiKey': <x-api-key>, 'secret': <auth key>})``."""
+class _Run:
+    """One run of the user stream: what each watch scope has seen, and how it ended. A
+    caller waits on the run it started with, so ``close()`` can end it while a new run
+    begins."""
 
-    def describe(self) -> dict[str, Any]:
-        return self.deep_extend(  # type: ignore[no-any-return]
-            super().describe(),
-            {
-                "id": "bitmusa",
-                "name": "Bitmusa",
-                "countries": ["KR"],
-                "pro": True,
-                "rateLimit": 125,  # 8 requests per second
-                "has": {
-                    "CORS": None,
-                    "publicAPI": False,  # the user stream and its snapshots are all private
-                    "privateAPI": True,
-                    "spot": False,
-                    "margin": False,
-                    "swap": True,
-                    "future": False,
-                    "option": False,
-                    "fetchMarkets": True,
-                    "fetchBalance": True,
-                    "fetchPositions": True,
-                    "fetchOpenOrders": True,
-                    "watchBalance": True,
-                    "watchOrders": True,
-                    "watchPositions": True,
-                    "fetchCurrencies": False,
-                    "fetchTicker": False,
-                    "fetchTickers": False,
-                    "fetchOrderBook": False,
-                    "fetchOHLCV": False,
-                    "fetchTrades": False,
-                    "fetchMyTrades": False,
-                    "fetchOrder": False,
-                    "fetchOrders": False,
-                    "fetchClosedOrders": False,
-                    "createOrder": False,
-                    "cancelOrder": False,
-                    "watchTicker": False,
-                    "watchTrades": False,
-                    "watchOrderBook": False,
-                    "watchMyTrades": False,
-                },
-                "urls": {
-                    "api": {"rest": bm_rest.DEFAULT_REST_URL, "ws": DEFAULT_WS_URL},
-                    "www": "https://www.bitmusa.com",
-                    "doc": ["https://github.com/bitmusa-docs/apidocs"],
-                },
-                "requiredCredentials": {"apiKey": True, "secret": True},
-                "options": {
-                    "ordersLimit": 1000,  # ccxt's default cache size for orders
-                    "markets": {},  # ticker -> unified symbol, for tickers beyond the rule
-                    "account": "bitmusa",
-                    "keepaliveInterval": 30 * 60.0,
-                    "rotateAfter": 23 * 3600 + 50 * 60.0,
-                    "keepListenKey": False,
-                    "resync": True,
-                },
-            },
-        )
+    def __init__(self) -> None:
+        self.changed = asyncio.Condition()
+        self.versions: dict[str, Counter[Any]] = {kind: Counter() for kind in KINDS}
+        self.seen: dict[tuple[str, Any], int] = {}
+        self.dirty: dict[tuple[str, Any], set[str]] = {}
+        self.stream: AccountStream | None = None
+        #: set once: every waiting and later call raises (a fresh copy of) it
+        self.failure: Exception | None = None
+
+
+def _fresh(failure: Exception) -> Exception:
+    """A new exception of the same class and message: raising one instance again and again
+    would chain every raise's traceback onto it."""
+    return type(failure)(*failure.args)
+
+
+class Streams(Base):
+    """``watch_*`` over the engine's user stream, and the order sides this process knows."""
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
-        super().__init__(config or {})
-        #: the engine: one pool, TLS context and limiter for every fetch and the stream
-        self._engine: Session | None = None
-        self._stream: AccountStream | None = None
-        self._changed: asyncio.Condition | None = None
-        self._versions: dict[str, Counter[Any]] = {
-            "orders": Counter(),
-            "positions": Counter(),
-            "balance": Counter(),
-        }
-        self._seen: dict[tuple[str, Any], int] = {}
-        self._dirty: dict[tuple[str, Any], set[str]] = {}
-        self._failure: Exception | None = None
-        self._symbols = SymbolMap(self.safe_dict(self.options, "markets", {}))
+        super().__init__(config)
+        self._run: _Run | None = None
+        #: order id -> side, for the orders this process placed (the stream has no side)
+        self._placed: OrderedDict[str, str] = OrderedDict()
         self.orders: Any = None
         self.positions: Any = None
+        self.myTrades: Any = None
 
-    # -- markets (offline) --------------------------------------------------------------
+    def _plugins(self) -> dict[str, object]:
+        return {"ccxt-feed": _Feed(self)}
 
-    async def fetch_markets(self, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Markets from the user's ``markets`` option and every ticker seen so far:
-        linear perpetuals settled in their quote (``XRP/USDT:USDT``, contract size 1)."""
-        return [self._market(ticker, symbol) for ticker, symbol in self._symbols.known.items()]
-
-    def _market(self, ticker: str, symbol: str) -> dict[str, Any]:
-        base, _, rest = symbol.partition("/")
-        quote, _, settle = rest.partition(":")
-        return self.safe_market_structure(  # type: ignore[no-any-return]
-            {
-                "id": ticker,
-                "symbol": symbol,
-                "base": base,
-                "quote": quote,
-                "settle": settle or quote,
-                "baseId": base,
-                "quoteId": quote,
-                "settleId": settle or quote,
-                "type": "swap",
-                "spot": False,
-                "margin": False,
-                "swap": True,
-                "future": False,
-                "option": False,
-                "active": True,
-                "contract": True,
-                "linear": True,
-                "inverse": False,
-                "contractSize": self.parse_number("1"),
-                "info": {},
-            }
-        )
-
-    def _ticker(self, symbol: str) -> str:
-        return self._symbols.ticker(symbol)
-
-    # -- REST snapshots -------------------------------------------------------------------
-
-    def _config(self) -> AccountConfig:
-        """The account, from the credentials, the URLs and the options."""
-        self.check_required_credentials()
-        try:
-            return AccountConfig(
-                self.safe_string(self.options, "account", "bitmusa"),
-                Credentials(self.apiKey, self.secret),
-                self.safe_string(self.urls["api"], "rest", bm_rest.DEFAULT_REST_URL),
-                self.safe_string(self.urls["api"], "ws", DEFAULT_WS_URL),
-                insecure=bool(self.safe_bool(self.options, "insecure", False)),
-            )
-        except InsecureURLError as exc:
-            raise ExchangeError(f"bitmusa {exc}") from None
-
-    def _session(self) -> Session:
-        """The engine, started at first use (a fetch or a watch)."""
-        if self._engine is None:
-            timing = lc.Timing(
-                keepalive_interval=self.safe_number(self.options, "keepaliveInterval", 1800.0),
-                rotate_after=self.safe_number(self.options, "rotateAfter", 85800.0),
-            )
-            timing = lc.replace_timing(timing, self.safe_dict(self.options, "timing", {}))
-            beat = self.safe_list(self.options, "heartbeat")
-            self._engine = Session(
-                {"ccxt-feed": _Feed(self)},
-                command="ccxt",
-                limiter=_shared_limiter(),
-                markets=self.safe_dict(self.options, "markets", {}),
-                timing=timing,
-                heartbeat=Heartbeat(float(beat[0]), float(beat[1])) if beat else None,
-                keep_listen_key=bool(self.safe_bool(self.options, "keepListenKey", False)),
-                resync=bool(self.safe_bool(self.options, "resync", True)),
-                rest_timeout=self.timeout / 1000,
-            )
-            self._symbols = self._engine.pipeline.symbols  # tickers seen become markets
-            self._engine.start()
-        return self._engine
-
-    async def _get(self, what: str, **kwargs: Any) -> list[dict[str, Any]]:
-        client = self._session().account_client(self._config())
-        try:
-            records: list[dict[str, Any]] = await getattr(client, what)(**kwargs)
-            return records
-        except BitmusaError as exc:
-            raise ccxt_error(exc) from None
-
-    async def fetch_balance(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """GET /future/wallet: free = available, used = wallet - available."""
-        records = await self._get("wallet")
-        assets = dict(build.asset(wire.rest_wallet_fields(record)) for record in records)
-        balance: dict[str, Any] = dict(build.balance(assets, records, None))
-        return balance
-
-    async def fetch_positions(
-        self, symbols: list[str] | None = None, params: dict[str, Any] | None = None
-    ) -> list[dict[str, Any]]:
-        """GET /future/position, mapped like the stream's positions."""
-        records = await self._get("positions")
-        positions = []
-        for record in records:
-            fields = wire.rest_position_fields(record)
-            positions.append(dict(build.position(fields, None, self._symbols, record)))
-        return self.filter_by_array_positions(positions, "symbol", symbols)  # type: ignore[no-any-return]
-
-    async def fetch_open_orders(
-        self,
-        symbol: str | None = None,
-        since: int | None = None,
-        limit: int | None = None,
-        params: dict[str, Any] | None = None,
-    ) -> list[dict[str, Any]]:
-        """GET /future/order, mapped like the stream's orders."""
-        ticker = self._ticker(symbol) if symbol else None
-        records = await self._get("open_orders", ticker=ticker, size=limit or 500)
-        orders = [
-            dict(build.order(wire.rest_order_fields(record), None, self._symbols, record))
-            for record in records
-        ]
-        orders = self.sort_by(orders, "timestamp")
-        return self.filter_by_symbol_since_limit(orders, symbol, since, limit)  # type: ignore[no-any-return]
-
-    # -- streams ----------------------------------------------------------------------------
+    # -- the calls ---------------------------------------------------------------------------
 
     async def watch_balance(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
         await self._wait("balance", None)
-        return self.balance
+        balance: dict[str, Any] = self.balance
+        return balance
 
     async def watch_orders(
         self,
@@ -332,6 +140,21 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
         if self.newUpdates:
             limit = orders.getLimit(symbol, limit)
         return self.filter_by_symbol_since_limit(orders, symbol, since, limit, True)  # type: ignore[no-any-return]
+
+    async def watch_my_trades(
+        self,
+        symbol: str | None = None,
+        since: int | None = None,
+        limit: int | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The account's fills, one trade each (``on_trade``): live from the order stream,
+        and recovered from the trade history after a gap; ids ``"<order>:<filled>"``."""
+        await self._wait("myTrades", None if symbol is None else (symbol,))
+        trades = self.myTrades
+        if self.newUpdates:
+            limit = trades.getLimit(symbol, limit)
+        return self.filter_by_symbol_since_limit(trades, symbol, since, limit, True)  # type: ignore[no-any-return]
 
     async def watch_positions(
         self,
@@ -348,85 +171,127 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
         return self.filter_by_symbols_since_limit(positions, symbols, since, limit, True)  # type: ignore[no-any-return]
 
     async def close(self) -> None:
-        """Stop the stream (DELETE the listenKey unless ``keepListenKey``), then ccxt's."""
-        if self._engine is not None:
-            await self._engine.aclose()
-        self._engine = self._stream = None
+        """End the stream: calls waiting raise ``ExchangeClosedByUser``; the next call
+        starts a new stream."""
+        run, self._run = self._run, None
+        if run is not None and run.failure is None:
+            run.failure = ExchangeClosedByUser("bitmusa: close() was called")
+            self._notify(run)
         await super().close()
 
-    # -- the engine -------------------------------------------------------------------------
+    # -- the engine --------------------------------------------------------------------------
 
-    def _start(self) -> None:
-        if self._failure is not None:
-            raise self._failure
-        if self._stream is not None:
-            return
+    def _start(self) -> _Run:
+        """The stream's run, started at the first call; raises how it ended, if it has."""
+        run = self._run
+        if run is not None:
+            if run.failure is not None:
+                raise _fresh(run.failure)
+            return run
         config = self._config()
-        self._changed = asyncio.Condition()
-        self.orders = ArrayCacheBySymbolById(self.safe_integer(self.options, "ordersLimit", 1000))
-        self.positions = PositionsCache()
         session = self._session()
-        self._stream = session.add(config)
-        session.finished(config.label).add_done_callback(self._finished)
+        run = self._run = _Run()
+        self.orders = ArrayCacheBySymbolById(self.safe_integer(self.options, "ordersLimit", 1000))
+        self.myTrades = ArrayCacheBySymbolById(self.safe_integer(self.options, "tradesLimit", 1000))
+        self.positions = PositionsCache()
+        run.stream = session.add(config)
+        session.finished(config.label).add_done_callback(functools.partial(self._finished, run))
+        return run
 
-    def _finished(self, task: asyncio.Task[lc.Finish]) -> None:
-        if task.cancelled() or task.exception() is not None:
-            return  # a crash is logged by the session
-        result = task.result()
-        if result.failed:
-            stream = self._stream
-            last = stream.last_error if stream is not None else None
-            self._failure = (
-                ccxt_error(last) if last is not None else ExchangeError(f"bitmusa {result.reason}")
-            )
-            self._notify()
+    def _ensure_stream(self) -> None:
+        """Start the stream if it is not running (trading calls: the orders they place
+        reach ``watch_orders`` and ``fetch_order``); its failure is the watch calls' to
+        report, not the trading call's."""
+        if self._run is None:
+            self._start()
+
+    def _finished(self, run: _Run, task: asyncio.Task[lc.Finish]) -> None:
+        """The stream ended: every call waiting on this run, and every later one, raises
+        why (its ccxt class), instead of waiting for updates that will not come."""
+        if run.failure is not None:
+            return  # close() ended it
+        if task.cancelled():
+            run.failure = ExchangeClosedByUser("bitmusa: the stream was stopped")
+        elif task.exception() is not None:  # a bug of ours; the session logged it
+            run.failure = ExchangeError(f"bitmusa: the stream crashed ({task.exception()!r})")
+        elif task.result().failed:
+            run.failure = self._failure_of(run, task.result())
+        else:
+            run.failure = ExchangeClosedByUser("bitmusa: the stream was stopped")
+        self._notify(run)
+
+    def _failure_of(self, run: _Run, result: lc.Finish) -> Any:
+        """Why the stream failed, as the ccxt class a REST call would raise for it: the
+        last REST failure when that is what ended it (bad keys, a wrong path, no answer),
+        else the websocket's (a refused handshake: a wrong path; no answer past the
+        start-up window)."""
+        reason = result.reason
+        last = run.stream.last_error if run.stream is not None else None
+        if last is not None and reason.startswith((redact(last.message), last.message)):
+            code = f"{last.code} " if last.code is not None else ""
+            return ccxt_error(self, last, text=f"bitmusa {code}{reason}")
+        text = f"bitmusa {reason}"
+        if reason.startswith("internal"):
+            return ExchangeError(text)
+        if "start-up window" in reason:  # the machine's verdict on an unreachable server
+            return NetworkError(text)
+        return BadRequest(text)  # the websocket's path is wrong, or nothing speaks websocket
 
     async def _wait(self, kind: str, symbols: tuple[str, ...] | None) -> set[str]:
         """Return as soon as ``kind`` has updates this scope has not seen; the symbols
-        they concern."""
-        self._start()
+        they concern. Raises the stream's failure, at once or when it comes."""
+        run = self._start()
         scope = (kind, symbols)
-        self._dirty.setdefault(scope, set())
-        assert self._changed is not None
-        async with self._changed:
+        run.dirty.setdefault(scope, set())
+        async with run.changed:
             while True:
-                if self._failure is not None:
-                    raise self._failure
-                versions = self._versions[kind]
+                if run.failure is not None:
+                    raise _fresh(run.failure)
+                versions = run.versions[kind]
                 current = versions[None] if symbols is None else sum(versions[s] for s in symbols)
-                if current > self._seen.get(scope, 0):
-                    first = scope not in self._seen
-                    self._seen[scope] = current
-                    changed = self._dirty[scope]
-                    self._dirty[scope] = set()
+                if current > run.seen.get(scope, 0):
+                    first = scope not in run.seen
+                    run.seen[scope] = current
+                    changed = run.dirty[scope]
+                    run.dirty[scope] = set()
                     if first:  # everything so far is new to a first call
                         changed = {p["symbol"] for p in self.positions} | changed
                     return changed
-                await self._changed.wait()
+                await run.changed.wait()
 
     def _bump(self, kind: str, symbol: str | None) -> None:
-        versions = self._versions[kind]
+        run = self._run
+        if run is None:
+            return
+        versions = run.versions[kind]
         versions[None] += 1
         if symbol is not None:
             versions[symbol] += 1
-            for (scope_kind, scope), dirty in self._dirty.items():
+            for (scope_kind, scope), dirty in run.dirty.items():
                 if scope_kind == kind and (scope is None or symbol in scope):
                     dirty.add(symbol)
-        self._notify()
+        self._notify(run)
 
-    def _notify(self) -> None:
-        if self._changed is None:
-            return
-
+    def _notify(self, run: _Run) -> None:
         async def notify(condition: asyncio.Condition) -> None:
             async with condition:
                 condition.notify_all()
 
-        asyncio.get_running_loop().create_task(notify(self._changed))
+        asyncio.get_running_loop().create_task(notify(run.changed))
+
+    # -- the feed ----------------------------------------------------------------------------
 
     def _on_order(self, order: dict[str, Any]) -> None:
+        if order["side"] is None:
+            order["side"] = self._placed.get(order["id"])
         self.orders.append(order)
         self._bump("orders", order["symbol"])
+
+    def _on_trade(self, trade: dict[str, Any]) -> None:
+        if trade["side"] is None:
+            trade["side"] = self._placed.get(trade["order"])
+        self.myTrades.append(trade)
+        self._bump("myTrades", trade["symbol"])
 
     def _on_position(self, position: dict[str, Any]) -> None:
         self.positions.append(position)
@@ -442,3 +307,31 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
             state["status"],
             f" ({state['reason']})" if state.get("reason") else "",
         )
+
+    # -- what the stream does not say --------------------------------------------------------
+
+    def _cached_order(self, order_id: str) -> dict[str, Any] | None:
+        """The stream's latest state of ``order_id``, if this run has seen it."""
+        if self.orders is None:
+            return None
+        for order in self.orders:
+            if order["id"] == order_id:
+                return order  # type: ignore[no-any-return]
+        return None
+
+    def _learn(self, order_id: str, side: str) -> None:
+        """An order this process placed: its side, for the stream's orders and trades
+        (the order stream carries none). Told to the engine's fills too, unless the order
+        is finished already (the stream can beat the POST's answer)."""
+        self._placed[order_id] = side
+        if len(self._placed) > PLACED_SIDES:
+            self._placed.popitem(last=False)
+        cached = self._cached_order(order_id)
+        if cached is not None and cached["side"] is None:
+            cached["side"] = side  # the dicts a watch returned are these
+        for trade in self.myTrades or ():
+            if trade["order"] == order_id and trade["side"] is None:
+                trade["side"] = side
+        if self._engine is not None and (cached is None or cached["status"] == "open"):
+            self._engine.pipeline.mapper(self._label)  # the account's fills exist
+            self._engine.pipeline.fills[self._label].learn(order_id, side)
