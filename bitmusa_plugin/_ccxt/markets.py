@@ -336,8 +336,10 @@ class Markets(Base):
         count = bm_market.OHLCV_DEFAULT if limit is None else max(1, limit)
         duration = self.parse_timeframe(timeframe) * 1000
         if since is None:
+            # the last ``count`` buckets, the forming one included: a start ``count``
+            # durations ago would miss the oldest bucket's open, and cut the answer short
             end = self.milliseconds()
-            start = end - count * duration
+            start = (end // duration - count + 1) * duration
         else:
             start, end = since, since + count * duration
         query = bm_market.kline_request(

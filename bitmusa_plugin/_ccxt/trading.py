@@ -19,6 +19,7 @@ from typing import Any
 from ccxt.base.errors import (
     ArgumentsRequired,
     BadRequest,
+    BadSymbol,
     ExchangeNotAvailable,
     InvalidOrder,
     NetworkError,
@@ -111,6 +112,14 @@ class Trading(Streams):
         margin_mode, params = self.handle_margin_mode_and_params("createOrder", params, "isolated")
         if margin_mode not in ("isolated", "cross"):
             raise BadRequest(f"bitmusa marginMode {margin_mode!r}: 'isolated' or 'cross'")
+        for key in ("amount", "price"):
+            # a market named in options['markets'] that no list describes: rounding would
+            # be a guess, and an unrounded quantity a rejected (or wrong) order
+            if market["precision"].get(key) is None:
+                raise BadSymbol(
+                    f"bitmusa {symbol} has no {key} precision (no market list describes it): "
+                    "add it to options['fallbackMarkets'] or serve exchange-info"
+                )
         amount_text = self.amount_to_precision(symbol, amount)
         price_text = None
         if kind == "limit":

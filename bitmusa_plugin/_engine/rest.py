@@ -79,8 +79,12 @@ class BitmusaAuth(httpx.Auth):
         self._credentials = credentials
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self._credentials.auth_key}"
-        request.headers["x-api-key"] = self._credentials.api_key
+        # no keys (the public /api/health, asked without credentials): no headers at all;
+        # "Bearer " with nothing after it is not a legal header value
+        if self._credentials.auth_key:
+            request.headers["Authorization"] = f"Bearer {self._credentials.auth_key}"
+        if self._credentials.api_key:
+            request.headers["x-api-key"] = self._credentials.api_key
         yield request
 
     def __repr__(self) -> str:
