@@ -9,9 +9,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bitmusa_example_plugin import fill_message
 from bitmusa_plugin import AccountConfig, Credentials, Session, hookimpl, load_exchange
 from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
+
+
+def fill_message(order: Any, source: str) -> str | None:
+    """The handler: a line for an order that is done filling, else None."""
+    if order["status"] != "closed" or not order["filled"]:
+        return None
+    return f"[{source}] {order['symbol']} filled {order['filled']} @ {order['average']}"
 
 
 class ViaHooks:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,6 @@ from bitmusa_plugin.simulator import Simulator
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 CORPUS = TESTS / "corpus"
-sys.path.insert(0, str(TESTS))  # the ccxt oracle module
 
 
 def corpus_frames() -> list[str]:

@@ -61,8 +61,8 @@ def test_the_scaffold_is_typed_with_the_contract_and_says_how_to_install_it(
     assert '[tool.setuptools.package-data]\nmy_notifier = ["py.typed"]' in pyproject
     assert (root / "my_notifier" / "py.typed").is_file()
     plugin = (root / "my_notifier" / "__init__.py").read_text()
-    assert "from bitmusa_hookspecs import ErrorInfo, Event, Order, hookimpl" in plugin
-    assert "def on_order(order: Order, event: Event) -> None:" in plugin
+    assert "from bitmusa_hookspecs import ErrorInfo, Event, Trade, hookimpl" in plugin
+    assert "def on_trade(trade: Trade, event: Event) -> None:" in plugin
     assert "def on_error(error: ErrorInfo, event: Event | None) -> None:" in plugin
     assert "Any" not in plugin
     readme = (root / "README.md").read_text()
@@ -95,12 +95,12 @@ def test_the_scaffold_passes_mypy_strict_and_mypy_reads_the_contract(tmp_path: P
     checked = mypy_in_this_clone(root)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "Success: no issues found in 2 source files" in checked.stdout
-    # the hooks are typed, not Any: a misspelt key of the contract's Order is an error
+    # the hooks are typed, not Any: a misspelt key of the contract's Trade is an error
     module = root / "my_notifier" / "__init__.py"
-    module.write_text(module.read_text().replace("order['filled']}", "order['filed']}"))
+    module.write_text(module.read_text().replace("trade['amount']}", "trade['amont']}"))
     misspelt = mypy_in_this_clone(root)
     assert misspelt.returncode == 1, misspelt.stdout + misspelt.stderr
-    assert 'TypedDict "Order" has no key "filed"' in misspelt.stdout
+    assert 'TypedDict "Trade" has no key "amont"' in misspelt.stdout
 
 
 def test_next_steps_name_this_clone_and_its_wheels(tmp_path: Path) -> None:

@@ -108,8 +108,7 @@ class Rig:
         """Quiesce, stop, deliver everything queued, close the session (``on_shutdown``)."""
         # Quiesce first: a frame written while we close is in flight, neither delivered nor
         # lost to a fault, and would make the ground truth ambiguous.
-        self.sim.paused = True
-        await asyncio.sleep(0.15)
+        await self.quiesce()
         self.session.stop()
         try:
             result = await asyncio.wait_for(asyncio.shield(self.task), 5)
@@ -122,6 +121,23 @@ class Rig:
         await self.host.dispatcher.drain(5)
         await self.session.aclose()
         return result
+
+    async def quiesce(self, timeout: float = 2.0) -> None:
+        """Pause the exchange and wait until what it sent has been read (a frame written
+        as we close is in flight: neither delivered nor lost to a fault)."""
+        self.sim.paused = True
+        deadline = time.monotonic() + timeout
+
+        def caught_up() -> bool:
+            return len(self.recorder.data) >= len(self.sent_live())
+
+        while not caught_up() and time.monotonic() < deadline:  # noqa: ASYNC110 (polls)
+            await asyncio.sleep(0.01)
+
+    async def flowing(self, events: int = 10) -> None:
+        """Until ``events`` more live events have been delivered."""
+        target = len(self.recorder.data) + events
+        await wait_for(lambda: len(self.recorder.data) >= target)
 
     def sent_live(self) -> list[str]:
         """Ground truth: every good frame written to a live connection, as its data."""
@@ -185,20 +201,20 @@ async def test_drops_stalls_and_refusals_each_give_one_gap_and_lose_nothing(
 ) -> None:
     rig = await make_rig(sim)
     await wait_for(lambda: "connected" in rig.recorder.statuses())
-    await asyncio.sleep(0.3)
+    await rig.flowing(30)
     sim.drop(mid_frame=True)  # a reset in the middle of a frame
     await wait_for(lambda: rig.recorder.statuses().count("gap") == 1)
-    await asyncio.sleep(0.3)
+    await rig.flowing(30)
     sim.stall(1.5)  # silence: no data, no pongs, longer than the heartbeat allows
     await wait_for(lambda: rig.recorder.statuses().count("gap") == 2)
-    await asyncio.sleep(0.3)
+    await rig.flowing(30)
     sim.refuse(2)  # the next two handshakes are refused...
     sim.refuse(1, how="reset")  # ...and one is reset mid-handshake
     sim.drop()
     await wait_for(lambda: rig.recorder.statuses().count("gap") == 3)
-    await asyncio.sleep(0.3)
+    await rig.flowing(30)
     await sim.garbage(6)
-    await asyncio.sleep(0.2)
+    await wait_for(lambda: len([e for e in rig.recorder.errors if e["raw"]]) == 6)
     result = await rig.finish()
 
     assert result == lc.Finish(False, "stopped")
@@ -222,7 +238,7 @@ async def test_gap_is_reported_before_the_new_connections_first_event(sim: Simul
         await wait_for(lambda n=n: len(rig.recorder.data) > 20 * n)
         sim.drop()
         await wait_for(lambda n=n: rig.recorder.statuses().count("gap") == n)
-    await asyncio.sleep(0.2)
+    await rig.flowing()
     await rig.finish()
     timeline = rig.recorder.timeline  # states and events as one plugin saw them, in order
     for i, (kind, value) in enumerate(timeline):
@@ -446,32 +462,9 @@ async def test_an_outage_is_caught_up_by_resync_in_order_with_nothing_rolled_bac
     sim.drop()
     await asyncio.sleep(1.0)  # ...while trading goes on at the exchange
     sim.accept()
-    try:
-        await wait_for(lambda: "gap" in rig.recorder.statuses(), timeout=15)
-    except AssertionError:
-        policy = rig.stream.machine
-        print(
-            "statuses",
-            rig.recorder.statuses(),
-            "policy",
-            policy.phase,
-            policy._outage,
-            policy._reconnect_at,
-            policy._key_pending,
-            policy._create_at,
-            policy._conns,
-            policy.next_deadline(),
-            "rest",
-            sim.rest_calls[-6:],
-            "errors",
-            rig.recorder.errors[-3:],
-            "conns",
-            rig.stream._conns,
-        )
-        raise
-    await asyncio.sleep(0.3)  # live trading again for a while
-    sim.paused = True  # freeze the exchange, then compare
-    await asyncio.sleep(0.3)
+    await wait_for(lambda: "gap" in rig.recorder.statuses(), timeout=15)
+    await rig.flowing()  # live trading again for a while
+    await rig.quiesce()  # freeze the exchange, then compare
     await rig.host.dispatcher.drain(5)
     scenario = sim.account().scenario
     await rig.finish()
@@ -571,8 +564,7 @@ async def test_a_failed_resync_is_retried_on_the_live_connection_until_it_succee
     sim.fail_rest("503", 3, method="GET")  # ...and the snapshot fails when it ends
     sim.accept()
     await wait_for(lambda: rig.stream.machine.counters.resyncs == 2, timeout=10)
-    sim.paused = True
-    await asyncio.sleep(0.3)
+    await rig.quiesce()
     await rig.host.dispatcher.drain(5)
     scenario = sim.account().scenario
     stats = rig.stream.stats()
@@ -631,9 +623,8 @@ async def test_events_flow_while_the_snapshot_waits_for_the_shared_rest_allowanc
         sim, plugins={"keeper": keeper, "arrivals": arrivals}, limiter=limiter, timing=timing
     )
     await wait_for(lambda: rig.stream.machine.counters.resyncs == 1, timeout=10)
-    await asyncio.sleep(0.3)
-    sim.paused = True
-    await asyncio.sleep(0.3)
+    await rig.flowing()
+    await rig.quiesce()
     await rig.host.dispatcher.drain(5)
     scenario = sim.account().scenario
     await rig.finish()

@@ -56,16 +56,16 @@ TypedDicts, so mypy checks every key a hook reads.
 
 from __future__ import annotations
 
-from bitmusa_hookspecs import ErrorInfo, Event, Order, hookimpl
+from bitmusa_hookspecs import ErrorInfo, Event, Trade, hookimpl
 
 #: The fills this plugin has seen, newest last (replace with what your plugin does).
 FILLS: list[str] = []
 
 
 @hookimpl
-def on_order(order: Order, event: Event) -> None:
-    if order["status"] == "closed" and order["filled"]:
-        FILLS.append(f"{{event['account']}} {{order['symbol']}} {{order['filled']}}")
+def on_trade(trade: Trade, event: Event) -> None:
+    # one call per fill, never for a snapshot: nothing is announced twice
+    FILLS.append(f"{{event['account']}} {{trade['symbol']}} {{trade['side']}} {{trade['amount']}}")
 
 
 @hookimpl
@@ -76,6 +76,8 @@ def on_error(error: ErrorInfo, event: Event | None) -> None:
 # The other hooks and their types (all importable from bitmusa_hookspecs):
 #
 #     def on_wallet(balance: Balance, event: Event) -> None
+#     def on_order(order: Order, event: Event) -> None   # also snapshots: event["stream"]
+#                                                       # == "resync" after a start or a gap
 #     def on_position(position: Position, event: Event) -> None
 #     def on_stream_state(state: StreamState) -> None  # state["status"] == "gap": resync
 #     def on_startup(context: Context) -> None
@@ -96,18 +98,19 @@ import {package} as plugin
 from bitmusa_plugin.testing import order_frame, replay
 
 
-def test_a_fill_is_recorded() -> None:
+def test_each_fill_is_recorded_once() -> None:
     result = replay(
         plugin,
         [
             order_frame("F1", status="TRADING"),
+            order_frame("F1", status="PARTIAL", filled="4", value="2"),
             order_frame("F1", status="FILLED", filled="10", value="5"),
         ],
         account="main",
     )
     assert result.errors == []
-    assert [o["status"] for o in result.orders] == ["open", "closed"]
-    assert plugin.FILLS == ["main XRP/USDT:USDT 10.0"]
+    assert [o["status"] for o in result.orders] == ["open", "open", "closed"]
+    assert plugin.FILLS == ["main XRP/USDT:USDT buy 4.0", "main XRP/USDT:USDT buy 6.0"]
 """
 
 README = """\

@@ -26,7 +26,8 @@ def on_wallet(balance: Balance, event: Event) -> None:
     ``balance`` is the whole futures account balance in ccxt's unified shape *after*
     this update: cumulative across every asset seen since the stream started, not only
     the asset in this frame. ``total`` is ``free + used``, computed exactly.
-    ``balance["info"]`` is this frame's raw ``data``.
+    ``balance["info"]`` is this frame's raw ``data``. At start-up and after every gap the
+    REST snapshot's wallet arrives here too, with ``event["stream"] == "resync"``.
 
     Example::
 
@@ -43,6 +44,12 @@ def on_order(order: Order, event: Event) -> None:
     ``order`` is a ccxt unified order (``status`` ``open``/``closed``/``canceled``,
     ``filled``, ``remaining``, ``average``, ...), derived exactly as ccxt's
     ``safe_order`` would. ``order["info"]`` is the raw ``data``.
+
+    It also fires for **snapshots**: at start-up and after every gap, each open order the
+    REST snapshot shows (and each order that is gone since) arrives here with
+    ``event["stream"] == "resync"``. An order is a state: a snapshot of a partly filled
+    order is not a new fill. To announce fills, implement :func:`on_trade`, which fires
+    once per fill and never for a snapshot.
 
     Example::
 
@@ -80,7 +87,10 @@ def on_position(position: Position, event: Event) -> None:
 
     ``position`` is a ccxt unified position. A position closed by the user, by
     liquidation, by take-profit or by stop-loss arrives with ``contracts == 0`` and
-    ``notional == 0``; the reason stays in ``position["info"]["status"]``.
+    ``notional == 0``; the reason stays in ``position["info"]["status"]``. Like
+    :func:`on_order`, it also fires for snapshots (``event["stream"] == "resync"``): a
+    position that went flat while the stream was down arrives so, with
+    ``position["info"]["resync"]`` saying why.
 
     Example::
 
