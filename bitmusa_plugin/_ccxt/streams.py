@@ -17,6 +17,7 @@ Better than ccxt.pro's own user streams, on purpose:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections import Counter, OrderedDict
@@ -98,6 +99,9 @@ class _Run:
         self.stream: AccountStream | None = None
         #: set once: every waiting and later call raises (a fresh copy of) it
         self.failure: Exception | None = None
+        #: set when the websocket first connected (or the run ended): from then on, what
+        #: an order does reaches this run's stream
+        self.connected = asyncio.Event()
 
 
 def _fresh(failure: Exception) -> Exception:
@@ -198,16 +202,25 @@ class Streams(Base):
         session.finished(config.label).add_done_callback(functools.partial(self._finished, run))
         return run
 
-    def _ensure_stream(self) -> None:
-        """Start the stream if it is not running (trading calls: the orders they place
-        reach ``watch_orders`` and ``fetch_order``); its failure is the watch calls' to
-        report, not the trading call's."""
-        if self._run is None:
-            self._start()
+    async def _ensure_stream(self) -> None:
+        """Start the stream if it is not running, and wait (once per run, at most
+        ``options['startupWindow']``) for its first connection: an order placed before it
+        would fill unseen (a start-up snapshot is a state, not fills), and its trades
+        would never reach ``watch_my_trades``. Its failure is the watch calls' to report,
+        not the trading call's: the order goes out anyway."""
+        try:
+            run = self._run if self._run is not None else self._start()
+        except Exception:
+            return
+        if not run.connected.is_set():
+            window = self.safe_number(self.options, "startupWindow", 30.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.connected.wait(), window)
 
     def _finished(self, run: _Run, task: asyncio.Task[lc.Finish]) -> None:
         """The stream ended: every call waiting on this run, and every later one, raises
         why (its ccxt class), instead of waiting for updates that will not come."""
+        run.connected.set()  # nobody waits for a connection that will not come
         if run.failure is not None:
             return  # close() ended it
         if task.cancelled():
@@ -302,6 +315,8 @@ class Streams(Base):
         self._bump("balance", None)
 
     def _on_state(self, state: dict[str, Any]) -> None:
+        if state["status"] == "connected" and self._run is not None:
+            self._run.connected.set()
         log.info(
             "bitmusa stream %s%s",
             state["status"],

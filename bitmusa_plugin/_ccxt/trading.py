@@ -145,7 +145,7 @@ class Trading(Streams):
         )
         body = self.extend(body, self.omit(params, list(UNIFIED_ORDER_PARAMS)))
         client = self._client()
-        self._ensure_stream()
+        await self._ensure_stream()
         try:
             order_id = await client.create_order(body)
         except NotSentError as exc:
@@ -242,7 +242,9 @@ class Trading(Streams):
         if seen is None:
             return order
         known = {k: v for k, v in seen.items() if v is not None and k != "info"}
-        return self.extend(order, known, {"info": seen["info"]})  # type: ignore[no-any-return]
+        # the call's own answer (and the order's request) stays; the stream's event beside it
+        info = {**order["info"], "stream": seen["info"]}
+        return self.extend(order, known, {"info": info})  # type: ignore[no-any-return]
 
     async def cancel_order(
         self, id: str, symbol: str | None = None, params: dict[str, Any] | None = None
@@ -321,7 +323,17 @@ class Trading(Streams):
         positions = []
         for record in records:
             fields = wire.rest_position_fields(record)
-            positions.append(dict(build.position(fields, None, self._symbols, record)))
+            position = dict(build.position(fields, None, self._symbols, record))
+            # what REST says and the stream does not (TRADING.md §3): the margins, and the
+            # mark price where the record carries one
+            for key, field in (
+                ("markPrice", "mark_price"),
+                ("maintenanceMargin", "maintenance_margin"),
+                ("collateral", "position_margin"),
+            ):
+                if position.get(key) is None:
+                    position[key] = self.safe_number(record, field)
+            positions.append(position)
         return self.filter_by_array_positions(positions, "symbol", symbols)  # type: ignore[no-any-return]
 
     async def close_position(
