@@ -28,6 +28,7 @@ from ccxt.base.errors import BadRequest, ExchangeClosedByUser, ExchangeError, Ne
 
 from bitmusa_hookspecs import hookimpl
 from bitmusa_plugin._core import machine as lc
+from bitmusa_plugin._engine.aio import within
 from bitmusa_plugin._engine.secrets import redact
 from bitmusa_plugin._engine.stream import AccountStream
 
@@ -215,7 +216,7 @@ class Streams(Base):
         if not run.connected.is_set():
             window = self.safe_number(self.options, "startupWindow", 30.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(run.connected.wait(), window)
+                await within(run.connected.wait(), window)
 
     def _finished(self, run: _Run, task: asyncio.Task[lc.Finish]) -> None:
         """The stream ended: every call waiting on this run, and every later one, raises
