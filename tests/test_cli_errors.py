@@ -205,6 +205,15 @@ CASES = [
     case(
         "listen",
         "--config",
+        "{tmp}/typo.toml",
+        env=CREDENTIALS,
+        status=USAGE,
+        message=r"typo\.toml: account 1: unknown key 'rest_ulr' \(did you mean 'rest_url'\?\); "
+        r"an entry may hold label, .*: see docs/configuration\.md",
+    ),
+    case(
+        "listen",
+        "--config",
         "{tmp}/plain.toml",
         env=CREDENTIALS,
         status=USAGE,
@@ -508,6 +517,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "broken.toml": "[[accounts]\n",
         "htp.toml": "[[accounts]]\nlabel = 'main'\napi_key_env = 'BITMUSA_API_KEY'\n"
         "auth_key_env = 'BITMUSA_AUTH_KEY'\nrest_url = 'htp://127.0.0.1:1/api/v2'\n",
+        "typo.toml": "[[accounts]]\nlabel = 'main'\napi_key_env = 'BITMUSA_API_KEY'\n"
+        "auth_key_env = 'BITMUSA_AUTH_KEY'\nrest_ulr = 'http://127.0.0.1:1/api/v2'\n",
         "plain.toml": "[[accounts]]\nlabel = 'main'\napi_key_env = 'BITMUSA_API_KEY'\n"
         "auth_key_env = 'BITMUSA_AUTH_KEY'\nws_url = 'ws://example.com'\n",
     }
