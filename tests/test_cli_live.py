@@ -147,7 +147,8 @@ async def test_listen_with_bad_credentials_exits_non_zero_at_once(sim: Simulator
     code, out, err, _ = await run_cli("listen", *urls(sim), "--output", "none", env=env, timeout=10)
     assert code == 4
     assert "account 'default' failed" in err
-    assert "1001 (API KEY NOT FOUND)" in err
+    assert "1001 (API KEY NOT FOUND): check the API key (x-api-key) and the auth key" in err
+    assert len(err.strip().splitlines()) == 1  # one line: what failed, and what to do
     assert sim.rest_calls == [("POST", 1001)]  # no retry loop
     assert "not-a-real-key" not in err + out
     assert "not-a-real-auth" not in err + out

@@ -13,6 +13,7 @@ from typing import Any
 import ccxt
 import pytest
 
+import bitmusa_plugin
 from bitmusa_plugin._ccxt import EXCEPTIONS
 from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
 from ccxt_reference import make_exchange
@@ -68,6 +69,24 @@ async def test_the_engines_own_refusals_map_too(sim: Simulator, exchange: Any) -
         await exchange.cancel_order("F1700000000000123")
     with pytest.raises(ccxt.BadRequest, match="bitmusa 3005"):
         await _raw_leverage(exchange, 300)
+
+
+async def test_a_refusal_whose_code_says_little_gets_what_to_do(
+    sim: Simulator, exchange: Any
+) -> None:
+    await exchange.create_order(BTC, "limit", "buy", 0.001, 90000)  # rests: an open order
+    with pytest.raises(ccxt.OperationRejected, match=r"bitmusa 1013 .*close them"):
+        await exchange.set_position_mode(True, BTC)
+    assert sim.engine().modes.get("BTCUSDT", "ONEWAY") == "ONEWAY"
+
+
+@pytest.mark.parametrize("amount", [-0.001, 0, "abc", None])
+async def test_an_amount_that_is_not_positive_is_refused_before_sending(
+    sim: Simulator, exchange: Any, amount: Any
+) -> None:
+    with pytest.raises(ccxt.InvalidOrder, match="a positive number"):
+        await exchange.create_order(BTC, "limit", "buy", amount, 90000)
+    assert order_posts(sim) == 0
 
 
 async def _raw_leverage(exchange: Any, leverage: int) -> Any:
@@ -192,3 +211,14 @@ def test_the_exceptions_table_is_ccxts_convention() -> None:
     assert all(issubclass(c, ccxt.BaseError) for c in EXCEPTIONS["exact"].values())
     assert EXCEPTIONS["exact"]["1011"] is ccxt.RateLimitExceeded
     assert EXCEPTIONS["broad"]["INSUFFICIENT BALANCE"] is ccxt.InsufficientFunds
+
+
+async def test_sandbox_mode_says_there_is_none_and_what_to_use() -> None:
+    exchange = bitmusa_plugin.load_exchange("bitmusa", {"apiKey": "k", "secret": "s"})
+    try:
+        with pytest.raises(ccxt.NotSupported, match="bitmusa-plugin simulate"):
+            exchange.set_sandbox_mode(True)
+        exchange.set_sandbox_mode(False)  # turning it off is fine
+        assert not exchange.isSandboxModeEnabled
+    finally:
+        await exchange.close()

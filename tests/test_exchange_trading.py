@@ -316,6 +316,12 @@ async def test_leverage_and_position_mode(sim: Simulator, exchange: Any) -> None
     assert engine.leverages["BTCUSDT"]["ONEWAY"] == 20
     with pytest.raises(ccxt.BadRequest, match="1 to 125"):
         await exchange.set_leverage(126, BTC)
+    for wrong in (2.5, "ten", None):
+        with pytest.raises(ccxt.BadRequest, match="a whole number"):
+            await exchange.set_leverage(wrong, BTC)
+    await exchange.set_leverage("8", BTC)  # as a string, as config files give it
+    assert engine.leverages["BTCUSDT"]["ONEWAY"] == 8
+    await exchange.set_leverage(20, BTC)
     with pytest.raises(ccxt.ArgumentsRequired):
         await exchange.set_leverage(5)
 

@@ -89,6 +89,13 @@ EXCEPTIONS: dict[str, Any] = {
 }
 
 
+#: What to do, for refusals whose message does not say it (context, code).
+HINTS = {
+    ("setPositionMode", "1013"): "a market with an open position or order keeps its mode: "
+    "close them (cancel_all_orders, close_position) first",
+}
+
+
 def text_of(exc: bm.BitmusaError) -> str:
     """``bitmusa <code> <what failed>``: the code first, as ccxt's messages carry it."""
     return f"bitmusa {exc.code} {exc.message}" if exc.code is not None else f"bitmusa {exc.message}"
@@ -101,6 +108,9 @@ def raise_for(
     ``exchange.exceptions`` (``context``'s refinement, e.g. ``createOrder``, first) with
     ccxt's own matchers, else ``ExchangeError``."""
     text = text or text_of(exc)
+    hint = HINTS.get((context or "", str(exc.code)))
+    if hint is not None:
+        text = f"{text}: {hint}"
     if isinstance(exc, bm.MisconfiguredError):
         raise BadRequest(text)
     if isinstance(exc, TimedOutError):

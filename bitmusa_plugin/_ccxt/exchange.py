@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ccxt.base.decimal_to_precision import TICK_SIZE
+from ccxt.base.errors import NotSupported
 
 from bitmusa_plugin._core import market as bm_market
 from bitmusa_plugin._engine import rest as bm_rest
@@ -134,6 +135,16 @@ class bitmusa(Trading, Markets):  # ccxt names its classes by exchange id
                 },
             },
         )
+
+    def set_sandbox_mode(self, enabled: bool) -> None:
+        """Bitmusa has no testnet. ccxt's own version would clone a missing URL
+        (``TypeError``); a bot that asks for a sandbox gets a reason and a way instead."""
+        if enabled:
+            raise NotSupported(
+                "bitmusa has no sandbox: run `bitmusa-plugin simulate` and point "
+                "urls['api'] at the simulator it prints (docs/ccxt.md)"
+            )
+        self.isSandboxModeEnabled = False
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)

@@ -120,6 +120,12 @@ class Trading(Streams):
                     f"bitmusa {symbol} has no {key} precision (no market list describes it): "
                     "add it to options['fallbackMarkets'] or serve exchange-info"
                 )
+        try:
+            positive = float(amount) > 0
+        except (TypeError, ValueError):
+            positive = False
+        if not positive:
+            raise InvalidOrder(f"bitmusa create_order amount {amount!r}: a positive number")
         amount_text = self.amount_to_precision(symbol, amount)
         price_text = None
         if kind == "limit":
@@ -373,8 +379,12 @@ class Trading(Streams):
         if symbol is None:
             raise ArgumentsRequired("bitmusa set_leverage needs a symbol (it is per market)")
         low, high = bm_market.LEVERAGE_RANGE
-        if leverage != int(leverage) or not low <= leverage <= high:
-            raise BadRequest(f"bitmusa leverage {leverage}: a whole number from {low} to {high}")
+        try:
+            number = float(leverage)  # ccxt callers pass 8, 8.0 or "8"
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not (low <= number <= high and number == int(number)):
+            raise BadRequest(f"bitmusa leverage {leverage!r}: a whole number from {low} to {high}")
         kinds = {None: 0, "long": 1, "short": 2}
         side = self.safe_string_lower(params or {}, "side")
         if side not in kinds:
@@ -383,7 +393,7 @@ class Trading(Streams):
         market = self.market(symbol)
         client = self._client()
         return await self._rest(
-            client.set_leverage(market["id"], int(leverage), kinds[side]), "setLeverage"
+            client.set_leverage(market["id"], int(number), kinds[side]), "setLeverage"
         )
 
     async def fetch_leverage(self, symbol: str, params: dict[str, Any] | None = None) -> Any:
