@@ -368,6 +368,23 @@ CASES = [
         status=USAGE,
         message=r"cannot create .*secret\.toml/fine: .*: give --directory a directory you can",
     ),
+    case(
+        "new-plugin",
+        "pytest",
+        "--directory",
+        "{tmp}",
+        status=USAGE,
+        message=r"invalid plugin name 'pytest': its module 'pytest' is installed already, .*: "
+        r"choose another name, like bitmusa-pytest-plugin",
+    ),
+    case(
+        "new-plugin",
+        "bitmusa-plugin",
+        "--directory",
+        "{tmp}",
+        status=USAGE,
+        message=r"invalid plugin name 'bitmusa-plugin': its module 'bitmusa_plugin' is installed",
+    ),
     case("new-plugin", "quiet", "--directory", "{tmp}", stdout="closed", status=0, message=None),
     # -- worker
     case("worker", status=USAGE, message=r"the following arguments are required: --redis: see"),
