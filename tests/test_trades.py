@@ -235,6 +235,78 @@ def test_the_recovered_state_is_where_live_fills_continue() -> None:
     assert fills.known("F2") is None
 
 
+def test_an_order_delivered_closed_before_the_gap_brings_no_trade_from_its_history() -> None:
+    """The gap's history starts a little before the gap: an order that filled and closed
+    live just before it is in that history, and must not be traded again."""
+    mapper = Mapper("a")
+    ledger = resync.Ledger()
+    fills = Fills(mapper.symbols)
+    closed = mapped_order(mapper, order_id="F9", ticker="BTCUSDT", amount="0.5", price="100",
+                          status="COMPLETED", filled="0.5", value="50")  # fmt: skip
+    (live,) = fills.on_order(closed, 1)
+    ledger.record("on_order", closed)
+    assert fills.on_order(closed, 2) == []  # a repeated final frame: nothing again
+    plan = resync.plan(ledger, mapper.assets, mapper.symbols, wallet=[], positions=[],
+                       orders=[], held=set())  # fmt: skip
+    plan = resync.plan_fills(plan, ledger, fills, [history("F9", "0.5", "50", 1)])
+    assert [d for d in plan.deliveries if d.hook == "on_trade"] == []
+    assert live["id"] == "F9:0.5"
+
+
+def test_an_order_recovered_from_the_history_is_not_traded_again_by_its_held_frame() -> None:
+    """Placed and filled while the snapshot was in flight: the history brings its fill,
+    then its held live frame shows the same cumulative fill, which is no new trade."""
+    mapper = Mapper("a")
+    ledger = resync.Ledger()
+    fills = Fills(mapper.symbols)
+    plan = resync.plan(ledger, mapper.assets, mapper.symbols, wallet=[], positions=[],
+                       orders=[], held=set())  # fmt: skip
+    plan = resync.plan_fills(plan, ledger, fills, [history("F7", "0.3", "30", 1)])
+    assert [d.obj["id"] for d in plan.deliveries if d.hook == "on_trade"] == ["F7:0.3"]
+    resync.apply(plan, ledger, mapper, fills)
+    held = mapped_order(mapper, order_id="F7", ticker="BTCUSDT", amount="0.5", price="100",
+                        status="PARTIAL", filled="0.3", value="30")  # fmt: skip
+    assert fills.on_order(held, 2) == []
+    more = mapped_order(mapper, order_id="F7", ticker="BTCUSDT", amount="0.5", price="100",
+                        status="COMPLETED", filled="0.5", value="50")  # fmt: skip
+    (trade,) = fills.on_order(more, 3)
+    assert (trade["id"], trade["amount"]) == ("F7:0.5", 0.2)
+
+
+def test_an_order_older_than_the_gap_is_counted_from_its_creation() -> None:
+    """0.004 filled (and delivered) long before the gap, 0.006 during it: the history is
+    fetched from the order's creation, so the gap's fill is 0.006 with id F5:0.01, not a
+    0.002 slice of it."""
+    mapper = Mapper("a")
+    ledger = resync.Ledger()
+    fills = Fills(mapper.symbols)
+    before = mapped_order(mapper, order_id="F5", ticker="BTCUSDT", amount="0.02", price="100",
+                          status="PARTIAL", filled="0.004", value="0.4",
+                          created_time=1_796_119_140_000)  # fmt: skip
+    fills.on_order(before, 1)
+    ledger.record("on_order", before)
+    snapshot = [rest_order("F5", "0.01", "1", amount="0.02")]
+    window = 1_796_119_240_000  # the gap began long after F5 was placed
+    start = resync.history_start(ledger, fills, mapper.symbols, snapshot, window)
+    assert start == 1_796_119_140_000
+    # vanished from the snapshot: counted from its creation too (the ledger kept it)
+    assert resync.history_start(ledger, fills, mapper.symbols, [], window) == 1_796_119_140_000
+    plan = resync.plan(ledger, mapper.assets, mapper.symbols, wallet=[], positions=[],
+                       orders=snapshot, held=set())  # fmt: skip
+    records = [history("F5", "0.004", "0.4", 1), history("F5", "0.006", "0.6", 2)]
+    plan = resync.plan_fills(plan, ledger, fills, records, window_start_ms=window)
+    trades = [(d.obj["id"], d.obj["amount"]) for d in plan.deliveries if d.hook == "on_trade"]
+    assert trades == [("F5:0.01", 0.006)]
+    assert plan.estimated == []
+    # the history cut by the page limit after F5's creation: its fills cannot be counted
+    plan = resync.plan(ledger, mapper.assets, mapper.symbols, wallet=[], positions=[],
+                       orders=snapshot, held=set())  # fmt: skip
+    plan = resync.plan_fills(plan, ledger, fills, records[1:], window_start_ms=window,
+                             complete_since_ms=1_796_119_190_000)  # fmt: skip
+    (estimate,) = [d.obj for d in plan.deliveries if d.hook == "on_trade"]
+    assert (estimate["id"], estimate["amount"], plan.estimated) == ("F5:0.01", 0.006, ["F5"])
+
+
 # -- trading against the simulator, with a gap ----------------------------------------------
 
 

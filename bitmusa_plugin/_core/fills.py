@@ -89,7 +89,7 @@ class Fills:
     """One account's fills: what each order has filled as far as the plugins know, and
     each order's side."""
 
-    __slots__ = ("_filled", "_seen", "_sides", "close_side", "symbols")
+    __slots__ = ("_done", "_filled", "_seen", "_sides", "close_side", "symbols")
 
     def __init__(self, symbols: SymbolMap, close_side: CloseSide = "trade") -> None:
         self.symbols = symbols
@@ -99,6 +99,9 @@ class Fills:
         #: order id -> the ``filled`` float behind ``_filled``: the hot path's equality test
         self._seen: dict[str, float] = {}
         self._sides: OrderedDict[str, str] = OrderedDict()
+        #: orders delivered closed or canceled (the newest MAX_FACTS): nothing fills them
+        #: again, so a gap's trade history or a repeated final frame brings no trade twice
+        self._done: OrderedDict[str, None] = OrderedDict()
 
     # -- what the stream does not say ----------------------------------------------------
 
@@ -130,6 +133,8 @@ class Fills:
         done = order["status"] in ("closed", "canceled")
         if not done and filled and self._seen.get(order_id) == filled:
             return []  # the fill already delivered (most updates fill nothing new)
+        if order_id in self._done:
+            return []  # its final state was delivered: every fill went out with it
         known = self._filled.get(order_id)
         trades: list[Trade] = []
         if filled:
@@ -143,7 +148,7 @@ class Fills:
                 self._filled[order_id] = new
                 self._seen[order_id] = filled
         if done:
-            self._forget(order_id)
+            self._forget(order_id, finished=True)
         return trades
 
     def _live(
@@ -192,14 +197,34 @@ class Fills:
             pair(order["cost"] or 0.0),
         )
 
-    def forget(self, order_id: str) -> None:
-        """The order is done (a resync found it gone)."""
-        self._forget(order_id)
+    def forget(self, order_id: str, *, finished: bool) -> None:
+        """The order is no longer open (a resync found it gone). ``finished``: it was
+        delivered closed or canceled, with all its fills."""
+        self._forget(order_id, finished=finished)
 
-    def _forget(self, order_id: str) -> None:
+    def finished(self, order_id: str) -> bool:
+        """Was the order delivered closed or canceled (recently: the newest MAX_FACTS)?"""
+        return order_id in self._done
+
+    def stand(self, order_id: str, filled: Pair, cost: Pair) -> None:
+        """The order's fills up to ``filled`` (``cost``) were delivered (recovered from the
+        history for an order no snapshot listed): its live frames bring only what is
+        beyond."""
+        if order_id in self._done:
+            return
+        self._filled[order_id] = (filled, cost)
+        self._seen.pop(order_id, None)
+
+    def _forget(self, order_id: str, *, finished: bool) -> None:
         self._filled.pop(order_id, None)
         self._seen.pop(order_id, None)
         self._sides.pop(order_id, None)
+        if finished:
+            done = self._done
+            done[order_id] = None
+            done.move_to_end(order_id)
+            if len(done) > MAX_FACTS:
+                done.popitem(last=False)
 
     def recover(
         self,

@@ -34,7 +34,7 @@ from bitmusa_plugin._core import build, wire
 from bitmusa_plugin._core.build import Asset
 from bitmusa_plugin._core.fills import Fills
 from bitmusa_plugin._core.mapping import Mapper
-from bitmusa_plugin._core.numbers import Reject, div, pair, sub, to_float
+from bitmusa_plugin._core.numbers import Pair, Reject, div, pair, sub, to_float, utc_timestamp
 from bitmusa_plugin._core.symbols import SymbolMap
 
 ORDER_FIELDS = (
@@ -87,13 +87,17 @@ class Ledger:
 
     orders: dict[str, Fields] = field(default_factory=dict)
     positions: dict[Key, Fields] = field(default_factory=dict)
+    #: each open order's creation time (ms, None when unknown): where its history begins
+    created: dict[str, int | None] = field(default_factory=dict)
 
     def record(self, hook: str, obj: Mapping[str, Any]) -> None:
         if hook == "on_order":
             if obj["status"] == "open":
                 self.orders[obj["id"]] = _order_fields(obj)
+                self.created[obj["id"]] = obj["timestamp"]
             else:
                 self.orders.pop(obj["id"], None)
+                self.created.pop(obj["id"], None)
         elif hook == "on_position":
             key = position_key(obj["symbol"], obj["side"], obj["hedged"])
             if obj["contracts"]:
@@ -135,6 +139,8 @@ class Plan:
     open_orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: orders with fills the trade history did not account for (an estimated trade each)
     estimated: list[str] = field(default_factory=list)
+    #: orders no snapshot listed whose fills were recovered: (filled, cost) delivered
+    stands: dict[str, tuple[Pair, Pair]] = field(default_factory=dict)
 
 
 def plan(
@@ -216,18 +222,67 @@ def plan(
     return result
 
 
+def history_start(
+    ledger: Ledger,
+    fills: Fills,
+    symbols: SymbolMap,
+    orders: list[dict[str, Any]],
+    window_start_ms: int,
+    *,
+    orders_complete: bool = True,
+) -> int:
+    """Where the gap's trade history must begin (ms): at ``window_start_ms`` (a little
+    before the gap), or earlier, at the creation of an order whose fills must be counted
+    from its first: an open order of the snapshot that filled beyond what was delivered,
+    and an order that vanished. A trade's id is its order's cumulative fill, which only
+    the order's whole history gives."""
+    start = window_start_ms
+    listed: set[str] = set()
+    for item in orders:
+        try:
+            order = build.order(wire.rest_order_fields(item), None, symbols, item)
+        except Reject:
+            continue
+        order_id = str(order["id"])
+        listed.add(order_id)
+        filled, created = order["filled"], order["timestamp"]
+        if not filled or created is None:
+            continue
+        known = fills.known(order_id)
+        if known is None or sub(pair(filled), known[0])[0] > 0:
+            start = min(start, created)
+    if orders_complete:
+        for order_id, created in ledger.created.items():
+            if order_id not in listed and created is not None:
+                start = min(start, created)
+    return start
+
+
 def plan_fills(
     result: Plan,
     ledger: Ledger,
     fills: Fills,
     history: list[dict[str, Any]] | None,
+    *,
+    window_start_ms: int | None = None,
+    complete_since_ms: int | None = None,
 ) -> Plan:
     """The plan with the trades of the fills a gap hid: recovered from ``history`` (the
-    trade-history records since the gap began; None when it could not be fetched), each
-    right after its order's delivery. Changes neither ``ledger`` nor ``fills``."""
+    trade-history records from :func:`history_start` on; None when it could not be
+    fetched), each right after its order's delivery. ``window_start_ms``: only orders with
+    a fill after it may be new to us (the rest of the history is there to count the
+    cumulative fills of the orders that need it). ``complete_since_ms``: the history is
+    known whole only from then (it hit the page limit); an order created before cannot be
+    counted from it, and is estimated. Changes neither ``ledger`` nor ``fills``."""
     records: dict[str, list[dict[str, Any]]] = {}
     for record in history or []:
         records.setdefault(str(record.get("order_id")), []).append(record)
+    if complete_since_ms is not None:
+        creations = {**ledger.created}
+        creations.update((i, o["timestamp"]) for i, o in result.open_orders.items())
+        for order_id, created in creations.items():
+            if created is None or created < complete_since_ms:
+                records.pop(order_id, None)  # its first fills may be cut: no count
     trades: dict[str, list[Delivery]] = {}
     deliveries = list(result.deliveries)
     vanished = set(result.vanished_orders)
@@ -264,11 +319,16 @@ def plan_fills(
             }
             deliveries[i] = Delivery("on_order", "order", done, done["info"])
             vanished.discard(order_id)
-    for order_id, rows in records.items():  # opened and done within the gap
+    for order_id, rows in records.items():  # opened (and maybe done) within the gap
         if order_id in trades or order_id in result.open_orders or order_id in ledger.orders:
             continue
+        if fills.finished(order_id):
+            continue  # delivered closed or canceled before the gap: every fill went out
+        if window_start_ms is not None and not any(_after(row, window_start_ms) for row in rows):
+            continue  # an order of the past, in the history only to count another's
         got = fills.recover(order_id, rows, target=None)
         trades[order_id] = [Delivery("on_trade", "trade", dict(t), t["info"]) for t in got.trades]
+        result.stands[order_id] = (got.filled, got.cost)
     ordered: list[Delivery] = []
     placed: set[str] = set()
     for delivery in deliveries:
@@ -298,8 +358,29 @@ def apply(result: Plan, ledger: Ledger, mapper: Mapper, fills: Fills | None = No
         if delivery.hook == "on_trade":
             fills.learn(delivery.obj["order"], delivery.obj["side"])
         elif delivery.hook == "on_order" and delivery.obj["status"] != "open":
-            fills.forget(str(delivery.obj["id"]))
+            status = delivery.obj["status"]
+            fills.forget(str(delivery.obj["id"]), finished=status in ("closed", "canceled"))
     if fills is not None:
         for order_id, order in result.open_orders.items():
             fills.learn(order_id, order["side"])
             fills.snapshot(order)
+        for order_id, (filled, cost) in result.stands.items():
+            fills.stand(order_id, filled, cost)
+
+
+def record_time(record: Mapping[str, Any]) -> int | None:
+    """A trade-history record's time (ms), or None when it cannot be read."""
+    try:
+        return utc_timestamp(record.get("transaction_time"), "transaction_time")
+    except Reject:
+        return None
+
+
+def _after(record: Mapping[str, Any], since_ms: int) -> bool:
+    """Is the history record's time at or after ``since_ms`` (an unreadable time: yes)?"""
+    when = record.get("transaction_time")
+    try:
+        stamp = utc_timestamp(when, "transaction_time")
+    except Reject:
+        return True
+    return stamp is None or stamp >= since_ms
