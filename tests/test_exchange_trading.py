@@ -261,6 +261,14 @@ async def test_orders_carry_reduce_only_post_only_and_triggers(
     assert placed.stop_loss is not None
     assert (order["takeProfitPrice"], order["stopLossPrice"]) == (105000.0, 95000.0)
     validate_order(exchange, order)
+    # a partial take-profit (ccxt's takeProfitAmount) cannot be expressed: refused, not sent
+    # for the whole amount
+    orders_before = len(engine.orders)
+    with pytest.raises(ccxt.NotSupported, match="'amount'"):
+        await exchange.create_order_with_take_profit_and_stop_loss(
+            BTC, "limit", "buy", 0.01, 90000, 110000, None, {"takeProfitAmount": 0.005}
+        )
+    assert len(engine.orders) == orders_before
     # a post-only order that would take is cancelled, never filled (docs/ccxt.md)
     crossing = await exchange.create_order(BTC, "limit", "buy", 0.001, 100500, {"postOnly": True})
     await until(

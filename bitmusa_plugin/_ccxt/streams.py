@@ -215,7 +215,7 @@ class Streams(Base):
             return
         if not run.connected.is_set():
             window = self.safe_number(self.options, "startupWindow", 30.0)
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):  # TimeoutError from 3.11 on
                 await within(run.connected.wait(), window)
 
     def _finished(self, run: _Run, task: asyncio.Task[lc.Finish]) -> None:

@@ -63,6 +63,8 @@ UNIFIED_ORDER_PARAMS = (
     "stopLoss",
 )
 #: how an order id embeds its creation time (TRADING.md §0, inferred)
+#: What a take-profit or stop-loss spec may hold (ccxt's names); anything else is refused
+_TRIGGER_KEYS = frozenset(("triggerPrice", "stopPrice", "price", "type", "priceType"))
 _ID_TIME = re.compile(r"^[A-Z](\d{13})")
 _DAY_MS = 86_400_000
 
@@ -209,6 +211,13 @@ class Trading(Streams):
             return None
         if not isinstance(spec, dict):
             spec = {"triggerPrice": spec}
+        unknown = sorted(set(spec) - _TRIGGER_KEYS)
+        if unknown:  # an amount above all: a partial take-profit sent whole is a loss
+            raise NotSupported(
+                f"bitmusa create_order: params['{name}'] {', '.join(map(repr, unknown))}: "
+                "Bitmusa's take-profit and stop-loss close the order's whole amount; they take "
+                "triggerPrice, price, type and priceType only"
+            )
         trigger = self.safe_string_2(spec, "triggerPrice", "stopPrice")
         if trigger is None:
             raise InvalidOrder(f"bitmusa create_order: params['{name}'] needs a triggerPrice")
