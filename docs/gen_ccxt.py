@@ -34,7 +34,9 @@ SUPPORTED = {
     "fetchPositions": "`GET /future/position`",
     "fetchOpenOrders": "`GET /future/order`",
     "fetchOrder": "open orders (REST), else the stream's cache, else `OrderNotFound`",
-    "fetchMyTrades": "`GET /future/trade/history`, page after page, with fee and role",
+    "fetchMyTrades": "`GET /future/trade/history`, page after page, with fee and role; "
+    "with `since`, read back (newest first) until `since` is reached, or an error saying "
+    "there are too many",
     "createOrder": "`POST /future/order`, sent once, never retried",
     "createLimitOrder": "`createOrder`",
     "createMarketOrder": "`createOrder`",

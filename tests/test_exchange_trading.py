@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -22,6 +23,8 @@ from ccxt.test.exchange.base.test_order import test_order as ccxt_order
 from ccxt.test.exchange.base.test_position import test_position as ccxt_position
 from ccxt.test.exchange.base.test_trade import test_trade as ccxt_trade
 
+from bitmusa_plugin._ccxt import trading as bm_trading
+from bitmusa_plugin._engine import rest as bm_rest
 from bitmusa_plugin.simulator import Simulator
 from bitmusa_plugin.simulator._engine import Engine
 from ccxt_reference import POSITION_SKIPPED, ccxt_test, check_leverage, make_exchange
@@ -358,3 +361,28 @@ async def test_the_first_order_waits_for_the_stream_so_its_fill_is_seen(sim: Sim
         ]
     finally:
         await exchange.close()
+
+
+async def test_fetch_my_trades_since_reads_back_past_a_full_answer(
+    sim: Simulator, exchange: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The history comes newest first, a limited number a call: the first trades after
+    ``since`` are behind a full answer, and must be read, not silently cut."""
+    engine = sim.engine()
+    for _ in range(7):
+        await exchange.create_order(BTC, "market", "buy", 0.001)
+    base = engine.fills[0].time // 1000 * 1000
+    # a second apart: the history's times are whole seconds
+    spread = [replace(f, time=base + i * 1000) for i, f in enumerate(engine.fills)]
+    engine.fills.clear()
+    engine.fills.extend(spread)
+    for module in (bm_rest, bm_trading):  # two records a call
+        monkeypatch.setattr(module, "HISTORY_PAGE", 2)
+        monkeypatch.setattr(module, "HISTORY_PAGES", 1)
+    got = await exchange.fetch_my_trades(BTC, since=base + 1000, limit=3)
+    assert [t["timestamp"] for t in got] == [base + 1000, base + 2000, base + 3000]
+    everything = await exchange.fetch_my_trades(BTC, since=base)
+    assert len(everything) == len({t["id"] for t in everything}) == 7
+    monkeypatch.setattr(bm_trading, "_HISTORY_ROUNDS", 2)
+    with pytest.raises(ccxt.ExchangeError, match="fills since"):
+        await exchange.fetch_my_trades(BTC, since=base)  # more than 2 calls' worth: said

@@ -20,6 +20,7 @@ from ccxt.base.errors import (
     ArgumentsRequired,
     BadRequest,
     BadSymbol,
+    ExchangeError,
     ExchangeNotAvailable,
     InvalidOrder,
     NetworkError,
@@ -34,7 +35,8 @@ from bitmusa_plugin._core import market as bm_market
 from bitmusa_plugin._core import orders as bm_orders
 from bitmusa_plugin._core.fills import history_trade, side_of
 from bitmusa_plugin._core.numbers import Reject
-from bitmusa_plugin._engine.rest import NotSentError, TimedOutError
+from bitmusa_plugin._core.resync import record_time
+from bitmusa_plugin._engine.rest import HISTORY_PAGE, HISTORY_PAGES, NotSentError, TimedOutError
 
 from .errors import raise_for, text_of
 from .streams import Streams
@@ -64,6 +66,8 @@ UNIFIED_ORDER_PARAMS = (
 )
 #: how an order id embeds its creation time (TRADING.md §0, inferred)
 #: What a take-profit or stop-loss spec may hold (ccxt's names); anything else is refused
+#: fetch_my_trades(since=...) walks back this many full answers at most
+_HISTORY_ROUNDS = 10
 _TRIGGER_KEYS = frozenset(("triggerPrice", "stopPrice", "price", "type", "priceType"))
 _ID_TIME = re.compile(r"^[A-Z](\d{13})")
 _DAY_MS = 86_400_000
@@ -483,10 +487,10 @@ class Trading(Streams):
             await self.load_markets()
             ticker = self.market(symbol)["id"]
         client = self._client()
-        # with ``since`` the first ``limit`` after it are wanted: fetch them all, then cut
-        records = await self._rest(
-            client.trade_history(ticker, since_ms=since, limit=limit if since is None else None)
-        )
+        if since is None:
+            records = await self._rest(client.trade_history(ticker, limit=limit))
+        else:
+            records = await self._history_since(client, ticker, since)
         close_side = self._close_side()
         trades = []
         for record in reversed(records):  # oldest first; the sort below keeps ties so
@@ -496,6 +500,32 @@ class Trading(Streams):
                 log.warning("bitmusa: a trade-history record skipped (%s)", exc.message)
         trades = self.sort_by(trades, "timestamp")
         return self.filter_by_symbol_since_limit(trades, symbol, since, limit, since is None)  # type: ignore[no-any-return]
+
+    async def _history_since(self, client: Any, ticker: str | None, since: int) -> list[Any]:
+        """Every record from ``since`` on (the first ``limit`` after it are wanted, and
+        the history comes newest first, ``HISTORY_PAGE * HISTORY_PAGES`` a call): when a
+        call comes back full, the next asks for what is not newer than its oldest record,
+        until ``since`` is reached; records seen twice (the shared second) count once.
+        Never a silently cut answer."""
+        full = HISTORY_PAGE * HISTORY_PAGES
+        records: dict[Any, Any] = {}
+        until: int | None = None
+        for _ in range(_HISTORY_ROUNDS):
+            batch = await self._rest(client.trade_history(ticker, since_ms=since, until_ms=until))
+            for record in batch:
+                records.setdefault(record.get("id") or id(record), record)
+            if len(batch) < full:
+                return list(records.values())
+            oldest = min((t for t in map(record_time, batch) if t is not None), default=None)
+            # the server wants an end after the start; the oldest second is read again
+            narrower = None if oldest is None else max(oldest, since + 1)
+            if narrower is None or narrower == until:
+                break  # a full answer within one second: the times cannot narrow it
+            until = narrower
+        raise ExchangeError(
+            f"bitmusa fetch_my_trades: more than {len(records)} fills since {since} "
+            "(the history is read newest first): ask for a later since, or one symbol"
+        )
 
     # -- helpers -----------------------------------------------------------------------------
 
