@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROJECTS := pyproject.toml hookspecs/pyproject.toml examples/bitmusa-example-plugin/pyproject.toml
 
-.PHONY: setup demo test lint typecheck unit docs bench fuzz soak audit redis clean
+.PHONY: setup demo test lint typecheck unit docs dist dist-test bench fuzz soak audit redis clean
 
 $(STAMP): $(PROJECTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -46,7 +47,23 @@ unit: $(STAMP) redis
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
-test: lint typecheck unit docs
+test: lint typecheck unit docs dist
+
+# The sdist and wheel of both packages (bitmusa-hookspecs, bitmusa-plugin) in dist/, each
+# wheel built from its sdist in an isolated environment, then checked by twine. Nothing is
+# uploaded. dist/ is emptied first, so it holds exactly this build.
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --quiet --outdir dist hookspecs
+	$(BIN)/python -m build --quiet --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
+# The wheels from `make dist`, installed into a fresh venv outside the clone: the CLI, a
+# replay, the simulator, and a scaffolded plugin's own tests and mypy --strict there. Over
+# a minute with the build, so `make test` leaves it out (pytest skips tests/test_dist.py
+# without BITMUSA_DIST_TEST=1). Needs the package index for the wheels' dependencies.
+dist-test: dist
+	BITMUSA_DIST_TEST=1 $(BIN)/pytest tests/test_dist.py
 
 # Coverage-guided fuzzing of decode + mapping (atheris, installed on demand): 2M inputs.
 FUZZ_RUNS ?= 2000000

@@ -30,9 +30,10 @@ from _sim_server import SimProcess, api_key, auth_key, until
 from websockets.asyncio.client import ClientConnection
 
 from bitmusa_hookspecs import hookimpl
+from bitmusa_plugin._engine.limiter import RateLimiter
 from bitmusa_plugin._engine.pipeline import Pipeline
 from bitmusa_plugin._engine.plugins import PluginRegistry
-from bitmusa_plugin._engine.rest import ListenKeyClient, RateLimiter, http_client
+from bitmusa_plugin._engine.rest import ListenKeyClient, http_client
 from bitmusa_plugin._engine.secrets import Credentials
 from bitmusa_plugin._engine.stream import AccountConfig, AccountStream
 
@@ -105,7 +106,7 @@ async def main(n: int, rate: tuple[int, int], idle: float) -> None:
             for i in range(n)
         ]
         tasks = [asyncio.get_running_loop().create_task(s.run()) for s in streams]
-        await until(lambda: sum(s.policy.counters.resyncs for s in streams) >= n)
+        await until(lambda: sum(s.machine.counters.resyncs for s in streams) >= n)
         startup = time.monotonic() - start
         await asyncio.sleep(1.0)
         ours_bytes = settle() - before
@@ -121,18 +122,18 @@ async def main(n: int, rate: tuple[int, int], idle: float) -> None:
 
         # -- keep-alive spread: the deadlines the policies will act on --------------------
         now = time.monotonic()
-        due = [s.policy._keepalive_at for s in streams if s.policy._keepalive_at is not None]
+        due = [s.machine._keepalive_at for s in streams if s.machine._keepalive_at is not None]
         per_second = Counter(int(d - now) for d in due)
         spread = (max(due) - min(due)) if due else 0.0
 
         # -- a mass reconnect: every connection reset at once -----------------------------
-        gaps_before = sum(s.policy.counters.gaps for s in streams)
-        resyncs_before = sum(s.policy.counters.resyncs for s in streams)
+        gaps_before = sum(s.machine.counters.gaps for s in streams)
+        resyncs_before = sum(s.machine.counters.resyncs for s in streams)
         await sim.command("dropall")
         herd_start = time.monotonic()
-        await until(lambda: sum(s.policy.counters.resyncs for s in streams) >= resyncs_before + n)
+        await until(lambda: sum(s.machine.counters.resyncs for s in streams) >= resyncs_before + n)
         herd = time.monotonic() - herd_start
-        gaps = sum(s.policy.counters.gaps for s in streams) - gaps_before
+        gaps = sum(s.machine.counters.gaps for s in streams) - gaps_before
         after_herd = await sim.command("stats")
 
         for s in streams:

@@ -140,7 +140,7 @@ async def measure(frames: int, loop_name: str) -> dict[str, Any]:
         )
         stream = AccountStream(config, host)
         task = asyncio.get_running_loop().create_task(stream.run())
-        await until(lambda: stream.policy.counters.resyncs >= 1)
+        await until(lambda: stream.machine.counters.resyncs >= 1)
         await asyncio.sleep(0.3)
         result: dict[str, Any] = {}
         for name, account, sink in (

@@ -1,6 +1,9 @@
 """bitmusa-plugin: the Bitmusa futures user data stream, in ccxt's shapes, for plugins.
 
-The public API is what ``__all__`` lists. Importing this package never imports ccxt.
+The public API is what ``__all__`` lists, plus two modules with their own ``__all__``:
+``bitmusa_plugin.testing`` (pytest helpers for plugin authors) and
+``bitmusa_plugin.simulator`` (the embedded exchange). Everything else is private. Importing
+this package imports neither ccxt nor asyncio: the engine's names load when first used.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 from bitmusa_hookspecs import (
     Balance,
     Context,
+    DeliveryPolicy,
     ErrorInfo,
+    ErrorKind,
     Event,
     Fee,
     Order,
@@ -21,15 +26,32 @@ from bitmusa_hookspecs import (
 )
 from bitmusa_plugin._core.mapping import Mapped, Mapper, Rejected
 from bitmusa_plugin._core.symbols import SymbolMap
+from bitmusa_plugin._version import __version__
 
 if TYPE_CHECKING:
     from bitmusa_plugin._ccxt import bitmusa
+    from bitmusa_plugin._core.machine import Timing
+    from bitmusa_plugin._engine.secrets import Credentials
+    from bitmusa_plugin._engine.session import DeliveryOptions, RunResult, Session
+    from bitmusa_plugin._engine.stream import AccountConfig, Heartbeat
     from bitmusa_plugin._scale.consume import consume
 
-__version__ = "0.1.0"
 
 #: The entry-point group where ccxt exchange adapters outside ccxt register their class.
 CCXT_ENTRY_POINT_GROUP = "ccxt.exchanges"
+
+#: name -> (module, attribute), imported on first use (asyncio, httpx, ccxt, redis).
+_LAZY = {
+    "Session": ("bitmusa_plugin._engine.session", "Session"),
+    "DeliveryOptions": ("bitmusa_plugin._engine.session", "DeliveryOptions"),
+    "RunResult": ("bitmusa_plugin._engine.session", "RunResult"),
+    "AccountConfig": ("bitmusa_plugin._engine.stream", "AccountConfig"),
+    "Heartbeat": ("bitmusa_plugin._engine.stream", "Heartbeat"),
+    "Credentials": ("bitmusa_plugin._engine.secrets", "Credentials"),
+    "Timing": ("bitmusa_plugin._core.machine", "Timing"),
+    "bitmusa": ("bitmusa_plugin._ccxt", "bitmusa"),
+    "consume": ("bitmusa_plugin._scale.consume", "consume"),
+}
 
 
 def load_exchange(name: str, config: dict[str, Any] | None = None) -> Any:
@@ -52,30 +74,39 @@ def load_exchange(name: str, config: dict[str, Any] | None = None) -> Any:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "bitmusa":  # the ccxt drop-in, imported (with ccxt) only when asked for
-        from bitmusa_plugin._ccxt import bitmusa
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
 
-        return bitmusa
-    if name == "consume":  # Redis consumers (docs/scale.md), imported only when asked for
-        from bitmusa_plugin._scale.consume import consume
-
-        return consume
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(target[0]), target[1])
+    globals()[name] = value  # once
+    return value
 
 
 __all__ = [
+    "CCXT_ENTRY_POINT_GROUP",
+    "AccountConfig",
     "Balance",
     "Context",
+    "Credentials",
+    "DeliveryOptions",
+    "DeliveryPolicy",
     "ErrorInfo",
+    "ErrorKind",
     "Event",
     "Fee",
+    "Heartbeat",
     "Mapped",
     "Mapper",
     "Order",
     "Position",
     "Rejected",
+    "RunResult",
+    "Session",
     "StreamState",
     "SymbolMap",
+    "Timing",
     "__version__",
     "bitmusa",
     "consume",

@@ -39,9 +39,9 @@ from bitmusa_plugin._core.errors import BitmusaError, RateLimitedError
 from bitmusa_plugin._core.errors import NetworkError as BitmusaNetworkError
 from bitmusa_plugin._core.symbols import SymbolMap
 from bitmusa_plugin._engine import rest as bm_rest
-from bitmusa_plugin._engine.pipeline import Pipeline
-from bitmusa_plugin._engine.plugins import PluginRegistry
-from bitmusa_plugin._engine.secrets import Credentials, InsecureURLError, require_secure
+from bitmusa_plugin._engine.limiter import RateLimiter
+from bitmusa_plugin._engine.secrets import Credentials, InsecureURLError
+from bitmusa_plugin._engine.session import Session
 from bitmusa_plugin._engine.stream import DEFAULT_WS_URL, AccountConfig, AccountStream, Heartbeat
 
 log = logging.getLogger(__name__)
@@ -61,14 +61,14 @@ def ccxt_error(exc: BitmusaError) -> Any:
     return ExchangeError(text)
 
 
-_LIMITER: bm_rest.RateLimiter | None = None
+_LIMITER: RateLimiter | None = None
 
 
-def _shared_limiter() -> bm_rest.RateLimiter:
+def _shared_limiter() -> RateLimiter:
     """One limiter for every bitmusa instance of the process (the limits may be per IP)."""
     global _LIMITER
     if _LIMITER is None:
-        _LIMITER = bm_rest.RateLimiter()
+        _LIMITER = RateLimiter()
     return _LIMITER
 
 
@@ -177,9 +177,9 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config or {})
-        self._host: Pipeline | None = None
+        #: the engine: one pool, TLS context and limiter for every fetch and the stream
+        self._engine: Session | None = None
         self._stream: AccountStream | None = None
-        self._task: asyncio.Task[lc.Finish] | None = None
         self._changed: asyncio.Condition | None = None
         self._versions: dict[str, Counter[Any]] = {
             "orders": Counter(),
@@ -233,29 +233,51 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
 
     # -- REST snapshots -------------------------------------------------------------------
 
-    def _client(self) -> bm_rest.ListenKeyClient:
+    def _config(self) -> AccountConfig:
+        """The account, from the credentials, the URLs and the options."""
         self.check_required_credentials()
-        rest_url = self.safe_string(self.urls["api"], "rest", bm_rest.DEFAULT_REST_URL)
         try:
-            require_secure(rest_url, insecure=bool(self.safe_bool(self.options, "insecure")))
+            return AccountConfig(
+                self.safe_string(self.options, "account", "bitmusa"),
+                Credentials(self.apiKey, self.secret),
+                self.safe_string(self.urls["api"], "rest", bm_rest.DEFAULT_REST_URL),
+                self.safe_string(self.urls["api"], "ws", DEFAULT_WS_URL),
+                insecure=bool(self.safe_bool(self.options, "insecure", False)),
+            )
         except InsecureURLError as exc:
             raise ExchangeError(f"bitmusa {exc}") from None
-        return bm_rest.ListenKeyClient(
-            Credentials(self.apiKey, self.secret),
-            rest_url,
-            timeout=self.timeout / 1000,
-            limiter=_shared_limiter(),
-        )
+
+    def _session(self) -> Session:
+        """The engine, started at first use (a fetch or a watch)."""
+        if self._engine is None:
+            timing = lc.Timing(
+                keepalive_interval=self.safe_number(self.options, "keepaliveInterval", 1800.0),
+                rotate_after=self.safe_number(self.options, "rotateAfter", 85800.0),
+            )
+            timing = lc.replace_timing(timing, self.safe_dict(self.options, "timing", {}))
+            beat = self.safe_list(self.options, "heartbeat")
+            self._engine = Session(
+                {"ccxt-feed": _Feed(self)},
+                command="ccxt",
+                limiter=_shared_limiter(),
+                markets=self.safe_dict(self.options, "markets", {}),
+                timing=timing,
+                heartbeat=Heartbeat(float(beat[0]), float(beat[1])) if beat else None,
+                keep_listen_key=bool(self.safe_bool(self.options, "keepListenKey", False)),
+                resync=bool(self.safe_bool(self.options, "resync", True)),
+                rest_timeout=self.timeout / 1000,
+            )
+            self._symbols = self._engine.pipeline.symbols  # tickers seen become markets
+            self._engine.start()
+        return self._engine
 
     async def _get(self, what: str, **kwargs: Any) -> list[dict[str, Any]]:
-        client = self._client()
+        client = self._session().account_client(self._config())
         try:
             records: list[dict[str, Any]] = await getattr(client, what)(**kwargs)
             return records
         except BitmusaError as exc:
             raise ccxt_error(exc) from None
-        finally:
-            await client.aclose()
 
     async def fetch_balance(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """GET /future/wallet: free = available, used = wallet - available."""
@@ -327,16 +349,9 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
 
     async def close(self) -> None:
         """Stop the stream (DELETE the listenKey unless ``keepListenKey``), then ccxt's."""
-        if self._stream is not None and self._task is not None:
-            self._stream.stop()
-            # asyncio.wait: our own cancellation propagates, the stream's outcome does not
-            await asyncio.wait({self._task}, timeout=3)
-            if not self._task.done():
-                self._task.cancel()
-                await asyncio.wait({self._task}, timeout=1)
-        if self._host is not None:
-            await self._host.stop(timeout=0.5)
-        self._stream = self._task = self._host = None
+        if self._engine is not None:
+            await self._engine.aclose()
+        self._engine = self._stream = None
         await super().close()
 
     # -- the engine -------------------------------------------------------------------------
@@ -344,49 +359,19 @@ class bitmusa(Exchange):  # type: ignore[misc]  # ccxt names its classes by exch
     def _start(self) -> None:
         if self._failure is not None:
             raise self._failure
-        if self._task is not None:
+        if self._stream is not None:
             return
-        self.check_required_credentials()
-        account = self.safe_string(self.options, "account", "bitmusa")
-        try:
-            config = AccountConfig(
-                account,
-                Credentials(self.apiKey, self.secret),
-                self.safe_string(self.urls["api"], "rest", bm_rest.DEFAULT_REST_URL),
-                self.safe_string(self.urls["api"], "ws", DEFAULT_WS_URL),
-                insecure=bool(self.safe_bool(self.options, "insecure", False)),
-            )
-        except InsecureURLError as exc:
-            raise ExchangeError(f"bitmusa {exc}") from None
+        config = self._config()
         self._changed = asyncio.Condition()
         self.orders = ArrayCacheBySymbolById(self.safe_integer(self.options, "ordersLimit", 1000))
         self.positions = PositionsCache()
-        plugins = PluginRegistry()
-        plugins.register(_Feed(self), "ccxt-feed", builtin=True)
-        self._host = host = Pipeline(plugins, command="ccxt")
-        host.symbols = self._symbols  # tickers seen become markets
-        host.start([account])
-        timing = lc.Timing(
-            keepalive_interval=self.safe_number(self.options, "keepaliveInterval", 1800.0),
-            rotate_after=self.safe_number(self.options, "rotateAfter", 85800.0),
-        )
-        timing = lc.replace_timing(timing, self.safe_dict(self.options, "timing", {}))
-        beat = self.safe_list(self.options, "heartbeat")
-        self._stream = AccountStream(
-            config,
-            host,
-            limiter=_shared_limiter(),
-            timing=timing,
-            heartbeat=Heartbeat(float(beat[0]), float(beat[1])) if beat else None,
-            keep_listen_key=bool(self.safe_bool(self.options, "keepListenKey", False)),
-            resync=bool(self.safe_bool(self.options, "resync", True)),
-        )
-        self._task = asyncio.get_running_loop().create_task(self._stream.run())
-        self._task.add_done_callback(self._finished)
+        session = self._session()
+        self._stream = session.add(config)
+        session.finished(config.label).add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[lc.Finish]) -> None:
-        if task.cancelled():
-            return
+        if task.cancelled() or task.exception() is not None:
+            return  # a crash is logged by the session
         result = task.result()
         if result.failed:
             stream = self._stream

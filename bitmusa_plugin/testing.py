@@ -140,6 +140,10 @@ class Replayed:
         return [k["order"] for k in self.of("on_order")]
 
     @property
+    def trades(self) -> list[dict[str, Any]]:
+        return [k["trade"] for k in self.of("on_trade")]
+
+    @property
     def positions(self) -> list[dict[str, Any]]:
         return [k["position"] for k in self.of("on_position")]
 
@@ -167,6 +171,10 @@ class _Spy:
         self.calls.append(("on_order", {"order": order, "event": event}))
 
     @hookimpl
+    def on_trade(self, trade: Any, event: Any) -> None:
+        self.calls.append(("on_trade", {"trade": trade, "event": event}))
+
+    @hookimpl
     def on_position(self, position: Any, event: Any) -> None:
         self.calls.append(("on_position", {"position": position, "event": event}))
 
@@ -191,33 +199,52 @@ async def replay_async(
     plugin: object, frames: Iterable[str | bytes], account: str = "test"
 ) -> Replayed:
     """:func:`replay` for code already running in an event loop."""
-    from bitmusa_plugin._engine.pipeline import Pipeline
-    from bitmusa_plugin._engine.plugins import PluginRegistry
+    from ._engine.session import DeliveryOptions, Session
 
     replayed = Replayed()
-    plugins = PluginRegistry(strict=True)
-    plugins.register(plugin, "plugin-under-test")
-    plugins.register(_Spy(replayed), "bitmusa-testing-spy")
+    plugins = {"plugin-under-test": plugin, "bitmusa-testing-spy": _Spy(replayed)}
     # every call reaches the plugin under test, as fast as it takes them: no merging
-    host = Pipeline(plugins, command="test", policy_override="all")
-    host.start([account])
-    for frame in frames:
-        host.ingest(account, frame)
-        if host.dispatcher.blocked:
-            await host.dispatcher.writable()
-    await host.dispatcher.drain(10)
-    await host.stop(timeout=1.0)
+    session = Session(plugins, command="test", delivery=DeliveryOptions(override="all"))
+    session.start(replaying=[account])
+    async with session:
+        for frame in frames:
+            session.ingest(account, frame)
+            if session.blocked:
+                await session.writable()
+        await session.drain(10)
     replayed.calls = [c for c in replayed.calls if c[0] not in ("on_startup", "on_shutdown")]
     return replayed
 
 
+#: The fixture's simulator unless a ``bitmusa_simulator`` marker says otherwise: an hour of
+#: exchange time per real second, an event every 50 ms.
+SIMULATOR_DEFAULTS: dict[str, Any] = {"time_scale": 3600, "event_interval": 0.05}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "bitmusa_simulator(**options): Simulator options for the bitmusa_simulator fixture "
+        "(time_scale, event_interval, seed, accounts, script, ...); a test's marker "
+        "overrides its class's and module's, option by option",
+    )
+
+
 @pytest.fixture
-async def bitmusa_simulator() -> AsyncIterator[Any]:
+async def bitmusa_simulator(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     """A running simulator on loopback: ``.rest_url``, ``.ws_url``, fault methods, and
-    the demo credentials in ``bitmusa_plugin.simulator.DEMO_API_KEY``/``DEMO_AUTH_KEY``."""
+    the demo credentials in ``bitmusa_plugin.simulator.DEMO_API_KEY``/``DEMO_AUTH_KEY``.
+
+    Configure it with the ``bitmusa_simulator`` marker, on a test, a class or a module::
+
+        pytestmark = pytest.mark.bitmusa_simulator(event_interval=None, seed=5)
+    """
     from bitmusa_plugin.simulator import Simulator
 
-    simulator = Simulator(time_scale=3600, event_interval=0.05)
+    options = dict(SIMULATOR_DEFAULTS)
+    for marker in reversed(list(request.node.iter_markers("bitmusa_simulator"))):
+        options.update(marker.kwargs)  # the module's, then the class's, then the test's
+    simulator = Simulator(**options)
     await simulator.start()
     try:
         yield simulator

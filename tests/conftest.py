@@ -1,15 +1,15 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
+from bitmusa_plugin.simulator import Simulator
+
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 CORPUS = TESTS / "corpus"
-sys.path.insert(0, str(TESTS))  # the ccxt oracle module
 
 
 def corpus_frames() -> list[str]:
@@ -19,6 +19,13 @@ def corpus_frames() -> list[str]:
 def corpus_rejected() -> list[tuple[str, str]]:
     rows = (CORPUS / "rejected.txt").read_text().splitlines()
     return [(kind, raw) for kind, raw in (row.split("\t", 1) for row in rows if row)]
+
+
+@pytest.fixture
+def sim(bitmusa_simulator: Simulator) -> Simulator:
+    """The simulator fixture plugin authors get (``bitmusa_plugin.testing``), by a short
+    name; a module configures it with ``pytest.mark.bitmusa_simulator(...)``."""
+    return bitmusa_simulator
 
 
 @pytest.fixture

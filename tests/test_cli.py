@@ -44,7 +44,7 @@ def records(stdout: str) -> list[dict[str, Any]]:
 def test_version() -> None:
     result = run("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == "bitmusa-plugin 0.1.0"
+    assert result.stdout.strip() == "bitmusa-plugin 0.2.0"
 
 
 def test_replay_corpus_delivers_every_frame_in_order_as_jsonl() -> None:
@@ -65,9 +65,17 @@ def test_replay_corpus_delivers_every_frame_in_order_as_jsonl() -> None:
     assert out[-2]["hook"] == "on_stream_state"
     assert out[-2]["state"]["status"] == "closed"
     assert out[-1]["hook"] == "on_shutdown"
-    data = out[2:-2]
+    data = [r for r in out[2:-2] if r["hook"] != "on_trade"]
+    trades = [r for r in out[2:-2] if r["hook"] == "on_trade"]
     frames = corpus_frames()
     assert len(data) == len(frames)
+    # each fill an order frame shows is a trade, right after its order
+    for i, record in enumerate(out[2:-2]):
+        if record["hook"] == "on_trade":
+            before = out[2:-2][i - 1]
+            assert before["hook"] in ("on_order", "on_trade")
+            assert record["trade"]["order"] == record["event"]["data"]["orderId"]
+    assert trades
     key = {"on_order": "order", "on_wallet": "balance", "on_position": "position"}
     for record, raw in zip(data, frames, strict=True):
         assert set(record) == {"hook", key[record["hook"]], "event"}
@@ -166,6 +174,48 @@ def test_good_plugin_beside_broken_and_raising_ones_gets_every_event(
     )
     assert strict.returncode == 2
     assert "broken_p" in strict.stderr
+
+
+LIFECYCLE = """
+import json, os
+from bitmusa_hookspecs import hookimpl
+
+def _log(hook, context):
+    with open(os.environ["LIFECYCLE_LOG"], "a") as f:
+        f.write(json.dumps({"hook": hook, **context}) + "\\n")
+
+@hookimpl
+def on_startup(context):
+    _log("on_startup", context)
+
+@hookimpl
+async def on_shutdown(context):
+    _log("on_shutdown", context)
+"""
+
+
+def test_a_plugin_gets_on_startup_first_and_on_shutdown_last(
+    fake_dist: FakeDistribution, tmp_path: Path
+) -> None:
+    site = fake_dist.install({"lifecycle_p": LIFECYCLE})
+    log = tmp_path / "lifecycle.log"
+    result = run(
+        "replay",
+        "-",
+        "--output",
+        "none",
+        "--account",
+        "main",
+        stdin="\n".join(corpus_frames()[:3]) + "\n",
+        env={"LIFECYCLE_LOG": str(log), "BITMUSA_LOAD_PLUGINS": "lifecycle_p"},
+        pythonpath=[str(site)],
+    )
+    assert result.returncode == 0, result.stderr
+    calls = [orjson.loads(line) for line in log.read_text().splitlines()]
+    assert [c["hook"] for c in calls] == ["on_startup", "on_shutdown"]
+    for call in calls:
+        assert call["command"] == "replay"
+        assert call["accounts"] == ["main"]
 
 
 def test_plugins_json_lists_status(fake_dist: FakeDistribution) -> None:
@@ -294,3 +344,26 @@ def test_every_non_utf8_line_gets_its_on_error_record_in_jsonl(via: str, tmp_pat
     assert "\\udcff" in errors[0]["raw"]  # the bytes stay visible, escaped
     events = [r for r in out if r["hook"] in ("on_order", "on_wallet", "on_position")]
     assert len(events) == 3
+
+
+def test_the_cli_modules_import_each_other_in_one_direction() -> None:
+    """main -> parser -> one module per command -> common, and runtime -> common: the old
+    cli.py and commands.py imported each other. Imports inside functions count too."""
+    import ast
+    import graphlib
+
+    package = ROOT / "bitmusa_plugin" / "_cli"
+    names = {path.stem for path in package.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module == "bitmusa_plugin._cli":
+                    edges |= {alias.name for alias in node.names if alias.name in names}
+                elif node.module.startswith("bitmusa_plugin._cli."):
+                    edges.add(node.module.rsplit(".", 1)[1])
+        graph[path.stem] = edges
+    order = list(graphlib.TopologicalSorter(graph).static_order())  # raises on a cycle
+    assert order.index("common") < order.index("runtime") < order.index("__init__")
+    assert not graph["common"]  # the bottom: exit statuses, errors, options

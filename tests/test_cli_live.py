@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +16,10 @@ import pytest
 
 from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
 
-
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    simulator = Simulator(
-        time_scale=3600,
-        event_interval=0.02,
-        accounts={DEMO_API_KEY: DEMO_AUTH_KEY, "second-api-key": "second-auth-key"},
-    )
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+pytestmark = pytest.mark.bitmusa_simulator(
+    event_interval=0.02,
+    accounts={DEMO_API_KEY: DEMO_AUTH_KEY, "second-api-key": "second-auth-key"},
+)
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -91,6 +84,12 @@ async def post_listen_key(rest_url: str) -> dict[str, Any]:
     return body
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def urls(sim: Simulator) -> list[str]:
     return ["--rest-url", sim.rest_url, "--ws-url", sim.ws_url]
 
@@ -152,6 +151,63 @@ async def test_listen_with_bad_credentials_exits_non_zero_at_once(sim: Simulator
     assert sim.rest_calls == [("POST", 1001)]  # no retry loop
     assert "not-a-real-key" not in err + out
     assert "not-a-real-auth" not in err + out
+
+
+@pytest.mark.parametrize("case", ["ws path", "rest path", "closed port", "unknown host"])
+async def test_listen_against_a_wrong_url_ends_within_the_start_up_window_naming_it(
+    sim: Simulator, case: str
+) -> None:
+    port = free_port()
+    flags, url, reason = {
+        "ws path": (
+            ["--rest-url", sim.rest_url, "--ws-url", sim.ws_url + "/ws"],
+            f"{sim.ws_url}/ws/ws/future/<listenKey>",
+            "answered HTTP 404/404: the websocket base is the server's root",
+        ),
+        "rest path": (
+            ["--rest-url", sim.rest_url.replace("/api/v2", "/api/v3"), "--ws-url", sim.ws_url],
+            f"POST {sim.rest_url.replace('/api/v2', '/api/v3')}/future/userDataStream",
+            "HTTP 404 (no such path): the REST base should end in /api/v2",
+        ),
+        "closed port": (
+            ["--rest-url", f"http://127.0.0.1:{port}/api/v2", "--ws-url", sim.ws_url],
+            f"POST http://127.0.0.1:{port}/api/v2/future/userDataStream",
+            "connection refused: nothing listens on that port",
+        ),
+        "unknown host": (
+            ["--rest-url", "https://nosuchhost.invalid/api/v2", "--ws-url", sim.ws_url],
+            "POST https://nosuchhost.invalid/api/v2/future/userDataStream",
+            "unknown host (DNS found no address)",
+        ),
+    }[case]
+    started = time.monotonic()
+    code, out, err, _ = await run_cli(
+        "listen",
+        *flags,
+        "--output",
+        "none",
+        "--startup-window",
+        "2",
+        env=cli_env(BITMUSA_API_KEY=DEMO_API_KEY, BITMUSA_AUTH_KEY=DEMO_AUTH_KEY),
+        timeout=20,
+    )
+    seconds = time.monotonic() - started
+    assert code == 4, err
+    lines = err.splitlines()
+    final = lines[-1]
+    assert final.startswith("bitmusa-plugin: account 'default' failed: "), err
+    assert url in final
+    assert reason in final
+    assert "Traceback" not in err
+    assert DEMO_API_KEY not in err + out
+    assert DEMO_AUTH_KEY not in err + out
+    assert seconds < 2 + 5  # the window, and a Python start-up
+    if case in ("ws path", "rest path"):
+        assert lines == [final]  # a misconfiguration is not retried: one line, no more
+    else:
+        # meanwhile, each attempt's reason (the same, so logged once here) and the next try
+        assert all("retrying in" in line for line in lines[:-1]), err
+        assert "start-up window, 2 s" in final
 
 
 async def test_listen_refuses_to_start_without_credentials() -> None:

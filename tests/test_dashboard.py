@@ -72,9 +72,13 @@ def test_the_dashboard_shows_state_balances_positions_and_open_orders() -> None:
         assert expected in text, expected
     assert "9.5%" in text  # distance from entry to liquidation
     assert "XRP/USDT:USDT" not in text.split("positions")[1].split("open orders")[0]  # flat
-    assert "F1" in text
-    assert "F2" in text
-    assert "F3" not in text  # only open orders
+    orders = text.split("open orders")[1].split("recent trades")[0]
+    assert "F1" in orders
+    assert "F2" in orders
+    assert "F3" not in orders  # only open orders
+    trades = text.split("recent trades")[1]
+    assert "F3:10" in trades  # the filled order's trade: its id, the cumulative fill
+    assert "F1:0.008" in trades
     assert any(ch in text for ch in "▁▂▃▄▅▆▇█")  # the event-rate sparkline
 
 

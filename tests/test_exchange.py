@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import ccxt
@@ -22,12 +21,7 @@ from conftest import ROOT
 FAST_TIMING = {"retry_initial": 0.05, "retry_max": 0.3, "stable_after": 0.3}
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    simulator = Simulator(time_scale=3600, event_interval=0.01, seed=21)
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+pytestmark = pytest.mark.bitmusa_simulator(event_interval=0.01, seed=21)
 
 
 def make(sim: Simulator, **config: Any) -> bitmusa:
@@ -179,7 +173,7 @@ async def test_an_outage_heals_silently_and_resync_catches_up(sim: Simulator) ->
         sim.refuse(30)
         sim.drop()
         await asyncio.sleep(0.8)  # trading goes on while the bot is cut off
-        sim._refuse.clear()
+        sim.accept()
         for _ in range(3):  # no exception: transient trouble is the engine's business
             await asyncio.wait_for(exchange.watch_orders(), 5)
         sim.paused = True

@@ -11,6 +11,7 @@ import pytest
 
 from bitmusa_plugin._core import errors
 from bitmusa_plugin._engine import rest
+from bitmusa_plugin._engine.limiter import RateLimiter
 from bitmusa_plugin._engine.secrets import Credentials
 
 
@@ -30,7 +31,10 @@ def envelope(code: int, data: object = None, message: str = "m") -> bytes:
         (503, b"", errors.ServerError),
         (200, envelope(999), errors.ServerError),
         (200, envelope(3022), errors.ListenKeyGoneError),
-        (200, b"<html>not json</html>", errors.ServerError),
+        (200, b"<html>not json</html>", errors.MisconfiguredError),  # not Bitmusa at all
+        (404, b"Not Found", errors.MisconfiguredError),  # the path is wrong
+        (405, b"Method Not Allowed", errors.MisconfiguredError),
+        (410, b"", errors.MisconfiguredError),
         (401, b"", errors.PermanentError),
         (200, envelope(1014), errors.BitmusaError),
     ],
@@ -55,7 +59,8 @@ def test_code_zero_is_success_even_as_a_string() -> None:
     # what each failure means for a stream is the type's, in one place
     assert errors.PermanentError.failure == "permanent"
     assert errors.ServerError.failure == "transient"
-    assert errors.NetworkError.failure == "transient"
+    assert errors.NetworkError.failure == "unreachable"
+    assert errors.MisconfiguredError.failure == "misconfigured"
     assert errors.RateLimitedError.failure == "transient"
     assert errors.ListenKeyGoneError.failure == "gone"
 
@@ -83,8 +88,30 @@ async def test_both_headers_from_one_auth_class_and_nothing_printed() -> None:
     assert "auth-key-value-1" not in text
 
 
+async def test_orders_and_cancels_take_the_next_turn_before_routine_calls() -> None:
+    from bitmusa_plugin._engine.limiter import ROUTINE, TRADING
+
+    limiter = RateLimiter(limits=((2, 0.1),))
+    order: list[str] = []
+
+    async def call(name: str, priority: int) -> None:
+        await limiter.acquire(priority)
+        order.append(name)
+
+    await asyncio.gather(call("first", ROUTINE), call("second", ROUTINE))  # the window is full
+    snapshots = [asyncio.ensure_future(call(f"snapshot {i}", ROUTINE)) for i in range(6)]
+    await asyncio.sleep(0)  # they queue...
+    cancelled = asyncio.ensure_future(call("cancelled", TRADING))
+    await asyncio.sleep(0)
+    cancelled.cancel()  # ...a trading waiter that gives up is skipped...
+    trade = asyncio.ensure_future(call("order", TRADING))  # ...and an order arrives last
+    await asyncio.gather(*snapshots, trade)
+    assert order[:3] == ["first", "second", "order"]  # the next turn is the order's
+    assert order[3:] == [f"snapshot {i}" for i in range(6)]  # then first come first served
+
+
 async def test_the_limiter_paces_instead_of_refusing() -> None:
-    limiter = rest.RateLimiter(limits=((8, 0.2), (20, 1.0)))
+    limiter = RateLimiter(limits=((8, 0.2), (20, 1.0)))
     start = time.monotonic()
     await asyncio.gather(*(limiter.acquire() for _ in range(20)))
     elapsed = time.monotonic() - start
@@ -105,16 +132,23 @@ async def test_abandoned_calls_never_exhaust_the_connection_pool() -> None:
 
     rng = random.Random(5)
     async with Simulator(event_interval=None) as sim:
-        client = rest.ListenKeyClient(
-            Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, timeout=1.0
-        )
-        await client.create()
+        credentials = Credentials(DEMO_API_KEY, DEMO_AUTH_KEY)
+        keys = rest.ListenKeyClient(credentials, sim.rest_url, timeout=1.0)
+        await keys.create()
+        await keys.aclose()
+        client = rest.AccountClient(credentials, sim.rest_url, timeout=1.0)
         for _ in range(150):
             calls = [asyncio.ensure_future(client.wallet()) for _ in range(3)]
             await asyncio.sleep(rng.uniform(0, 0.004))
             for call in calls:
                 call.cancel()
             await asyncio.gather(*calls, return_exceptions=True)
+        # the abandoned requests run to their end (never cancelled midway); on a loaded
+        # machine that takes a while, and no slot may be lost meanwhile
+        deadline = time.monotonic() + 60
+        while client.inflight and time.monotonic() < deadline:  # noqa: ASYNC110 (polls a count)
+            await asyncio.sleep(0.05)
+        assert client.inflight == 0
         # the pool still serves: four calls at once (its whole size), promptly
         start = time.monotonic()
         results = await asyncio.gather(*(client.wallet() for _ in range(4)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from decimal import Decimal
 
-from bitmusa_plugin.simulator.scenario import MARKETS, MAX_OPEN_ORDERS, START_BALANCE, Scenario
+from bitmusa_plugin.simulator._scenario import MARKETS, MAX_OPEN_ORDERS, START_BALANCE, Scenario
 
 
 def test_a_long_session_stays_stationary() -> None:

@@ -7,7 +7,9 @@ import datetime
 import ipaddress
 import ssl
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -45,8 +47,10 @@ def test_plaintext_to_another_host_is_refused_unless_insecure(url: str) -> None:
     with pytest.raises(InsecureURLError, match="not encrypted"):
         require_secure(url)
     require_secure(url, insecure=True)
+    credentials = Credentials("api-key-123", "auth-key-123")
+    urls: dict[str, Any] = {"ws_url": url} if url.startswith("ws") else {"rest_url": url}
     with pytest.raises(InsecureURLError):
-        AccountConfig("a", Credentials("api-key-123", "auth-key-123"), url, url)
+        replace(AccountConfig("a", credentials), **urls)
 
 
 def self_signed(tmp_path: Path) -> tuple[Path, Path]:
@@ -102,17 +106,18 @@ async def tls_server(tmp_path: Path) -> AsyncIterator[str]:
 async def test_a_certificate_that_does_not_verify_fails_with_a_clear_error(
     tls_server: str,
 ) -> None:
-    errors: list[str] = []
+    reasons: list[str] = []
 
-    class Errors:
+    class States:
         from bitmusa_hookspecs import hookimpl
 
         @hookimpl
-        def on_error(self, error: dict[str, str]) -> None:
-            errors.append(error["message"])
+        def on_stream_state(self, state: dict[str, str]) -> None:
+            if state["status"] == "connecting" and state["reason"]:
+                reasons.append(state["reason"])
 
     plugins = PluginRegistry()
-    plugins.register(Errors(), "errors")
+    plugins.register(States(), "states")
     host = Pipeline(plugins, command="test")
     host.start(["tls"])
     config = AccountConfig(
@@ -128,7 +133,11 @@ async def test_a_certificate_that_does_not_verify_fails_with_a_clear_error(
     await asyncio.wait_for(task, 3)
     await host.dispatcher.drain(2)
     await host.stop()
-    assert stream.policy.counters.reconnects == 0
+    assert stream.machine.counters.reconnects == 0
     assert stream.status == "closed"  # never connected: nothing was sent to that server
-    assert errors
-    assert all("CERTIFICATE_VERIFY_FAILED" in message for message in errors)
+    # every failed attempt is a state whose reason names the URL and the certificate
+    assert reasons
+    for reason in reasons:
+        assert f"POST https://{tls_server}/api/v2/future/userDataStream" in reason
+        assert "TLS certificate not trusted" in reason
+        assert "verification stays on" in reason

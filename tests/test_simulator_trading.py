@@ -21,9 +21,10 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator, records
-from bitmusa_plugin.simulator import params as p
-from bitmusa_plugin.simulator.engine import (
+from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
+from bitmusa_plugin.simulator import _params as p
+from bitmusa_plugin.simulator import _records as records
+from bitmusa_plugin.simulator._engine import (
     BUY,
     CLOSE,
     LIMIT,
@@ -38,7 +39,7 @@ from bitmusa_plugin.simulator.engine import (
     OrderRequest,
     Trigger,
 )
-from bitmusa_plugin.simulator.market import Market, bucket_start, period_length
+from bitmusa_plugin.simulator._market import Market, bucket_start, period_length
 
 D = Decimal
 T0 = 1_800_000_000_000  # 2027-01-15T08:00:00Z
@@ -838,13 +839,16 @@ def test_the_book_has_21_levels_a_side_and_shows_own_orders() -> None:
 # -- over loopback -------------------------------------------------------------------------------
 
 
+pytestmark = pytest.mark.bitmusa_simulator(script=False, event_interval=None, seed=5)
+
+
 @pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    """A quiet simulator: no script, no timers; BTC at 100,000 and ETH at 3,000."""
-    async with Simulator(script=False, event_interval=None, seed=5) as simulator:
-        await simulator.set_price("BTCUSDT", "100000")
-        await simulator.set_price("ETHUSDT", "3000")
-        yield simulator
+async def sim(bitmusa_simulator: Simulator) -> Simulator:
+    """The shipped fixture, quiet (the module's marker: no script, no timers), with BTC at
+    100,000 and ETH at 3,000."""
+    await bitmusa_simulator.set_price("BTCUSDT", "100000")
+    await bitmusa_simulator.set_price("ETHUSDT", "3000")
+    return bitmusa_simulator
 
 
 @pytest.fixture

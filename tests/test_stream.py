@@ -9,7 +9,6 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -18,10 +17,11 @@ import pytest
 
 from bitmusa_hookspecs import hookimpl
 from bitmusa_plugin._core import machine as lc
+from bitmusa_plugin._engine.limiter import RateLimiter
 from bitmusa_plugin._engine.pipeline import Pipeline
 from bitmusa_plugin._engine.plugins import PluginRegistry
-from bitmusa_plugin._engine.rest import RateLimiter
 from bitmusa_plugin._engine.secrets import Credentials
+from bitmusa_plugin._engine.session import DeliveryOptions, Session
 from bitmusa_plugin._engine.stream import AccountConfig, AccountStream, Heartbeat
 from bitmusa_plugin._outputs import JsonlOutput
 from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, RestFault, Simulator
@@ -91,20 +91,25 @@ class Recorder:
 
 @dataclass
 class Rig:
+    """One account streaming through a :class:`Session`, the way every caller does."""
+
     sim: Simulator
     recorder: Recorder
-    host: Pipeline
+    session: Session
     stream: AccountStream
-    task: asyncio.Task[lc.Finish] | None = None
+    task: asyncio.Task[lc.Finish]
     extra: list[object] = field(default_factory=list)
 
+    @property
+    def host(self) -> Pipeline:
+        return self.session.pipeline
+
     async def finish(self) -> lc.Finish:
+        """Quiesce, stop, deliver everything queued, close the session (``on_shutdown``)."""
         # Quiesce first: a frame written while we close is in flight, neither delivered nor
         # lost to a fault, and would make the ground truth ambiguous.
-        self.sim.paused = True
-        await asyncio.sleep(0.15)
-        self.stream.stop()
-        assert self.task is not None
+        await self.quiesce()
+        self.session.stop()
         try:
             result = await asyncio.wait_for(asyncio.shield(self.task), 5)
         except asyncio.TimeoutError:
@@ -114,7 +119,25 @@ class Rig:
                     conn.task.print_stack()
             raise
         await self.host.dispatcher.drain(5)
+        await self.session.aclose()
         return result
+
+    async def quiesce(self, timeout: float = 2.0) -> None:
+        """Pause the exchange and wait until what it sent has been read (a frame written
+        as we close is in flight: neither delivered nor lost to a fault)."""
+        self.sim.paused = True
+        deadline = time.monotonic() + timeout
+
+        def caught_up() -> bool:
+            return len(self.recorder.data) >= len(self.sent_live())
+
+        while not caught_up() and time.monotonic() < deadline:  # noqa: ASYNC110 (polls)
+            await asyncio.sleep(0.01)
+
+    async def flowing(self, events: int = 10) -> None:
+        """Until ``events`` more live events have been delivered."""
+        target = len(self.recorder.data) + events
+        await wait_for(lambda: len(self.recorder.data) >= target)
 
     def sent_live(self) -> list[str]:
         """Ground truth: every good frame written to a live connection, as its data."""
@@ -138,35 +161,31 @@ async def make_rig(
     queue_size: int = 10_000,
 ) -> Rig:
     recorder = Recorder()
-    ph = PluginRegistry()
-    ph.register(recorder, "recorder")
-    for name, plugin in (plugins or {}).items():
-        ph.register(plugin, name)
-    host = Pipeline(ph, command="test", slow_after=slow_after, queue_size=queue_size)
-    host.start(["acct"])
-    config = AccountConfig(
-        "acct", credentials or Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url
-    )
-    stream = AccountStream(
-        config,
-        host,
+    named: dict[str, object] = {"recorder": recorder, **(plugins or {})}
+    session = Session(
+        named,
+        command="test",
+        accounts=[
+            AccountConfig(
+                "acct",
+                credentials or Credentials(DEMO_API_KEY, DEMO_AUTH_KEY),
+                sim.rest_url,
+                sim.ws_url,
+            )
+        ],
         timing=timing,
         heartbeat=heartbeat,
         rest_timeout=rest_timeout,
         open_timeout=2.0,
         limiter=limiter,
+        rest_rate=(1000, 60_000),  # time is scaled; the documented allowance is not
+        delivery=DeliveryOptions(slow_after=slow_after, queue_size=queue_size),
     )
-    rig = Rig(sim, recorder, host, stream)
-    rig.task = asyncio.get_running_loop().create_task(stream.run())
-    return rig
+    session.start()
+    return Rig(sim, recorder, session, session.streams["acct"], session.finished("acct"))
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    simulator = Simulator(time_scale=3600, event_interval=0.01, seed=3)
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+pytestmark = pytest.mark.bitmusa_simulator(event_interval=0.01, seed=3)
 
 
 async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
@@ -182,20 +201,20 @@ async def test_drops_stalls_and_refusals_each_give_one_gap_and_lose_nothing(
 ) -> None:
     rig = await make_rig(sim)
     await wait_for(lambda: "connected" in rig.recorder.statuses())
-    await asyncio.sleep(0.3)
+    await rig.flowing(30)
     sim.drop(mid_frame=True)  # a reset in the middle of a frame
     await wait_for(lambda: rig.recorder.statuses().count("gap") == 1)
-    await asyncio.sleep(0.3)
+    await rig.flowing(30)
     sim.stall(1.5)  # silence: no data, no pongs, longer than the heartbeat allows
     await wait_for(lambda: rig.recorder.statuses().count("gap") == 2)
-    await asyncio.sleep(0.3)
+    await rig.flowing(30)
     sim.refuse(2)  # the next two handshakes are refused...
     sim.refuse(1, how="reset")  # ...and one is reset mid-handshake
     sim.drop()
     await wait_for(lambda: rig.recorder.statuses().count("gap") == 3)
-    await asyncio.sleep(0.3)
+    await rig.flowing(30)
     await sim.garbage(6)
-    await asyncio.sleep(0.2)
+    await wait_for(lambda: len([e for e in rig.recorder.errors if e["raw"]]) == 6)
     result = await rig.finish()
 
     assert result == lc.Finish(False, "stopped")
@@ -207,7 +226,7 @@ async def test_drops_stalls_and_refusals_each_give_one_gap_and_lose_nothing(
     assert len(rig.recorder.data) > 100
     frame_errors = [e for e in rig.recorder.errors if e["raw"] is not None]
     assert len(frame_errors) == 6, rig.recorder.errors
-    assert rig.stream.policy.counters.reconnects >= 3
+    assert rig.stream.machine.counters.reconnects >= 3
     assert sim.account().expiries == 0  # the key never lapsed
     assert sim.account().deletes == 1  # clean shutdown DELETEs the key
     assert rig.recorder.statuses()[-1] == "closed"
@@ -219,7 +238,7 @@ async def test_gap_is_reported_before_the_new_connections_first_event(sim: Simul
         await wait_for(lambda n=n: len(rig.recorder.data) > 20 * n)
         sim.drop()
         await wait_for(lambda n=n: rig.recorder.statuses().count("gap") == n)
-    await asyncio.sleep(0.2)
+    await rig.flowing()
     await rig.finish()
     timeline = rig.recorder.timeline  # states and events as one plugin saw them, in order
     for i, (kind, value) in enumerate(timeline):
@@ -235,46 +254,46 @@ async def test_gap_is_reported_before_the_new_connections_first_event(sim: Simul
     assert rig.recorder.data == rig.sent_live()
 
 
-async def test_rotation_overlaps_two_connections_and_delivers_exactly_once() -> None:
-    async with Simulator(time_scale=3600, event_interval=0.002, seed=5) as sim:
-        timing = replace(FAST, rotate_after=0.5, rotate_jitter=0.1, rotate_overlap=0.15)
-        rig = await make_rig(sim, timing=timing)
-        await wait_for(lambda: rig.stream.policy.counters.rotations >= 3, timeout=10)
-        result = await rig.finish()
+@pytest.mark.bitmusa_simulator(event_interval=0.002, seed=5)
+async def test_rotation_overlaps_two_connections_and_delivers_exactly_once(sim: Simulator) -> None:
+    timing = replace(FAST, rotate_after=0.5, rotate_jitter=0.1, rotate_overlap=0.15)
+    rig = await make_rig(sim, timing=timing)
+    await wait_for(lambda: rig.stream.machine.counters.rotations >= 3, timeout=10)
+    result = await rig.finish()
     assert result.failed is False
-    assert rig.stream.policy.counters.gaps == 0
+    assert rig.stream.machine.counters.gaps == 0
     assert "gap" not in rig.recorder.statuses()
     assert sim.account().max_concurrent == 2  # make-before-break, never more
     assert any(len(f.conns) == 2 for f in sim.sent)  # frames really came over both
     assert rig.recorder.data == rig.sent_live()  # ... and were delivered once, in order
 
 
-async def test_the_server_cut_without_rotation_is_a_reconnect_with_gap() -> None:
+@pytest.mark.bitmusa_simulator(
+    time_scale=72000, event_interval=0.01, key_validity_ms=10 * 86400 * 1000
+)
+async def test_the_server_cut_without_rotation_is_a_reconnect_with_gap(sim: Simulator) -> None:
     # 24 simulated hours pass in 1.2 real seconds; rotation is switched off, and the key
     # lives long here so that only the cut can end the connection
-    async with Simulator(
-        time_scale=72000, event_interval=0.01, key_validity_ms=10 * 86400 * 1000
-    ) as sim:
-        timing = replace(FAST, keepalive_interval=1.0, key_validity=10.0, rotate_after=3600.0)
-        rig = await make_rig(sim, timing=timing)
-        await wait_for(lambda: "gap" in rig.recorder.statuses(), timeout=5)
-        await rig.finish()
+    timing = replace(FAST, keepalive_interval=1.0, key_validity=10.0, rotate_after=3600.0)
+    rig = await make_rig(sim, timing=timing)
+    await wait_for(lambda: "gap" in rig.recorder.statuses(), timeout=5)
+    await rig.finish()
     reasons = [s["reason"] for s in rig.recorder.states if s["status"] == "disconnected"]
     assert reasons == ["closed by server: 1000 connection max age reached"]
     assert rig.recorder.data == rig.sent_live()
 
 
-async def test_a_quiet_account_keeps_its_key_and_connection_for_half_a_day() -> None:
+@pytest.mark.bitmusa_simulator(time_scale=14400.0, event_interval=None)
+async def test_a_quiet_account_keeps_its_key_and_connection_for_half_a_day(sim: Simulator) -> None:
     scale = 14400.0  # 12 simulated hours in 3 real seconds
-    async with Simulator(time_scale=scale, event_interval=None) as sim:
-        timing = replace(lc.Timing().scaled(scale), retry_initial=0.05, retry_max=0.3)
-        rig = await make_rig(sim, timing=timing, heartbeat=Heartbeat(0.2, 0.4))
-        await asyncio.sleep(3.0)
-        await rig.finish()
+    timing = replace(lc.Timing().scaled(scale), retry_initial=0.05, retry_max=0.3)
+    rig = await make_rig(sim, timing=timing, heartbeat=Heartbeat(0.2, 0.4))
+    await asyncio.sleep(3.0)
+    await rig.finish()
     account = sim.account()
     assert account.expiries == 0
     assert sim.connections_opened == 1  # no needless reconnects on a quiet account
-    assert rig.stream.policy.counters.reconnects == 0
+    assert rig.stream.machine.counters.reconnects == 0
     intervals = [(b - a) / 1000 / 60 for a, b in zip(account.puts, account.puts[1:], strict=False)]
     assert len(account.puts) >= 18  # every 30 simulated minutes
     assert all(20 <= minutes <= 45 for minutes in intervals), intervals  # 27-33 + sched
@@ -282,7 +301,6 @@ async def test_a_quiet_account_keeps_its_key_and_connection_for_half_a_day() -> 
 
 async def test_bad_credentials_fail_fast_with_no_retry(sim: Simulator) -> None:
     rig = await make_rig(sim, credentials=Credentials("wrong-api-key", "wrong-auth-key"))
-    assert rig.task is not None
     result = await asyncio.wait_for(rig.task, 2)
     assert result.failed
     assert "1001" in result.reason
@@ -290,7 +308,9 @@ async def test_bad_credentials_fail_fast_with_no_retry(sim: Simulator) -> None:
     assert rig.stream.status == "failed"
     await rig.host.dispatcher.drain(2)
     assert rig.recorder.statuses()[-1] == "failed"
-    assert [e["kind"] for e in rig.recorder.errors] == ["rest_error"]
+    # one record per failure: the failed state, with the reason (no on_error besides)
+    assert "1001" in (rig.recorder.states[-1]["reason"] or "")
+    assert rig.recorder.errors == []
 
 
 async def test_rest_failures_are_retried_with_backoff(sim: Simulator) -> None:
@@ -300,9 +320,13 @@ async def test_rest_failures_are_retried_with_backoff(sim: Simulator) -> None:
     rig = await make_rig(sim, rest_timeout=0.2)
     await wait_for(lambda: "connected" in rig.recorder.statuses(), timeout=8)
     await rig.finish()
-    kinds = [e["kind"] for e in rig.recorder.errors]
-    assert kinds.count("rest_error") == 5
-    assert any("timed out" in e["message"] for e in rig.recorder.errors)
+    # each failed POST is one record: a connecting state saying what failed, and when the
+    # next try is (no on_error besides)
+    retries = [s["reason"] for s in rig.recorder.states if "retrying in" in (s["reason"] or "")]
+    assert len(retries) == 5, retries
+    assert all("POST http://127.0.0.1:" in r for r in retries)
+    assert any("timed out" in r for r in retries)
+    assert rig.recorder.errors == []
 
 
 class Blocking:
@@ -351,8 +375,7 @@ async def test_shutdown_is_prompt_even_when_offline() -> None:
     await sim.stop()  # the exchange disappears
     sim.drop()
     start = time.monotonic()
-    result = await rig.finish()
-    await rig.host.stop(timeout=0.2)
+    result = await rig.finish()  # ... and closes the session: on_shutdown, the pool
     assert time.monotonic() - start < 2.0
     assert result == lc.Finish(False, "stopped")
     assert rig.recorder.statuses()[-1] == "closed"
@@ -386,7 +409,13 @@ async def test_no_secret_reaches_logs_or_output(sim: Simulator) -> None:
         root.removeHandler(handler)
         root.setLevel(old_level)
     text = buffer.getvalue() + output.getvalue()
-    text += repr(credentials) + str(credentials) + repr(rig.stream) + repr(rig.stream.rest)
+    text += (
+        repr(credentials)
+        + str(credentials)
+        + repr(rig.stream)
+        + repr(rig.stream.listen_key)
+        + repr(rig.stream.snapshots)
+    )
     logged = buffer.getvalue()
     assert "websockets.client" in logged  # debug logs of both libraries were on...
     assert "httpx" in logged
@@ -422,44 +451,23 @@ class StateKeeper:
         self.streams.append(event["stream"])
 
 
-async def test_an_outage_is_caught_up_by_resync_in_order_with_nothing_rolled_back() -> None:
-    async with Simulator(time_scale=3600, event_interval=0.01, seed=11) as sim:
-        keeper = StateKeeper()
-        rig = await make_rig(sim, plugins={"keeper": keeper})
-        await wait_for(lambda: len(rig.recorder.data) > 40)
-        sim.refuse(1000)  # the outage: every reconnect is refused...
-        sim.drop()
-        await asyncio.sleep(1.0)  # ...while trading goes on at the exchange
-        sim._refuse.clear()
-        try:
-            await wait_for(lambda: "gap" in rig.recorder.statuses(), timeout=15)
-        except AssertionError:
-            policy = rig.stream.policy
-            print(
-                "statuses",
-                rig.recorder.statuses(),
-                "policy",
-                policy.phase,
-                policy._outage,
-                policy._reconnect_at,
-                policy._key_pending,
-                policy._create_at,
-                policy._conns,
-                policy.next_deadline(),
-                "rest",
-                sim.rest_calls[-6:],
-                "errors",
-                rig.recorder.errors[-3:],
-                "conns",
-                rig.stream._conns,
-            )
-            raise
-        await asyncio.sleep(0.3)  # live trading again for a while
-        sim.paused = True  # freeze the exchange, then compare
-        await asyncio.sleep(0.3)
-        await rig.host.dispatcher.drain(5)
-        scenario = sim.account().scenario
-        await rig.finish()
+@pytest.mark.bitmusa_simulator(event_interval=0.01, seed=11)
+async def test_an_outage_is_caught_up_by_resync_in_order_with_nothing_rolled_back(
+    sim: Simulator,
+) -> None:
+    keeper = StateKeeper()
+    rig = await make_rig(sim, plugins={"keeper": keeper})
+    await wait_for(lambda: len(rig.recorder.data) > 40)
+    sim.refuse(1000)  # the outage: every reconnect is refused...
+    sim.drop()
+    await asyncio.sleep(1.0)  # ...while trading goes on at the exchange
+    sim.accept()
+    await wait_for(lambda: "gap" in rig.recorder.statuses(), timeout=15)
+    await rig.flowing()  # live trading again for a while
+    await rig.quiesce()  # freeze the exchange, then compare
+    await rig.host.dispatcher.drain(5)
+    scenario = sim.account().scenario
+    await rig.finish()
 
     assert rig.recorder.resynced  # the snapshot changed things, and they were delivered
     # the resync came after the gap and before the new connection's first event
@@ -488,38 +496,8 @@ async def test_an_outage_is_caught_up_by_resync_in_order_with_nothing_rolled_bac
     assert rig.recorder.data == rig.sent_live()
 
 
-async def test_run_accounts_stops_cleanly_when_its_script_breaks() -> None:
-    from bitmusa_plugin._engine.config import run_accounts
-
-    async with Simulator(time_scale=3600, event_interval=0.05) as sim:
-        plugins = PluginRegistry()
-        recorder = Recorder()
-        plugins.register(recorder, "recorder")
-        config = AccountConfig(
-            "acct", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url
-        )
-
-        async def script(streams: list[AccountStream]) -> None:
-            await asyncio.sleep(0.5)
-            raise RuntimeError("the script has a bug")
-
-        result = await asyncio.wait_for(
-            run_accounts(
-                [config],
-                Pipeline(plugins, command="test"),
-                timing=FAST,
-                heartbeat=BEAT,
-                until=script,
-                handle_signals=False,
-            ),
-            5,
-        )
-    assert result.ok
-    assert recorder.statuses()[-1] == "closed"
-    assert sim.account().deletes == 1
-
-
-async def test_a_flood_of_garbage_between_good_frames_loses_no_good_frame() -> None:
+@pytest.mark.bitmusa_simulator(event_interval=None, seed=9)
+async def test_a_flood_of_garbage_between_good_frames_loses_no_good_frame(sim: Simulator) -> None:
     import random
 
     rng = random.Random(20261124)  # seeded: a failure reproduces
@@ -552,17 +530,16 @@ async def test_a_flood_of_garbage_between_good_frames_loses_no_good_frame() -> N
             )
         return "x" * rng.randrange(65_000, 70_000)  # oversize
 
-    async with Simulator(time_scale=3600, event_interval=None, seed=9) as sim:
-        rig = await make_rig(sim)
-        await wait_for(lambda: "connected" in rig.recorder.statuses())
-        for _ in range(40):
-            await sim.emit()
-            for _ in range(50):
-                await sim.send_text(sim.account(), garbage(), garbage=True)
-            await sim.send_binary(rng.randbytes(rng.randrange(1, 100)))
-            await asyncio.sleep(0)
-        await asyncio.sleep(0.5)
-        await rig.finish()
+    rig = await make_rig(sim)
+    await wait_for(lambda: "connected" in rig.recorder.statuses())
+    for _ in range(40):
+        await sim.emit()
+        for _ in range(50):
+            await sim.send_text(sim.account(), garbage(), garbage=True)
+        await sim.send_binary(rng.randbytes(rng.randrange(1, 100)))
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.5)
+    await rig.finish()
     kinds = Counter(e["kind"] for e in rig.recorder.errors)
     summary = (sim.connections_opened, len(rig.recorder.data), len(rig.sent_live()), kinds)
     assert sim.connections_opened == 1, summary  # garbage never cost the connection
@@ -574,23 +551,24 @@ async def test_a_flood_of_garbage_between_good_frames_loses_no_good_frame() -> N
     assert "internal" not in kinds, summary
 
 
-async def test_a_failed_resync_is_retried_on_the_live_connection_until_it_succeeds() -> None:
-    async with Simulator(time_scale=3600, event_interval=0.01, seed=12) as sim:
-        keeper = StateKeeper()
-        rig = await make_rig(sim, plugins={"keeper": keeper})
-        await wait_for(lambda: rig.stream.policy.counters.resyncs == 1)  # start-up
-        sim.refuse(1000)  # an outage while trading goes on...
-        sim.drop()
-        await asyncio.sleep(0.8)
-        sim.fail_rest("503", 3, method="GET")  # ...and the snapshot fails when it ends
-        sim._refuse.clear()
-        await wait_for(lambda: rig.stream.policy.counters.resyncs == 2, timeout=10)
-        sim.paused = True
-        await asyncio.sleep(0.3)
-        await rig.host.dispatcher.drain(5)
-        scenario = sim.account().scenario
-        stats = rig.stream.stats()
-        await rig.finish()
+@pytest.mark.bitmusa_simulator(event_interval=0.01, seed=12)
+async def test_a_failed_resync_is_retried_on_the_live_connection_until_it_succeeds(
+    sim: Simulator,
+) -> None:
+    keeper = StateKeeper()
+    rig = await make_rig(sim, plugins={"keeper": keeper})
+    await wait_for(lambda: rig.stream.machine.counters.resyncs == 1)  # start-up
+    sim.refuse(1000)  # an outage while trading goes on...
+    sim.drop()
+    await asyncio.sleep(0.8)
+    sim.fail_rest("503", 3, method="GET")  # ...and the snapshot fails when it ends
+    sim.accept()
+    await wait_for(lambda: rig.stream.machine.counters.resyncs == 2, timeout=10)
+    await rig.quiesce()
+    await rig.host.dispatcher.drain(5)
+    scenario = sim.account().scenario
+    stats = rig.stream.stats()
+    await rig.finish()
     assert stats["resync_failures"] >= 1  # at least one snapshot failed and was retried
     assert rig.recorder.statuses().count("gap") == 1
     assert [e["kind"] for e in rig.recorder.errors].count("rest_error") >= 1
@@ -622,27 +600,34 @@ class RecordingLimiter(RateLimiter):
         super().__init__(*args, **kwargs)
         self.granted: list[float] = []
 
-    async def acquire(self) -> None:
-        await super().acquire()
+    async def acquire(self, priority: int = 0) -> None:
+        await super().acquire(priority)
         self.granted.append(time.monotonic())
 
 
-async def test_events_flow_while_the_snapshot_waits_for_the_shared_rest_allowance() -> None:
+@pytest.mark.bitmusa_simulator(time_scale=60, event_interval=0.01, seed=14)
+async def test_events_flow_while_the_snapshot_waits_for_the_shared_rest_allowance(
+    sim: Simulator,
+) -> None:
     # Many accounts share the REST allowance: a resync may wait seconds for its turn. The
     # connection's events are not held back for that; only for the snapshot's round trip.
-    async with Simulator(time_scale=3600, event_interval=0.01, seed=14) as sim:
-        limiter = RecordingLimiter(((4, 1.5),))
-        for _ in range(3):
-            await limiter.acquire()  # other accounts used the allowance just now
-        keeper, arrivals = StateKeeper(), Arrivals()
-        rig = await make_rig(sim, plugins={"keeper": keeper, "arrivals": arrivals}, limiter=limiter)
-        await wait_for(lambda: rig.stream.policy.counters.resyncs == 1, timeout=10)
-        await asyncio.sleep(0.3)
-        sim.paused = True
-        await asyncio.sleep(0.3)
-        await rig.host.dispatcher.drain(5)
-        scenario = sim.account().scenario
-        await rig.finish()
+    # 60x and a keep-alive every 10 s: the only REST calls competing for the tight allowance
+    # are the POST and the snapshot's three GETs (a keep-alive every 0.25 s alone would
+    # need more than 4 calls in 1.5 s)
+    limiter = RecordingLimiter(((4, 1.5),))
+    for _ in range(3):
+        await limiter.acquire()  # other accounts used the allowance just now
+    keeper, arrivals = StateKeeper(), Arrivals()
+    timing = replace(FAST, keepalive_interval=10.0, key_validity=60.0)
+    rig = await make_rig(
+        sim, plugins={"keeper": keeper, "arrivals": arrivals}, limiter=limiter, timing=timing
+    )
+    await wait_for(lambda: rig.stream.machine.counters.resyncs == 1, timeout=10)
+    await rig.flowing()
+    await rig.quiesce()
+    await rig.host.dispatcher.drain(5)
+    scenario = sim.account().scenario
+    await rig.finish()
     # turns: 3 taken above, the POST's, then the snapshot's three (after the window freed)
     assert len(limiter.granted) >= 7
     snapshot_allowed = limiter.granted[4]
@@ -709,7 +694,7 @@ async def test_cancelling_the_engine_at_any_point_ends_every_task_promptly() -> 
             assert not left, f"round {round_}: tasks still running: {left}"
             worst = max(worst, time.monotonic() - cancelled_at)
             await handle.call(lambda s: s._rest_faults.clear())
-            await handle.call(lambda s: s._refuse.clear())
+            await handle.call(lambda s: s.accept())
     print(f"worst time from cancel to every task ended: {worst:.3f} s")
 
 
@@ -737,17 +722,19 @@ class SlowLossless:
             await asyncio.sleep(0.15)
 
 
-async def test_rotations_under_backpressure_deliver_every_frame_exactly_once() -> None:
+@pytest.mark.bitmusa_simulator(time_scale=60, event_interval=0.002, seed=34)
+async def test_rotations_under_backpressure_deliver_every_frame_exactly_once(
+    sim: Simulator,
+) -> None:
     # 60x: a listenKey lives a real minute, so a starved machine's late keep-alive is no
     # outage (this test is about rotations, whose timing is the client's own)
-    async with Simulator(time_scale=60, event_interval=0.002, seed=34) as sim:
-        timing = replace(FAST, rotate_after=0.4, rotate_overlap=0.2)
-        rig = await make_rig(
-            sim, plugins={"slow": SlowLossless()}, timing=timing, queue_size=20, heartbeat=STEADY
-        )
-        await wait_for(lambda: rig.stream.policy.counters.rotations >= 3, timeout=20)
-        stats = rig.stream.stats()
-        await rig.finish()
+    timing = replace(FAST, rotate_after=0.4, rotate_overlap=0.2)
+    rig = await make_rig(
+        sim, plugins={"slow": SlowLossless()}, timing=timing, queue_size=20, heartbeat=STEADY
+    )
+    await wait_for(lambda: rig.stream.machine.counters.rotations >= 3, timeout=20)
+    stats = rig.stream.stats()
+    await rig.finish()
     assert stats["plugins"]["slow"]["blocked_episodes"] > 0  # the reader did pause
     assert rig.recorder.statuses().count("gap") == 0
     assert any(len(f.conns) == 2 for f in sim.sent)  # frames came over both connections
@@ -799,20 +786,22 @@ class SlowLatest:
         self._take("balance", "", event)
 
 
-async def test_a_slow_latest_plugin_ends_with_every_final_state_within_its_bound() -> None:
+@pytest.mark.bitmusa_simulator(time_scale=60, event_interval=None)  # no key lapse under load
+async def test_a_slow_latest_plugin_ends_with_every_final_state_within_its_bound(
+    sim: Simulator,
+) -> None:
     count = 5000
-    async with Simulator(time_scale=60, event_interval=None) as sim:  # no key lapse under load
-        slow, out = SlowLatest(), io.BytesIO()
-        rig = await make_rig(
-            sim, plugins={"slow": slow, "jsonl": JsonlOutput(out)}, timing=FAST, heartbeat=STEADY
-        )
-        await wait_for(lambda: rig.stream.status == "connected")
-        for n in range(count):  # about 50 ms of wire; the slow plugin needs 5 s for it all
-            await sim.send_text(sim.account(), orjson.dumps(burst_frame(n)).decode())
-        await wait_for(lambda: len(rig.recorder.data) >= count, timeout=30)
-        await rig.host.dispatcher.drain(10)
-        stats = rig.host.dispatcher.stats()
-        await rig.finish()
+    slow, out = SlowLatest(), io.BytesIO()
+    rig = await make_rig(
+        sim, plugins={"slow": slow, "jsonl": JsonlOutput(out)}, timing=FAST, heartbeat=STEADY
+    )
+    await wait_for(lambda: rig.stream.status == "connected")
+    for n in range(count):  # about 50 ms of wire; the slow plugin needs 5 s for it all
+        await sim.send_text(sim.account(), orjson.dumps(burst_frame(n)).decode())
+    await wait_for(lambda: len(rig.recorder.data) >= count, timeout=30)
+    await rig.host.dispatcher.drain(10)
+    stats = rig.host.dispatcher.stats()
+    await rig.finish()
     truth: dict[tuple[str, str], int] = {}
     for n in range(count):
         frame = burst_frame(n)

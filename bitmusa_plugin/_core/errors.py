@@ -1,10 +1,21 @@
 """Failures, classified in one place.
 
 A REST call that fails raises one of these types; the type says what the failure means for
-a stream (:data:`Failure`): ``transient`` is retried with backoff, ``gone`` replaces the
-listenKey, ``permanent`` stops the account. :func:`parse_envelope` is the one place that
-reads Bitmusa's envelope ``{data, code, message}`` and picks the type: ``code != 0`` is an
-error even on HTTP 200.
+a stream (:data:`Failure`):
+
+* ``permanent``: the credentials or their permissions are wrong; the account stops.
+* ``misconfigured``: the URL is wrong (the path is not there, or what answers is not
+  Bitmusa); the account stops with the URL and a hint, unless the same call has worked
+  before in this run (then the server is having trouble: retried).
+* ``unreachable``: no answer at all (DNS, refused, TLS, timeout); retried, but before an
+  account's first connection only for the start-up window.
+* ``transient``: the server answered with trouble (5xx, rate limit); retried with backoff.
+* ``gone``: the listenKey is no more; a new one is created.
+
+The machine (``machine.py``) decides what each means over time. :func:`parse_envelope` is
+the one place that reads Bitmusa's envelope ``{data, code, message}`` and picks the type:
+``code != 0`` is an error even on HTTP 200. The websocket's handshake failures are
+classified the same way, in the stream's shell.
 """
 
 from __future__ import annotations
@@ -14,7 +25,7 @@ from typing import Any, Literal
 import orjson
 
 #: What a failure means for a stream.
-Failure = Literal["permanent", "transient", "gone"]
+Failure = Literal["permanent", "misconfigured", "unreachable", "transient", "gone"]
 
 #: Codes that no retry can fix: bad key, IP not allowed, empty key, no privilege.
 PERMANENT_CODES = frozenset((1001, 1002, 1003, 1005))
@@ -44,6 +55,19 @@ class PermanentError(BitmusaError):
     failure: Failure = "permanent"
 
 
+class MisconfiguredError(BitmusaError):
+    """The URL is wrong: HTTP 404/405/410 on the path, or a body that is not Bitmusa's
+    envelope. ``hint`` says what to check."""
+
+    failure: Failure = "misconfigured"
+
+    def __init__(
+        self, message: str, *, code: int | None = None, status: int | None = None, hint: str = ""
+    ):
+        super().__init__(f"{message}: {hint}" if hint else message, code=code, status=status)
+        self.hint = hint
+
+
 class RateLimitedError(BitmusaError):
     """1011 or HTTP 429: retried with backoff."""
 
@@ -53,7 +77,9 @@ class ServerError(BitmusaError):
 
 
 class NetworkError(BitmusaError):
-    """No response: timeout, refused connection, reset. Retried with backoff."""
+    """No response: unknown host, refused connection, TLS failure, timeout, reset."""
+
+    failure: Failure = "unreachable"
 
 
 class ListenKeyGoneError(BitmusaError):
@@ -62,8 +88,13 @@ class ListenKeyGoneError(BitmusaError):
     failure: Failure = "gone"
 
 
-def parse_envelope(what: str, status: int, content: bytes) -> dict[str, Any]:
-    """Read ``{data, code, message}``; raise the typed error for anything but code 0."""
+#: HTTP statuses that say the path is wrong, not that the server is in trouble
+WRONG_PATH_STATUSES = frozenset((404, 405, 410))
+
+
+def parse_envelope(what: str, status: int, content: bytes, hint: str = "") -> dict[str, Any]:
+    """Read ``{data, code, message}``; raise the typed error for anything but code 0.
+    ``hint``: what to check when the answer says the URL is wrong."""
     try:
         body = orjson.loads(content) if content else {}
     except orjson.JSONDecodeError:
@@ -90,8 +121,12 @@ def parse_envelope(what: str, status: int, content: bytes) -> dict[str, Any]:
         raise PermanentError(f"{what} (not authorised)", code=status, status=status)
     if status >= 500:
         raise ServerError(f"{what}", code=status, status=status)
+    if status in WRONG_PATH_STATUSES:
+        raise MisconfiguredError(f"{what} (no such path)", code=status, status=status, hint=hint)
     if not isinstance(body, dict) or code is None:
-        raise ServerError(f"{what}: not a Bitmusa envelope", code=None, status=status)
+        raise MisconfiguredError(
+            f"{what}: the answer is not Bitmusa's envelope", code=None, status=status, hint=hint
+        )
     if status >= 400:
         raise BitmusaError(what, code=status, status=status)
     return body

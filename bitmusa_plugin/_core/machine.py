@@ -1,10 +1,13 @@
-"""The stream lifecycle as a pure policy: (now, what happened) -> what to do.
+"""One account's stream as a pure machine: (now, what happened) -> what to do.
 
-It never touches a socket or a clock (websockets/h11's sans-I/O rule): the asyncio shell in
-``stream.py`` feeds it events with the current time and carries out the actions it
-returns, and tests drive it with a fake clock, so a simulated week runs in milliseconds.
+Everything that decides the state of an account's stream lives in this file (h11's
+``_state.py`` rule): the listenKey's lifecycle, the connections, and which frames reach the
+plugins when. It never touches a socket or a clock: the asyncio shell in
+``_engine/stream.py`` feeds it what happened, with the current time, and carries out the
+actions it returns; tests drive it on a fake clock, so a simulated week runs in
+milliseconds and the exactly-once guarantee is checked frame by frame.
 
-What it decides:
+The lifecycle:
 
 * **Keep-alive**: PUT every ``keepalive_interval`` (± jitter) after the last success; on
   failure retry with backoff (capped at ``retry_max``, far inside the 60-minute validity).
@@ -16,28 +19,41 @@ What it decides:
   one), then connect.
 * **Gap contract**: the first unplanned loss of an outage records ``since`` (the last moment
   the connection was known alive); when a connection is up again exactly one ``gap`` state
-  is emitted with ``since``/``until``, *before* that connection is activated (its frames
-  delivered).
-* **Rotation, make-before-break**: at ``rotate_after`` (minus jitter) open a second
-  connection on the same key, activate it, and close the old one ``rotate_overlap`` later;
-  the shell delivers the overlap's duplicates once. The old one closes as soon as the
-  rotation has *joined* (a frame reached the new one that the old one delivered: the old one
-  holds nothing the new one lacks), else after the overlap. An old connection whose reader
-  is paused (a lossless plugin holds the stream) may hold frames the new one never got: it
-  is not closed by the overlap while paused, only after reading unpaused for the whole
-  overlap again (or a join), and no rotation starts meanwhile.
-  If the new one cannot be opened, stay on the old one and retry every ``rotate_retry``;
-  only a cut of the old one then causes an ordinary reconnect (with its gap).
-* **Resync closes every gap**: after each gap (and at start-up, with ``resync`` on) the
-  snapshot is fetched before the new connection's frames flow; a snapshot that fails is
-  retried with backoff on the live connection until one succeeds (a newer gap replaces
-  it), so no outage is left unhealed. No rotation starts while a resync is in flight.
+  is emitted with ``since``/``until``, *before* any frame of that connection is delivered.
+* **Resync closes every gap**: after each gap (and at start-up, with ``resync`` on) a
+  snapshot is fetched; a snapshot that fails is retried with backoff on the live connection
+  until one succeeds (a newer gap replaces it). No rotation starts while one is in flight.
+* **Rotation, make-before-break**: at ``rotate_after`` (minus jitter) a second connection
+  opens on the same key; the first keeps delivering while the second buffers.
 * **Permanent errors** (bad key, IP not allowed, ...) fail the stream at once: no loops.
+* **Misconfiguration** (the listenKey path or the stream's path is not there) fails the
+  stream at once, unless that same call has worked before in this run.
+* **Start-up window**: before the first connection, an unreachable server (DNS, refused,
+  TLS, timeout) is retried only until ``startup_window`` has passed since the start; then
+  the stream fails with the last reason. After a first connection it is retried forever.
+* **Never silent**: every failed attempt to create the key or to connect is a
+  ``connecting`` state whose reason says what failed and when the next attempt is.
+
+The delivery gate: every frame goes through :meth:`AccountMachine.frame`, which says whether
+to deliver it now. A connection's frames are *held* while it is pending (its gap state not
+yet out), while the snapshot of a resync is in flight (so a snapshot never overwrites a
+newer event), and while it is the standby of a rotation; held frames are released by a
+``Deliver`` action, in order, when the reason ends, or when their connection goes away with
+no other delivering (they were real events). During a rotation, each frame the delivering
+connection delivers is counted against the standby's, so that the switch delivers exactly
+what the standby has that was not delivered yet. The switch happens as soon as the two have
+*joined* (a frame reached both, and the old one delivered it: the old one holds nothing the
+new one lacks), else after ``rotate_overlap``, but never while the old one's reader is
+paused by backpressure (it may hold frames the new one never got). Frames the old one
+delivered that the new one has not read yet are skipped when they arrive, for an overlap.
+The switch by the timer (a quiet account: no frame to join on) assumes what every reader
+that is not paused does: it reads what reaches it well within the overlap (2 s).
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
@@ -59,6 +75,8 @@ class Timing:
     rotate_jitter: float = 5 * 60.0  # rotation happens up to this much earlier
     rotate_retry: float = 60.0
     rotate_overlap: float = 2.0
+    #: before the first connection, an unreachable server fails the stream after this
+    startup_window: float = 30.0
 
     def scaled(self, factor: float) -> Timing:
         changes = {f.name: getattr(self, f.name) / factor for f in fields(self)}
@@ -79,12 +97,12 @@ def replace_timing(timing: Timing, overrides: dict[str, float]) -> Timing:
 
 @dataclass(frozen=True)
 class CreateKey:
-    """POST userDataStream."""
+    """POST userDataStream; answer with key_created / key_failed."""
 
 
 @dataclass(frozen=True)
 class KeepAlive:
-    """PUT userDataStream."""
+    """PUT userDataStream; answer with keepalive_ok / keepalive_failed."""
 
 
 @dataclass(frozen=True)
@@ -94,24 +112,29 @@ class DeleteKey:
 
 @dataclass(frozen=True)
 class Connect:
-    """Open websocket ``conn`` on ``key``; report connected / connect_failed."""
+    """Open websocket ``conn`` on ``key``; answer with connected / connect_failed, then feed
+    its frames to :meth:`AccountMachine.frame` and report its end with ``closed``."""
 
     conn: int
     key: str
 
 
 @dataclass(frozen=True)
-class Activate:
-    """Start delivering ``conn``'s frames (after any gap state was emitted)."""
+class Fetch:
+    """Resync on ``conn``: once the REST allowance has turns for the snapshot, call
+    ``hold``, fetch it, deliver what it changed, then answer snapshot_done/_failed."""
 
     conn: int
+    #: the gap this resync closes began then (None: the start-up's, which recovers no
+    #: fills: what was filled before the stream started is history, not news)
+    gap_since: float | None = None
 
 
 @dataclass(frozen=True)
-class Resync:
-    """Hold ``conn``'s frames, deliver what a REST snapshot changed, then activate it."""
+class Deliver:
+    """Deliver these frames now, in this order, before any other."""
 
-    conn: int
+    frames: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -138,22 +161,26 @@ class Finish:
     reason: str
 
 
-Action = (
-    CreateKey | KeepAlive | DeleteKey | Connect | Activate | Resync | Close | EmitState | Finish
-)
+Action = CreateKey | KeepAlive | DeleteKey | Connect | Fetch | Deliver | Close | EmitState | Finish
 
 #: ``_close_old_at`` while the old connection's reader is paused: due once it resumes.
 _WAITING = float("inf")
 
+ConnState = Literal["pending", "live", "held", "standby"]
 
-@dataclass
+
+@dataclass(slots=True)
 class _Conn:
     key: str
-    rotation: bool
+    rotation: bool  # a rotation's new connection, until the switch
+    state: ConnState = "pending"
     open: bool = False
     opened_at: float | None = None
     paused: bool = False  # its reader waits for a lossless plugin (backpressure)
-    joined: bool = False  # a rotation's: a frame reached it that the old one delivered
+    joined: bool = False  # standby: a frame reached it that the delivering one delivered
+    buffer: list[str] = field(default_factory=list)  # held frames, in order
+    buffered: Counter[str] = field(default_factory=Counter)  # standby: buffer as a multiset
+    delivered: Counter[str] = field(default_factory=Counter)  # standby: what the other did
 
 
 @dataclass
@@ -169,8 +196,9 @@ class Counters:
 
 
 @dataclass
-class StreamPolicy:
-    """One account's lifecycle. Methods take ``now`` (seconds, any monotonic origin)."""
+class AccountMachine:
+    """One account's stream. Methods take ``now`` (seconds, any monotonic origin), except
+    :meth:`frame`, the hot path, which only decides."""
 
     timing: Timing = field(default_factory=Timing)
     rng: random.Random = field(default_factory=random.Random)
@@ -181,6 +209,8 @@ class StreamPolicy:
     phase: Literal["idle", "running", "stopped", "failed"] = field(default="idle", init=False)
     key: str | None = field(default=None, init=False)
     counters: Counters = field(default_factory=Counters, init=False)
+    #: a switch became possible between ticks (a rotation joined): tick soon
+    urgent: bool = field(default=False, init=False)
 
     _conns: dict[int, _Conn] = field(default_factory=dict, init=False)
     _primary: int | None = field(default=None, init=False)
@@ -204,6 +234,51 @@ class StreamPolicy:
     _resync_conn: int | None = field(default=None, init=False)  # a snapshot in flight
     _resync_at: float | None = field(default=None, init=False)  # retry a failed snapshot
     _resync_attempt: int = field(default=0, init=False)
+    _resync_since: float | None = field(default=None, init=False)  # the gap it closes
+    _standby: _Conn | None = field(default=None, init=False)  # the rotation's, once open
+    _skip: Counter[str] = field(default_factory=Counter, init=False)  # after a switch
+    _skip_until: float = field(default=0.0, init=False)
+    _started_at: float = field(default=0.0, init=False)
+    _key_ok_once: bool = field(default=False, init=False)  # a POST has succeeded
+    _keepalive_ok_once: bool = field(default=False, init=False)
+    _retry_announced: bool = field(default=False, init=False)  # the next try is in a state
+
+    # -- the hot path ---------------------------------------------------------------------
+
+    def frame(self, conn_id: int, text: str) -> bool:
+        """A text frame arrived on ``conn_id``: True means deliver it now; otherwise it is
+        held (and released by a later ``Deliver``), or it was delivered already."""
+        conn = self._conns.get(conn_id)
+        if conn is None:
+            return False  # a connection we let go: what it still brings is covered
+        if conn.state == "live":
+            skip = self._skip
+            if skip and text in skip:  # the old connection of a rotation delivered it
+                if skip[text] == 1:
+                    del skip[text]
+                else:
+                    skip[text] -= 1
+                return False
+            standby = self._standby
+            if standby is not None:
+                # the rotation's new connection may carry this frame too: count it, so
+                # that it skips what was delivered already
+                standby.delivered[text] += 1
+                if not standby.joined and standby.buffered[text] > 0:
+                    self._join(standby)
+            return True
+        conn.buffer.append(text)
+        if conn.state == "standby":
+            conn.buffered[text] += 1
+            if not conn.joined and conn.delivered[text] > 0:
+                self._join(conn)
+        return False
+
+    def held(self, conn_id: int) -> list[str]:
+        """The frames ``conn_id`` holds back now, in order (a resync leaves the objects
+        they update to them)."""
+        conn = self._conns.get(conn_id)
+        return list(conn.buffer) if conn is not None else []
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -211,6 +286,7 @@ class StreamPolicy:
         """Begin. ``gap_since``: the stream takes over from another process (worker mode)
         whose last sign of life was then: the first connection reports that gap."""
         self.phase = "running"
+        self._started_at = now
         self._outage = True
         self._gap_since = gap_since
         return [EmitState("connecting"), *self._create(now)]
@@ -218,6 +294,7 @@ class StreamPolicy:
     def key_created(self, now: float, key: str) -> list[Action]:
         if self.phase != "running":
             return []
+        self._key_ok_once = True
         self._key_pending = False
         self._create_attempt = 0
         self._key_ok_at = now
@@ -228,10 +305,9 @@ class StreamPolicy:
         if changed:
             self.counters.key_changes += 1
             # Connections on the old key carry nothing more: replace them, with a gap.
-            for conn_id in list(self._conns):
-                actions.append(Close(conn_id, "listenKey changed"))
-                self._conns.pop(conn_id)
-            if self._primary is not None:
+            had_primary = self._primary is not None
+            actions += self._close_all("listenKey changed")
+            if had_primary:
                 self._lose_primary(now, now)
                 actions.append(EmitState("disconnected", since=now, reason="listenKey changed"))
             self._rotation = self._close_old_at = self._rotate_at = None
@@ -243,13 +319,16 @@ class StreamPolicy:
         if self.phase != "running":
             return []
         self._key_pending = False
-        if failure == "permanent":
-            return self._fail(reason)
-        self._create_at = now + self._backoff(self._create_attempt)
+        fatal = self._fatal(now, failure, reason, worked_before=self._key_ok_once)
+        if fatal is not None:
+            return self._fail(fatal)
+        delay = self._within_window(now, failure, self._backoff(self._create_attempt))
+        self._create_at = now + delay
         self._create_attempt += 1
-        return []
+        return [self._retrying(reason, delay)]
 
     def keepalive_ok(self, now: float) -> list[Action]:
+        self._keepalive_ok_once = True
         self._keepalive_pending = False
         self._keepalive_attempt = 0
         self._key_ok_at = now
@@ -262,7 +341,7 @@ class StreamPolicy:
             return []
         self._keepalive_pending = False
         self.counters.keepalive_failures += 1
-        if failure == "permanent":
+        if failure == "permanent" or (failure == "misconfigured" and not self._keepalive_ok_once):
             return self._fail(reason)
         if failure == "gone":
             self._keepalive_at = None
@@ -277,26 +356,68 @@ class StreamPolicy:
             return [Close(conn_id, "no longer wanted")]
         conn.open, conn.opened_at = True, now
         if conn.rotation:
+            # The standby: its frames wait while the delivering connection goes on
+            # (counted for it since the Connect), until the switch.
             self._close_old_at = now + self.timing.rotate_overlap
-            return [Activate(conn_id)]
+            return []
         self._primary = conn_id
         self._outage = False
         self._stable_at = now + self.timing.stable_after
         self._schedule_rotation(now)
         actions: list[Action] = [EmitState("connected")]
         gap = self._gap_since is not None
+        gap_since = self._gap_since
+        if gap_since is not None and self._resync_since is not None:
+            gap_since = min(gap_since, self._resync_since)  # an earlier gap's is unfinished
         if gap:
             self.counters.gaps += 1
             actions.append(EmitState("gap", since=self._gap_since, until=now, reason="outage"))
             self._gap_since = None
+        # the gap state is out: what arrived meanwhile flows, then everything live
+        if conn.buffer:
+            actions.append(Deliver(tuple(conn.buffer)))
+            conn.buffer.clear()
+        conn.state = "live"
         first = not self._connected_once
         self._connected_once = True
         if self.resync and (gap or first):
             self._resync_at, self._resync_attempt = None, 0  # this one supersedes a retry
             self._resync_conn = conn_id
-            actions.append(Resync(conn_id))
-        else:
-            actions.append(Activate(conn_id))
+            self._resync_since = gap_since
+            actions.append(Fetch(conn_id, gap_since))
+        return actions
+
+    def hold(self, now: float, conn_id: int) -> list[Action]:
+        """The snapshot of a resync is about to be fetched on ``conn_id``: hold its frames
+        until it is delivered (then they are at least as new as it). Until now they flowed:
+        a snapshot that waits for the REST allowance never holds events back."""
+        conn = self._conns.get(conn_id)
+        if conn is not None and conn_id == self._resync_conn and conn.state == "live":
+            conn.state = "held"
+        return []
+
+    def snapshot_done(self, now: float, conn_id: int) -> list[Action]:
+        """The snapshot was fetched and delivered: the gap is closed; release the held."""
+        actions = self._release(conn_id)
+        if conn_id != self._resync_conn:
+            return actions  # a superseded one (its connection was lost meanwhile)
+        self._resync_conn = None
+        self._resync_since = None
+        self._resync_attempt = 0
+        self.counters.resyncs += 1
+        return actions
+
+    def snapshot_failed(self, now: float, conn_id: int, failure: Failure) -> list[Action]:
+        """The snapshot could not be fetched: release the held frames, and retry on the
+        live connection unless the failure is permanent (then the next gap tries)."""
+        actions = self._release(conn_id)
+        if conn_id != self._resync_conn:
+            return actions
+        self._resync_conn = None
+        self.counters.resync_failures += 1
+        if self.phase == "running" and failure != "permanent":
+            self._resync_at = now + self._backoff(self._resync_attempt)
+            self._resync_attempt += 1
         return actions
 
     def reader_paused(self, now: float, conn_id: int) -> list[Action]:
@@ -307,61 +428,39 @@ class StreamPolicy:
         return []
 
     def reader_resumed(self, now: float, conn_id: int) -> list[Action]:
-        """``conn_id``'s reader reads again. If it is the old connection of a rotation, it
-        may hold frames sent before the new one opened: it is closed only after reading
-        unpaused for the whole overlap again."""
+        """``conn_id``'s reader reads again. If it is the old connection of a rotation that
+        has not joined, it may hold frames sent before the new one opened: the switch
+        waits until it has read unpaused for the whole overlap again."""
         conn = self._conns.get(conn_id)
         if conn is None:
             return []
         conn.paused = False
-        rotation = self._conns.get(self._rotation) if self._rotation is not None else None
-        joined = rotation is not None and rotation.joined
+        standby = self._standby
+        joined = standby is not None and standby.joined
         if conn_id == self._primary and self._close_old_at is not None and not joined:
             due = now + self.timing.rotate_overlap
             waiting = self._close_old_at == _WAITING
             self._close_old_at = due if waiting else max(self._close_old_at, due)
         return []
 
-    def rotation_joined(self, now: float, conn_id: int) -> list[Action]:
-        """The rotation's new connection received a frame the old one had delivered: the
-        old one holds nothing that only it has, paused or not, and can close now."""
-        conn = self._conns.get(conn_id)
-        if conn is not None and conn_id == self._rotation and conn.open:
-            conn.joined = True
-            if self._close_old_at is not None:
-                self._close_old_at = now
-        return []
-
-    def resync_done(self, now: float, conn_id: int) -> list[Action]:
-        """The snapshot was fetched and delivered: the gap is closed."""
-        if conn_id != self._resync_conn:
-            return []  # a superseded one (its connection was lost meanwhile)
-        self._resync_conn = None
-        self._resync_attempt = 0
-        self.counters.resyncs += 1
-        return []
-
-    def resync_failed(self, now: float, conn_id: int, failure: Failure) -> list[Action]:
-        """The snapshot could not be fetched (the held frames were released). Retry on
-        the live connection, unless the failure is permanent (then the next gap tries)."""
-        if conn_id != self._resync_conn:
-            return []
-        self._resync_conn = None
-        self.counters.resync_failures += 1
-        if self.phase == "running" and failure != "permanent":
-            self._resync_at = now + self._backoff(self._resync_attempt)
-            self._resync_attempt += 1
-        return []
-
-    def connect_failed(self, now: float, conn_id: int, reason: str) -> list[Action]:
+    def connect_failed(
+        self, now: float, conn_id: int, reason: str, failure: Failure = "transient"
+    ) -> list[Action]:
+        """A connection could not be opened. ``failure``: ``misconfigured`` for a handshake
+        refused with 400/404 on a key REST just issued (every attempt POSTs first),
+        ``unreachable`` for no answer (DNS, refused, TLS, timeout)."""
         conn = self._conns.pop(conn_id, None)
         if conn is None or self.phase != "running":
             return []
         if conn.rotation:
             self._rotation = None
+            self._standby = None
             self._rotate_at = now + self.timing.rotate_retry
             return []
-        return self._schedule_reconnect(now, reason)
+        fatal = self._fatal(now, failure, reason, worked_before=self._connected_once)
+        if fatal is not None:
+            return self._fail(fatal)
+        return self._schedule_reconnect(now, reason, announce=True, failure=failure)
 
     def closed(self, now: float, conn_id: int, reason: str, last_alive: float) -> list[Action]:
         """A connection ended without our asking (server cut, reset, missed pongs)."""
@@ -370,23 +469,33 @@ class StreamPolicy:
             return []  # one we closed on purpose
         if conn_id == self._rotation:
             self._rotation = self._close_old_at = None
+            self._standby = None
             self._rotate_at = now + self.timing.rotate_retry
-            return []
+            return []  # its held frames: the delivering connection has them, or will
         if conn_id != self._primary:
             return []
-        if self._rotation is not None and self._conns[self._rotation].open:
+        # What it held was real: deliver it (a resync in flight, or its gap not yet out).
+        actions: list[Action] = [Deliver(tuple(conn.buffer))] if conn.buffer else []
+        conn.buffer.clear()
+        standby = self._standby
+        if standby is not None and standby.open:
             # The old one was cut while the new one already runs: no outage at all.
-            return self._promote_rotation(now)
+            self._primary = None
+            return actions + self._switch(now, old=None)
         self._lose_primary(now, last_alive)
         return [
+            *actions,
             EmitState("disconnected", since=last_alive, reason=reason),
             *self._schedule_reconnect(now, reason),
         ]
 
     def tick(self, now: float) -> list[Action]:
         """Whatever has come due by ``now``."""
+        self.urgent = False
         if self.phase != "running":
             return []
+        if self._skip and now >= self._skip_until:
+            self._skip = Counter()  # the new connection has caught up long since
         actions: list[Action] = []
         if self._create_at is not None and now >= self._create_at:
             self._create_at = None
@@ -394,7 +503,9 @@ class StreamPolicy:
         if self._reconnect_at is not None and now >= self._reconnect_at:
             self._reconnect_at = None
             self.counters.reconnects += 1
-            actions.append(EmitState("connecting", reason="reconnecting"))
+            if not self._retry_announced:  # a failed attempt's state said it already
+                actions.append(EmitState("connecting", reason="reconnecting"))
+            self._retry_announced = False
             actions += self._create(now)  # POST before every reconnect
         if (
             self._keepalive_at is not None
@@ -421,7 +532,7 @@ class StreamPolicy:
         ):
             self._resync_at = None
             self._resync_conn = self._primary
-            actions.append(Resync(self._primary))
+            actions.append(Fetch(self._primary, self._resync_since))
         if (
             self._rotate_at is not None
             and now >= self._rotate_at
@@ -434,28 +545,25 @@ class StreamPolicy:
             conn = self._connect(self.key, rotation=True)
             self._rotation = conn.conn
             actions += [EmitState("rotating"), conn]
-        if self._close_old_at is not None and now >= self._close_old_at:
-            primary = self._conns.get(self._primary) if self._primary is not None else None
-            rotation = self._conns.get(self._rotation) if self._rotation is not None else None
-            joined = rotation is not None and rotation.joined
-            if primary is not None and primary.paused and not joined:
+        standby = self._standby
+        if (
+            standby is not None
+            and standby.open
+            and (standby.joined or (self._close_old_at is not None and now >= self._close_old_at))
+        ):
+            old = self._conns.get(self._primary) if self._primary is not None else None
+            if old is not None and old.paused and not standby.joined:
                 # closing it now would lose the frames it has not read: wait for its reader
                 self._close_old_at = _WAITING
-                return actions
-            self._close_old_at = None
-            old = self._primary
-            actions += self._promote_rotation(now)
-            if old is not None and old in self._conns:
-                self._conns.pop(old)
-                actions.insert(0, Close(old, "rotated"))
+            else:
+                actions += self._switch(now, old=self._primary)
         return actions
 
     def stop(self, now: float) -> list[Action]:
         if self.phase in ("stopped", "failed"):
             return []
         self.phase = "stopped"
-        actions: list[Action] = [Close(c, "shutdown") for c in self._conns]
-        self._conns.clear()
+        actions = self._close_all("shutdown")
         # A POST still under way is about to create a key: DELETE (which names no key: it
         # closes the account's active stream) once it is answered.
         if (self.key is not None or self._key_pending) and not self.keep_listen_key:
@@ -469,7 +577,9 @@ class StreamPolicy:
         at once, and the shell would spin on it."""
         if self.phase != "running":
             return None
-        times = [self._create_at, self._reconnect_at, self._close_old_at]
+        times = [self._create_at, self._reconnect_at]
+        if self._standby is not None:
+            times.append(self._close_old_at)
         if not self._keepalive_pending and not self._key_pending:
             times.append(self._keepalive_at)
         if self._key_ok_at is not None and not self._key_pending:
@@ -483,6 +593,64 @@ class StreamPolicy:
 
     # -- helpers ----------------------------------------------------------------------------
 
+    def _join(self, standby: _Conn) -> None:
+        standby.joined = True
+        self.urgent = True  # the switch can happen now: the shell ticks soon
+
+    def _release(self, conn_id: int) -> list[Action]:
+        """A held connection delivers again: its held frames first."""
+        conn = self._conns.get(conn_id)
+        if conn is None or conn.state != "held":
+            return []
+        frames = tuple(conn.buffer)
+        conn.buffer.clear()
+        conn.state = "live"
+        return [Deliver(frames)] if frames else []
+
+    def _switch(self, now: float, *, old: int | None) -> list[Action]:
+        """The rotation's connection becomes the one delivering: what it holds that was not
+        delivered goes out first; frames the old one delivered that it has not read yet
+        are skipped when they come (for an overlap); the old one closes."""
+        new_id = self._rotation
+        assert new_id is not None
+        new = self._conns[new_id]
+        flush = _undelivered(new)
+        self._skip = +new.delivered  # what is left: only the positive counts
+        self._skip_until = now + self.timing.rotate_overlap
+        new.buffer.clear()
+        new.buffered = Counter()
+        new.delivered = Counter()
+        new.state, new.rotation, new.joined = "live", False, False
+        self._standby = None
+        self._rotation = self._close_old_at = None
+        self._primary = new_id
+        self.counters.rotations += 1
+        self._schedule_rotation(new.opened_at if new.opened_at is not None else now)
+        actions: list[Action] = [Deliver(tuple(flush)), EmitState("rotated")]
+        if old is not None and old in self._conns:
+            self._conns.pop(old)
+            actions.append(Close(old, "rotated"))
+        return actions
+
+    def _close_all(self, reason: str) -> list[Action]:
+        """Close every connection on purpose. What the primary held back (a resync in
+        flight) was real: it goes out first, then what a rotation's standby has that was not
+        delivered. A connection still pending (its gap state not out) takes its frames
+        along: the next connection's resync covers them."""
+        actions: list[Action] = []
+        primary = self._conns.get(self._primary) if self._primary is not None else None
+        if primary is not None and primary.buffer:
+            actions.append(Deliver(tuple(primary.buffer)))
+        standby = self._standby
+        if standby is not None and primary is not None:
+            extra = _undelivered(standby)
+            if extra:
+                actions.append(Deliver(extra))
+        actions += [Close(c, reason) for c in self._conns]
+        self._conns.clear()
+        self._standby = None
+        return actions
+
     def _create(self, now: float) -> list[Action]:
         if self._key_pending:
             return []
@@ -492,7 +660,12 @@ class StreamPolicy:
     def _connect(self, key: str, *, rotation: bool) -> Connect:
         conn_id = self._next_id
         self._next_id += 1
-        self._conns[conn_id] = _Conn(key, rotation)
+        conn = _Conn(key, rotation, state="standby" if rotation else "pending")
+        self._conns[conn_id] = conn
+        if rotation:
+            # from its first frame on (even before its connected is handled), every frame
+            # the delivering connection delivers is counted for it
+            self._standby = conn
         return Connect(conn_id, key)
 
     def _connecting(self) -> bool:
@@ -504,31 +677,57 @@ class StreamPolicy:
         # the next connection brings its own resync (it supersedes a pending retry)
         self._resync_at = self._resync_conn = None
         if self._rotation is not None and self._rotation in self._conns:
-            # a rotation still connecting becomes the reconnect attempt
-            self._conns[self._rotation].rotation = False
+            # a rotation still connecting becomes the reconnect attempt: its frames will
+            # wait for its gap state, as a new primary's do
+            conn = self._conns[self._rotation]
+            conn.rotation = False
+            conn.state = "pending"
+            conn.buffered, conn.delivered = Counter(), Counter()
+        self._standby = None
         self._rotate_at = self._rotation = self._close_old_at = None
         if self._gap_since is None:  # one gap per outage, however many attempts
             self._gap_since = last_alive
 
-    def _schedule_reconnect(self, now: float, reason: str) -> list[Action]:
+    def _schedule_reconnect(
+        self, now: float, reason: str, announce: bool = False, failure: Failure = "transient"
+    ) -> list[Action]:
         if self._stable_at is not None and now >= self._stable_at:
             self._reconnect_attempt = 0  # the last connection was stable: start over
         self._stable_at = None
-        self._reconnect_at = now + self._backoff(self._reconnect_attempt)
+        delay = self._within_window(now, failure, self._backoff(self._reconnect_attempt))
+        self._reconnect_at = now + delay
         self._reconnect_attempt += 1
-        return []
-
-    def _promote_rotation(self, now: float) -> list[Action]:
-        new = self._rotation
-        self._rotation = None
-        if new is None or new not in self._conns:
+        if not announce:
             return []
-        conn = self._conns[new]
-        conn.rotation = False
-        self._primary = new
-        self.counters.rotations += 1
-        self._schedule_rotation(conn.opened_at if conn.opened_at is not None else now)
-        return [EmitState("rotated")]
+        self._retry_announced = True
+        return [self._retrying(reason, delay)]
+
+    def _within_window(self, now: float, failure: Failure, delay: float) -> float:
+        """An unreachable server before the first connection is tried once more at the
+        start-up window's end, not after it: the verdict comes within the window."""
+        if failure != "unreachable" or self._connected_once:
+            return delay
+        end = self._started_at + self.timing.startup_window
+        return max(min(delay, end - now), self.timing.retry_initial / 10)
+
+    def _retrying(self, reason: str, delay: float) -> EmitState:
+        """A failed attempt, as the state a stream that stays down shows: what failed, and
+        when the next attempt is."""
+        return EmitState("connecting", reason=f"{reason}; retrying in {delay:.1f} s")
+
+    def _fatal(
+        self, now: float, failure: Failure, reason: str, *, worked_before: bool
+    ) -> str | None:
+        """The reason to fail the stream for this failure, or None to retry it."""
+        if failure == "permanent":
+            return reason
+        if failure == "misconfigured" and not worked_before:
+            return reason
+        if failure == "unreachable" and not self._connected_once:
+            window = self.timing.startup_window
+            if now - self._started_at >= window:
+                return f"{reason} (no connection within the start-up window, {window:g} s)"
+        return None
 
     def _schedule_keepalive(self, now: float) -> None:
         jitter = self.timing.keepalive_jitter
@@ -549,6 +748,18 @@ class StreamPolicy:
 
     def _fail(self, reason: str) -> list[Action]:
         self.phase = "failed"
-        actions: list[Action] = [Close(c, "failed") for c in self._conns]
-        self._conns.clear()
+        actions = self._close_all("failed")
         return [*actions, EmitState("failed", reason=reason), Finish(True, reason)]
+
+
+def _undelivered(standby: _Conn) -> tuple[str, ...]:
+    """A standby's frames that the delivering connection has not delivered, in order; what
+    it delivered is taken off ``standby.delivered`` as it is matched."""
+    delivered = standby.delivered
+    flush: list[str] = []
+    for text in standby.buffer:
+        if delivered[text] > 0:
+            delivered[text] -= 1  # the old connection delivered this one
+        else:
+            flush.append(text)
+    return tuple(flush)

@@ -15,6 +15,12 @@ engine delivers the plan and calls :func:`apply`, which records what was deliver
 :class:`Ledger` remembers, per account, the last delivered state of every open order and
 open position (only the fields a snapshot can revise), so it stays as small as the
 account's open book.
+
+Fills: a snapshot is never a trade. After a gap (not at start-up: what filled before the
+stream started is history, not news), :func:`plan_fills` adds to the plan the trades of the
+fills the gap hid, recovered from the trade history (``fills.py``): each right after its
+order's snapshot; an order that vanished and that the history shows wholly filled is
+delivered ``closed`` instead of with an unknown status.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from typing import Any
 
 from bitmusa_plugin._core import build, wire
 from bitmusa_plugin._core.build import Asset
+from bitmusa_plugin._core.fills import Fills
 from bitmusa_plugin._core.mapping import Mapper
-from bitmusa_plugin._core.numbers import Reject
+from bitmusa_plugin._core.numbers import Reject, div, pair, sub, to_float
 from bitmusa_plugin._core.symbols import SymbolMap
 
 ORDER_FIELDS = (
@@ -124,6 +131,10 @@ class Plan:
     assets: dict[str, Asset] = field(default_factory=dict)
     vanished_orders: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)  # records that could not be mapped
+    #: every open order of the snapshot, by id (held ones too), as mapped
+    open_orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: orders with fills the trade history did not account for (an estimated trade each)
+    estimated: list[str] = field(default_factory=list)
 
 
 def plan(
@@ -187,6 +198,7 @@ def plan(
             continue
         order_id = str(order["id"])
         seen_orders.add(order_id)
+        result.open_orders[order_id] = order
         if ("order", order_id) in held:
             continue
         if ledger.orders.get(order_id) != _order_fields(order):
@@ -204,10 +216,90 @@ def plan(
     return result
 
 
-def apply(result: Plan, ledger: Ledger, mapper: Mapper) -> None:
+def plan_fills(
+    result: Plan,
+    ledger: Ledger,
+    fills: Fills,
+    history: list[dict[str, Any]] | None,
+) -> Plan:
+    """The plan with the trades of the fills a gap hid: recovered from ``history`` (the
+    trade-history records since the gap began; None when it could not be fetched), each
+    right after its order's delivery. Changes neither ``ledger`` nor ``fills``."""
+    records: dict[str, list[dict[str, Any]]] = {}
+    for record in history or []:
+        records.setdefault(str(record.get("order_id")), []).append(record)
+    trades: dict[str, list[Delivery]] = {}
+    deliveries = list(result.deliveries)
+    vanished = set(result.vanished_orders)
+    for order_id, order in result.open_orders.items():
+        known = fills.known(order_id)
+        filled = order["filled"] or 0.0
+        if known is not None and sub(pair(filled), known[0])[0] <= 0:
+            continue
+        if known is None and not filled and order_id not in records:
+            continue
+        target = (pair(filled), pair(order["cost"] or 0.0))
+        got = fills.recover(order_id, records.get(order_id, ()), target=target)
+        out = [Delivery("on_trade", "trade", dict(t), t["info"]) for t in got.trades]
+        if got.missing is not None and got.missing[0][0] > 0:
+            estimate = dict(fills.estimate(order, got))
+            out.append(Delivery("on_trade", "trade", estimate, estimate["info"]))
+            result.estimated.append(order_id)
+        trades[order_id] = out
+    for i, delivery in enumerate(deliveries):
+        order_id = str(delivery.obj.get("id")) if delivery.hook == "on_order" else ""
+        if order_id not in vanished:
+            continue
+        last = ledger.order(order_id)
+        got = fills.recover(order_id, records.get(order_id, ()), target=None)
+        trades[order_id] = [Delivery("on_trade", "trade", dict(t), t["info"]) for t in got.trades]
+        amount = last.get("amount")
+        if amount and sub(got.filled, pair(amount))[0] == 0:
+            # the history shows it wholly filled: it closed during the gap
+            done = dict(delivery.obj, status="closed", filled=amount, remaining=0.0)
+            done["cost"] = to_float(got.cost)
+            done["average"] = to_float(div(got.cost, got.filled))
+            done["info"] = {
+                "resync": "absent from GET /future/order; the trade history shows it filled"
+            }
+            deliveries[i] = Delivery("on_order", "order", done, done["info"])
+            vanished.discard(order_id)
+    for order_id, rows in records.items():  # opened and done within the gap
+        if order_id in trades or order_id in result.open_orders or order_id in ledger.orders:
+            continue
+        got = fills.recover(order_id, rows, target=None)
+        trades[order_id] = [Delivery("on_trade", "trade", dict(t), t["info"]) for t in got.trades]
+    ordered: list[Delivery] = []
+    placed: set[str] = set()
+    for delivery in deliveries:
+        ordered.append(delivery)
+        if delivery.hook == "on_order":
+            order_id = str(delivery.obj.get("id"))
+            ordered += trades.get(order_id, [])
+            placed.add(order_id)
+    for order_id, order_trades in trades.items():
+        if order_id not in placed:
+            ordered += order_trades
+    result.deliveries = ordered
+    result.vanished_orders = [o for o in result.vanished_orders if o in vanished]
+    return result
+
+
+def apply(result: Plan, ledger: Ledger, mapper: Mapper, fills: Fills | None = None) -> None:
     """Record a delivered plan: the wallet entries in the mapper, every object in the
-    ledger (a vanished order or a flat position leaves it)."""
+    ledger (a vanished order or a flat position leaves it), and in ``fills`` where each
+    open order now stands, and every side learnt."""
     for code, entry in result.assets.items():
         mapper.set_asset(code, entry)
     for delivery in result.deliveries:
         ledger.record(delivery.hook, delivery.obj)
+        if fills is None:
+            continue
+        if delivery.hook == "on_trade":
+            fills.learn(delivery.obj["order"], delivery.obj["side"])
+        elif delivery.hook == "on_order" and delivery.obj["status"] != "open":
+            fills.forget(str(delivery.obj["id"]))
+    if fills is not None:
+        for order_id, order in result.open_orders.items():
+            fills.learn(order_id, order["side"])
+            fills.snapshot(order)

@@ -1,30 +1,25 @@
-"""Running accounts: the config file, the shared pipeline, signals, shutdown.
-
-``run_accounts`` is what ``bitmusa-plugin listen`` and ``demo`` run: every account gets
-its own ``AccountStream``, all of them share one ``Pipeline`` (``event["account"]`` tells
-them apart) and one REST rate limiter. SIGINT/SIGTERM stop every stream (each DELETEs
-its key unless told to keep it), ``on_shutdown`` runs, and the whole shutdown takes under
-2 seconds even offline.
+"""The accounts file, and one account from the environment: where ``listen`` and the
+worker's registry get their :class:`AccountConfig`. Running them is a
+:class:`~bitmusa_plugin._engine.session.Session`'s job.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
 import stat
 import sys
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, Literal
 
-from bitmusa_plugin._core import machine as lc
-from bitmusa_plugin._engine.pipeline import Pipeline
-from bitmusa_plugin._engine.rest import DEFAULT_REST_URL, RateLimiter, http_client
-from bitmusa_plugin._engine.secrets import Credentials, CredentialsError, InsecureURLError
-from bitmusa_plugin._engine.stream import DEFAULT_WS_URL, AccountConfig, AccountStream, Heartbeat
+from bitmusa_plugin._core import urls
+from bitmusa_plugin._engine.rest import DEFAULT_REST_URL
+from bitmusa_plugin._engine.secrets import (
+    Credentials,
+    CredentialsError,
+    InsecureURLError,
+    require_secure,
+)
+from bitmusa_plugin._engine.stream import DEFAULT_WS_URL, AccountConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,6 +30,8 @@ log = logging.getLogger(__name__)
 
 API_KEY_ENV = "BITMUSA_API_KEY"
 AUTH_KEY_ENV = "BITMUSA_AUTH_KEY"
+#: the API's open readings an account may set (``_core/urls.py``), with their defaults
+READINGS: dict[str, Any] = {"ws_path": "documented", "keepalive_prefix": "v2", "fallback": True}
 
 
 class ConfigError(Exception):
@@ -42,7 +39,12 @@ class ConfigError(Exception):
 
 
 def load_config(
-    path: Path, *, rest_url: str | None = None, ws_url: str | None = None, insecure: bool = False
+    path: Path,
+    *,
+    rest_url: str | None = None,
+    ws_url: str | None = None,
+    insecure: bool = False,
+    readings: dict[str, Any] | None = None,
 ) -> list[AccountConfig]:
     """Accounts from a TOML file::
 
@@ -52,7 +54,13 @@ def load_config(
     auth_key_env = "MAIN_BITMUSA_AUTH_KEY"   # never the secrets themselves
     rest_url = "https://openapi.bitmusa.com/api/v2"   # optional
     ws_url = "wss://websocket.bitmusa.com:60002"      # optional
-    """
+    ws_path = "documented"        # optional: or "wallet" (/ws/future/wallet/<key>)
+    keepalive_prefix = "v2"       # optional: or "v1" (PUT/DELETE under /api/v1)
+    fallback = true               # optional: try the other reading once on a 404
+
+    ``rest_url``, ``ws_url`` and ``readings`` (the command line's) apply to the entries
+    that do not set their own. Every error names the file and the entry, and says what
+    to change."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -84,144 +92,101 @@ def load_config(
         if label in labels:
             raise ConfigError(f"{where}: label {label!r} is used twice")
         labels.add(label)
+        where = f"{path}: account {label!r}"
         api_env, auth_env = entry.get("api_key_env"), entry.get("auth_key_env")
         if not isinstance(api_env, str) or not isinstance(auth_env, str):
-            raise ConfigError(f"{where} ({label}): needs api_key_env and auth_key_env")
+            raise ConfigError(f"{where}: needs api_key_env and auth_key_env")
         try:
             credentials = Credentials.from_env(api_env, auth_env)
         except CredentialsError as exc:
-            raise ConfigError(f"{where} ({label}): {exc}") from None
-        try:
-            accounts.append(
-                AccountConfig(
-                    label,
-                    credentials,
-                    str(entry.get("rest_url") or rest_url or DEFAULT_REST_URL),
-                    str(entry.get("ws_url") or ws_url or DEFAULT_WS_URL),
-                    insecure=insecure,
-                )
+            raise ConfigError(f"{where}: {exc}") from None
+        chosen = {**READINGS, **(readings or {})}
+        for key, default in READINGS.items():
+            if key in entry:
+                value = entry[key]
+                if type(value) is not type(default):
+                    raise ConfigError(f"{where}: {key} must be {_shape(key)}, not {value!r}")
+                chosen[key] = value
+        accounts.append(
+            account(
+                label,
+                credentials,
+                str(entry.get("rest_url") or rest_url or DEFAULT_REST_URL),
+                str(entry.get("ws_url") or ws_url or DEFAULT_WS_URL),
+                insecure=insecure,
+                readings=chosen,
+                where=f"{where}: ",
+                todo="fix it in the accounts file",
             )
-        except InsecureURLError as exc:
-            raise ConfigError(f"{where} ({label}): {exc}") from None
+        )
     return accounts
 
 
 def account_from_env(
-    label: str, rest_url: str | None, ws_url: str | None, *, insecure: bool = False
+    label: str,
+    rest_url: str | None,
+    ws_url: str | None,
+    *,
+    insecure: bool = False,
+    readings: dict[str, Any] | None = None,
 ) -> AccountConfig:
+    """One account, its credentials from ``BITMUSA_API_KEY`` and ``BITMUSA_AUTH_KEY``."""
+    return account(
+        label,
+        Credentials.from_env(API_KEY_ENV, AUTH_KEY_ENV),
+        rest_url or DEFAULT_REST_URL,
+        ws_url or DEFAULT_WS_URL,
+        insecure=insecure,
+        readings={**READINGS, **(readings or {})},
+    )
+
+
+def account(
+    label: str,
+    credentials: Credentials,
+    rest_url: str,
+    ws_url: str,
+    *,
+    insecure: bool,
+    readings: dict[str, Any],
+    where: str = "",
+    todo: str = "",
+) -> AccountConfig:
+    """An :class:`AccountConfig`, every problem a :class:`ConfigError` naming the field."""
+    checks: list[tuple[str, str, Literal["rest", "ws"]]] = [
+        ("rest_url", rest_url, "rest"),
+        ("ws_url", ws_url, "ws"),
+    ]
+    for key, url, kind in checks:
+        problem = urls.url_problem(url, kind)
+        if problem is not None:
+            raise ConfigError(f"{where}{key} {problem}" + (f": {todo}" if todo else ""))
+    for key, url, _ in checks:
+        try:
+            require_secure(url, insecure=insecure)
+        except InsecureURLError as exc:
+            raise ConfigError(f"{where}{key} {exc}") from None
+    for key, choices in (("ws_path", urls.WS_PATHS), ("keepalive_prefix", urls.KEEPALIVE_PREFIXES)):
+        if readings[key] not in choices:
+            raise ConfigError(f"{where}{key} must be {_shape(key)}, not {readings[key]!r}")
     try:
         return AccountConfig(
             label,
-            Credentials.from_env(API_KEY_ENV, AUTH_KEY_ENV),
-            rest_url or DEFAULT_REST_URL,
-            ws_url or DEFAULT_WS_URL,
+            credentials,
+            rest_url,
+            ws_url,
             insecure=insecure,
+            ws_path=readings["ws_path"],
+            keepalive_prefix=readings["keepalive_prefix"],
+            fallback=readings["fallback"],
         )
     except InsecureURLError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(f"{where}{exc}") from None
 
 
-@dataclass
-class RunResult:
-    failed: dict[str, str]  # account -> reason
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-
-async def run_accounts(
-    accounts: list[AccountConfig],
-    host: Pipeline,
-    *,
-    timing: lc.Timing | None = None,
-    heartbeat: Heartbeat | None = None,
-    keep_listen_key: bool = False,
-    resync: bool = True,
-    record: IO[str] | None = None,
-    until: Callable[[list[AccountStream]], Coroutine[Any, Any, Any]] | None = None,
-    handle_signals: bool = True,
-    limiter: RateLimiter | None = None,
-    stop_on: asyncio.Event | None = None,
-) -> RunResult:
-    """Stream every account until a signal, ``until(streams)`` returning, ``stop_on``
-    being set (the output was closed), or all failing.
-
-    The accounts share one REST rate limiter (``limiter``; Bitmusa's documented 8/s and
-    200/min by default, applied per process since the sources say the limit may be per IP:
-    many accounts are paced, not refused) and one REST connection pool."""
-    limiter = limiter or RateLimiter()
-    http = http_client(connections=min(32, 4 + len(accounts))) if len(accounts) > 1 else None
-    streams = [
-        AccountStream(
-            account,
-            host,
-            timing=timing,
-            heartbeat=heartbeat,
-            keep_listen_key=keep_listen_key,
-            resync=resync,
-            limiter=limiter,
-            http=http,
-            record=record,
-        )
-        for account in accounts
-    ]
-    loop = asyncio.get_running_loop()
-    host.start([a.label for a in accounts])
-
-    def stop_all() -> None:
-        for stream in streams:
-            stream.stop()
-
-    installed: list[signal.Signals] = []
-    if handle_signals:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop_all)
-                installed.append(sig)
-    tasks = [loop.create_task(s.run(), name=f"bitmusa:{s.account}") for s in streams]
-    controller: asyncio.Task[Any] | None = None
-    if until is not None or stop_on is not None:
-
-        async def control() -> None:
-            waits = [loop.create_task(until(streams))] if until is not None else []
-            if stop_on is not None:
-                waits.append(loop.create_task(stop_on.wait()))
-            try:
-                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in waits:
-                    task.cancel()
-            for task in done:
-                task.result()  # a broken script is reported below
-
-        controller = loop.create_task(control())
-    try:
-        pending: set[asyncio.Future[Any]] = set(tasks)
-        if controller is not None:
-            pending.add(controller)
-        while any(not t.done() for t in tasks):
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if controller is not None and controller in done:
-                if not controller.cancelled() and controller.exception() is not None:
-                    log.error("the run's script failed", exc_info=controller.exception())
-                stop_all()  # the script is over (or broken): stop cleanly either way
-                controller = None
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-        if controller is not None:
-            controller.cancel()
-    failed = {}
-    for stream, task in zip(streams, tasks, strict=True):
-        exc = task.exception()
-        if exc is not None:  # a bug of ours: report it as a failure, never a traceback dump
-            log.error("%s: the stream crashed", stream.account, exc_info=exc)
-            failed[stream.account] = f"internal error: {exc!r}"
-        elif task.result().failed:
-            failed[stream.account] = task.result().reason
-    if http is not None:
-        await http.aclose()
-    await host.dispatcher.drain(1.0)
-    await host.stop(timeout=0.5)
-    return RunResult(failed)
+def _shape(key: str) -> str:
+    return {
+        "ws_path": " or ".join(repr(p) for p in urls.WS_PATHS),
+        "keepalive_prefix": " or ".join(repr(p) for p in urls.KEEPALIVE_PREFIXES),
+        "fallback": "true or false",
+    }[key]

@@ -1,7 +1,9 @@
 """The plugin host: frames in, hook calls out. Shared by ``replay`` and the live stream.
 
 Data flows one way: raw frame -> :class:`~bitmusa_plugin._core.mapping.Mapper` (per account)
--> :class:`~bitmusa_plugin._engine.dispatch.Dispatcher` -> plugins. Everything that goes wrong on
+-> :class:`~bitmusa_plugin._engine.dispatch.Dispatcher` -> plugins. An order update that
+shows a new fill is followed by its trade (``on_trade``), from the account's
+:class:`~bitmusa_plugin._core.fills.Fills`. Everything that goes wrong on
 the way is reported three ways: an ``on_error`` hook call, a log record and a counter.
 """
 
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bitmusa_hookspecs import Context, DeliveryPolicy, ErrorInfo, Event, StreamState
-from bitmusa_plugin import __version__
+from bitmusa_plugin._core.fills import CloseSide, Fills
 from bitmusa_plugin._core.mapping import DEFAULT_MAX_FRAME_BYTES, Mapped, Mapper
 from bitmusa_plugin._core.resync import Ledger
 from bitmusa_plugin._core.symbols import SymbolMap
@@ -29,6 +31,7 @@ from bitmusa_plugin._engine.dispatch import (
 )
 from bitmusa_plugin._engine.plugins import PluginRegistry
 from bitmusa_plugin._engine.secrets import redact
+from bitmusa_plugin._version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,7 @@ class Pipeline:
         stall_after: float = DEFAULT_STALL_AFTER,
         policy_override: DeliveryPolicy | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        close_side: CloseSide = "trade",
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -73,6 +77,7 @@ class Pipeline:
         self.command = command
         self.symbols = SymbolMap(markets)
         self.max_frame_bytes = max_frame_bytes
+        self.close_side: CloseSide = close_side
         self.dispatcher = Dispatcher(
             plugins.hookimpls(),
             policies=plugins.policies(),
@@ -88,6 +93,7 @@ class Pipeline:
         self._clock = clock
         self._mappers: dict[str, Mapper] = {}
         self.ledgers: dict[str, Ledger] = {}
+        self.fills: dict[str, Fills] = {}
         self.accounts: dict[str, AccountStats] = {}
         self.errors: Counter[str] = Counter()
         self._context: Context = {"version": __version__, "command": command, "accounts": []}
@@ -117,6 +123,7 @@ class Pipeline:
             )
             self.accounts[account] = AccountStats()
             self.ledgers[account] = Ledger()
+            self.fills[account] = Fills(self.symbols, self.close_side)
         return mapper
 
     # -- the data path ----------------------------------------------------------------------
@@ -131,8 +138,17 @@ class Pipeline:
         if isinstance(result, Mapped):
             stats.events[result.event["stream"]] += 1
             stats.last_event_at = now
-            self.ledgers[account].record(result.hook, result.obj)
-            self.dispatcher.publish(result.hook, {result.key: result.obj, "event": result.event})
+            obj, event = result.obj, result.event
+            if result.hook == "on_order":
+                trades = self.fills[account].on_order(obj, event["eventTime"])
+                self.ledgers[account].record("on_order", obj)
+                self.dispatcher.publish("on_order", {"order": obj, "event": event})
+                for trade in trades:
+                    stats.events["trade"] += 1
+                    self.dispatcher.publish("on_trade", {"trade": trade, "event": event})
+                return True
+            self.ledgers[account].record(result.hook, obj)
+            self.dispatcher.publish(result.hook, {result.key: obj, "event": event})
             return True
         error = result.error
         stats.rejected[error["kind"]] += 1

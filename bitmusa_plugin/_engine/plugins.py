@@ -189,9 +189,9 @@ class PluginRegistry:
     def _fail(self, record: PluginRecord, error: str) -> None:
         record.status = "failed"
         record.error = error
-        log.error("plugin %s failed to load: %s", record.name, error)
-        if self.strict:
+        if self.strict:  # the caller says it, once
             raise PluginLoadError(f"plugin {record.name!r} failed to load: {error}")
+        log.error("plugin %s failed to load: %s", record.name, error)
 
 
 def delivery_policy(plugin: object) -> DeliveryPolicy:

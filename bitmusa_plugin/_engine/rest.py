@@ -11,22 +11,26 @@ machine's business. Requests are paced by a shared
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import logging
+import socket
 import ssl
-import time
-from collections.abc import Callable, Generator
+import weakref
+from collections.abc import Generator
 from typing import Any
 
 import httpx
 
+from bitmusa_plugin._core import urls
 from bitmusa_plugin._core.errors import (
+    BitmusaError,
+    MisconfiguredError,
     NetworkError,
     ServerError,
     parse_envelope,
 )
 from bitmusa_plugin._engine.aio import within
+from bitmusa_plugin._engine.limiter import ROUTINE, RateLimiter
 from bitmusa_plugin._engine.secrets import Credentials
 
 log = logging.getLogger(__name__)
@@ -38,56 +42,10 @@ LISTEN_KEY_PATH = "/future/userDataStream"
 WALLET_PATH = "/future/wallet"
 POSITION_PATH = "/future/position"
 OPEN_ORDERS_PATH = "/future/order"
-
-
-class RateLimiter:
-    """Sliding-window limits shared by every client of a process (per IP, to be safe):
-    a request waits for its turn instead of being refused."""
-
-    def __init__(
-        self,
-        limits: tuple[tuple[int, float], ...] = ((8, 1.0), (200, 60.0)),
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.limits = limits
-        self._clock = clock
-        self._sent: collections.deque[float] = collections.deque()
-        self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
-
-    async def acquire(self) -> None:
-        # an asyncio.Lock belongs to one event loop; a process-wide limiter may see several
-        loop = asyncio.get_running_loop()
-        lock = self._locks.get(loop)
-        if lock is None:
-            self._locks = {lp: lk for lp, lk in self._locks.items() if not lp.is_closed()}
-            lock = self._locks[loop] = asyncio.Lock()
-        async with lock:
-            while (delay := self._delay()) > 0:  # noqa: ASYNC110 (waits for time, not an event)
-                await asyncio.sleep(delay)
-            self._sent.append(self._clock())
-
-    def ready(self, n: int = 1) -> bool:
-        """Would ``n`` requests go out now, without waiting (and with nobody queued)?"""
-        lock = self._locks.get(asyncio.get_running_loop())
-        if lock is not None and lock.locked():
-            return False
-        now = self._clock()
-        return all(
-            sum(1 for t in self._sent if now - t < window) + n <= count
-            for count, window in self.limits
-        )
-
-    def _delay(self) -> float:
-        now = self._clock()
-        longest = max(window for _, window in self.limits)
-        while self._sent and now - self._sent[0] >= longest:
-            self._sent.popleft()
-        delay = 0.0
-        for count, window in self.limits:
-            recent = [t for t in self._sent if now - t < window]
-            if len(recent) >= count:
-                delay = max(delay, recent[-count] + window - now)
-        return delay
+TRADE_HISTORY_PATH = "/future/trade/history"
+#: trade-history records per page we ask for, and pages at most per call of ours
+HISTORY_PAGE = 100
+HISTORY_PAGES = 20
 
 
 class BitmusaAuth(httpx.Auth):
@@ -120,9 +78,15 @@ def http_client(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
     """An httpx client as every account's REST uses it: verifying TLS, explicit timeouts,
-    a small pool. Many accounts of one process share one (``run_accounts`` does): one pool
-    of sockets and TLS sessions instead of one per account."""
-    return httpx.AsyncClient(
+    a small pool. Many accounts of one process share one (a :class:`Session` does): one
+    pool of sockets and TLS sessions instead of one per account.
+
+    Its requests take a slot of ours before they reach httpcore's pool, so that its queue
+    never holds more than it has connections: a request that times out in httpcore's queue
+    just as a new connection is assigned to it leaves that connection CONNECTING for good
+    (encode/httpcore#550, still seen with 1.0.9 on a loaded machine), and enough of them
+    make every later call a PoolTimeout."""
+    client = httpx.AsyncClient(
         verify=tls_context(),  # verification stays on; only a transport may be injected
         timeout=httpx.Timeout(timeout),
         limits=httpx.Limits(
@@ -131,12 +95,20 @@ def http_client(
         transport=transport,
         headers={"Content-Type": "application/json"},
     )
+    _SLOTS[client] = asyncio.Semaphore(connections)
+    return client
 
 
-class ListenKeyClient:
-    """One account's REST: the listenKey (POST / PUT / DELETE ``/future/userDataStream``)
-    and the snapshots used to resync (GET ``/future/wallet``, ``/future/position``,
-    ``/future/order``). Its own pool, or ``client`` (shared by many accounts, which then
+#: one slot per connection of each pool made by :func:`http_client`
+_SLOTS: weakref.WeakKeyDictionary[httpx.AsyncClient, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class _Client:
+    """What every REST client of one account shares: the two credentials (added to each
+    request by :class:`BitmusaAuth`), the base URL, the process-wide limiter, the pool, and
+    reading the envelope. Its own pool, or ``client`` (shared by many accounts, which then
     closes with its owner, not here)."""
 
     def __init__(
@@ -150,6 +122,7 @@ class ListenKeyClient:
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.rest_url = rest_url.rstrip("/")
+        self._hint = urls.rest_hint(self.rest_url)
         self.timeout = timeout
         self._limiter = limiter
         self._inflight: set[asyncio.Future[httpx.Response]] = set()
@@ -161,29 +134,13 @@ class ListenKeyClient:
         self._client = client or http_client(timeout, transport=transport)
 
     def __repr__(self) -> str:
-        return f"ListenKeyClient({self.rest_url!r})"
+        return f"{type(self).__name__}({self.rest_url!r})"
 
-    def _request_done(self, request: asyncio.Future[httpx.Response]) -> None:
-        self._inflight.discard(request)
-        if not request.cancelled():
-            request.exception()  # retrieved: an abandoned request's failure is not news
-
-    async def create(self) -> str:
-        """POST: the account's active listenKey, or a new one."""
-        body = await self._call("POST")
-        data = body.get("data")
-        key = data.get("listenKey") if isinstance(data, dict) else None
-        if not isinstance(key, str) or not key:
-            raise ServerError("POST userDataStream returned no listenKey", code=body.get("code"))
-        return key
-
-    async def keepalive(self) -> None:
-        """PUT: extend the active key's validity by 60 minutes."""
-        await self._call("PUT")
-
-    async def close_key(self, timeout: float | None = None) -> None:
-        """DELETE: close the stream and invalidate the key (for every consumer)."""
-        await self._call("DELETE", timeout=timeout)
+    @property
+    def inflight(self) -> int:
+        """Requests under way, those whose callers gave up included (they run to their own
+        timeout, never cancelled midway)."""
+        return len(self._inflight)
 
     def ready(self, n: int = 1) -> bool:
         """Would ``n`` calls go out now, without waiting for the shared limiter?"""
@@ -198,21 +155,6 @@ class ListenKeyClient:
                 await self._limiter.acquire()
                 self._prepaid += 1
 
-    async def wallet(self) -> list[dict[str, Any]]:
-        """GET /future/wallet: one record per margin asset."""
-        return await self._records(WALLET_PATH, {})
-
-    async def positions(self, ticker: str | None = None) -> list[dict[str, Any]]:
-        """GET /future/position: every position, or one ticker's."""
-        return await self._records(POSITION_PATH, {"ticker": ticker} if ticker else {})
-
-    async def open_orders(self, ticker: str | None = None, size: int = 50) -> list[dict[str, Any]]:
-        """GET /future/order: open orders, newest first (all tickers when none is given)."""
-        params: dict[str, Any] = {"size": size}
-        if ticker:
-            params["ticker"] = ticker
-        return await self._records(OPEN_ORDERS_PATH, params)
-
     async def aclose(self) -> None:
         """Close our own pool (requests still running, abandoned by their callers, end
         now). A shared pool is left to its owner, and our requests on it run to their own
@@ -225,8 +167,13 @@ class ListenKeyClient:
             await asyncio.wait(self._inflight, timeout=1.0)
         await self._client.aclose()
 
+    def _request_done(self, request: asyncio.Future[httpx.Response]) -> None:
+        self._inflight.discard(request)
+        if not request.cancelled():
+            request.exception()  # retrieved: an abandoned request's failure is not news
+
     async def _records(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        body = await self._call("GET", path=path, params=params)
+        body = await self._call("GET", path, params=params)
         data = body.get("data")
         if data is None:
             return []
@@ -237,16 +184,22 @@ class ListenKeyClient:
     async def _call(
         self,
         method: str,
-        timeout: float | None = None,
-        path: str = LISTEN_KEY_PATH,
+        path: str,
+        *,
         params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        base: str | None = None,
+        priority: int = ROUTINE,
+        json: Any = None,
     ) -> dict[str, Any]:
+        """One request, its envelope read. ``priority``: ``TRADING`` for orders and cancels
+        (first in the shared limiter's queue). ``json``: the request's body."""
         if self._prepaid > 0:
             self._prepaid -= 1
         elif self._limiter is not None:
-            await self._limiter.acquire()
-        url = self.rest_url + path
-        what = f"{method} {path.rsplit('/', 1)[-1]}"
+            await self._limiter.acquire(priority)
+        url = (base or self.rest_url) + path
+        what = f"{method} {urls.shown(url)}"
         budget = (timeout if timeout is not None else self.timeout) * 2 + 1
         # The request runs as its own task and is never cancelled midway: a request
         # cancelled while httpcore assigns it a connection leaks that pool slot for good
@@ -254,9 +207,7 @@ class ListenKeyClient:
         # A caller that gives up (a resync superseded, a watchdog) just stops waiting; the
         # request ends by httpx's own timeouts and gives its connection back.
         request = asyncio.ensure_future(
-            self._client.request(
-                method, url, params=params, timeout=timeout or self.timeout, auth=self._auth
-            )
+            self._send(method, url, params, json, timeout=timeout or self.timeout, budget=budget)
         )
         self._inflight.add(request)
         request.add_done_callback(self._request_done)
@@ -265,19 +216,211 @@ class ListenKeyClient:
             # transport trouble can leave the lifecycle waiting for an answer forever.
             response = await within(asyncio.shield(request), budget)
         except asyncio.TimeoutError:
-            raise NetworkError(f"{what} timed out (no answer within {budget:g} s)") from None
+            raise NetworkError(f"{what}: no answer within {budget:g} s") from None
         except httpx.TimeoutException as exc:
-            raise NetworkError(f"{what} timed out ({type(exc).__name__})") from None
+            raise NetworkError(f"{what}: timed out ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
-            # the reason matters to whoever reads it: "CERTIFICATE_VERIFY_FAILED", "refused"
-            detail = str(exc)[:200]
-            raise NetworkError(
-                f"{what} failed: {type(exc).__name__}" + (f": {detail}" if detail else "")
-            ) from None
+            raise NetworkError(f"{what}: {network_reason(exc)}") from None
         except Exception as exc:
             # Whatever else a transport can raise (seen: h11/anyio errors on a connection the
             # server closed under us) is a failed request too: the lifecycle retries it. An
             # exception escaping here would leave the stream waiting for an answer forever.
             log.debug("%s raised %r", what, exc, exc_info=True)
-            raise NetworkError(f"{what} failed: {type(exc).__name__}") from None
-        return parse_envelope(what, response.status_code, response.content)
+            raise NetworkError(f"{what}: failed ({type(exc).__name__})") from None
+        return parse_envelope(what, response.status_code, response.content, self._hint)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, Any] | None,
+        json: Any,
+        *,
+        timeout: float,
+        budget: float,
+    ) -> httpx.Response:
+        """One request, in a slot of the pool's (:func:`http_client`); one that waited for a
+        slot longer than its caller would is not sent at all (nobody waits for it)."""
+        slots = _SLOTS.get(self._client)
+        if slots is None:  # a client made elsewhere: its own pool's queue
+            return await self._client.request(
+                method, url, params=params, json=json, timeout=timeout, auth=self._auth
+            )
+        await within(slots.acquire(), budget)
+        try:
+            return await self._client.request(
+                method, url, params=params, json=json, timeout=timeout, auth=self._auth
+            )
+        finally:
+            slots.release()
+
+
+def network_reason(exc: BaseException) -> str:
+    """Why no answer came, in words a user can act on: the unknown host, the refused port,
+    the certificate, read from the exception's causes (httpx wraps httpcore's, which wraps
+    the socket's)."""
+    seen: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in seen:
+        seen.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    for error in seen:
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return (
+                f"TLS certificate not trusted ({error.verify_message}); verification stays "
+                "on: fix the trust store (SSL_CERT_FILE) or the host name"
+            )
+        if isinstance(error, ssl.SSLError):
+            return f"TLS failed ({error.reason or error}); is this port TLS (https/wss)?"
+        if isinstance(error, socket.gaierror):
+            return "unknown host (DNS found no address); check the host name"
+        if isinstance(error, ConnectionRefusedError):
+            return "connection refused: nothing listens on that port; check host and port"
+    text = str(exc)
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return "unknown host (DNS found no address); check the host name"
+    if "All connection attempts failed" in text or "Connection refused" in text:
+        return "connection refused: nothing listens on that port; check host and port"
+    detail = text[:200]
+    return f"{type(exc).__name__}" + (f": {detail}" if detail else "")
+
+
+class ListenKeyClient(_Client):
+    """The user stream's key: POST / PUT / DELETE ``/future/userDataStream``.
+
+    PUT and DELETE go under ``keepalive_prefix`` (``v2``: the REST base, as documented;
+    ``v1``: node-bitmusa-api's reading). With ``fallback``, a 404 there makes the client
+    try the other reading once; one that answers is kept for the rest of the run (and
+    said in one log line), and two 404s are a :class:`MisconfiguredError` naming both."""
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        rest_url: str = DEFAULT_REST_URL,
+        *,
+        keepalive_prefix: urls.KeepalivePrefix = "v2",
+        fallback: bool = True,
+        label: str = "",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(credentials, rest_url, **kwargs)
+        self.keepalive_prefix: urls.KeepalivePrefix = keepalive_prefix
+        self.fallback = fallback
+        self._label = label
+        self._settled = False  # a PUT or DELETE was answered: the reading is known
+
+    async def create(self) -> str:
+        """POST: the account's active listenKey, or a new one."""
+        body = await self._call("POST", LISTEN_KEY_PATH)
+        data = body.get("data")
+        key = data.get("listenKey") if isinstance(data, dict) else None
+        if not isinstance(key, str) or not key:
+            raise ServerError("POST userDataStream returned no listenKey", code=body.get("code"))
+        return key
+
+    async def keepalive(self) -> None:
+        """PUT: extend the active key's validity by 60 minutes."""
+        await self._keyed("PUT")
+
+    async def close_key(self, timeout: float | None = None) -> None:
+        """DELETE: close the stream and invalidate the key (for every consumer)."""
+        await self._keyed("DELETE", timeout=timeout)
+
+    async def _keyed(self, method: str, timeout: float | None = None) -> None:
+        prefix = self.keepalive_prefix
+        base = urls.keepalive_base(self.rest_url, prefix)
+        try:
+            await self._call(method, LISTEN_KEY_PATH, timeout=timeout, base=base)
+        except MisconfiguredError as first:
+            alternative = urls.keepalive_base(self.rest_url, urls.other(prefix))
+            if self._settled or not self.fallback or first.status != 404 or alternative == base:
+                raise
+            try:
+                await self._call(method, LISTEN_KEY_PATH, timeout=timeout, base=alternative)
+            except MisconfiguredError as second:
+                raise MisconfiguredError(
+                    f"{method} userDataStream: {urls.shown(base + LISTEN_KEY_PATH)} and "
+                    f"{urls.shown(alternative + LISTEN_KEY_PATH)} both answered "
+                    f"HTTP {first.status}/{second.status}",
+                    code=second.code,
+                    status=second.status,
+                    hint=first.hint,
+                ) from None
+            except BitmusaError:
+                self._switch(method, base, alternative)  # it is there: an envelope came
+                raise
+            self._switch(method, base, alternative)
+        self._settled = True
+
+    def _switch(self, method: str, base: str, alternative: str) -> None:
+        self.keepalive_prefix = urls.other(self.keepalive_prefix)
+        self._settled = True
+        log.warning(
+            "%s%s userDataStream answered 404 under %s but works under %s "
+            "(keepalive_prefix %s): using that for the rest of the run",
+            f"{self._label}: " if self._label else "",
+            method,
+            urls.shown(base),
+            urls.shown(alternative),
+            self.keepalive_prefix,
+        )
+
+
+class AccountClient(_Client):
+    """The account's state over REST: the snapshots a resync takes (GET ``/future/wallet``,
+    ``/future/position``, ``/future/order``), and the ccxt drop-in's fetches."""
+
+    async def wallet(self) -> list[dict[str, Any]]:
+        """GET /future/wallet: one record per margin asset."""
+        return await self._records(WALLET_PATH, {})
+
+    async def positions(self, ticker: str | None = None) -> list[dict[str, Any]]:
+        """GET /future/position: every position, or one ticker's."""
+        return await self._records(POSITION_PATH, {"ticker": ticker} if ticker else {})
+
+    async def trade_history(
+        self,
+        ticker: str | None = None,
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """GET /future/trade/history: the account's fills, newest first, page after page
+        (``HISTORY_PAGE`` a page, at most ``HISTORY_PAGES``) until a page comes back short,
+        ``limit`` records are in, or the records are older than ``since_ms``. Sends only the
+        filters given, as both SDKs do (DF calls four "required"; the simulator does not
+        require them: docs/ccxt.md). Reads DF's array and the SDKs' paged ``content``."""
+        records: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"size": HISTORY_PAGE}
+        if ticker:
+            params["ticker"] = ticker
+        if since_ms is not None:
+            params["startTime"] = since_ms
+        if until_ms is not None:
+            params["endTime"] = until_ms
+        for page in range(1, HISTORY_PAGES + 1):
+            body = await self._call("GET", TRADE_HISTORY_PATH, params={**params, "page": page})
+            data = body.get("data")
+            if isinstance(data, dict):
+                data = data.get("content")
+            if data is None:
+                data = body.get("content")  # node-bitmusa-api reads it at the top level
+            if data is None:
+                break
+            if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+                raise ServerError(
+                    f"GET {TRADE_HISTORY_PATH}: data is not a list of records",
+                    code=body.get("code"),
+                )
+            records += data
+            if len(data) < HISTORY_PAGE or (limit is not None and len(records) >= limit):
+                break
+        return records if limit is None else records[:limit]
+
+    async def open_orders(self, ticker: str | None = None, size: int = 50) -> list[dict[str, Any]]:
+        """GET /future/order: open orders, newest first (all tickers when none is given)."""
+        params: dict[str, Any] = {"size": size}
+        if ticker:
+            params["ticker"] = ticker
+        return await self._records(OPEN_ORDERS_PATH, params)

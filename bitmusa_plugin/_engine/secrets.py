@@ -144,7 +144,9 @@ def require_secure(url: str, *, insecure: bool = False) -> None:
         return
     if parts.scheme in ("http", "ws") and is_loopback(parts.hostname or ""):
         return
+    from bitmusa_plugin._core.urls import masked
+
     raise InsecureURLError(
-        f"{parts.scheme}://{parts.hostname} is not encrypted and not this machine: "
-        "credentials would cross the network in clear (use https/wss, or --insecure)"
+        f"{masked(url)} is not encrypted and not this machine: use https/wss (credentials "
+        "would cross the network in clear), or --insecure on a network you trust"
     )

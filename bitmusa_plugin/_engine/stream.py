@@ -1,10 +1,12 @@
-"""The asyncio shell: carries out the lifecycle policy's decisions with httpx and websockets.
+"""The asyncio shell of one account's stream: sockets, tasks and timers, nothing else.
 
-All decisions live in :mod:`bitmusa_plugin._core.machine`; this module only performs them and
-reports back what happened. Per account there is one supervisor task (the policy loop),
-at most two connection tasks (two only during a rotation) and one REST call at a time per
-kind. Frames go straight from a connection's reader to the plugin host, never through the
-supervisor.
+Every decision lives in :class:`~bitmusa_plugin._core.machine.AccountMachine`; this module
+feeds it what happened (REST answers, connections opening and closing, each frame, readers
+pausing for backpressure) and carries out the actions it returns, with a ``match`` that
+ends in ``assert_never``. Per account there is one supervisor task (the machine's loop), at
+most two connection tasks (two only during a rotation), a resync task while a snapshot is
+fetched, and one REST call at a time per kind. A frame goes from its connection's reader
+through ``machine.frame`` straight to the pipeline, never through the supervisor.
 """
 
 from __future__ import annotations
@@ -15,26 +17,29 @@ import functools
 import logging
 import random
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any
 
 import httpx
 import websockets
+from typing_extensions import assert_never
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bitmusa_hookspecs import StreamState, error_info
 from bitmusa_plugin._core import machine as lc
-from bitmusa_plugin._core import resync
-from bitmusa_plugin._core.errors import BitmusaError
+from bitmusa_plugin._core import resync, urls
+from bitmusa_plugin._core.errors import BitmusaError, Failure
 from bitmusa_plugin._engine.aio import within
+from bitmusa_plugin._engine.limiter import RateLimiter
 from bitmusa_plugin._engine.pipeline import Pipeline
 from bitmusa_plugin._engine.rest import (
     DEFAULT_REST_URL,
+    AccountClient,
     ListenKeyClient,
-    RateLimiter,
+    http_client,
+    network_reason,
     tls_context,
 )
 from bitmusa_plugin._engine.secrets import (
@@ -49,13 +54,17 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WS_URL = "wss://websocket.bitmusa.com:60002"
 #: websockets closes a connection on a frame larger than this (1009); our own, smaller
-#: limit (``mapping.DEFAULT_MAX_FRAME_BYTES``) rejects and reports a frame and goes on.
+#: limit (``wire.DEFAULT_MAX_FRAME_BYTES``) rejects and reports a frame and goes on.
 WS_MAX_FRAME_BYTES = 1 << 20
 #: GET wallet, positions and open orders
 SNAPSHOT_CALLS = 3
+#: how far before a gap's start its trade history is read: its times are whole seconds
+GAP_HISTORY_MARGIN_MS = 5_000
 #: ``--record`` reaches the disk this soon after a frame, seconds.
 RECORD_FLUSH_INTERVAL = 0.1
 _WS_LOGGER = RedactingLogger(logging.getLogger("websockets.client"), {})
+
+Event = Callable[[float], list[lc.Action]]
 
 
 @dataclass(frozen=True)
@@ -73,15 +82,32 @@ class Heartbeat:
 
 @dataclass
 class AccountConfig:
-    """One account to stream. ``credentials`` never appear in a repr."""
+    """One account to stream. ``credentials`` never appear in a repr.
+
+    ``ws_path`` and ``keepalive_prefix`` are the API's two open readings (the user stream at
+    ``/ws/future/<key>`` or ``/ws/future/wallet/<key>``; PUT/DELETE of the key under
+    ``/api/v2`` or ``/api/v1``); with ``fallback``, a 404 from the one configured makes the
+    stream try the other once (``_core/urls.py``)."""
 
     label: str
     credentials: Credentials
     rest_url: str = DEFAULT_REST_URL
     ws_url: str = DEFAULT_WS_URL
     insecure: bool = False  # allow plaintext to a host other than this machine
+    ws_path: urls.WsPath = "documented"
+    keepalive_prefix: urls.KeepalivePrefix = "v2"
+    fallback: bool = True
 
     def __post_init__(self) -> None:
+        urls.check_url(self.rest_url, "rest")
+        urls.check_url(self.ws_url, "ws")
+        if self.ws_path not in urls.WS_PATHS:
+            raise urls.UrlError(f"ws_path {self.ws_path!r}: one of {', '.join(urls.WS_PATHS)}")
+        if self.keepalive_prefix not in urls.KEEPALIVE_PREFIXES:
+            raise urls.UrlError(
+                f"keepalive_prefix {self.keepalive_prefix!r}: one of "
+                f"{', '.join(urls.KEEPALIVE_PREFIXES)}"
+            )
         require_secure(self.rest_url, insecure=self.insecure)
         require_secure(self.ws_url, insecure=self.insecure)
 
@@ -91,14 +117,8 @@ class _Connection:
     conn_id: int
     task: asyncio.Task[None] | None = None
     ws: ClientConnection | None = None
-    mode: str = "gated"  # gated -> live, or gated -> buffering -> live (rotation)
-    activated: asyncio.Event = field(default_factory=asyncio.Event)
     planned_close: bool = False
     last_alive: float = 0.0
-    buffer: list[str] = field(default_factory=list)
-    buffered: Counter[str] = field(default_factory=Counter)  # the buffer, as a multiset
-    delivered: Counter[str] = field(default_factory=Counter)
-    joined: bool = False  # a rotation's new connection received a frame the old delivered
     resync: asyncio.Task[None] | None = None
     #: the reader waits for a lossless plugin (backpressure): it reads nothing meanwhile,
     #: pongs included, so the heartbeat does not count that time against the link
@@ -107,12 +127,14 @@ class _Connection:
 
 
 class AccountStream:
-    """Streams one account into a :class:`.pipeline.Pipeline` until stopped."""
+    """Streams one account into a :class:`~bitmusa_plugin._engine.pipeline.Pipeline` until
+    stopped. ``http`` (a shared pool) and ``limiter`` come from the session; without them
+    the stream has its own."""
 
     def __init__(
         self,
         config: AccountConfig,
-        host: Pipeline,
+        pipeline: Pipeline,
         *,
         timing: lc.Timing | None = None,
         heartbeat: Heartbeat | None = None,
@@ -125,24 +147,38 @@ class AccountStream:
         rest_timeout: float = 10.0,
         record: IO[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
         resume_since_ms: int | None = None,
     ) -> None:
         self.config = config
         self.account = config.label
-        self.host = host
+        self.pipeline = pipeline
         self.heartbeat = heartbeat or Heartbeat()
-        self.policy = lc.StreamPolicy(
+        self.machine = lc.AccountMachine(
             timing=timing or lc.Timing(),
             rng=rng or random.Random(),
             keep_listen_key=keep_listen_key,
             resync=resync,
         )
-        self.rest = ListenKeyClient(
+        # one pool for both clients: the session's, or the stream's own
+        self._owns_http = http is None
+        self._http = http or http_client(rest_timeout)
+        self.listen_key = ListenKeyClient(
+            config.credentials,
+            config.rest_url,
+            keepalive_prefix=config.keepalive_prefix,
+            fallback=config.fallback,
+            label=config.label,
+            timeout=rest_timeout,
+            limiter=limiter,
+            client=self._http,
+        )
+        self.snapshots = AccountClient(
             config.credentials,
             config.rest_url,
             timeout=rest_timeout,
             limiter=limiter,
-            client=http,  # shared by the accounts of a process, or None: its own
+            client=self._http,
         )
         self.open_timeout = open_timeout
         self.record = record
@@ -150,10 +186,17 @@ class AccountStream:
         self.result: lc.Finish | None = None
         #: the last REST failure, for callers that map it (the ccxt drop-in)
         self.last_error: BitmusaError | None = None
+        #: the last state's reason (why it is not connected, when it is not), for status
+        self.reason: str | None = None
+        #: the user stream's path, as configured, or the other reading once it answered
+        self.ws_path: urls.WsPath = config.ws_path
+        self._ws_settled = False  # a connection opened: the path is known
+        self._logged: tuple[str, float] | None = None  # the last retry logged, and when
         self._clock = clock
+        self._wall = wall
         #: taking over from another worker: the last event it delivered (wall ms)
         self.resume_since_ms = resume_since_ms
-        self._inbox: asyncio.Queue[Callable[[float], list[lc.Action]]] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Event] = asyncio.Queue()
         self._conns: dict[int, _Connection] = {}
         self._rest_tasks: set[asyncio.Task[None]] = set()
         self._record_flush: asyncio.TimerHandle | None = None
@@ -166,30 +209,58 @@ class AccountStream:
 
     async def run(self) -> lc.Finish:
         """Run until :meth:`stop` or a permanent failure; returns how it ended."""
-        self.host.mapper(self.account)  # registers the account's counters
+        self.pipeline.mapper(self.account)  # registers the account's counters
         try:
             now = self._clock()
             since = None
             if self.resume_since_ms is not None:
-                since = now - max(0.0, time.time() - self.resume_since_ms / 1000)
-            await self._execute(self.policy.start(now, gap_since=since))
+                since = now - max(0.0, self._wall() - self.resume_since_ms / 1000)
+            await self._execute(self.machine.start(now, gap_since=since))
             while self.result is None:
-                deadline = self.policy.next_deadline()
+                deadline = self.machine.next_deadline()
                 timeout = None if deadline is None else max(0.0, deadline - self._clock())
                 event = await self._next_event(timeout)
                 now = self._clock()
                 actions = event(now) if event is not None else []
-                # every event reported so far reaches the policy before it decides on time
+                # every event reported so far reaches the machine before it decides on time
                 # (a reader that just paused must not see its connection closed under it)
                 while not self._inbox.empty():
                     actions += self._inbox.get_nowait()(now)
-                actions += self.policy.tick(now)
+                actions += self.machine.tick(now)
                 await self._execute(actions)
         finally:
             await self._teardown()
         return self.result
 
-    async def _next_event(self, timeout: float | None) -> Callable[[float], list[lc.Action]] | None:
+    def stop(self) -> None:
+        """Ask the stream to close: DELETE the key (unless kept) and end ``run``."""
+        self._post(self.machine.stop)
+
+    def stats(self) -> dict[str, Any]:
+        """The machine's position and every counter: events per stream, rejected frames by
+        kind, reconnects, gaps, rotations, keep-alives, the last event's age, and per
+        plugin its delivery counters and queue depth."""
+        c = self.machine.counters
+        plugins = self.pipeline.dispatcher.stats()
+        return {
+            "status": self.status,
+            "connections": len(self._conns),
+            "reconnects": c.reconnects,
+            "gaps": c.gaps,
+            "rotations": c.rotations,
+            "keepalives": c.keepalives,
+            "keepalive_failures": c.keepalive_failures,
+            "resyncs": c.resyncs,
+            "resync_failures": c.resync_failures,
+            **self.pipeline.accounts[self.account].as_dict(self._wall()),
+            "handler_errors": sum(p["errors"] for p in plugins.values()),
+            "queue_depth": max((p["queued"] for p in plugins.values()), default=0),
+            "plugins": plugins,
+        }
+
+    # -- the supervisor -------------------------------------------------------------------
+
+    async def _next_event(self, timeout: float | None) -> Event | None:
         """The next event, or None after ``timeout``. Not ``asyncio.wait_for``: on Python
         3.11 it swallows a cancellation that arrives as the awaited item completes
         (cpython gh-86296), and this loop would then run on forever (seen in CI: a stream
@@ -204,62 +275,41 @@ class AccountStream:
                 getter.cancel()
         return getter.result() if getter.done() and not getter.cancelled() else None
 
-    def stop(self) -> None:
-        """Ask the stream to close: DELETE the key (unless kept) and end ``run``."""
-        self._post(self.policy.stop)
-
-    def stats(self) -> dict[str, Any]:
-        """The state machine's position and every counter: events per stream, rejected
-        frames by kind, reconnects, gaps, rotations, keep-alives, the last event's age, and
-        per plugin its handler errors, dropped calls and queue depth."""
-        c = self.policy.counters
-        plugins = self.host.dispatcher.stats()
-        return {
-            "status": self.status,
-            "connections": len(self._conns),
-            "reconnects": c.reconnects,
-            "gaps": c.gaps,
-            "rotations": c.rotations,
-            "keepalives": c.keepalives,
-            "keepalive_failures": c.keepalive_failures,
-            "resyncs": c.resyncs,
-            "resync_failures": c.resync_failures,
-            **self.host.accounts[self.account].as_dict(time.time()),
-            "handler_errors": sum(p["errors"] for p in plugins.values()),
-            "queue_depth": max((p["queued"] for p in plugins.values()), default=0),
-            "plugins": plugins,
-        }
-
-    # -- carrying out actions -------------------------------------------------------------
-
-    def _post(self, event: Callable[[float], list[lc.Action]]) -> None:
+    def _post(self, event: Event) -> None:
         self._inbox.put_nowait(event)
+
+    def _wake(self) -> None:
+        """The machine wants to tick before its next deadline (a rotation joined)."""
+        self._post(lambda now: [])
 
     async def _execute(self, actions: list[lc.Action]) -> None:
         for action in actions:
-            if isinstance(action, lc.CreateKey):
-                self._creating = self._rest(self._create_key())
-            elif isinstance(action, lc.KeepAlive):
-                self._rest(self._keepalive())
-            elif isinstance(action, lc.Connect):
-                conn = _Connection(action.conn)
-                conn.last_alive = self._clock()
-                self._conns[conn.conn_id] = conn
-                conn.task = asyncio.get_running_loop().create_task(
-                    self._connection(conn, action.key), name=f"bitmusa:{self.account}:ws"
-                )
-            elif isinstance(action, lc.Activate):
-                self._activate(action.conn)
-            elif isinstance(action, lc.Resync):
-                self._start_resync(action.conn)
-            elif isinstance(action, lc.Close):
-                await self._close(action.conn, action.reason)
-            elif isinstance(action, lc.EmitState):
-                self._emit(action)
-            elif isinstance(action, lc.DeleteKey):
-                await self._delete_key()
-            elif isinstance(action, lc.Finish):
-                self.result = action
+            match action:
+                case lc.Deliver(frames):
+                    for text in frames:  # synchronous: nothing overtakes them
+                        self._deliver(text)
+                case lc.EmitState():
+                    self._emit(action)
+                case lc.CreateKey():
+                    self._creating = self._rest(self._create_key())
+                case lc.KeepAlive():
+                    self._rest(self._keepalive())
+                case lc.Connect(conn_id, key):
+                    conn = _Connection(conn_id, last_alive=self._clock())
+                    self._conns[conn_id] = conn
+                    conn.task = asyncio.get_running_loop().create_task(
+                        self._connection(conn, key), name=f"bitmusa:{self.account}:ws"
+                    )
+                case lc.Fetch(conn_id, gap_since):
+                    self._start_resync(conn_id, gap_since)
+                case lc.Close(conn_id, reason):
+                    await self._close(conn_id, reason)
+                case lc.DeleteKey():
+                    await self._delete_key()
+                case lc.Finish():
+                    self.result = action
+                case _:
+                    assert_never(action)
 
     def _emit(self, action: lc.EmitState) -> None:
         self.status = action.status
@@ -272,22 +322,43 @@ class AccountStream:
         }
         if action.status in ("gap", "failed", "closed", "rotated"):
             state["stats"] = self.stats()
-        level = (
-            logging.WARNING if action.status in ("gap", "disconnected", "failed") else logging.INFO
-        )
-        log.log(
-            level,
-            "%s: %s%s",
-            self.account,
-            action.status,
-            f" ({action.reason})" if action.reason else "",
-        )
-        self.host.stream_state(state)
+        self.reason = action.reason
+        if self._should_log(action):
+            retrying = action.status == "connecting" and action.reason not in (None, "reconnecting")
+            level = (
+                logging.WARNING
+                if action.status in ("gap", "disconnected", "failed") or retrying
+                else logging.INFO
+            )
+            log.log(
+                level,
+                "%s: %s%s",
+                self.account,
+                action.status,
+                f" ({action.reason})" if action.reason else "",
+                extra={"bitmusa_status": action.status},
+            )
+        self.pipeline.stream_state(state)
+
+    def _should_log(self, action: lc.EmitState) -> bool:
+        """Every state is logged, except a retry that says what the last one said: that is
+        logged once a minute (a stream that stays down is never silent, nor noisy)."""
+        if action.status != "connecting" or action.reason in (None, "reconnecting"):
+            return True
+        assert action.reason is not None
+        what = action.reason.rsplit("; retrying in ", 1)[0]
+        now = self._clock()
+        if self._logged is not None and self._logged[0] == what and now - self._logged[1] < 60:
+            return False
+        self._logged = (what, now)
+        return True
 
     def _wall_ms(self, mono: float | None) -> int | None:
         if mono is None:
             return None
-        return int((time.time() - (self._clock() - mono)) * 1000)
+        return int((self._wall() - (self._clock() - mono)) * 1000)
+
+    # -- REST -------------------------------------------------------------------------------
 
     def _rest(self, coro: Any) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -302,36 +373,35 @@ class AccountStream:
             # loudly, and stop, rather than wait forever for an answer that will not come.
             exc = task.exception()
             log.error("%s: internal error in a REST task: %r", self.account, exc, exc_info=exc)
-            self._post(lambda now: self.policy.key_failed(now, "permanent", f"internal: {exc!r}"))
+            self._post(lambda now: self.machine.key_failed(now, "permanent", f"internal: {exc!r}"))
 
     def _report_rest(self, what: str, exc: BitmusaError) -> None:
         self.last_error = exc
         message = redact(f"{what} failed: {exc.message}")
-        error = error_info("rest_error", message, account=self.account)
-        self.host.report(error)
+        self.pipeline.report(error_info("rest_error", message, account=self.account))
 
     async def _create_key(self) -> None:
         try:
-            key = await self.rest.create()
+            key = await self.listen_key.create()
         except BitmusaError as exc:
-            self._report_rest("creating the listenKey", exc)
-            failure = exc.failure
-            reason = exc.message  # ``exc`` is unbound once the except block ends
-            self._post(lambda now: self.policy.key_failed(now, failure, reason))
+            # One record per failure: the state the machine emits for it (``connecting``
+            # with the reason and the next try, or ``failed``) is that record.
+            self.last_error = exc
+            failure, reason = exc.failure, redact(exc.message)  # ``exc`` is unbound after
+            self._post(lambda now: self.machine.key_failed(now, failure, reason))
             return
         REDACTOR.add(key)  # a listenKey is a secret: it never reaches a log
-        self._post(lambda now: self.policy.key_created(now, key))
+        self._post(lambda now: self.machine.key_created(now, key))
 
     async def _keepalive(self) -> None:
         try:
-            await self.rest.keepalive()
+            await self.listen_key.keepalive()
         except BitmusaError as exc:
             self._report_rest("keeping the listenKey alive", exc)
-            failure = exc.failure
-            reason = exc.message
-            self._post(lambda now: self.policy.keepalive_failed(now, failure, reason))
+            failure, reason = exc.failure, exc.message
+            self._post(lambda now: self.machine.keepalive_failed(now, failure, reason))
             return
-        self._post(self.policy.keepalive_ok)
+        self._post(self.machine.keepalive_ok)
 
     async def _delete_key(self) -> None:
         creating = self._creating
@@ -339,7 +409,7 @@ class AccountStream:
             # the POST under way would create a key after our DELETE: wait for it first
             await asyncio.wait({creating}, timeout=1.0)
         try:
-            await within(self.rest.close_key(timeout=1.0), 1.2)
+            await within(self.listen_key.close_key(timeout=1.0), 1.2)
         except (BitmusaError, asyncio.TimeoutError) as exc:
             # Shutdown does not wait for it (many accounts share the REST allowance): the
             # key lapses by itself within 60 minutes.
@@ -350,12 +420,155 @@ class AccountStream:
                 redact(message),
             )
 
+    # -- resync -----------------------------------------------------------------------------
+
+    def _start_resync(self, conn_id: int, gap_since: float | None) -> None:
+        conn = self._conns.get(conn_id)
+        if conn is None:
+            return
+        if conn.resync is not None:
+            conn.resync.cancel()
+        if self.snapshots.ready(SNAPSHOT_CALLS):
+            # the allowance is there: hold from now, so that the snapshot comes before the
+            # new connection's first event (the task starts a loop turn later)
+            self.machine.hold(self._clock(), conn_id)
+        conn.resync = asyncio.get_running_loop().create_task(self._resync(conn, gap_since))
+
+    async def _resync(self, conn: _Connection, gap_since: float | None) -> None:
+        conn_id = conn.conn_id
+        try:
+            # When the shared REST allowance makes the snapshot wait (many accounts
+            # starting or reconnecting at once), frames flow live meanwhile; they are held
+            # only for the snapshot's round trip.
+            await self.snapshots.reserve(SNAPSHOT_CALLS)
+            self.machine.hold(self._clock(), conn_id)
+            wallet, positions, orders = await asyncio.gather(
+                self.snapshots.wallet(),
+                self.snapshots.positions(),
+                self.snapshots.open_orders(size=resync.OPEN_ORDERS_PAGE),
+            )
+        except BitmusaError as exc:
+            self._report_rest("resync", exc)  # the held frames go out; the machine retries
+            failure = exc.failure
+            self._post(lambda now: self.machine.snapshot_failed(now, conn_id, failure))
+        else:
+            history = None
+            if gap_since is not None:
+                history = await self._gap_history(gap_since)
+            self._apply_snapshot(conn_id, wallet, positions, orders, history, gap=gap_since)
+            self._post(lambda now: self.machine.snapshot_done(now, conn_id))
+        finally:
+            if conn.resync is asyncio.current_task():
+                conn.resync = None
+
+    async def _gap_history(self, gap_since: float) -> list[dict[str, Any]] | None:
+        """The account's fills since the gap began (a margin before it: the history's
+        times are whole seconds), or None when they cannot be fetched (the fills are then
+        estimated, and reported)."""
+        since_ms = self._wall_ms(gap_since)
+        assert since_ms is not None
+        try:
+            return await self.snapshots.trade_history(since_ms=since_ms - GAP_HISTORY_MARGIN_MS)
+        except BitmusaError as exc:
+            self._report_rest("the trade history of the gap", exc)
+            return None
+
+    def _apply_snapshot(
+        self,
+        conn_id: int,
+        wallet: list[dict[str, Any]],
+        positions: list[dict[str, Any]],
+        orders: list[dict[str, Any]],
+        history: list[dict[str, Any]] | None,
+        *,
+        gap: float | None,
+    ) -> None:
+        account = self.account
+        mapper, ledger = self.pipeline.mapper(account), self.pipeline.ledgers[account]
+        fills = self.pipeline.fills[account]
+        plan = resync.plan(
+            ledger,
+            mapper.assets,
+            mapper.symbols,
+            wallet=wallet,
+            positions=positions,
+            orders=orders,
+            held=resync.held_keys(self.machine.held(conn_id)),
+            orders_complete=len(orders) < resync.OPEN_ORDERS_PAGE,
+        )
+        if gap is not None:  # at start-up, what filled before is history, not news
+            plan = resync.plan_fills(plan, ledger, fills, history)
+        for d in plan.deliveries:
+            self.pipeline.deliver(account, d.hook, d.key, d.obj, d.data, stream="resync")
+        resync.apply(plan, ledger, mapper, fills)
+        if plan.vanished_orders:
+            ids = ", ".join(plan.vanished_orders)
+            self.pipeline.report(
+                error_info(
+                    "resync_incomplete",
+                    f"orders no longer open after the outage: {ids}; neither the open-orders "
+                    "snapshot nor the trade history says whether they filled or were cancelled",
+                    account,
+                )
+            )
+        if plan.estimated:
+            ids = ", ".join(plan.estimated)
+            why = "could not be fetched" if history is None else "does not show them (yet)"
+            self.pipeline.report(
+                error_info(
+                    "trade_estimated",
+                    f"fills of {ids} during the outage were delivered as one estimated trade "
+                    f"each (the difference, at its average price, no fee): the trade history "
+                    f"{why}",
+                    account,
+                )
+            )
+        for problem in plan.rejected:
+            self.pipeline.report(error_info("invalid_field", f"resync {problem}", account))
+
     # -- connections ----------------------------------------------------------------------
 
-    async def _connection(self, conn: _Connection, key: str) -> None:
-        url = f"{self.config.ws_url.rstrip('/')}/ws/future/{key}"
+    async def _open(self, key: str) -> ClientConnection:
+        """Open the user stream on ``key``. With ``fallback``, a 404 on the configured path
+        before any connection has opened makes it try the other path once; the one that
+        answers is kept for the rest of the run. Raises :class:`_ConnectFailed`."""
+        base = self.config.ws_url
         try:
-            ws = await websockets.connect(
+            return await self._handshake(urls.ws_stream_url(base, self.ws_path, key))
+        except _ConnectFailed as first:
+            alternative = urls.other(self.ws_path)
+            if self._ws_settled or not self.config.fallback or first.status != 404:
+                raise
+            try:
+                ws = await self._handshake(urls.ws_stream_url(base, alternative, key))
+            except _ConnectFailed as second:
+                if second.failure != "misconfigured":
+                    raise
+                shown = [
+                    urls.ws_stream_url(base, p, urls.KEY_PLACEHOLDER)
+                    for p in (self.ws_path, alternative)
+                ]
+                raise _ConnectFailed(
+                    f"the websocket handshake at {shown[0]} and at {shown[1]} both answered "
+                    f"HTTP {first.status}/{second.status}: {urls.ws_hint(base)}",
+                    "misconfigured",
+                    second.status,
+                ) from None
+            log.warning(
+                "%s: the user stream answered 404 at %s but opened at %s (ws_path %s): "
+                "using that for the rest of the run",
+                self.account,
+                urls.ws_stream_url(base, self.ws_path, urls.KEY_PLACEHOLDER),
+                urls.ws_stream_url(base, alternative, urls.KEY_PLACEHOLDER),
+                alternative,
+            )
+            self.ws_path = alternative
+            return ws
+
+    async def _handshake(self, url: str) -> ClientConnection:
+        shown = urls.shown(url.replace(url.rsplit("/", 1)[-1], urls.KEY_PLACEHOLDER))
+        try:
+            return await websockets.connect(
                 url,
                 ssl=tls_context() if url.startswith("wss:") else None,  # verifying, shared
                 open_timeout=self.open_timeout,
@@ -367,27 +580,62 @@ class AccountStream:
                 user_agent_header=None,
                 logger=_WS_LOGGER,  # its DEBUG request line holds the listenKey
             )
-        except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
-            reason = redact(_describe(exc))
-            self._post(lambda now: self.policy.connect_failed(now, conn.conn_id, reason))
-            self._conns.pop(conn.conn_id, None)
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (400, 404):
+                raise _ConnectFailed(
+                    f"the websocket handshake at {shown} answered HTTP {status}: "
+                    f"{urls.ws_hint(self.config.ws_url)}",
+                    "misconfigured",
+                    status,
+                ) from None
+            raise _ConnectFailed(
+                f"the websocket handshake at {shown} answered HTTP {status}", "transient", status
+            ) from None
+        except asyncio.TimeoutError:
+            raise _ConnectFailed(
+                f"websocket {shown}: no handshake within {self.open_timeout:g} s", "unreachable"
+            ) from None
+        except OSError as exc:
+            raise _ConnectFailed(
+                f"websocket {shown}: {network_reason(exc)}", "unreachable"
+            ) from None
+        except websockets.exceptions.WebSocketException as exc:
+            # InvalidMessage, InvalidURI, ...: what answers does not speak websocket
+            raise _ConnectFailed(
+                f"websocket {shown}: not a websocket server ({type(exc).__name__}: {exc}): "
+                f"{urls.ws_hint(self.config.ws_url)}",
+                "misconfigured",
+            ) from None
+
+    async def _connection(self, conn: _Connection, key: str) -> None:
+        conn_id = conn.conn_id
+        try:
+            ws = await self._open(key)
+        except _ConnectFailed as exc:
+            reason, failure = redact(exc.reason), exc.failure
+            self._post(lambda now: self.machine.connect_failed(now, conn_id, reason, failure))
+            self._conns.pop(conn_id, None)
             return
+        self._ws_settled = True
         conn.ws = ws
         conn.last_alive = self._clock()
-        self._post(lambda now: self.policy.connected(now, conn.conn_id))
+        self._post(lambda now: self.machine.connected(now, conn_id))
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(conn, ws))
         reason = "closed"
-        dispatcher = self.host.dispatcher
+        machine, dispatcher = self.machine, self.pipeline.dispatcher
         try:
-            await conn.activated.wait()  # the gap state goes out before our first event
             async for message in ws:
                 conn.last_alive = self._clock()
                 if isinstance(message, str):
-                    self._receive(conn, message)
+                    if machine.frame(conn_id, message):
+                        self._deliver(message)
+                    if machine.urgent:
+                        self._wake()
                     if dispatcher.blocked:
                         await self._wait_for_plugins(conn)
                 else:
-                    self.host.report(
+                    self.pipeline.report(
                         error_info(
                             "binary_frame",
                             f"binary frame of {len(message)} bytes "
@@ -405,28 +653,25 @@ class AccountStream:
                 conn.resync.cancel()  # the next gap brings its own resync
             if not conn.planned_close:
                 last_alive = conn.last_alive
-                self._conns.pop(conn.conn_id, None)
-                self._release_orphan(conn)
-                self._flush_buffers()  # a rotation under way takes over at once
-                self._post(
-                    lambda now: self.policy.closed(now, conn.conn_id, redact(reason), last_alive)
-                )
+                self._conns.pop(conn_id, None)
+                why = redact(reason)
+                self._post(lambda now: self.machine.closed(now, conn_id, why, last_alive))
             with contextlib.suppress(Exception):
                 await ws.close()
 
     async def _wait_for_plugins(self, conn: _Connection) -> None:
         """A lossless plugin is a whole queue behind: stop reading until it catches up.
         websockets then stops reading the socket, and TCP carries the backpressure to the
-        server. The policy is told: a paused reader holds frames it has not read."""
+        server. The machine is told: a paused reader holds frames it has not read."""
         conn.paused = True
         conn.pauses += 1
-        self._post(functools.partial(self.policy.reader_paused, conn_id=conn.conn_id))
+        self._post(functools.partial(self.machine.reader_paused, conn_id=conn.conn_id))
         try:
-            await self.host.dispatcher.writable()
+            await self.pipeline.dispatcher.writable()
         finally:
             conn.paused = False
             conn.last_alive = self._clock()
-            self._post(functools.partial(self.policy.reader_resumed, conn_id=conn.conn_id))
+            self._post(functools.partial(self.machine.reader_resumed, conn_id=conn.conn_id))
 
     async def _heartbeat(self, conn: _Connection, ws: ClientConnection) -> None:
         try:
@@ -452,119 +697,6 @@ class AccountStream:
         except ConnectionClosed:
             return
 
-    def _activate(self, conn_id: int) -> None:
-        conn = self._conns.get(conn_id)
-        if conn is None:
-            return
-        rotating_from = [c for c in self._conns.values() if c is not conn and c.mode == "live"]
-        if rotating_from:
-            conn.mode = "buffering"
-        else:
-            conn.mode = "live"
-            conn.delivered.clear()
-        conn.activated.set()
-
-    def _start_resync(self, conn_id: int) -> None:
-        conn = self._conns.get(conn_id)
-        if conn is None:
-            return
-        # Hold frames while the snapshot is in flight (the first time on a new connection,
-        # or again on the live one when a failed snapshot is retried). When the shared REST
-        # allowance makes the snapshot wait (many accounts starting or reconnecting at
-        # once), frames flow live meanwhile: events are never held back for the limiter.
-        conn.mode = "buffering" if self.rest.ready(SNAPSHOT_CALLS) else "live"
-        conn.delivered.clear()
-        conn.activated.set()
-        conn.resync = asyncio.get_running_loop().create_task(self._resync(conn))
-
-    async def _resync(self, conn: _Connection) -> None:
-        try:
-            await self.rest.reserve(SNAPSHOT_CALLS)
-            if conn.mode == "live":  # the turns came: hold frames for the round trip only
-                conn.mode = "buffering"
-                conn.delivered.clear()
-            wallet, positions, orders = await asyncio.gather(
-                self.rest.wallet(),
-                self.rest.positions(),
-                self.rest.open_orders(size=resync.OPEN_ORDERS_PAGE),
-            )
-        except BitmusaError as exc:
-            self._report_rest("resync", exc)  # the held frames go out; the policy retries
-            failure = exc.failure
-            self._post(lambda now: self.policy.resync_failed(now, conn.conn_id, failure))
-        else:
-            self._apply_snapshot(conn, wallet, positions, orders)
-            self._post(lambda now: self.policy.resync_done(now, conn.conn_id))
-        finally:
-            conn.resync = None
-            if self._conns.get(conn.conn_id) is conn and conn.mode == "buffering":
-                self._flush_buffers()
-
-    def _apply_snapshot(
-        self,
-        conn: _Connection,
-        wallet: list[dict[str, Any]],
-        positions: list[dict[str, Any]],
-        orders: list[dict[str, Any]],
-    ) -> None:
-        mapper, ledger = self.host.mapper(self.account), self.host.ledgers[self.account]
-        plan = resync.plan(
-            ledger,
-            mapper.assets,
-            mapper.symbols,
-            wallet=wallet,
-            positions=positions,
-            orders=orders,
-            held=resync.held_keys(conn.buffer),
-            orders_complete=len(orders) < resync.OPEN_ORDERS_PAGE,
-        )
-        for d in plan.deliveries:
-            self.host.deliver(self.account, d.hook, d.key, d.obj, d.data, stream="resync")
-        resync.apply(plan, ledger, mapper)
-        if plan.vanished_orders:
-            ids = ", ".join(plan.vanished_orders)
-            self.host.report(
-                error_info(
-                    "resync_incomplete",
-                    f"orders no longer open after the outage: {ids}; the open-orders "
-                    "snapshot cannot tell filled from cancelled",
-                    self.account,
-                )
-            )
-        for problem in plan.rejected:
-            self.host.report(error_info("invalid_field", f"resync {problem}", self.account))
-
-    def _receive(self, conn: _Connection, text: str) -> None:
-        if conn.mode == "buffering":
-            conn.buffer.append(text)  # the old connection is still the one delivering
-            conn.buffered[text] += 1
-            if not conn.joined and conn.delivered[text] > 0:
-                self._joined(conn)  # the old one delivered this frame already
-            return
-        for other in self._conns.values():
-            if other.mode != "live":
-                # A newer connection (still waiting, or buffering) may carry this frame
-                # too: count it, so that it skips what was delivered already.
-                other.delivered[text] += 1
-                if not other.joined and other.buffered[text] > 0:
-                    self._joined(other)
-        self._deliver(text)
-
-    def _joined(self, conn: _Connection) -> None:
-        """A frame reached both connections of a rotation, and the old one delivered it:
-        everything the old one received before it is delivered, everything after it is on
-        the new one too. The old one has nothing left that only it holds."""
-        conn.joined = True
-        self._post(functools.partial(self.policy.rotation_joined, conn_id=conn.conn_id))
-
-    def _release_orphan(self, conn: _Connection) -> None:
-        """A connection that was holding frames back is going away. If no live connection
-        delivered them (a resync was under way), they were live frames: deliver them."""
-        if conn.mode == "buffering" and not any(c.mode == "live" for c in self._conns.values()):
-            for text in conn.buffer:
-                self._deliver(text)
-        conn.buffer.clear()
-
     def _deliver(self, text: str) -> None:
         if self.record is not None:
             # Lossless and in order (written here, before mapping); buffered, and flushed
@@ -574,28 +706,12 @@ class AccountStream:
                 self._record_flush = asyncio.get_running_loop().call_later(
                     RECORD_FLUSH_INTERVAL, self._flush_record
                 )
-        self.host.ingest(self.account, text)
+        self.pipeline.ingest(self.account, text)
 
     def _flush_record(self) -> None:
         self._record_flush = None
         if self.record is not None and not self.record.closed:
             self.record.flush()
-
-    def _flush_buffers(self) -> None:
-        """No live connection is ahead of the buffering one any more (the old connection of
-        a rotation closed, or a resync finished): deliver what nobody delivered yet."""
-        for conn in self._conns.values():
-            if conn.mode != "buffering":
-                continue
-            for text in conn.buffer:
-                if conn.delivered[text] > 0:
-                    conn.delivered[text] -= 1  # the old connection delivered this one
-                else:
-                    self._deliver(text)
-            conn.buffer.clear()
-            conn.buffered.clear()
-            conn.delivered.clear()
-            conn.mode = "live"
 
     async def _close(self, conn_id: int, reason: str) -> None:
         conn = self._conns.pop(conn_id, None)
@@ -605,7 +721,6 @@ class AccountStream:
         try:
             if conn.resync is not None:
                 conn.resync.cancel()
-            self._release_orphan(conn)
             if conn.ws is not None and not conn.paused:  # a paused reader reads no reply
                 with contextlib.suppress(Exception):
                     await within(conn.ws.close(reason=reason[:60]), 1.0)
@@ -619,7 +734,6 @@ class AccountStream:
             # could not be told apart from our own cancellation, and swallowing ours left
             # the supervisor running forever (a hang seen in CI at loop shutdown).
             await asyncio.wait({conn.task}, timeout=1.0)
-        self._flush_buffers()
 
     async def _teardown(self) -> None:
         if self._record_flush is not None:
@@ -631,15 +745,19 @@ class AccountStream:
             task.cancel()
         if self._rest_tasks:
             await asyncio.wait(self._rest_tasks, timeout=0.5)
-        await self.rest.aclose()
+        await self.listen_key.aclose()
+        await self.snapshots.aclose()
+        if self._owns_http:
+            await self._http.aclose()
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, InvalidStatus):
-        return f"handshake rejected: HTTP {exc.response.status_code}"
-    if isinstance(exc, asyncio.TimeoutError):
-        return "opening the connection timed out"
-    return f"{type(exc).__name__}: {exc}"
+class _ConnectFailed(Exception):
+    """A connection could not be opened: the reason (a URL, never a key), and what it
+    means for the stream."""
+
+    def __init__(self, reason: str, failure: Failure, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.failure, self.status = reason, failure, status
 
 
 def _close_reason(ws: ClientConnection) -> str:

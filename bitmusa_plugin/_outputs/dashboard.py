@@ -21,11 +21,12 @@ from rich.table import Table
 from rich.text import Text
 
 from bitmusa_hookspecs import hookimpl
-from bitmusa_plugin._outputs.pretty import PrettyOutput, _n
+from bitmusa_plugin._outputs.pretty import PrettyOutput, _clock, _n
 
 SPARK = "▁▂▃▄▅▆▇█"
 RATE_WINDOW = 60  # seconds shown in the sparkline
 FILL_HIGHLIGHT = 10.0  # seconds a fill stays highlighted
+RECENT_TRADES = 10  # the last trades shown per account
 
 
 @dataclass
@@ -40,6 +41,7 @@ class _Account:
     positions: dict[tuple[str, Any], dict[str, Any]] = field(default_factory=dict)
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     fills: dict[str, float] = field(default_factory=dict)  # order id -> when it last filled
+    trades: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_TRADES))
     rate: deque[int] = field(default_factory=lambda: deque([0] * RATE_WINDOW, RATE_WINDOW))
     rate_second: int = 0
 
@@ -140,6 +142,16 @@ class DashboardOutput:
             else:
                 account.orders.pop(order["id"], None)
             self._tick(account, now)
+
+    @hookimpl
+    def on_trade(self, trade: Any, event: Any) -> None:
+        if self._fallback is not None:
+            self._fallback.on_trade(trade, event)
+            return
+        with self._lock:
+            account = self._account(event["account"])
+            account.trades.append(trade)
+            self._tick(account, time.time())
 
     @hookimpl
     def on_position(self, position: Any, event: Any) -> None:
@@ -259,6 +271,23 @@ class DashboardOutput:
                     style="on grey23" if recent else "",
                 )
             tables.append(orders)
+        if a.trades:
+            trades = Table(title=f"{name}: recent trades", title_justify="left", expand=True)
+            for column in ("time", "symbol", "side", "amount", "price", "fee", "role", "id"):
+                trades.add_column(column)
+            for t in reversed(a.trades):
+                fee = t["fee"]
+                trades.add_row(
+                    _clock(t["timestamp"]),
+                    str(t["symbol"]),
+                    str(t["side"] or "-"),
+                    _n(t["amount"]),
+                    _n(t["price"]),
+                    "-" if fee is None else f"{_n(fee['cost'])} {fee['currency'] or ''}",
+                    str(t["takerOrMaker"] or "-"),
+                    str(t["id"]),
+                )
+            tables.append(trades)
         return tables
 
 

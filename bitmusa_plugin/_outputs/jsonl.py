@@ -40,6 +40,7 @@ from bitmusa_hookspecs import (
     Order,
     Position,
     StreamState,
+    Trade,
     hookimpl,
 )
 
@@ -195,6 +196,10 @@ class JsonlOutput:
     @hookimpl
     async def on_order(self, order: Order, event: Event) -> None:
         await self._write({"hook": "on_order", "order": order, "event": event})
+
+    @hookimpl
+    async def on_trade(self, trade: Trade, event: Event) -> None:
+        await self._write({"hook": "on_trade", "trade": trade, "event": event})
 
     @hookimpl
     async def on_position(self, position: Position, event: Event) -> None:

@@ -17,6 +17,7 @@ from bitmusa_hookspecs import (
     Order,
     Position,
     StreamState,
+    Trade,
     hookimpl,
 )
 
@@ -115,6 +116,28 @@ class PrettyOutput:
         if order["reduceOnly"]:
             text += " [dim]reduce-only[/]"
         self._line(ms, event["account"], "[blue]ORDER   [/]", text)
+
+    @hookimpl
+    def on_trade(self, trade: Trade, event: Event) -> None:
+        side = trade["side"] or ""
+        side_style = "green" if side == "buy" else "red" if side == "sell" else ""
+        ms, tag = _when(event)
+        fee = trade["fee"]
+        fee_text = (
+            f" fee {_n(fee['cost'])} {escape(str(fee['currency'] or ''))}"
+            if fee is not None
+            else ""
+        )
+        role = f" {trade['takerOrMaker']}" if trade["takerOrMaker"] else ""
+        text = tag + (
+            f"[bold]{escape(trade['symbol'] or '?')}[/] {_styled(side_style, side)} "
+            f"{_n(trade['amount'])} @ {_n(trade['price'])} cost {_n(trade['cost'])}"
+            f"{fee_text}[dim]{role} {escape(trade['id'] or '')}[/]"
+        )
+        info = trade["info"] if isinstance(trade["info"], dict) else {}
+        if info.get("estimated"):
+            text += " [yellow]estimated[/]"
+        self._line(ms, event["account"], "[green]TRADE   [/]", text)
 
     @hookimpl
     def on_position(self, position: Position, event: Event) -> None:

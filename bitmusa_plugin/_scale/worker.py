@@ -32,8 +32,9 @@ from typing import Any
 
 from bitmusa_hookspecs import error_info
 from bitmusa_plugin._core.machine import Timing
+from bitmusa_plugin._engine.limiter import RateLimiter
 from bitmusa_plugin._engine.pipeline import Pipeline
-from bitmusa_plugin._engine.rest import DEFAULT_REST_URL, RateLimiter, http_client
+from bitmusa_plugin._engine.rest import DEFAULT_REST_URL, http_client
 from bitmusa_plugin._engine.secrets import CredentialsError, InsecureURLError
 from bitmusa_plugin._engine.stream import AccountStream, Heartbeat
 from bitmusa_plugin._scale import registry

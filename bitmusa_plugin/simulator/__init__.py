@@ -9,10 +9,10 @@ rules: valid 60 minutes, PUT extends, POST returns the active key, DELETE closes
 stream, connections cut at 24 hours. Time is scaled for those rules (``time_scale=3600``
 makes a simulated hour pass in a second); events carry real wall-clock times.
 
-Every account is an :class:`~bitmusa_plugin.simulator.engine.Engine` (orders matched
-against a moving :class:`~bitmusa_plugin.simulator.market.Market`); every REST action
+Every account is an :class:`~bitmusa_plugin.simulator._engine.Engine` (orders matched
+against a moving :class:`~bitmusa_plugin.simulator._market.Market`); every REST action
 and every market move sends the user-stream frames it causes. A seeded
-:class:`~bitmusa_plugin.simulator.scenario.Scenario` trades in the background (``script``).
+:class:`~bitmusa_plugin.simulator._scenario.Scenario` trades in the background (``script``).
 
 Faults, as methods (for tests) and CLI flags (``bitmusa-plugin simulate``): :meth:`drop`
 (TCP reset, optionally mid-frame), :meth:`stall` (no data, no pongs), :meth:`garbage`,
@@ -45,9 +45,9 @@ from typing import Any, Literal
 import orjson
 from aiohttp import WSMsgType, web
 
-from .engine import START_BALANCE, CloseSide, Engine, Frame
-from .market import Market
-from .scenario import Scenario
+from ._engine import START_BALANCE, CloseSide, Engine, Frame
+from ._market import Market
+from ._scenario import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,17 @@ MAX_CONNECTION_MS = 24 * 60 * 60 * 1000
 #: ``timeout``: the request is never answered and has no effect. ``timeout_after``: it is
 #: carried out (an order is placed, its frames sent), and then never answered.
 RestFault = Literal[
-    "500", "503", "429", "1011", "timeout", "timeout_after", "1001", "1002", "1005", "999"
+    "500",
+    "503",
+    "429",
+    "404",
+    "1011",
+    "timeout",
+    "timeout_after",
+    "1001",
+    "1002",
+    "1005",
+    "999",
 ]
 WsPath = Literal["documented", "wallet", "both"]
 KeepalivePrefix = Literal["v2", "v1", "both"]
@@ -221,7 +231,8 @@ class Simulator:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> Simulator:
-        from . import public_ws, routes
+        from . import _public_ws as public_ws
+        from . import _routes as routes
 
         app = web.Application(middlewares=[self._faults_middleware])
         routes.add_routes(app, self)
@@ -257,7 +268,7 @@ class Simulator:
         for account in self.accounts.values():
             for conn in list(account.connections.values()):
                 self._abort(conn)
-        from . import public_ws
+        from . import _public_ws as public_ws
 
         await public_ws.close_all(self)
         if self._runner is not None:
@@ -454,6 +465,10 @@ class Simulator:
         """The next ``count`` handshakes fail: HTTP 503, or a reset mid-handshake."""
         self._refuse.extend([how] * count)
 
+    def accept(self) -> None:
+        """Handshakes succeed again: the refusals still pending are dropped."""
+        self._refuse.clear()
+
     def fail_rest(
         self,
         fault: RestFault,
@@ -538,7 +553,7 @@ class Simulator:
             if fault == "timeout_after":
                 await handler(request)  # carried out: only the answer is lost
                 await asyncio.sleep(3600)
-            if fault in ("500", "503", "429"):
+            if fault in ("500", "503", "429", "404"):
                 return web.Response(status=int(fault), text="simulated failure")
             return self._envelope(int(fault), None, "simulated failure")
         if self.rate_limits and self._limited(request):
@@ -719,7 +734,7 @@ def simulated(scale: float) -> Callable[[float], float]:
     return lambda seconds: seconds / scale
 
 
-from bitmusa_plugin.simulator.thread import SimulatorThread  # noqa: E402 (it builds on Simulator)
+from bitmusa_plugin.simulator._thread import SimulatorThread  # noqa: E402 (it builds on Simulator)
 
 __all__ = [
     "DEMO_API_KEY",

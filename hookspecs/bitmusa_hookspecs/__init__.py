@@ -35,12 +35,14 @@ from ._types import (
     Position,
     StreamState,
     StreamStatus,
+    Trade,
 )
 
 #: The hooks this contract defines, in documentation order.
 HOOK_NAMES: tuple[str, ...] = (
     "on_wallet",
     "on_order",
+    "on_trade",
     "on_position",
     "on_stream_state",
     "on_error",
@@ -55,7 +57,7 @@ DELIVERY_ATTRIBUTE = "bitmusa_delivery"
 #: The policies, for validation and documentation.
 DELIVERY_POLICIES: tuple[DeliveryPolicy, ...] = ("latest", "all")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DELIVERY_ATTRIBUTE",
@@ -77,6 +79,7 @@ __all__ = [
     "Position",
     "StreamState",
     "StreamStatus",
+    "Trade",
     "error_info",
     "hookimpl",
     "hookspec",

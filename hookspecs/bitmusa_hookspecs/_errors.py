@@ -31,8 +31,12 @@ ERROR_KINDS: dict[ErrorKind, str] = {
     "stream",
     "queue_overflow": "a stalled plugin is a whole queue (10,000) of events behind: its "
     "further events are dropped and counted (its states still merge)",
-    "resync_incomplete": "after an outage, open orders were gone from the snapshot: they "
-    "were delivered with `status` None (filled or cancelled, the API cannot say which)",
+    "resync_incomplete": "after an outage, open orders were gone from the snapshot and the "
+    "trade history did not show them wholly filled: they were delivered with `status` None "
+    "(cancelled, or filled by fills the history does not show yet: the API cannot say)",
+    "trade_estimated": "after an outage, an order had fills the trade history could not "
+    "account for (it failed, or does not show them yet): they were delivered as one trade "
+    "of the difference, priced at the average, with no fee (`trade['info']['estimated']`)",
     "rest_error": "a REST call (listenKey or snapshot) failed (the message carries Bitmusa's "
     "code); retried unless permanent",
     "sink_unavailable": "the Redis sink cannot write: events wait in its buffer and are "

@@ -16,7 +16,7 @@ stream wait for the plugin.
 from __future__ import annotations
 
 from ._markers import hookspec
-from ._types import Balance, Context, ErrorInfo, Event, Order, Position, StreamState
+from ._types import Balance, Context, ErrorInfo, Event, Order, Position, StreamState, Trade
 
 
 @hookspec
@@ -26,7 +26,8 @@ def on_wallet(balance: Balance, event: Event) -> None:
     ``balance`` is the whole futures account balance in ccxt's unified shape *after*
     this update: cumulative across every asset seen since the stream started, not only
     the asset in this frame. ``total`` is ``free + used``, computed exactly.
-    ``balance["info"]`` is this frame's raw ``data``.
+    ``balance["info"]`` is this frame's raw ``data``. At start-up and after every gap the
+    REST snapshot's wallet arrives here too, with ``event["stream"] == "resync"``.
 
     Example::
 
@@ -44,6 +45,12 @@ def on_order(order: Order, event: Event) -> None:
     ``filled``, ``remaining``, ``average``, ...), derived exactly as ccxt's
     ``safe_order`` would. ``order["info"]`` is the raw ``data``.
 
+    It also fires for **snapshots**: at start-up and after every gap, each open order the
+    REST snapshot shows (and each order that is gone since) arrives here with
+    ``event["stream"] == "resync"``. An order is a state: a snapshot of a partly filled
+    order is not a new fill. To announce fills, implement :func:`on_trade`, which fires
+    once per fill and never for a snapshot.
+
     Example::
 
         @hookimpl
@@ -54,12 +61,36 @@ def on_order(order: Order, event: Event) -> None:
 
 
 @hookspec
+def on_trade(trade: Trade, event: Event) -> None:
+    """One of the account's orders was filled, wholly or in part: one call per fill.
+
+    Only new fills: never a snapshot. A notifier can announce every call. Each fill
+    arrives once, right after the ``on_order`` that showed it (``event["stream"]`` is
+    ``future_order``, ``event["data"]`` that order's payload), or, for fills that happened
+    while the stream was down, once the gap's resync has recovered them from the trade
+    history (``event["stream"]`` is ``resync``, ``event["data"]`` the history record);
+    either way ``trade["id"]`` is the same. ``amount`` and ``cost`` of an order's trades add
+    up exactly to its ``filled`` and ``cost``. Trades are events: never merged, whatever
+    the plugin's delivery policy.
+
+    Example::
+
+        @hookimpl
+        async def on_trade(trade):
+            await notify(f"{trade['side']} {trade['amount']} {trade['symbol']} @ {trade['price']}")
+    """
+
+
+@hookspec
 def on_position(position: Position, event: Event) -> None:
     """A ``future_position`` frame arrived: one of the account's positions changed.
 
     ``position`` is a ccxt unified position. A position closed by the user, by
     liquidation, by take-profit or by stop-loss arrives with ``contracts == 0`` and
-    ``notional == 0``; the reason stays in ``position["info"]["status"]``.
+    ``notional == 0``; the reason stays in ``position["info"]["status"]``. Like
+    :func:`on_order`, it also fires for snapshots (``event["stream"] == "resync"``): a
+    position that went flat while the stream was down arrives so, with
+    ``position["info"]["resync"]`` saying why.
 
     Example::
 

@@ -38,6 +38,7 @@ ErrorKind = Literal[
     "plugin_stalled",
     "queue_overflow",
     "resync_incomplete",
+    "trade_estimated",
     "rest_error",
     "sink_unavailable",
     "lease_lost",
@@ -118,6 +119,31 @@ class Order(TypedDict):
     fee: Fee | None
     fees: list[Fee]
     trades: list[dict[str, Any]]
+
+
+class Trade(TypedDict):
+    """A ccxt unified trade of the account's own (``ccxt.base.types.Trade``): one fill.
+
+    ``id`` is ``"<order id>:<the order's cumulative filled after this fill>"``: the same
+    fill has the same id however it reached you (live, or recovered after a gap), so a
+    plugin can de-duplicate across restarts. ``fee`` and ``takerOrMaker`` are ``None``
+    when the source does not say (the live stream does not: see docs/hooks.md).
+    """
+
+    info: dict[str, Any]
+    id: Str
+    order: Str
+    timestamp: Int
+    datetime: Str
+    symbol: Str
+    type: Str
+    side: Str
+    takerOrMaker: Str
+    price: Num
+    amount: Num
+    cost: Num
+    fee: Fee | None
+    fees: list[Fee]
 
 
 class Position(TypedDict):

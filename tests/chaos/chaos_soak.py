@@ -409,7 +409,7 @@ def check(report: Report) -> dict[str, Any]:
     for api, label in report.labels.items():
         account = sim.accounts[api]
         stream = report.streams[label]
-        counters = stream.policy.counters
+        counters = stream.machine.counters
         # 1. exactly once, in order, per stream: every good frame written to a live
         #    connection of this account, and nothing else
         sent = [
@@ -477,7 +477,7 @@ def check(report: Report) -> dict[str, Any]:
             "key_changes": counters.key_changes,
             "forced_expiries": account.forced_expiries,
         }
-    rotations = sum(s.policy.counters.rotations for s in report.streams.values())
+    rotations = sum(s.machine.counters.rotations for s in report.streams.values())
     assert rotations >= report.profile.min_rotations * len(report.streams), rotations
     assert any(a.max_concurrent == 2 for a in sim.accounts.values())
     # 5. every bad frame reported with its kind; nothing else went wrong
@@ -544,7 +544,13 @@ def check_secrets(report: Report, logged: str) -> int:
     text += orjson.dumps(report.recorder.errors).decode()
     text += orjson.dumps(report.recorder.states, default=str).decode()
     for stream in report.streams.values():
-        text += repr(stream) + repr(stream.rest) + repr(stream.config) + str(stream.stats())
+        text += (
+            repr(stream)
+            + repr(stream.listen_key)
+            + repr(stream.snapshots)
+            + repr(stream.config)
+            + str(stream.stats())
+        )
         text += repr(stream.config.credentials) + str(stream.last_error or "")
     # the simulator (the exchange's side, sharing this process) logs as bitmusa_plugin.simulator
     # and aiohttp; everything else is ours or our libraries'

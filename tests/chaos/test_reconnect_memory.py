@@ -91,9 +91,10 @@ async def _sample(stream: AccountStream, host: Pipeline) -> tuple[int, int, int]
         steady = (
             stream.status == "gap"  # the last state: connected, and the gap reported
             and len(stream._conns) == 1
-            and stream.policy._resync_conn is None
+            and stream.machine._resync_conn is None
             and not stream._rest_tasks
-            and not stream.rest._inflight
+            and not stream.listen_key._inflight
+            and not stream.snapshots._inflight
             and host.dispatcher.stats()["counting"]["queued"] == 0
         )
         if steady:  # checked and sampled with no await between: nothing moves
@@ -156,7 +157,7 @@ async def test_reconnect_cycles_leave_tasks_fds_and_memory_flat() -> None:
         f"{growth / measured:+.1f} B/cycle), tasks {tasks_before} -> {tasks_after}, "
         f"fds {fds_before} -> {fds_after}, events {counting.events}"
     )
-    assert stream.policy.counters.resyncs >= measured  # every cycle resynced
+    assert stream.machine.counters.resyncs >= measured  # every cycle resynced
     assert tasks_after == tasks_before
     assert fds_after <= fds_before + 1, (fds_before, fds_after)  # an idle pooled socket
     assert growth < GROWTH_BOUND_BYTES, growth

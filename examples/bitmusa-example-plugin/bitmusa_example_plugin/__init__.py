@@ -2,6 +2,10 @@
 
 Registered through the ``bitmusa`` entry-point group (see pyproject.toml). It imports only
 the contract package, like any plugin should.
+
+Fills come from ``on_trade``: one call per fill, never for a snapshot, so nothing old is
+announced again at a start or after a reconnect, and fills made while the stream was down
+are announced once it is back (``event["stream"] == "resync"``).
 """
 
 from __future__ import annotations
@@ -10,10 +14,7 @@ import os
 import sys
 from typing import TextIO
 
-from bitmusa_hookspecs import Event, Order, Position, hookimpl
-
-#: order id -> the filled amount already announced (per account)
-_announced: dict[tuple[str, str], float] = {}
+from bitmusa_hookspecs import Event, Position, Trade, hookimpl
 
 
 def _out() -> TextIO:
@@ -31,33 +32,29 @@ def _say(line: str) -> None:
             out.close()
 
 
-def fill_message(order: Order, account: str) -> str | None:
-    """The line to announce for this order update, or None if nothing new was filled."""
-    filled = order["filled"] or 0.0
-    key = (account, order["id"] or "")
-    before = _announced.get(key, 0.0)
-    if filled <= before:
-        return None
-    _announced[key] = filled
-    if order["status"] in ("closed", "canceled"):
-        _announced.pop(key, None)  # the order is done: forget it
-    side = order["side"] or "?"
-    price = order["average"] if order["average"] is not None else order["price"]
-    done = (
-        "filled" if order["remaining"] == 0 else f"partially filled ({filled:g}/{order['amount']})"
-    )
-    return f"[{account}] {order['symbol']} {side} {filled - before:g} @ {price} {done}"
+def _g(value: float | None) -> str:
+    return "?" if value is None else f"{value:g}"
+
+
+def fill_message(trade: Trade, account: str) -> str:
+    """The line that announces one fill."""
+    side = trade["side"] or "?"
+    line = f"[{account}] {trade['symbol']} {side} {_g(trade['amount'])} @ {_g(trade['price'])}"
+    fee = trade["fee"]
+    if fee is not None:
+        line += f" (fee {_g(fee['cost'])} {fee['currency']})"
+    if trade["info"].get("estimated"):
+        line += " (estimated: the trade history did not show this fill)"
+    return line
 
 
 @hookimpl
-def on_order(order: Order, event: Event) -> None:
-    message = fill_message(order, event["account"])
-    if message is not None:
-        _say(message)
+def on_trade(trade: Trade, event: Event) -> None:
+    _say(fill_message(trade, event["account"]))
 
 
 @hookimpl
 def on_position(position: Position, event: Event) -> None:
     if position["contracts"] == 0:
-        reason = event["data"].get("status", "closed")
+        reason = event["data"].get("status") or event["data"].get("resync") or "closed"
         _say(f"[{event['account']}] {position['symbol']} is flat ({reason})")

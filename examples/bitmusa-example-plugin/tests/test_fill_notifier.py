@@ -8,17 +8,17 @@ import pytest
 import bitmusa_example_plugin as plugin
 
 
-def order(**kw: Any) -> Any:
+def trade(**kw: Any) -> Any:
     base = {
-        "id": "o1",
+        "id": "o1:0.5",
+        "order": "o1",
         "symbol": "XRP/USDT:USDT",
         "side": "buy",
         "price": 0.5,
-        "average": None,
-        "amount": 2.0,
-        "filled": 0.0,
-        "remaining": 2.0,
-        "status": "open",
+        "amount": 0.5,
+        "cost": 0.25,
+        "fee": None,
+        "info": {},
     }
     return {**base, **kw}
 
@@ -33,18 +33,16 @@ def event(**data: Any) -> Any:
     }
 
 
-def test_announces_each_fill_increment_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_announces_each_fill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "fills.log"
     monkeypatch.setenv("BITMUSA_FILL_LOG", str(log))
-    plugin.on_order(order(), event())
-    plugin.on_order(order(filled=0.5, remaining=1.5, average=0.5), event())
-    plugin.on_order(order(filled=0.5, remaining=1.5, average=0.5), event())  # repeat: silent
-    plugin.on_order(order(filled=2.0, remaining=0.0, average=0.51, status="closed"), event())
+    plugin.on_trade(trade(), event())
+    plugin.on_trade(trade(amount=1.5, price=0.51, fee={"cost": 0.01, "currency": "USDT"}), event())
+    plugin.on_trade(trade(amount=0.2, info={"estimated": True}), event())
     assert log.read_text().splitlines() == [
-        "[main] XRP/USDT:USDT buy 0.5 @ 0.5 partially filled (0.5/2.0)",
-        "[main] XRP/USDT:USDT buy 1.5 @ 0.51 filled",
+        "[main] XRP/USDT:USDT buy 0.5 @ 0.5",
+        "[main] XRP/USDT:USDT buy 1.5 @ 0.51 (fee 0.01 USDT)",
+        "[main] XRP/USDT:USDT buy 0.2 @ 0.5 (estimated: the trade history did not show this fill)",
     ]
 
 
@@ -59,7 +57,8 @@ def test_announces_flat_positions(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_through_the_real_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same plugin fed raw frames by bitmusa_plugin.testing, as the stream would."""
+    """The same plugin fed raw frames by bitmusa_plugin.testing, as the stream would: each
+    fill once, however many times the order's cumulative state is repeated."""
     from bitmusa_plugin.testing import order_frame, position_frame, replay
 
     log = tmp_path / "fills.log"
@@ -68,14 +67,15 @@ def test_through_the_real_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         plugin,
         [
             order_frame("F7", status="PARTIAL", side="SELL", filled="4", value="2"),
-            order_frame("F7", status="FILLED", side="SELL", filled="10", value="5"),
+            order_frame("F7", status="PARTIAL", side="SELL", filled="4", value="2"),  # again
+            order_frame("F7", status="FILLED", side="SELL", filled="10", value="5.3"),
             position_frame("XRPUSDT", status="USER_CLOSE"),
         ],
         account="main",
     )
     assert result.errors == []
     assert log.read_text().splitlines() == [
-        "[main] XRP/USDT:USDT sell 4 @ 0.5 partially filled (4/10.0)",
-        "[main] XRP/USDT:USDT sell 6 @ 0.5 filled",
+        "[main] XRP/USDT:USDT sell 4 @ 0.5",
+        "[main] XRP/USDT:USDT sell 6 @ 0.55",
         "[main] XRP/USDT:USDT is flat (USER_CLOSE)",
     ]

@@ -2,7 +2,7 @@
 
 Pure: no I/O and no system clock. Every call that moves time takes ``now_ms``. One :class:`Market`
 is shared by every account of a :class:`~bitmusa_plugin.simulator.Simulator` (a standalone
-:class:`~bitmusa_plugin.simulator.scenario.Scenario` makes its own).
+:class:`~bitmusa_plugin.simulator._scenario.Scenario` makes its own).
 
 * Prices wander: a seeded, mean-reverting random walk on each ticker's price grid
   (:meth:`Market.walk`), or set explicitly (:meth:`Market.set_price`, for tests). The mark

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from .engine import (
+from ._engine import (
     BUY,
     CLOSE,
     HEDGE,
@@ -28,7 +28,7 @@ from .engine import (
     Trigger,
     opposite,
 )
-from .market import MAX_ORDER_PRICE, Spec, on_grid
+from ._market import MAX_ORDER_PRICE, Spec, on_grid
 
 Params = Mapping[str, Any]
 

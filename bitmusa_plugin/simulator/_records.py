@@ -12,8 +12,8 @@ import time as _time
 from decimal import Decimal
 from typing import Any
 
-from .engine import BUY, CLOSE, HEDGE, Engine, Fill, Order, Position
-from .market import (
+from ._engine import BUY, CLOSE, HEDGE, Engine, Fill, Order, Position
+from ._market import (
     FUNDING_RATE,
     MAKER_FEE,
     MAX_OPEN_ORDERS_PER_ACCOUNT,

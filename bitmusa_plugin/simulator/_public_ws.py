@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import WSMsgType, web
 
-from .market import QUOTE, WS_INTERVALS, bucket_start, period_length
+from ._market import QUOTE, WS_INTERVALS, bucket_start, period_length
 
 if TYPE_CHECKING:
     from . import Simulator

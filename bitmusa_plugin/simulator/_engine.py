@@ -1,5 +1,5 @@
 """One account's futures book: orders, positions, wallet and fills, matched against a
-:class:`~bitmusa_plugin.simulator.market.Market`. Pure: no I/O, no clock (every call takes
+:class:`~bitmusa_plugin.simulator._market.Market`. Pure: no I/O, no clock (every call takes
 ``now_ms``), ``Decimal`` money throughout.
 
 Every call that changes the account returns the user-stream frames it causes, in order
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_UP, Decimal
 from typing import Any, Literal
 
-from .market import (
+from ._market import (
     MAKER_FEE,
     MAX_OPEN_ORDERS_PER_ACCOUNT,
     Q8,

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from . import params as p
-from . import records
-from .engine import ApiError
-from .market import BOOK_LEVELS, PERIODS, TRADES_KEPT, Spec
+from . import _params as p
+from . import _records as records
+from ._engine import ApiError
+from ._market import BOOK_LEVELS, PERIODS, TRADES_KEPT, Spec
 
 if TYPE_CHECKING:
     from . import SimAccount, Simulator

@@ -1,6 +1,6 @@
 """A seeded, scripted trading session: the background activity of a simulated account.
 
-The script trades through the account's :class:`~bitmusa_plugin.simulator.engine.Engine`
+The script trades through the account's :class:`~bitmusa_plugin.simulator._engine.Engine`
 exactly as REST calls do: it places limit orders near the price (some with a take-profit
 and a stop-loss), market orders, reduce-only limits and, now and then, a high-leverage
 trade; it cancels and closes. The market's moves then fill the resting orders, fire the
@@ -24,8 +24,8 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from . import records
-from .engine import (
+from . import _records as records
+from ._engine import (
     BUY,
     CLOSE,
     LIMIT,
@@ -46,7 +46,7 @@ from .engine import (
     Trigger,
     opposite,
 )
-from .market import MARKETS, Market, q_down
+from ._market import MARKETS, Market, q_down
 
 __all__ = ["MARKETS", "MAX_OPEN_ORDERS", "START_BALANCE", "Frame", "Scenario"]
 

@@ -1,0 +1,351 @@
+"""An account's fills as ccxt trades: from the order stream live, and from the trade history
+for what a gap hid. Pure: no I/O, no clock.
+
+The user stream has no trade event: an order's payload carries its cumulative
+``tradedAmount`` and ``value``. :class:`Fills` remembers, per order, what the plugins have
+been told it filled, and turns each increase into one trade: ``amount`` the increase,
+``cost`` the increase of the value, ``price`` their quotient, all on exact decimals, so that
+an order's trades add up exactly to its ``filled`` and ``cost``. A trade's id is the order's
+id and the cumulative filled after it (``"F1693...:0.25"``), so the same fill has the same
+id however it is learnt.
+
+After a gap, a resync's snapshot shows orders that filled further while the stream was
+down (or are no longer open). Those fills are recovered from ``GET /future/trade/history``
+(:meth:`Fills.recover`), with their fee and maker/taker role; what the history does not
+account for becomes one trade of the difference, marked ``info["estimated"]``. A snapshot
+itself is never a trade.
+
+It also keeps what the stream does not say about an order: its side. The order payload has
+no ``position``; the side is learnt from the REST open orders, the trade history and the
+orders this process placed (:meth:`Fills.learn`), and filled into orders and trades.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from bitmusa_hookspecs import Trade
+from bitmusa_plugin._core.numbers import (
+    Pair,
+    Reject,
+    add,
+    div,
+    iso8601,
+    mul,
+    norm,
+    number,
+    pair,
+    sub,
+    to_float,
+    to_str,
+    utc_timestamp,
+)
+from bitmusa_plugin._core.symbols import SymbolMap
+from bitmusa_plugin._core.wire import ORDER_SIDE, ORDER_TYPE, REDUCE_ONLY, enum
+
+#: How ``position`` reads on a CLOSE order or fill (TRADING.md §5, OQ1): ``trade``, the side
+#: of the trade itself (node-bitmusa-api's close example, and the simulator's default); or
+#: ``position``, the side of the position being closed (the trade is the other way).
+CloseSide = Literal["trade", "position"]
+
+#: Orders whose side is remembered, at most (the oldest is forgotten first).
+MAX_FACTS = 100_000
+_ZERO: Pair = (0, 0)
+_TRADE_TEMPLATE: dict[str, Any] = dict.fromkeys(Trade.__annotations__)
+_ROLES: dict[object, str] = {"MAKER": "maker", "TAKER": "taker", 0: "taker", 1: "maker"}
+
+
+def side_of(position: object, direction: object, close_side: CloseSide = "trade") -> str | None:
+    """The trade side (``buy``/``sell``) of an order or fill record's ``position`` and
+    ``direction``, under the ``close_side`` reading; None when ``position`` is absent."""
+    if position is None:
+        return None
+    side = ORDER_SIDE.get(position) if type(position) is not dict else None
+    if side is None:
+        side = enum(position, ORDER_SIDE, "position")
+        if side is None:
+            return None
+    if close_side == "position" and REDUCE_ONLY.get(direction) is True:
+        return "sell" if side == "buy" else "buy"
+    return side
+
+
+@dataclass
+class Recovered:
+    """What a gap's recovery of one order gives: its trades, in order; what the plugins now
+    know it filled (``filled``, ``cost``); and the part of the snapshot's fill the history
+    did not account for (``missing``: amount and cost, or None)."""
+
+    trades: list[Trade]
+    filled: Pair
+    cost: Pair
+    missing: tuple[Pair, Pair] | None = None
+
+
+class Fills:
+    """One account's fills: what each order has filled as far as the plugins know, and
+    each order's side."""
+
+    __slots__ = ("_filled", "_sides", "close_side", "symbols")
+
+    def __init__(self, symbols: SymbolMap, close_side: CloseSide = "trade") -> None:
+        self.symbols = symbols
+        self.close_side: CloseSide = close_side
+        #: order id -> (cumulative filled, cumulative cost) delivered, while it is open
+        self._filled: dict[str, tuple[Pair, Pair]] = {}
+        self._sides: OrderedDict[str, str] = OrderedDict()
+
+    # -- what the stream does not say ----------------------------------------------------
+
+    def learn(self, order_id: str, side: str | None) -> None:
+        """Remember an order's side (from a REST record, the history, or the order this
+        process placed)."""
+        if side is None:
+            return
+        sides = self._sides
+        sides[order_id] = side
+        sides.move_to_end(order_id)
+        if len(sides) > MAX_FACTS:
+            sides.popitem(last=False)
+
+    def side(self, order_id: str) -> str | None:
+        return self._sides.get(order_id)
+
+    # -- live ------------------------------------------------------------------------------
+
+    def on_order(self, order: dict[str, Any], event_time: int | None) -> list[Trade]:
+        """A live order update: its side filled in when known, and the trades of the fill
+        it shows beyond what was delivered (none, usually: most updates fill nothing)."""
+        order_id = order["id"]
+        if order["side"] is None:
+            side = self._sides.get(order_id)
+            if side is not None:
+                order["side"] = side
+        filled = order["filled"]
+        done = order["status"] in ("closed", "canceled")
+        known = self._filled.get(order_id)
+        trades: list[Trade] = []
+        if filled:
+            new = (pair(filled), pair(order["cost"] or 0.0))
+            old = known if known is not None else (_ZERO, _ZERO)
+            amount = sub(new[0], old[0])
+            if amount[0] > 0:
+                cost = sub(new[1], old[1])
+                trades.append(self._live(order, amount, cost, new[0], event_time))
+            if not done:
+                self._filled[order_id] = new
+        if done:
+            self._filled.pop(order_id, None)
+            self._sides.pop(order_id, None)
+        return trades
+
+    def _live(
+        self,
+        order: Mapping[str, Any],
+        amount: Pair,
+        cost: Pair,
+        cumulative: Pair,
+        event_time: int | None,
+    ) -> Trade:
+        otype = order["type"]
+        role = "taker" if otype == "market" else "maker" if order["postOnly"] else None
+        when = event_time if event_time is not None else order["lastTradeTimestamp"]
+        trade = _TRADE_TEMPLATE.copy()
+        trade["info"] = order["info"]
+        trade["id"] = f"{order['id']}:{to_str(norm(cumulative))}"
+        trade["order"] = order["id"]
+        trade["timestamp"] = when
+        trade["datetime"] = iso8601(when)
+        trade["symbol"] = order["symbol"]
+        trade["type"] = otype
+        trade["side"] = order["side"]
+        trade["takerOrMaker"] = role
+        trade["price"] = to_float(div(cost, amount)) if cost[0] > 0 else None
+        trade["amount"] = to_float(amount)
+        trade["cost"] = to_float(cost)
+        trade["fee"] = None
+        trade["fees"] = []
+        return trade  # type: ignore[return-value]
+
+    # -- snapshots and recovery ------------------------------------------------------------
+
+    def known(self, order_id: str) -> tuple[Pair, Pair] | None:
+        """(filled, cost) delivered for an open order, or None."""
+        return self._filled.get(order_id)
+
+    def snapshot(self, order: Mapping[str, Any]) -> None:
+        """An open order seen in a snapshot, whose fills were recovered (or that had none
+        to recover): it now stands at the snapshot's filled and cost."""
+        if order["status"] in ("closed", "canceled") or not order["filled"]:
+            self._filled.pop(order["id"], None)
+            return
+        self._filled[order["id"]] = (
+            pair(order["filled"]),
+            pair(order["cost"] or 0.0),
+        )
+
+    def forget(self, order_id: str) -> None:
+        """The order is done (a resync found it gone)."""
+        self._filled.pop(order_id, None)
+        self._sides.pop(order_id, None)
+
+    def recover(
+        self,
+        order_id: str,
+        history: Iterable[Mapping[str, Any]],
+        *,
+        target: tuple[Pair, Pair] | None,
+        symbol: str | None = None,
+    ) -> Recovered:
+        """The trades of ``order_id`` beyond what was delivered, from trade-history records
+        (of any orders: others are ignored). ``target`` is the filled and cost the snapshot
+        shows (None for an order no longer open: all the history has). A record that
+        cannot be read ends the recovery there; the rest is ``missing``."""
+        known_amount, known_cost = self._filled.get(order_id) or (_ZERO, _ZERO)
+        records = sorted(
+            (r for r in history if r.get("order_id") == order_id),
+            key=lambda r: (str(r.get("transaction_time")), _sortable(r.get("id"))),
+        )
+        cumulative = _ZERO
+        filled, cost = known_amount, known_cost
+        trades: list[Trade] = []
+        for record in records:
+            try:
+                fields = _history_fields(record)
+            except Reject:
+                break
+            qty, value = fields["amount"], fields["cost"]
+            before, cumulative = cumulative, add(cumulative, qty)
+            if _cmp(cumulative, known_amount) <= 0:
+                continue  # delivered live before the gap
+            if target is not None and _cmp(cumulative, target[0]) > 0:
+                break  # newer than the snapshot: the live stream brings it
+            part = qty
+            if _cmp(before, known_amount) < 0:  # the live stream saw part of this one
+                part = sub(cumulative, known_amount)
+                value = _scale(value, part, qty)
+            trades.append(
+                self._recovered(
+                    record, amount=part, cost=value, cumulative=cumulative, symbol=symbol
+                )
+            )
+            filled, cost = cumulative, add(cost, value)
+        missing = None
+        if target is not None and _cmp(target[0], filled) > 0:
+            missing = (sub(target[0], filled), sub(target[1], cost))
+        self.learn(order_id, next((t["side"] for t in trades if t["side"]), None))
+        return Recovered(trades, filled, cost, missing)
+
+    def estimate(self, order: Mapping[str, Any], recovered: Recovered) -> Trade:
+        """One trade standing for the fills the history did not account for: the
+        difference at its average price, no fee, ``info["estimated"]`` True."""
+        assert recovered.missing is not None
+        amount, cost = recovered.missing
+        cumulative = add(recovered.filled, amount)
+        trade = self._live(order, amount, cost, cumulative, order["lastUpdateTimestamp"])
+        trade["info"] = {"estimated": True, "order": order["info"]}
+        trade["takerOrMaker"] = None
+        return trade
+
+    def _recovered(
+        self,
+        record: Mapping[str, Any],
+        *,
+        amount: Pair,
+        cost: Pair,
+        cumulative: Pair,
+        symbol: str | None,
+    ) -> Trade:
+        """A history record as the trade of its order's fill up to ``cumulative`` (only
+        ``amount`` of it, when the live stream saw the rest)."""
+        trade = history_trade(record, self.symbols, self.close_side)
+        whole = pair(record.get("traded_qty"))
+        trade["id"] = f"{record.get('order_id')}:{to_str(norm(cumulative))}"
+        if symbol is not None:
+            trade["symbol"] = symbol
+        if amount != whole:
+            trade["amount"] = to_float(amount)
+            trade["cost"] = to_float(cost)
+            fee = trade["fee"]
+            if fee is not None and fee["cost"] is not None:
+                fee["cost"] = to_float(_scale(pair(record.get("trading_fee")), amount, whole))
+                trade["fees"] = [dict(fee)]  # type: ignore[list-item]
+        return trade
+
+
+def history_trade(
+    record: Mapping[str, Any], symbols: SymbolMap, close_side: CloseSide = "trade"
+) -> Trade:
+    """One trade-history record as a ccxt trade (``fetch_my_trades``): its own id (the
+    history's), since a lone record does not know its order's cumulative fill."""
+    fields = _history_fields(record)
+    when = fields["timestamp"]
+    ticker = record.get("ticker")
+    trade = _TRADE_TEMPLATE.copy()
+    trade["info"] = dict(record)
+    trade["id"] = None if record.get("id") is None else str(record["id"])
+    trade["order"] = record.get("order_id")
+    trade["timestamp"] = when
+    trade["datetime"] = iso8601(when)
+    trade["symbol"] = symbols(ticker) if isinstance(ticker, str) else None
+    trade["type"] = fields["type"]
+    trade["side"] = side_of(record.get("position"), record.get("direction"), close_side)
+    trade["takerOrMaker"] = fields["role"]
+    trade["price"] = fields["price"]
+    trade["amount"] = to_float(fields["amount"])
+    trade["cost"] = to_float(fields["cost"])
+    if fields["fee"] is not None:
+        fee = {"cost": to_float(fields["fee"]), "currency": record.get("symbol")}
+        trade["fee"] = fee
+        trade["fees"] = [dict(fee)]
+    else:
+        trade["fee"] = None
+        trade["fees"] = []
+    return trade  # type: ignore[return-value]
+
+
+def _history_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    qty_v, value_v, price_v = (
+        record.get("traded_qty"),
+        record.get("traded_value"),
+        record.get("price"),
+    )
+    qty = number(qty_v, "traded_qty")
+    if qty is None or qty <= 0:
+        raise Reject("invalid_value", "traded_qty must be > 0")
+    price = number(price_v, "price")
+    value = number(value_v, "traded_value")
+    value_p = pair(value_v) if value is not None else None
+    if value_p is None and price is not None:
+        value_p = mul(pair(qty_v), pair(price_v))
+    fee_v = record.get("trading_fee")
+    fee = number(fee_v, "trading_fee")
+    otype = record.get("order_type")
+    role = record.get("role")
+    return {
+        "amount": pair(qty_v),
+        "cost": value_p if value_p is not None else _ZERO,
+        "price": price,
+        "fee": pair(fee_v) if fee is not None else None,
+        "type": ORDER_TYPE.get(otype) if not isinstance(otype, dict) else None,
+        "role": _ROLES.get(role) if not isinstance(role, dict) else None,
+        "timestamp": utc_timestamp(record.get("transaction_time"), "transaction_time"),
+    }
+
+
+def _cmp(a: Pair, b: Pair) -> int:
+    d = sub(a, b)[0]
+    return (d > 0) - (d < 0)
+
+
+def _scale(value: Pair, part: Pair, whole: Pair) -> Pair:
+    """``value * part / whole``, exactly enough (18 places)."""
+    return div(mul(value, part), whole)
+
+
+def _sortable(value: object) -> tuple[int, str]:
+    text = str(value)
+    return (int(text), "") if text.isdigit() else (0, text)

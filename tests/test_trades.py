@@ -1,0 +1,338 @@
+"""Fills as trades: one per fill, adding up exactly to the order's, the same id however
+learnt, recovered from the trade history after a gap, never a snapshot. The pure parts on
+their own; then trading against the simulator's matching engine, with a gap, compared with
+its ground truth fill by fill."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal as D
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from bitmusa_hookspecs import hookimpl
+from bitmusa_plugin import AccountConfig, Credentials, Session
+from bitmusa_plugin._core import machine as lc
+from bitmusa_plugin._core import resync
+from bitmusa_plugin._core.fills import Fills, side_of
+from bitmusa_plugin._core.mapping import Mapped, Mapper
+from bitmusa_plugin._core.numbers import pair
+from bitmusa_plugin._engine.stream import Heartbeat
+from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
+from bitmusa_plugin.testing import order_frame, replay
+
+HEADERS = {"x-api-key": DEMO_API_KEY, "Authorization": f"Bearer {DEMO_AUTH_KEY}"}
+
+
+def mapped_order(mapper: Mapper, **fields: Any) -> dict[str, Any]:
+    result = mapper.feed(order_frame(**fields), 0)
+    assert isinstance(result, Mapped)
+    return result.obj
+
+
+def dec(value: Any) -> D:
+    return D(repr(value)) if isinstance(value, float) else D(str(value))
+
+
+# -- live: one trade per fill -------------------------------------------------------------
+
+
+def test_each_fill_is_one_trade_and_the_trades_add_up_exactly() -> None:
+    frames = [
+        order_frame("F1", amount="1", status="TRADING"),
+        order_frame("F1", amount="1", status="PARTIAL", filled="0.1", value="0.05001"),
+        order_frame("F1", amount="1", status="PARTIAL", filled="0.3", value="0.15003"),
+        order_frame("F1", amount="1", status="PARTIAL", filled="0.3", value="0.15003"),  # again
+        order_frame("F1", amount="1", status="FILLED", filled="1", value="0.50013"),
+    ]
+    result = replay(object(), frames)
+    trades = result.trades
+    assert [t["id"] for t in trades] == ["F1:0.1", "F1:0.3", "F1:1"]
+    assert [t["amount"] for t in trades] == [0.1, 0.2, 0.7]
+    assert sum(dec(t["amount"]) for t in trades) == dec(result.orders[-1]["filled"])
+    assert sum(dec(t["cost"]) for t in trades) == dec(result.orders[-1]["cost"])  # exactly
+    assert trades[1]["price"] == pytest.approx(0.10002 / 0.2)
+    assert all(t["order"] == "F1" and t["symbol"] == "XRP/USDT:USDT" for t in trades)
+    assert all(t["fee"] is None for t in trades)  # the stream does not say
+    # each trade right after the order update that showed it
+    hooks = [name for name, _ in result.calls if name in ("on_order", "on_trade")]
+    assert hooks == [
+        *("on_order", "on_order", "on_trade", "on_order", "on_trade"),
+        *("on_order", "on_order", "on_trade"),
+    ]
+
+
+def test_a_market_fill_is_taker_a_post_only_one_maker_and_others_unknown() -> None:
+    result = replay(
+        object(),
+        [
+            order_frame("M", type="MARKET", status="FILLED", amount="2", filled="2", value="1"),
+            order_frame("P", status="FILLED", amount="2", filled="2", value="1", tif="PO"),
+            order_frame("L", status="FILLED", amount="2", filled="2", value="1"),
+        ],
+    )
+    assert [t["takerOrMaker"] for t in result.trades] == ["taker", "maker", None]
+
+
+def test_the_side_the_stream_lacks_is_learnt_and_filled_in() -> None:
+    mapper, fills = Mapper("a"), None
+    fills = Fills(mapper.symbols)
+    order = mapped_order(mapper, order_id="F9", side=None, status="PARTIAL", filled="1", value="2")
+    assert order["side"] is None
+    fills.learn("F9", "sell")  # from the REST open orders, the history, or create_order
+    (trade,) = fills.on_order(order, 1)
+    assert order["side"] == "sell"
+    assert trade["side"] == "sell"
+    done = mapped_order(mapper, order_id="F9", side=None, status="FILLED", filled="2", value="4")
+    fills.on_order(done, 2)
+    assert fills.side("F9") is None  # a finished order is forgotten: memory stays bounded
+    assert fills.known("F9") is None
+
+
+@pytest.mark.parametrize(
+    ("position", "direction", "reading", "side"),
+    [
+        ("BUY", "OPEN", "trade", "buy"),
+        ("BUY", "CLOSE", "trade", "buy"),
+        ("BUY", "CLOSE", "position", "sell"),
+        ("SELL", "CLOSE", "position", "buy"),
+        (1, 0, "position", "sell"),
+        (None, "OPEN", "trade", None),
+    ],
+)
+def test_close_side_readings(position: Any, direction: Any, reading: Any, side: Any) -> None:
+    assert side_of(position, direction, reading) == side
+
+
+# -- after a gap: recovered from the history ---------------------------------------------
+
+
+def history(order_id: str, qty: str, value: str, n: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": n,
+        "order_id": order_id,
+        "ticker": "BTCUSDT",
+        "symbol": "USDT",
+        "position": "BUY",
+        "direction": "OPEN",
+        "order_type": "LIMIT",
+        "role": "MAKER",
+        "price": float(D(value) / D(qty)),
+        "traded_qty": float(qty),
+        "traded_value": float(value),
+        "trading_fee": float(D(value) * D("0.0002")),
+        "transaction_time": f"2026-12-01T10:00:{n:02d}",
+        **extra,
+    }
+
+
+def rest_order(order_id: str, filled: str, cost: str, amount: str = "1") -> dict[str, Any]:
+    return {
+        "order_id": order_id,
+        "ticker": "BTCUSDT",
+        "status": 4,
+        "order_type": 1,
+        "position": 0,
+        "direction": 0,
+        "order_price": 100,
+        "order_qty": float(amount),
+        "traded_qty": float(filled),
+        "traded_value": float(cost),
+        "left_qty": float(D(amount) - D(filled)),
+        "order_time": "2026-12-01T09:59:00",
+    }
+
+
+def gap_plan(history_records: list[dict[str, Any]] | None) -> tuple[resync.Plan, Fills]:
+    """Before the gap: F1 open, 0.1 filled (delivered live); F2 open, nothing filled.
+    Meanwhile F1 filled to 0.4 (two fills), F2 filled wholly and vanished, and F3 was
+    placed and filled within the gap."""
+    mapper = Mapper("a")
+    ledger = resync.Ledger()
+    fills = Fills(mapper.symbols)
+    for order in (
+        mapped_order(mapper, order_id="F1", ticker="BTCUSDT", amount="1", price="100",
+                     status="PARTIAL", filled="0.1", value="10"),
+        mapped_order(mapper, order_id="F2", ticker="BTCUSDT", amount="0.5", price="100"),
+    ):  # fmt: skip
+        fills.on_order(order, 1)
+        ledger.record("on_order", order)
+    plan = resync.plan(
+        ledger,
+        mapper.assets,
+        mapper.symbols,
+        wallet=[],
+        positions=[],
+        orders=[rest_order("F1", "0.4", "40")],
+        held=set(),
+    )
+    return resync.plan_fills(plan, ledger, fills, history_records), fills
+
+
+HISTORY = [
+    history("F1", "0.1", "10", 1),  # before the gap: delivered live already
+    history("F1", "0.2", "20", 2),
+    history("F2", "0.25", "25", 3),
+    history("F1", "0.1", "10", 4),
+    history("F2", "0.25", "25", 5),
+    history("F3", "0.3", "30.3", 6, role="TAKER", order_type="MARKET"),
+    history("F1", "0.2", "20", 7),  # after the snapshot: the live stream brings it
+]
+
+
+def test_a_gaps_fills_are_recovered_from_the_history_after_their_orders() -> None:
+    plan, _ = gap_plan(HISTORY)
+    sequence = [
+        (d.hook, d.obj["id"], d.obj.get("status"), d.obj.get("amount")) for d in plan.deliveries
+    ]
+    assert sequence == [
+        ("on_order", "F1", "open", 1.0),
+        ("on_trade", "F1:0.3", None, 0.2),
+        ("on_trade", "F1:0.4", None, 0.1),
+        ("on_order", "F2", "closed", 0.5),  # the history shows it wholly filled
+        ("on_trade", "F2:0.25", None, 0.25),
+        ("on_trade", "F2:0.5", None, 0.25),
+        ("on_trade", "F3:0.3", None, 0.3),  # placed and filled within the gap
+    ]
+    trades = {d.obj["id"]: d.obj for d in plan.deliveries if d.hook == "on_trade"}
+    assert trades["F1:0.3"]["fee"] == {"cost": 0.004, "currency": "USDT"}
+    assert trades["F1:0.3"]["takerOrMaker"] == "maker"
+    assert trades["F3:0.3"]["takerOrMaker"] == "taker"
+    assert trades["F3:0.3"]["type"] == "market"
+    assert trades["F3:0.3"]["side"] == "buy"
+    assert plan.vanished_orders == []  # F2's end is known now
+    assert plan.estimated == []
+
+
+def test_fills_the_history_lacks_are_one_estimated_trade_and_reported() -> None:
+    plan, _ = gap_plan(None)  # the history could not be fetched
+    trades = [d.obj for d in plan.deliveries if d.hook == "on_trade"]
+    (estimate,) = trades
+    assert estimate["id"] == "F1:0.4"  # the id the real fills' last would have had
+    assert estimate["amount"] == pytest.approx(0.3)
+    assert estimate["cost"] == pytest.approx(30)
+    assert estimate["info"]["estimated"] is True
+    assert estimate["fee"] is None
+    assert plan.estimated == ["F1"]
+    assert plan.vanished_orders == ["F2"]  # unknown end: still reported
+
+
+def test_the_recovered_state_is_where_live_fills_continue() -> None:
+    plan, fills = gap_plan(HISTORY)
+    ledger = resync.Ledger()
+    resync.apply(plan, ledger, Mapper("a"), fills)
+    known = fills.known("F1")
+    assert known == (pair(0.4), pair(40.0))
+    mapper = Mapper("a")
+    live = mapped_order(mapper, order_id="F1", ticker="BTCUSDT", amount="1", price="100",
+                        status="PARTIAL", filled="0.6", value="60")  # fmt: skip
+    (trade,) = fills.on_order(live, 9)
+    assert (trade["id"], trade["amount"]) == ("F1:0.6", 0.2)  # F1's 7th record, once
+    assert fills.known("F2") is None
+
+
+# -- trading against the simulator, with a gap ----------------------------------------------
+
+
+class Trades:
+    bitmusa_delivery = "all"
+
+    def __init__(self) -> None:
+        self.trades: list[dict[str, Any]] = []
+        self.states: list[str] = []
+        self.errors: list[dict[str, Any]] = []
+        self.orders: dict[str, dict[str, Any]] = {}
+
+    @hookimpl
+    def on_trade(self, trade: dict[str, Any], event: dict[str, Any]) -> None:
+        self.trades.append(trade)
+
+    @hookimpl
+    def on_order(self, order: dict[str, Any]) -> None:
+        self.orders[order["id"]] = order
+
+    @hookimpl
+    def on_stream_state(self, state: dict[str, Any]) -> None:
+        self.states.append(state["status"])
+
+    @hookimpl
+    def on_error(self, error: dict[str, Any]) -> None:
+        self.errors.append(error)
+
+
+async def until(predicate: Any, timeout: float = 15.0, seen: Trades | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            detail = "" if seen is None else f": states {seen.states}, {len(seen.trades)} trades"
+            raise AssertionError(f"condition not reached in time{detail}")
+        await asyncio.sleep(0.01)
+
+
+async def place(client: httpx.AsyncClient, **fields: Any) -> str:
+    body = {"ticker": "BTCUSDT", "direction": 0, "margin_mode": 0, "position": 0, **fields}
+    response = await client.post("/future/order", json=body)
+    data = orjson.loads(response.content)
+    assert data["code"] == 0, data
+    return str(data["data"])
+
+
+@pytest.mark.bitmusa_simulator(script=False, event_interval=None, seed=5)
+async def test_trading_through_a_gap_loses_and_duplicates_no_fill(sim: Simulator) -> None:
+    await sim.set_price("BTCUSDT", "100000")
+    seen = Trades()
+    timing = lc.Timing(
+        retry_initial=0.05, retry_max=0.2, stable_after=0.3, keepalive_interval=60,
+        key_validity=3600, rotate_after=600,
+    )  # fmt: skip
+    config = AccountConfig("a", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url)
+    async with (
+        httpx.AsyncClient(base_url=sim.rest_url, headers=HEADERS, timeout=5) as client,
+        Session([seen], command="test", timing=timing, heartbeat=Heartbeat(2.0, 10.0)) as s,
+    ):
+        s.add(config)
+        await until(lambda: "connected" in seen.states, seen=seen)
+        # live: a limit order fills in three parts
+        first = await place(client, order_type=1, order_price="99000", order_qty="0.01")
+        await sim.set_price("BTCUSDT", "99000", volume="0.003")
+        await sim.set_price("BTCUSDT", "99000", volume="0.002")
+        await until(lambda: len(seen.trades) == 2, seen=seen)
+        # the gap: the stream is down while the order fills further, another one is placed
+        # and filled, and a third rests untouched
+        sim.refuse(1000)
+        sim.drop()
+        await until(lambda: "disconnected" in seen.states, seen=seen)
+        await sim.set_price("BTCUSDT", "98990", volume="0.004")
+        second = await place(client, order_type=0, order_price="0", order_qty="0.02")
+        await place(client, order_type=1, order_price="90000", order_qty="0.01")
+        gap_fills = len(sim.engine().fills)
+        sim.accept()
+        await until(lambda: "gap" in seen.states, seen=seen)
+        await until(lambda: sum(1 for t in seen.trades if t["order"] == second) == 1, seen=seen)
+        # live again: the first order's last part
+        await sim.set_price("BTCUSDT", "98980", volume="1")
+        await until(lambda: seen.orders.get(first, {}).get("status") == "closed", seen=seen)
+        await s.drain(5)
+    truth = list(sim.engine().fills)
+    assert len(truth) > gap_fills >= 4
+    # every fill of the engine is one trade, none twice, the amounts and costs exact
+    assert len(seen.trades) == len(truth)
+    assert len({t["id"] for t in seen.trades}) == len(seen.trades)
+    for order_id in {f.order_id for f in truth}:
+        fills = [f for f in truth if f.order_id == order_id]
+        trades = [t for t in seen.trades if t["order"] == order_id]
+        assert sum(dec(t["amount"]) for t in trades) == sum(f.qty for f in fills)
+        assert sum(dec(t["cost"]) for t in trades) == sum(f.value for f in fills)
+    # the gap's fills came from the history: fee and role as the engine charged them
+    recovered = [t for t in seen.trades if t["fee"] is not None]
+    assert recovered
+    by_id = {str(f.trade_id): f for f in truth}
+    for trade in recovered:
+        fill = by_id[str(trade["info"]["id"])]
+        assert dec(trade["fee"]["cost"]) == fill.fee
+        assert trade["takerOrMaker"] == fill.role.lower()
+    assert [e for e in seen.errors if e["kind"] == "trade_estimated"] == []
