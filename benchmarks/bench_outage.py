@@ -66,7 +66,7 @@ def _sid(raw: bytes) -> tuple[int, int]:
 async def measure(down: float, mode: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp)).start()
-        client = redis.Redis.from_url(server.url)
+        client: Any = redis.Redis.from_url(server.url)  # untyped replies, as in the tests
         creds = {f"bench-api-{i:04d}": f"bench-auth-{i:04d}" for i in range(N)}
         env = dict(os.environ)
         workers: list[subprocess.Popen[bytes]] = []
