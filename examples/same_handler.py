@@ -1,5 +1,6 @@
-"""The same handler code, fed two ways: as a plugin through the hooks, and from a ccxt
-loop through the drop-in. Both see the same unified orders, so one handler serves both.
+"""The same handler code, fed two ways: as a plugin through the ``on_trade`` hook, and from
+a ccxt loop through the drop-in's ``watch_my_trades``. Both see the same unified trades
+(one per fill, exactly once), so one handler serves both.
 
     python examples/same_handler.py        (runs against the embedded simulator)
 """
@@ -13,11 +14,9 @@ from bitmusa_plugin import AccountConfig, Credentials, Session, hookimpl, load_e
 from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
 
 
-def fill_message(order: Any, source: str) -> str | None:
-    """The handler: a line for an order that is done filling, else None."""
-    if order["status"] != "closed" or not order["filled"]:
-        return None
-    return f"[{source}] {order['symbol']} filled {order['filled']} @ {order['average']}"
+def fill_message(trade: Any, source: str) -> str:
+    """The handler: a line for one fill."""
+    return f"[{source}] {trade['symbol']} filled {trade['amount']} @ {trade['price']}"
 
 
 class ViaHooks:
@@ -25,10 +24,8 @@ class ViaHooks:
         self.lines: list[str] = []
 
     @hookimpl
-    def on_order(self, order: Any, event: Any) -> None:
-        message = fill_message(order, "hooks")
-        if message:
-            self.lines.append(message)
+    def on_trade(self, trade: Any, event: Any) -> None:
+        self.lines.append(fill_message(trade, "hooks"))
 
 
 async def main(seconds: float = 3.0) -> tuple[list[str], list[str]]:
@@ -60,10 +57,8 @@ async def watch_with_ccxt(sim: Simulator, seconds: float) -> list[str]:
     via_ccxt: list[str] = []
     deadline = asyncio.get_running_loop().time() + seconds
     while asyncio.get_running_loop().time() < deadline:
-        for order in await exchange.watch_orders():
-            message = fill_message(order, "ccxt")
-            if message:
-                via_ccxt.append(message)
+        for trade in await exchange.watch_my_trades():
+            via_ccxt.append(fill_message(trade, "ccxt"))
     await exchange.close()
     return via_ccxt
 

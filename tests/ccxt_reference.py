@@ -11,6 +11,7 @@ key comes from ccxt.
 from __future__ import annotations
 
 import time
+import typing
 from typing import Any
 
 import ccxt
@@ -204,3 +205,89 @@ def validate(exchange: ccxt.Exchange, hook: str, obj: Any) -> None:
         if not obj["leverage"]:
             skipped["initialMargin"] = skipped["initialMarginPercentage"] = True
         test_position(exchange, skipped, "watchPositions", obj, obj["symbol"], now)
+
+
+# -- the drop-in against the simulator ------------------------------------------------------
+
+#: a retry schedule for loopback tests: the stream recovers in a fraction of a second
+FAST_TIMING = {"retry_initial": 0.05, "retry_max": 0.3, "stable_after": 0.3}
+
+
+def make_exchange(sim: Any, *, options: dict[str, Any] | None = None, **config: Any) -> Any:
+    """The drop-in on the simulator, through ``load_exchange`` as a bot gets it: its own
+    REST allowance (the process-wide one is shared by every test), a fast retry schedule."""
+    from bitmusa_plugin import load_exchange
+    from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY
+
+    base: dict[str, Any] = {
+        "apiKey": DEMO_API_KEY,
+        "secret": DEMO_AUTH_KEY,
+        "urls": {"api": {"rest": sim.rest_url, "ws": sim.ws_url}},
+        "options": {
+            "timing": FAST_TIMING,
+            "heartbeat": [0.5, 2.0],
+            "restRate": [1000, 100000],
+            **(options or {}),
+        },
+    }
+    base.update(config)
+    return load_exchange("bitmusa", base)
+
+
+def _format_of(structure: type) -> dict[str, Any]:
+    """A validator format from a ccxt structure's own type (``ccxt.base.types``): one
+    sample value of each key's type."""
+    format: dict[str, Any] = {}
+    for key, hint in structure.__annotations__.items():
+        kinds = set(typing.get_args(hint)) or {hint}
+        if key == "info":
+            format[key] = {}
+        elif float in kinds:  # Num: any number
+            format[key] = 1.5
+        elif int in kinds:
+            format[key] = 1
+        else:
+            format[key] = "x"
+    return format
+
+
+def check_funding_rate(exchange: Any, entry: Any, symbol: str) -> None:
+    """ccxt ships no ``test_funding_rate`` (4.5.90): its ``FundingRate`` type's keys, and
+    the shared checks its validators use (symbol, timestamp and datetime)."""
+    from ccxt.base.types import FundingRate
+    from ccxt.test.exchange.base import test_shared_methods as shared
+
+    method = "fetchFundingRate"
+    format = _format_of(FundingRate)
+    required = ["symbol", "fundingRate", "timestamp", "datetime"]
+    empty = [key for key in format if key not in required]
+    shared.assert_structure(exchange, {}, method, entry, format, empty)
+    shared.assert_symbol(exchange, {}, method, entry, "symbol", symbol)
+    shared.assert_timestamp_and_datetime(exchange, {}, method, entry)
+    shared.assert_timestamp_and_datetime(exchange, {}, method, entry, None, "fundingTimestamp")
+
+
+def check_leverage(exchange: Any, entry: Any, symbol: str) -> None:
+    """ccxt ships no ``test_leverage`` (4.5.90): its ``Leverage`` type's keys, checked as
+    its validators check structures."""
+    from ccxt.base.types import Leverage
+    from ccxt.test.exchange.base import test_shared_methods as shared
+
+    method = "fetchLeverage"
+    format = _format_of(Leverage)
+    shared.assert_structure(exchange, {}, method, entry, format, ["marginMode"])
+    shared.assert_symbol(exchange, {}, method, entry, "symbol", symbol)
+    for key in ("longLeverage", "shortLeverage"):
+        shared.assert_greater_or_equal(exchange, {}, method, entry, key, "1")
+
+
+def ccxt_test(name: str) -> Any:
+    """ccxt's own test of a unified method (``ccxt/test/exchange/async/test_<name>.py``,
+    or ccxt.pro's ``ccxt/pro/test/Exchange/test_<name>.py`` for ``watch_*``): it calls
+    the method and runs ccxt's validator on what comes back. Imported by name: ``async``
+    is a keyword, and a ``test_*`` name in a test module would be collected by pytest."""
+    import importlib
+
+    package = "ccxt.pro.test.Exchange" if name.startswith("watch") else "ccxt.test.exchange.async"
+    module = importlib.import_module(f"{package}.test_{name}")
+    return getattr(module, f"test_{name}")

@@ -261,7 +261,9 @@ def test_example_plugin_is_installed_and_announces_fills(tmp_path: Path) -> None
     )
     assert result.returncode == 3
     lines = log.read_text().splitlines()
-    assert "[default] BTC/USDT:USDT buy 0.012 @ 96500.5 filled" in lines
+    # one line per fill (on_trade): the order of 0.02 filled 0.008, then the other 0.012
+    assert "[default] BTC/USDT:USDT buy 0.008 @ 96500.5" in lines
+    assert "[default] BTC/USDT:USDT buy 0.012 @ 96500.5" in lines
     assert "[default] BTC/USDT:USDT is flat (FORCE_CLOSE)" in lines
 
 

@@ -205,6 +205,15 @@ CASES = [
     case(
         "listen",
         "--config",
+        "{tmp}/typo.toml",
+        env=CREDENTIALS,
+        status=USAGE,
+        message=r"typo\.toml: account 1: unknown key 'rest_ulr' \(did you mean 'rest_url'\?\); "
+        r"an entry may hold label, .*: see docs/configuration\.md",
+    ),
+    case(
+        "listen",
+        "--config",
         "{tmp}/plain.toml",
         env=CREDENTIALS,
         status=USAGE,
@@ -359,6 +368,23 @@ CASES = [
         status=USAGE,
         message=r"cannot create .*secret\.toml/fine: .*: give --directory a directory you can",
     ),
+    case(
+        "new-plugin",
+        "pytest",
+        "--directory",
+        "{tmp}",
+        status=USAGE,
+        message=r"invalid plugin name 'pytest': its module 'pytest' is installed already, .*: "
+        r"choose another name, like bitmusa-pytest-plugin",
+    ),
+    case(
+        "new-plugin",
+        "bitmusa-plugin",
+        "--directory",
+        "{tmp}",
+        status=USAGE,
+        message=r"invalid plugin name 'bitmusa-plugin': its module 'bitmusa_plugin' is installed",
+    ),
     case("new-plugin", "quiet", "--directory", "{tmp}", stdout="closed", status=0, message=None),
     # -- worker
     case("worker", status=USAGE, message=r"the following arguments are required: --redis: see"),
@@ -508,6 +534,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "broken.toml": "[[accounts]\n",
         "htp.toml": "[[accounts]]\nlabel = 'main'\napi_key_env = 'BITMUSA_API_KEY'\n"
         "auth_key_env = 'BITMUSA_AUTH_KEY'\nrest_url = 'htp://127.0.0.1:1/api/v2'\n",
+        "typo.toml": "[[accounts]]\nlabel = 'main'\napi_key_env = 'BITMUSA_API_KEY'\n"
+        "auth_key_env = 'BITMUSA_AUTH_KEY'\nrest_ulr = 'http://127.0.0.1:1/api/v2'\n",
         "plain.toml": "[[accounts]]\nlabel = 'main'\napi_key_env = 'BITMUSA_API_KEY'\n"
         "auth_key_env = 'BITMUSA_AUTH_KEY'\nws_url = 'ws://example.com'\n",
     }

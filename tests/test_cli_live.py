@@ -147,7 +147,8 @@ async def test_listen_with_bad_credentials_exits_non_zero_at_once(sim: Simulator
     code, out, err, _ = await run_cli("listen", *urls(sim), "--output", "none", env=env, timeout=10)
     assert code == 4
     assert "account 'default' failed" in err
-    assert "1001 (API KEY NOT FOUND)" in err
+    assert "1001 (API KEY NOT FOUND): check the API key (x-api-key) and the auth key" in err
+    assert len(err.strip().splitlines()) == 1  # one line: what failed, and what to do
     assert sim.rest_calls == [("POST", 1001)]  # no retry loop
     assert "not-a-real-key" not in err + out
     assert "not-a-real-auth" not in err + out
@@ -388,3 +389,70 @@ async def test_listen_into_a_closed_pipe_ends_quietly_with_status_0(sim: Simulat
     assert proc.returncode == 0, err.decode()
     assert b"Traceback" not in err
     assert sim.account().deletes == 1  # a clean shutdown: the listenKey was deleted
+
+
+HUNG_RECORDER = """
+import threading
+
+from bitmusa_hookspecs import hookimpl
+
+bitmusa_delivery = "all"
+
+
+@hookimpl
+def on_order(order, event):
+    threading.Event().wait()  # hangs for good
+"""
+
+
+async def test_listen_stall_after_releases_a_hung_lossless_plugin_on_time(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """--stall-after reaches the dispatcher: a hung 'all' plugin is reported after the
+    bound given (not the default 30 s), and the stream goes on into jsonl."""
+    site = tmp_path / "site"
+    info = site / "hung_recorder-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hung-recorder\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[bitmusa]\nhung = hung_recorder\n")
+    (site / "hung_recorder.py").write_text(HUNG_RECORDER)
+    env = cli_env(
+        BITMUSA_API_KEY=DEMO_API_KEY,
+        BITMUSA_AUTH_KEY=DEMO_AUTH_KEY,
+        BITMUSA_LOAD_PLUGINS="hung",
+        PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bitmusa_plugin",
+        "listen",
+        *urls(sim),
+        "--output",
+        "jsonl",
+        "--stall-after",
+        "1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdout is not None
+    started = time.monotonic()
+    stalled_at: float | None = None
+    orders_after = 0
+    try:
+        while orders_after < 5 and time.monotonic() - started < 20:
+            line = await asyncio.wait_for(proc.stdout.readline(), 20)
+            assert line, "listen ended early"
+            record = orjson.loads(line)
+            if record["hook"] == "on_error" and record["error"]["kind"] == "plugin_stalled":
+                assert record["error"]["plugin"] == "hung"
+                stalled_at = time.monotonic()
+            elif record["hook"] == "on_order" and stalled_at is not None:
+                orders_after += 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert stalled_at is not None, "no plugin_stalled within 20 s (the default is 30 s)"
+    assert orders_after == 5  # the stream went on
+    assert b"Traceback" not in err

@@ -45,6 +45,26 @@ def test_hooks_md_is_generated_from_current_docstrings() -> None:
     assert HOOKS_MD.read_text() == gen_hooks().render(), "run: python docs/gen_hooks.py"
 
 
+def test_the_ccxt_page_tables_every_unified_method_as_has_says() -> None:
+    """Every key of ccxt's ``has``, supported or not and why, as the class says today."""
+    spec = importlib.util.spec_from_file_location("gen_ccxt", ROOT / "docs" / "gen_ccxt.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    page = (ROOT / "docs" / "ccxt.md").read_text()
+    assert page == module.render(), "run: python docs/gen_ccxt.py"
+    from bitmusa_plugin._ccxt import bitmusa
+
+    for key, supported in bitmusa().has.items():
+        assert f"| `{key}` | {'yes' if supported else 'no'} |" in page
+    # every option the drop-in adds to ccxt's is in the page
+    import ccxt.async_support
+
+    for option in set(bitmusa().options) - set(ccxt.async_support.Exchange().options):
+        assert f"`{option}`" in page or f"options.{option}" in page, option
+
+
 def test_the_command_reference_is_generated_from_the_cli_itself(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -88,6 +88,15 @@ def add_parser(subparsers: argparse._SubParsersAction[Parser]) -> None:
         action="store_true",
         help="do not fetch REST snapshots at start-up and after every gap",
     )
+    parser.add_argument(
+        "--stall-after",
+        metavar="SECONDS",
+        type=positive,
+        default=None,
+        help="a plugin with delivery 'all' that makes no progress this long is reported "
+        "(plugin_stalled) and stops holding the stream: it gets 'latest' for the rest of "
+        "the run (default: 30)",
+    )
     add_redis_sink_options(parser, required=False)
     parser.add_argument(
         "--record",
@@ -107,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         report_failures,
         run_loop,
     )
-    from bitmusa_plugin._engine.session import RunResult, Session
+    from bitmusa_plugin._engine.session import DeliveryOptions, RunResult, Session
 
     accounts = _accounts(args)
     timing = _timing(args)
@@ -137,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
                 record=record,
                 rest_rate=args.rest_rate,
                 connections=min(32, 4 + len(accounts)),
+                delivery=DeliveryOptions()
+                if args.stall_after is None
+                else DeliveryOptions(stall_after=args.stall_after),
             )
             if sink is not None:
                 sink.bind(session.pipeline.report)

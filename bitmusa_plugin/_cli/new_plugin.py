@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction[Parser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bitmusa_plugin._cli.scaffold import NAME_RE, create, next_steps
+    from bitmusa_plugin._cli.scaffold import NAME_RE, create, next_steps, shadowed
 
     target = args.directory / args.name
     if not NAME_RE.match(args.name):
@@ -39,6 +39,13 @@ def run(args: argparse.Namespace) -> int:
     if target.exists():
         raise CommandError(
             f"cannot create {target}: it already exists", "choose another name or --directory"
+        )
+    taken = shadowed(args.name)
+    if taken is not None:
+        raise CommandError(
+            f"invalid plugin name {args.name!r}: its module {taken!r} is installed already, and "
+            "the plugin would replace or shadow it",
+            f"choose another name, like bitmusa-{args.name.removeprefix('bitmusa-')}-plugin",
         )
     try:
         root = create(args.name, args.directory)

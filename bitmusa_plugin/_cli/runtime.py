@@ -171,7 +171,7 @@ def load_plugins(
     stream: IO[str] | None = None,
     on_closed: OutputClosed | None = None,
 ) -> PluginRegistry:
-    """The plugin host with the chosen built-in output and every enabled entry point; a
+    """The plugin registry with the chosen built-in output and every enabled entry point; a
     plugin that fails under ``strict`` is a :class:`CommandError`."""
     from bitmusa_plugin._engine.plugins import PluginLoadError, PluginRegistry
     from bitmusa_plugin._outputs import make_output

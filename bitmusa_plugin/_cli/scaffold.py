@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 from pathlib import Path
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
@@ -149,8 +151,25 @@ that environment is a clone's `make setup` venv, whose installs are editable, ru
 
     pytest                      # runs tests/ through bitmusa_plugin.testing.replay
     mypy                        # --strict (pyproject.toml): every hook argument is typed
+                                # (in a clone's editable venv: MYPYPATH=<clone>:<clone>/hookspecs
+                                #  mypy --follow-imports=silent, as above)
     bitmusa-plugin plugins      # lists {dist} as loaded
 """
+
+
+def shadowed(name: str) -> str | None:
+    """The module a plugin called ``name`` would be, when one by that name is installed
+    already (``bitmusa-plugin``, ``pytest``, ``redis``...): its package would replace or
+    shadow it. None when the name is free."""
+    package = name.replace("-", "_")
+    if package in sys.stdlib_module_names:
+        return package
+    try:
+        found = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    # a directory that merely has the name (a namespace package) is not a module
+    return package if found is not None and found.origin is not None else None
 
 
 def create(name: str, directory: Path) -> Path:

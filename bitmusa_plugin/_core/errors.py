@@ -29,6 +29,14 @@ Failure = Literal["permanent", "misconfigured", "unreachable", "transient", "gon
 
 #: Codes that no retry can fix: bad key, IP not allowed, empty key, no privilege.
 PERMANENT_CODES = frozenset((1001, 1002, 1003, 1005))
+#: What to do about each, said on the same line (docs/troubleshooting.md says the same).
+PERMANENT_HINTS = {
+    1001: "check the API key (x-api-key) and the auth key (Bearer): both must be this "
+    "account's, and they are not interchangeable",
+    1002: "add this machine's public IP address to the key's allow-list on Bitmusa",
+    1003: "the API key reached the exchange empty: set it, or name the right variable",
+    1005: "give the key the futures privilege on Bitmusa, or use a key that has it",
+}
 RATE_LIMIT_CODE = 1011
 KEY_GONE_CODE = 3022
 
@@ -107,7 +115,7 @@ def parse_envelope(what: str, status: int, content: bytes, hint: str = "") -> di
     if isinstance(code, int) and code != 0:
         text = f"{what}, code {code} ({message or 'no message'})"
         if code in PERMANENT_CODES:
-            raise PermanentError(text, code=code, status=status)
+            raise PermanentError(f"{text}: {PERMANENT_HINTS[code]}", code=code, status=status)
         if code == RATE_LIMIT_CODE:
             raise RateLimitedError(text, code=code, status=status)
         if code == KEY_GONE_CODE:

@@ -89,13 +89,15 @@ class Fills:
     """One account's fills: what each order has filled as far as the plugins know, and
     each order's side."""
 
-    __slots__ = ("_filled", "_sides", "close_side", "symbols")
+    __slots__ = ("_filled", "_seen", "_sides", "close_side", "symbols")
 
     def __init__(self, symbols: SymbolMap, close_side: CloseSide = "trade") -> None:
         self.symbols = symbols
         self.close_side: CloseSide = close_side
         #: order id -> (cumulative filled, cumulative cost) delivered, while it is open
         self._filled: dict[str, tuple[Pair, Pair]] = {}
+        #: order id -> the ``filled`` float behind ``_filled``: the hot path's equality test
+        self._seen: dict[str, float] = {}
         self._sides: OrderedDict[str, str] = OrderedDict()
 
     # -- what the stream does not say ----------------------------------------------------
@@ -126,6 +128,8 @@ class Fills:
                 order["side"] = side
         filled = order["filled"]
         done = order["status"] in ("closed", "canceled")
+        if not done and filled and self._seen.get(order_id) == filled:
+            return []  # the fill already delivered (most updates fill nothing new)
         known = self._filled.get(order_id)
         trades: list[Trade] = []
         if filled:
@@ -137,9 +141,9 @@ class Fills:
                 trades.append(self._live(order, amount, cost, new[0], event_time))
             if not done:
                 self._filled[order_id] = new
+                self._seen[order_id] = filled
         if done:
-            self._filled.pop(order_id, None)
-            self._sides.pop(order_id, None)
+            self._forget(order_id)
         return trades
 
     def _live(
@@ -179,6 +183,7 @@ class Fills:
     def snapshot(self, order: Mapping[str, Any]) -> None:
         """An open order seen in a snapshot, whose fills were recovered (or that had none
         to recover): it now stands at the snapshot's filled and cost."""
+        self._seen.pop(order["id"], None)
         if order["status"] in ("closed", "canceled") or not order["filled"]:
             self._filled.pop(order["id"], None)
             return
@@ -189,7 +194,11 @@ class Fills:
 
     def forget(self, order_id: str) -> None:
         """The order is done (a resync found it gone)."""
+        self._forget(order_id)
+
+    def _forget(self, order_id: str) -> None:
         self._filled.pop(order_id, None)
+        self._seen.pop(order_id, None)
         self._sides.pop(order_id, None)
 
     def recover(

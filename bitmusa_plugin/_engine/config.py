@@ -5,6 +5,7 @@ worker's registry get their :class:`AccountConfig`. Running them is a
 
 from __future__ import annotations
 
+import difflib
 import logging
 import stat
 import sys
@@ -32,6 +33,9 @@ API_KEY_ENV = "BITMUSA_API_KEY"
 AUTH_KEY_ENV = "BITMUSA_AUTH_KEY"
 #: the API's open readings an account may set (``_core/urls.py``), with their defaults
 READINGS: dict[str, Any] = {"ws_path": "documented", "keepalive_prefix": "v2", "fallback": True}
+#: every key an ``[[accounts]]`` entry may hold: a misspelt one is an error, never a default
+#: silently taken (``rest_ulr`` would otherwise send a test's orders to the live exchange)
+ENTRY_KEYS = ("label", "api_key_env", "auth_key_env", "rest_url", "ws_url", *READINGS)
 
 
 class ConfigError(Exception):
@@ -85,6 +89,14 @@ def load_config(
                 raise ConfigError(
                     f"{where}: put secrets in environment variables and name them with "
                     f"api_key_env / auth_key_env, not {key!r}"
+                )
+        for key in entry:
+            if key not in ENTRY_KEYS:
+                close = difflib.get_close_matches(str(key), ENTRY_KEYS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(
+                    f"{where}: unknown key {key!r}{hint}; an entry may hold "
+                    + ", ".join(ENTRY_KEYS)
                 )
         label = entry.get("label")
         if not isinstance(label, str) or not label:

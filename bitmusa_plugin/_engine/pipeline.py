@@ -1,4 +1,4 @@
-"""The plugin host: frames in, hook calls out. Shared by ``replay`` and the live stream.
+"""The pipeline: frames in, hook calls out. Shared by ``replay`` and the live stream.
 
 Data flows one way: raw frame -> :class:`~bitmusa_plugin._core.mapping.Mapper` (per account)
 -> :class:`~bitmusa_plugin._engine.dispatch.Dispatcher` -> plugins. An order update that

@@ -1,11 +1,19 @@
-"""The listenKey REST client (httpx): create, keep alive and close the user stream's key.
+"""Bitmusa's REST API (httpx): the listenKey's lifecycle (:class:`ListenKeyClient`), and
+the account, trading and market-data calls the resync and the ccxt drop-in make
+(:class:`AccountClient`).
 
 One :class:`BitmusaAuth` holds the two credentials and adds both headers; its ``repr``
 redacts them. Every response is read as Bitmusa's envelope ``{data, code, message}``:
 ``code != 0`` is an error even on HTTP 200, raised as a typed exception carrying the code.
 What a failure means is the error type's (``_core/errors.py``), *when* to retry is the
 machine's business. Requests are paced by a shared
-:class:`RateLimiter` (Bitmusa documents 8 requests/s and 200/min, possibly per IP).
+:class:`RateLimiter` (Bitmusa documents 8 requests/s and 200/min, possibly per IP);
+placing, cancelling, closing and the settings take its next turn (``TRADING``).
+
+Nothing here retries: a POST that places an order is sent once. When no answer comes, the
+exception says whether the request can have reached the server: :class:`NotSentError`
+(the connection was never made: nothing was carried out) or :class:`TimedOutError` and
+any other :class:`NetworkError` (it may have been carried out).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import ssl
 import weakref
 from collections.abc import Generator
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -30,7 +39,7 @@ from bitmusa_plugin._core.errors import (
     parse_envelope,
 )
 from bitmusa_plugin._engine.aio import within
-from bitmusa_plugin._engine.limiter import ROUTINE, RateLimiter
+from bitmusa_plugin._engine.limiter import ROUTINE, TRADING, RateLimiter
 from bitmusa_plugin._engine.secrets import Credentials
 
 log = logging.getLogger(__name__)
@@ -43,6 +52,21 @@ WALLET_PATH = "/future/wallet"
 POSITION_PATH = "/future/position"
 OPEN_ORDERS_PATH = "/future/order"
 TRADE_HISTORY_PATH = "/future/trade/history"
+EXCHANGE_INFO_PATH = "/future/market/exchange-info"
+TICKER_PATH = "/future/market"
+ORDER_BOOK_PATH = "/future/market/orderbook"
+PUBLIC_TRADES_PATH = "/future/market/trade"
+KLINE_HISTORY_PATH = "/future/market/kline/history"
+KLINE_SDK_PATH = "/future/market/kline"
+ORDER_PATH = "/future/order"
+CANCEL_PATH = "/future/order/cancel/"
+CANCEL_ALL_PATH = "/future/order/cancel/all"
+CLOSE_ALL_PATH = "/future/position/close/all"
+LEVERAGE_PATH = "/future/leverage"
+HEDGE_LEVERAGE_PATH = "/future/leverage/hedge"
+POSITION_MODE_PATH = "/future/position/mode"
+#: under the host's root, not the REST base (ninjaxt's ``api/health``), and public
+HEALTH_PATH = "/api/health"
 #: trade-history records per page we ask for, and pages at most per call of ours
 HISTORY_PAGE = 100
 HISTORY_PAGES = 20
@@ -55,8 +79,12 @@ class BitmusaAuth(httpx.Auth):
         self._credentials = credentials
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self._credentials.auth_key}"
-        request.headers["x-api-key"] = self._credentials.api_key
+        # no keys (the public /api/health, asked without credentials): no headers at all;
+        # "Bearer " with nothing after it is not a legal header value
+        if self._credentials.auth_key:
+            request.headers["Authorization"] = f"Bearer {self._credentials.auth_key}"
+        if self._credentials.api_key:
+            request.headers["x-api-key"] = self._credentials.api_key
         yield request
 
     def __repr__(self) -> str:
@@ -216,9 +244,12 @@ class _Client:
             # transport trouble can leave the lifecycle waiting for an answer forever.
             response = await within(asyncio.shield(request), budget)
         except asyncio.TimeoutError:
-            raise NetworkError(f"{what}: no answer within {budget:g} s") from None
+            raise TimedOutError(f"{what}: no answer within {budget:g} s") from None
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # no connection was made (DNS, refused, TLS, no pool slot): nothing was sent
+            raise NotSentError(f"{what}: {network_reason(exc)}") from None
         except httpx.TimeoutException as exc:
-            raise NetworkError(f"{what}: timed out ({type(exc).__name__})") from None
+            raise TimedOutError(f"{what}: timed out ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
             raise NetworkError(f"{what}: {network_reason(exc)}") from None
         except Exception as exc:
@@ -253,6 +284,16 @@ class _Client:
             )
         finally:
             slots.release()
+
+
+class NotSentError(NetworkError):
+    """No connection could be made (unknown host, refused, TLS, no free connection): the
+    request never reached the server, so nothing it asked for was carried out."""
+
+
+class TimedOutError(NetworkError):
+    """The request went out but no answer came in time: what it asked for may have been
+    carried out (an order placed) or not."""
 
 
 def network_reason(exc: BaseException) -> str:
@@ -424,3 +465,120 @@ class AccountClient(_Client):
         if ticker:
             params["ticker"] = ticker
         return await self._records(OPEN_ORDERS_PATH, params)
+
+    # -- market data (every route but health needs both headers, like the rest) ----------
+
+    async def _data(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One call; its ``data`` (None when absent, as action endpoints answer)."""
+        body = await self._call(method, path, **kwargs)
+        return body.get("data")
+
+    async def exchange_info(self) -> list[dict[str, Any]]:
+        """GET /future/market/exchange-info (undocumented; ninjaxt's): every market."""
+        return await self._records(EXCHANGE_INFO_PATH, {})
+
+    async def ticker(self, params: dict[str, Any]) -> dict[str, Any]:
+        """GET /future/market: one market's 24 h ticker. ``params`` name the market as
+        DF (``symbol``) or the SDKs (``ticker``) do, or both."""
+        return _record(await self._data("GET", TICKER_PATH, params=params), TICKER_PATH)
+
+    async def order_book(self, ticker: str, size: int) -> dict[str, Any]:
+        """GET /future/market/orderbook: ``buy`` and ``sell`` levels (``size`` a side)."""
+        params = {"ticker": ticker, "size": size}
+        return _record(await self._data("GET", ORDER_BOOK_PATH, params=params), ORDER_BOOK_PATH)
+
+    async def public_trades(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """GET /future/market/trade: the market's latest trades, newest first."""
+        return await self._records(PUBLIC_TRADES_PATH, params)
+
+    async def klines(self, path: str, params: dict[str, Any]) -> list[list[Any]]:
+        """GET ``path`` (``KLINE_HISTORY_PATH`` with ``period``, DF's; ``KLINE_SDK_PATH``
+        with ``interval``, the SDKs'): rows ``[time, open, high, low, close, qty]``."""
+        data = await self._data("GET", path, params=params)
+        if data is None:
+            return []
+        if not isinstance(data, list) or not all(isinstance(row, list) for row in data):
+            raise ServerError(f"GET {path}: data is not a list of rows")
+        return data
+
+    async def health(self) -> Any:
+        """GET /api/health on the host's root: ``"OK"`` when all is well."""
+        return await self._data("GET", HEALTH_PATH, base=host_root(self.rest_url))
+
+    # -- trading: never retried, first in the shared limiter's queue; the actions answer
+    # -- the envelope, ``{"code": 0, "message": "success"}``
+
+    async def create_order(self, body: dict[str, Any]) -> str:
+        """POST /future/order: the new order's id. Sent once, whatever happens."""
+        data = await self._data("POST", ORDER_PATH, json=body, priority=TRADING)
+        if not isinstance(data, str) or not data:
+            raise ServerError(f"POST {ORDER_PATH} answered no order id")
+        return data
+
+    async def cancel_order(self, order_id: str) -> dict[str, Any]:
+        """POST /future/order/cancel/{orderId} (the id quoted: it is a path segment)."""
+        return await self._call("POST", CANCEL_PATH + quote(order_id, safe=""), priority=TRADING)
+
+    async def cancel_all(self, ticker: str) -> dict[str, Any]:
+        """POST /future/order/cancel/all for ``ticker``, or ``all``. The ticker goes in the
+        query (node-bitmusa-api) and in a JSON body (DF's "Parameter" may mean either)."""
+        return await self._call(
+            "POST",
+            CANCEL_ALL_PATH,
+            params={"ticker": ticker},
+            json={"ticker": ticker},
+            priority=TRADING,
+        )
+
+    async def close_all(self, ticker: str) -> dict[str, Any]:
+        """POST /future/position/close/all for ``ticker``, or ``all`` (as cancel all)."""
+        return await self._call(
+            "POST",
+            CLOSE_ALL_PATH,
+            params={"ticker": ticker},
+            json={"ticker": ticker},
+            priority=TRADING,
+        )
+
+    async def set_leverage(
+        self, ticker: str, leverage: int, leverage_type: int = 0
+    ) -> dict[str, Any]:
+        """POST /future/leverage: 1-125; type 0 ONEWAY, 1 HEDGE_BUY, 2 HEDGE_SELL."""
+        body = {"ticker": ticker, "leverage": leverage, "leverage_type": leverage_type}
+        return await self._call("POST", LEVERAGE_PATH, json=body, priority=TRADING)
+
+    async def set_hedge_leverage(self, ticker: str, buy: int, sell: int) -> dict[str, Any]:
+        """POST /future/leverage/hedge: both sides of a hedge-mode ticker at once."""
+        body = {"ticker": ticker, "buy_leverage": buy, "sell_leverage": sell}
+        return await self._call("POST", HEDGE_LEVERAGE_PATH, json=body, priority=TRADING)
+
+    async def leverage(self, ticker: str) -> list[dict[str, Any]]:
+        """GET /future/leverage: ``[{type: ONEWAY|HEDGE_SELL|HEDGE_BUY, leverage}]``."""
+        return await self._records(LEVERAGE_PATH, {"ticker": ticker})
+
+    async def set_position_mode(self, ticker: str, hedged: bool) -> dict[str, Any]:
+        """POST /future/position/mode, per ticker: 0 ONEWAY, 1 HEDGE."""
+        body = {"ticker": ticker, "position_mode": 1 if hedged else 0}
+        return await self._call("POST", POSITION_MODE_PATH, json=body, priority=TRADING)
+
+    async def position_mode(self, ticker: str) -> Any:
+        """GET /future/position/mode: ``"ONEWAY"`` or ``"HEDGE"``."""
+        return await self._data("GET", POSITION_MODE_PATH, params={"ticker": ticker})
+
+
+def _record(data: Any, path: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ServerError(f"GET {path}: data is not a record")
+    return data
+
+
+def host_root(rest_url: str) -> str:
+    """The host's root for ``rest_url`` (``https://openapi.bitmusa.com/api/v2`` ->
+    ``https://openapi.bitmusa.com``): where ``/api/health`` lives. A base that does not end
+    in ``/api/v<n>`` (a proxy of one's own) is its own root."""
+    base = rest_url.rstrip("/")
+    path = urlsplit(base).path
+    head, _, version = path.rpartition("/")
+    if head.endswith("/api") and version[:1] == "v" and version[1:].isdigit():
+        return base[: -len("/api/" + version)]
+    return base

@@ -148,5 +148,6 @@ def require_secure(url: str, *, insecure: bool = False) -> None:
 
     raise InsecureURLError(
         f"{masked(url)} is not encrypted and not this machine: use https/wss (credentials "
-        "would cross the network in clear), or --insecure on a network you trust"
+        "would cross the network in clear), or allow plain text on a network you trust "
+        "(--insecure; the ccxt drop-in: options['insecure'])"
     )

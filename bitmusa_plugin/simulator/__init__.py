@@ -547,7 +547,11 @@ class Simulator:
         relative = path[len("/api/v2") :] if path.startswith(("/api/v2/", "/api/v1/")) else path
         fault = self._take_fault(request.method, relative)
         if fault is not None:
-            self.rest_calls.append((request.method, -1))
+            # the listenKey calls are recorded by method alone, the rest by method and path
+            stream = relative.endswith("/userDataStream")
+            self.rest_calls.append(
+                (request.method if stream else f"{request.method} {relative}", -1)
+            )
             if fault == "timeout":
                 await asyncio.sleep(3600)
             if fault == "timeout_after":

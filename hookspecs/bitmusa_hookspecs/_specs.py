@@ -73,6 +73,10 @@ def on_trade(trade: Trade, event: Event) -> None:
     up exactly to its ``filled`` and ``cost``. Trades are events: never merged, whatever
     the plugin's delivery policy.
 
+    ``trade["side"]`` is None when nobody said it: Bitmusa's order stream carries no side.
+    It is known for orders this process placed (the ccxt drop-in), and for orders a REST
+    snapshot or the trade history has shown.
+
     Example::
 
         @hookimpl

@@ -1,0 +1,352 @@
+"""Trading through the drop-in, against the simulator's matching engine over loopback: orders
+placed, filled, partly filled and cancelled; what ``watch_*`` report checked against the
+simulator's ground truth (``sim.engine()``) and by ccxt's own validators; exact sums of
+trades; a gap during trading that loses no fill and duplicates none.
+
+The simulator is quiet (no script, no timers): nothing moves but what a test does. Waiting
+is for what a test means (an order's state, a sum reached), never for time; the
+``wait_for`` bounds only turn a hang into a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import ccxt
+import pytest
+from ccxt.test.exchange.base.test_balance import test_balance as ccxt_balance
+from ccxt.test.exchange.base.test_order import test_order as ccxt_order
+from ccxt.test.exchange.base.test_position import test_position as ccxt_position
+from ccxt.test.exchange.base.test_trade import test_trade as ccxt_trade
+
+from bitmusa_plugin.simulator import Simulator
+from bitmusa_plugin.simulator._engine import Engine
+from ccxt_reference import POSITION_SKIPPED, ccxt_test, check_leverage, make_exchange
+
+# time_scale 1: a listenKey lasts a real hour, so no lapse is a gap a test did not make
+pytestmark = pytest.mark.bitmusa_simulator(script=False, event_interval=None, seed=7, time_scale=1)
+
+BTC = "BTC/USDT:USDT"
+ETH = "ETH/USDT:USDT"
+#: the simulator's order states, as ccxt's
+STATUS = {"TRADING": "open", "PARTIAL": "open", "FILLED": "closed", "CANCELLED": "canceled"}
+#: a bound that only turns a hang into a failure
+HANG = 20
+
+
+def D(value: Any) -> Decimal:
+    """A float of ccxt's, as the decimal it prints as (ccxt parses exact strings)."""
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
+@pytest.fixture
+async def exchange(sim: Simulator) -> AsyncIterator[Any]:
+    await sim.set_price("BTCUSDT", "100000")
+    await sim.set_price("ETHUSDT", "3000")
+    exchange = make_exchange(sim)
+    try:
+        await exchange.load_markets()
+        await asyncio.wait_for(exchange.watch_balance(), HANG)  # the stream is up
+        yield exchange
+    finally:
+        await exchange.close()
+
+
+async def until(
+    watch: Callable[[], Awaitable[Any]], done: Callable[[], bool], bound: float = HANG
+) -> None:
+    """Call ``watch`` (a ``watch_*``) until ``done()`` holds."""
+
+    async def loop() -> None:
+        while not done():
+            await watch()
+
+    await asyncio.wait_for(loop(), bound)
+
+
+def latest_orders(exchange: Any) -> dict[str, dict[str, Any]]:
+    """The orders cache's latest state of each order."""
+    return {order["id"]: order for order in exchange.orders or ()}
+
+
+def agrees(exchange: Any, engine: Engine, ids: list[str]) -> bool:
+    """The stream's last word on each order is the engine's: status and exact fill."""
+    seen = latest_orders(exchange)
+    for order_id in ids:
+        truth, order = engine.orders[order_id], seen.get(order_id)
+        if order is None or order["status"] != STATUS[truth.status]:
+            return False
+        if D(order["filled"]) != truth.traded:
+            return False
+    return True
+
+
+def trades_of(exchange: Any, order_id: str) -> list[dict[str, Any]]:
+    return [t for t in exchange.myTrades or () if t["order"] == order_id]
+
+
+def trades_sum_up(exchange: Any, engine: Engine, ids: list[str]) -> bool:
+    for order_id in ids:
+        trades = trades_of(exchange, order_id)
+        if sum((D(t["amount"]) for t in trades), Decimal(0)) != engine.orders[order_id].traded:
+            return False
+    return True
+
+
+def validate_order(exchange: Any, order: dict[str, Any]) -> None:
+    ccxt_order(exchange, {}, "watchOrders", order, order["symbol"], exchange.milliseconds())
+
+
+async def test_orders_fill_partly_wholly_and_cancel_as_the_engine_says(
+    sim: Simulator, exchange: Any
+) -> None:
+    engine = sim.engine()
+    # a limit buy rests; the market reaches it for 0.004, then for the rest
+    rests = await exchange.create_order(BTC, "limit", "buy", 0.01, 99000)
+    validate_order(exchange, rests)
+    assert rests["info"]["request"]["order_qty"] == "0.01"  # a decimal string, rounded
+    assert rests["info"]["request"]["order_price"] == "99000"
+    buy = rests["id"]
+    await until(exchange.watch_orders, lambda: agrees(exchange, engine, [buy]))
+    await sim.set_price("BTCUSDT", "99000", volume="0.004")
+    await until(exchange.watch_orders, lambda: agrees(exchange, engine, [buy]))
+    partial = latest_orders(exchange)[buy]
+    assert (partial["status"], partial["filled"], partial["remaining"]) == ("open", 0.004, 0.006)
+    assert (await exchange.fetch_order(buy))["filled"] == 0.004  # open: from REST
+    await sim.set_price("BTCUSDT", "98990")
+    # a market sell fills at once and reduces the long
+    sold = await exchange.create_order(BTC, "market", "sell", 0.006, None, {"reduceOnly": True})
+    # a limit sell partly fills, then is cancelled; another never fills and is cancelled
+    rest_sell = await exchange.create_order(BTC, "limit", "sell", 0.003, 99500)
+    never = await exchange.create_order(BTC, "limit", "buy", 0.002, 90000)
+    await sim.set_price("BTCUSDT", "99500", volume="0.001")
+    ids = [buy, sold["id"], rest_sell["id"], never["id"]]
+    await until(exchange.watch_orders, lambda: agrees(exchange, engine, ids[:3]))
+    canceled = await exchange.cancel_order(rest_sell["id"], BTC)
+    assert (canceled["status"], canceled["filled"]) == ("canceled", 0.001)  # the stream's
+    await exchange.cancel_order(never["id"])
+    await until(exchange.watch_orders, lambda: agrees(exchange, engine, ids))
+    await until(exchange.watch_my_trades, lambda: trades_sum_up(exchange, engine, ids))
+    await until(
+        exchange.watch_balance,
+        lambda: D(exchange.balance["USDT"]["free"]) == engine.free,
+    )
+
+    # watch_orders: every order as the engine has it, each valid for ccxt
+    orders = latest_orders(exchange)
+    assert {engine.orders[i].status for i in ids} == {"FILLED", "CANCELLED"}
+    for order_id in ids:
+        order, truth = orders[order_id], engine.orders[order_id]
+        validate_order(exchange, order)
+        assert order["side"] == truth.side.lower()
+        assert (D(order["amount"]), D(order["filled"])) == (truth.amount, truth.traded)
+        assert D(order["cost"] or 0) == truth.value
+        # watch_my_trades: the trades of each order sum to its filled and cost, exactly
+        trades = trades_of(exchange, order_id)
+        assert sum((D(t["amount"]) for t in trades), Decimal(0)) == D(order["filled"])
+        assert sum((D(t["cost"]) for t in trades), Decimal(0)) == truth.value
+        assert all(t["side"] == order["side"] for t in trades)
+    assert orders[never["id"]]["filled"] == 0
+    assert not trades_of(exchange, never["id"])
+    # fetch_order: a finished order from the stream's cache; a stranger is OrderNotFound
+    assert (await exchange.fetch_order(sold["id"]))["status"] == "closed"
+    with pytest.raises(ccxt.OrderNotFound, match="not open"):
+        await exchange.fetch_order("F1700000000000123")
+    now = exchange.milliseconds()
+    for trade in exchange.myTrades:
+        ccxt_trade(exchange, {}, "watchMyTrades", trade, BTC, now, False)
+    assert len({t["id"] for t in exchange.myTrades}) == len(exchange.myTrades)
+
+    # fetch_my_trades: one trade per fill of the engine, with its fee and role
+    history = await exchange.fetch_my_trades(BTC)
+    assert sorted((t["order"], D(t["amount"])) for t in history) == sorted(
+        (f.order_id, f.qty) for f in engine.fills
+    )
+    fees = {str(f.trade_id): f.fee for f in engine.fills}
+    assert {t["id"]: D(t["fee"]["cost"]) for t in history} == fees
+    assert {t["takerOrMaker"] for t in history} == {"maker", "taker"}
+    assert await ccxt_test("fetch_my_trades")(exchange, {}, BTC)
+
+    # watch_positions and watch_balance: the engine's position and wallet
+    (held,) = engine.positions.values()
+    await until(
+        exchange.watch_positions,
+        lambda: any(D(p["contracts"]) == held.amount for p in exchange.positions),
+    )
+    (position,) = [p for p in exchange.positions if p["symbol"] == BTC]
+    assert (position["side"], D(position["contracts"])) == ("long", held.amount)
+    assert D(position["entryPrice"]) == held.entry
+    ccxt_position(exchange, dict(POSITION_SKIPPED), "watchPositions", position, BTC, now)
+    balance = exchange.balance
+    ccxt_balance(exchange, {}, "watchBalance", balance)
+    assert (D(balance["USDT"]["free"]), D(balance["USDT"]["used"])) == (
+        engine.free,
+        engine.locked,
+    )
+    # and REST says the same, valid for ccxt
+    assert await ccxt_test("fetch_balance")(exchange, {})
+    assert await ccxt_test("fetch_positions")(exchange, {}, BTC)
+    assert await ccxt_test("fetch_open_orders")(exchange, {}, BTC)
+    assert await exchange.fetch_open_orders(BTC) == []
+
+
+async def test_a_gap_during_trading_loses_no_fill_and_duplicates_none(
+    sim: Simulator, exchange: Any
+) -> None:
+    engine = sim.engine()
+    first = await exchange.create_order(BTC, "limit", "buy", 0.01, 99000)
+    second = await exchange.create_order(BTC, "limit", "buy", 0.004, 98000)
+    ids = [first["id"], second["id"]]
+    await sim.set_price("BTCUSDT", "99000", volume="0.003")
+    await until(exchange.watch_my_trades, lambda: trades_sum_up(exchange, engine, ids))
+
+    # the connection drops, and stays down while fills happen
+    sim.refuse(10_000)
+    assert sim.drop() == 1
+    await sim.set_price("BTCUSDT", "98900", volume="0.005")  # first: 0.008 of 0.01
+    await sim.set_price("BTCUSDT", "97000")  # first filled; second filled
+    assert engine.orders[first["id"]].status == engine.orders[second["id"]].status == "FILLED"
+    missed = [f for f in engine.fills if f.order_id in ids]
+    assert not trades_sum_up(exchange, engine, ids)  # the stream has not told them yet
+    sim.accept()
+
+    await until(exchange.watch_my_trades, lambda: trades_sum_up(exchange, engine, ids))
+    await until(exchange.watch_orders, lambda: agrees(exchange, engine, ids))
+    after = await exchange.create_order(BTC, "market", "sell", 0.002)  # and trading goes on
+    ids.append(after["id"])
+    await until(exchange.watch_my_trades, lambda: trades_sum_up(exchange, engine, ids))
+
+    trades = list(exchange.myTrades)
+    assert len({t["id"] for t in trades}) == len(trades)  # none twice
+    for order_id in ids:
+        truth = engine.orders[order_id]
+        mine = trades_of(exchange, order_id)
+        assert sum((D(t["amount"]) for t in mine), Decimal(0)) == truth.traded
+        assert sum((D(t["cost"]) for t in mine), Decimal(0)) == truth.value
+    # the outage's fills came back from the trade history: with their fee and role
+    recovered = [t for t in trades if t["order"] in ids[:2] and t["takerOrMaker"] is not None]
+    assert recovered
+    assert all(t["fee"] is not None for t in recovered)
+    assert len(missed) >= 3
+
+
+async def test_orders_carry_reduce_only_post_only_and_triggers(
+    sim: Simulator, exchange: Any
+) -> None:
+    engine = sim.engine()
+    await exchange.create_order(BTC, "market", "buy", 0.01)
+    order = await exchange.create_order(
+        BTC,
+        "limit",
+        "buy",
+        0.0123456,
+        98765.4321,
+        {
+            "postOnly": True,
+            "takeProfit": {"triggerPrice": 105000.04},
+            "stopLoss": {"triggerPrice": 95000, "price": 94999.99, "priceType": "mark"},
+        },
+    )
+    body = order["info"]["request"]
+    assert (body["order_qty"], body["order_price"]) == ("0.012", "98765.4")  # ccxt's rounding
+    assert (body["is_post_only"], body["order_type"]) == (True, 1)
+    assert (body["take_profit_trigger_price"], body["take_profit_order_type"]) == ("105000", 0)
+    assert (body["stop_loss_order_price"], body["stop_loss_trigger_type"]) == ("95000", 1)
+    placed = engine.orders[order["id"]]
+    assert (placed.post_only, placed.amount, placed.price) == (True, D("0.012"), D("98765.4"))
+    assert placed.take_profit is not None
+    assert placed.stop_loss is not None
+    assert (order["takeProfitPrice"], order["stopLossPrice"]) == (105000.0, 95000.0)
+    validate_order(exchange, order)
+    # a post-only order that would take is cancelled, never filled (docs/ccxt.md)
+    crossing = await exchange.create_order(BTC, "limit", "buy", 0.001, 100500, {"postOnly": True})
+    await until(
+        exchange.watch_orders,
+        lambda: latest_orders(exchange).get(crossing["id"], {}).get("status") == "canceled",
+    )
+    assert engine.orders[crossing["id"]].traded == 0
+    # reduce-only closes: no more than the position (0.01 long)
+    closing = await exchange.create_order(BTC, "market", "sell", 0.02, None, {"reduceOnly": True})
+    assert engine.orders[closing["id"]].direction == "CLOSE"
+    assert engine.orders[closing["id"]].traded == D("0.01")
+    assert not engine.positions
+    for refused, params in (
+        ("timeInForce", {"timeInForce": "IOC"}),
+        ("stopLossPrice", {"stopLossPrice": 90000}),
+        ("clientOrderId", {"clientOrderId": "mine"}),
+    ):
+        with pytest.raises(ccxt.NotSupported, match=refused):
+            await exchange.create_order(BTC, "limit", "buy", 0.001, 90000, params)
+    with pytest.raises(ccxt.NotSupported, match="cancel it and create another"):
+        await exchange.edit_order(order["id"], BTC, "limit", "buy", 0.001, 90000)
+
+
+async def test_cancel_all_and_close_positions(sim: Simulator, exchange: Any) -> None:
+    engine = sim.engine()
+    await exchange.create_order(BTC, "market", "buy", 0.01)
+    await exchange.create_order(ETH, "market", "sell", 0.1)
+    await exchange.create_order(BTC, "limit", "buy", 0.001, 90000)
+    await exchange.create_order(ETH, "limit", "sell", 0.1, 3500)
+    assert await exchange.cancel_all_orders(BTC) == []  # Bitmusa does not say which
+    assert [o.ticker for o in engine.open_orders.values()] == ["ETHUSDT"]
+    await exchange.cancel_all_orders()
+    assert not engine.open_orders
+    closed = await exchange.close_position(BTC)
+    assert (closed["symbol"], closed["reduceOnly"]) == (BTC, True)
+    assert [ticker for ticker, _ in engine.positions] == ["ETHUSDT"]
+    with pytest.raises(ccxt.NotSupported, match="every side"):
+        await exchange.close_position(ETH, "short")
+    assert await exchange.close_all_positions() == []
+    assert not engine.positions
+    await until(
+        exchange.watch_positions,
+        lambda: all(p["contracts"] == 0 for p in exchange.positions),
+    )
+
+
+async def test_leverage_and_position_mode(sim: Simulator, exchange: Any) -> None:
+    engine = sim.engine()
+    await exchange.set_leverage(20, BTC)
+    leverage = await exchange.fetch_leverage(BTC)
+    check_leverage(exchange, leverage, BTC)
+    assert (leverage["longLeverage"], leverage["shortLeverage"]) == (20, 20)
+    assert engine.leverages["BTCUSDT"]["ONEWAY"] == 20
+    with pytest.raises(ccxt.BadRequest, match="1 to 125"):
+        await exchange.set_leverage(126, BTC)
+    for wrong in (2.5, "ten", None):
+        with pytest.raises(ccxt.BadRequest, match="a whole number"):
+            await exchange.set_leverage(wrong, BTC)
+    await exchange.set_leverage("8", BTC)  # as a string, as config files give it
+    assert engine.leverages["BTCUSDT"]["ONEWAY"] == 8
+    await exchange.set_leverage(20, BTC)
+    with pytest.raises(ccxt.ArgumentsRequired):
+        await exchange.set_leverage(5)
+
+    assert (await exchange.fetch_position_mode(BTC))["hedged"] is False
+    await exchange.set_position_mode(True, BTC)
+    assert engine.modes["BTCUSDT"] == "HEDGE"
+    assert (await exchange.fetch_position_mode(BTC))["hedged"] is True
+    await exchange.set_leverage(7, BTC, {"side": "short"})
+    hedged = await exchange.fetch_leverage(BTC)
+    check_leverage(exchange, hedged, BTC)
+    assert (hedged["longLeverage"], hedged["shortLeverage"]) == (10, 7)  # per type
+    await exchange.set_position_mode(False)  # no symbol: every market
+    assert set(engine.modes.values()) == {"ONEWAY"}
+
+
+async def test_the_first_order_waits_for_the_stream_so_its_fill_is_seen(sim: Simulator) -> None:
+    """An order placed before any watch: the stream starts, and the POST waits for its
+    connection (else the fill would happen unseen, and be a start-up state, not a trade)."""
+    await sim.set_price("BTCUSDT", "100000")
+    exchange = make_exchange(sim)
+    try:
+        order = await exchange.create_order(BTC, "market", "buy", 0.002)
+        trades = await asyncio.wait_for(exchange.watch_my_trades(BTC), HANG)
+        assert [(t["order"], t["amount"], t["side"]) for t in trades] == [
+            (order["id"], 0.002, "buy")
+        ]
+    finally:
+        await exchange.close()
