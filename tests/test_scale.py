@@ -259,6 +259,19 @@ async def _wait(predicate: Any, timeout: float) -> float:
         await asyncio.sleep(0.2)
 
 
+def _quiet(client: Any) -> Any:
+    """A condition: the event stream has not grown for a second (the sinks are done)."""
+    seen: list[tuple[int, float]] = []
+
+    async def check() -> bool:
+        length, now = await client.xlen("bitmusa:events"), time.monotonic()
+        if not seen or seen[-1][0] != length:
+            seen.append((length, now))
+        return now - seen[-1][1] >= 1.0
+
+    return check
+
+
 async def test_three_workers_share_thirty_accounts_and_survive_a_sigkill(
     redis_server: RedisServer, client: Any
 ) -> None:
@@ -341,8 +354,27 @@ async def test_three_workers_share_thirty_accounts_and_survive_a_sigkill(
 
             with contextlib.suppress(AssertionError):
                 await _wait(reported, 10)
+
+            async def resynced() -> bool:
+                # every taken-over account re-read its state (3 snapshots each; REST calls
+                # wait their turn in the shared limiter) and delivers under its new fence
+                if len(sim.snapshots) - snapshots_before < 3 * len(moved):
+                    return False
+                latest: dict[str, int] = {}
+                for r in await entries(client):
+                    event = r.get("event") or {}
+                    if r.get("fence") is not None and event.get("account") in moved:
+                        latest[event["account"]] = r["fence"]
+                holders = await client.mget([f"bitmusa:default:lease:{la}" for la in moved])
+                return all(
+                    h is not None and latest.get(la) == int(h.decode().rsplit(":", 1)[1])
+                    for la, h in zip(moved, holders, strict=True)
+                )
+
+            with contextlib.suppress(AssertionError):  # the assertions below say what failed
+                await _wait(resynced, 30)
             sim.paused = True
-            await asyncio.sleep(1.0)
+            await _wait(_quiet(client), 10)  # what the sinks still hold is written
             records = await entries(client)
             gaps = gap_accounts(records)
             missing = set(moved) - gaps

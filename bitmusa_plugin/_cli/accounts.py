@@ -14,7 +14,9 @@ from bitmusa_plugin._cli.common import (
     CommandError,
     Parser,
     add_command,
+    add_readings,
     add_redis_url,
+    readings,
     rest_url,
     ws_url,
 )
@@ -55,6 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction[Parser]) -> None:
         default=None,
         help=f"the account's websocket base (default: {DEFAULT_WS_URL})",
     )
+    add_readings(parser)  # unset: the worker's own (its flags, or the documented reading)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 args.credentials_file,
                 args.rest_url,
                 args.ws_url,
+                **readings(args),
             )
         except ValueError as exc:
             raise CommandError(f"cannot add account {args.label!r}", str(exc)) from None
@@ -85,7 +89,11 @@ def run(args: argparse.Namespace) -> int:
             if args.action == "list":
                 for label, found in sorted((await registry.load(client, args.group)).items()):
                     refs = found.credentials_file or f"${found.api_key_env} ${found.auth_key_env}"
-                    print(f"{label}\t{refs}\t{found.rest_url or ''}\t{found.ws_url or ''}")
+                    line = f"{label}\t{refs}\t{found.rest_url or ''}\t{found.ws_url or ''}"
+                    chosen = found.readings()  # the readings it sets, if any
+                    if chosen:
+                        line += "\t" + " ".join(f"{k}={v}" for k, v in chosen.items())
+                    print(line)
             elif args.action == "remove":
                 if not await registry.remove(client, args.group, args.label):
                     raise CommandError(

@@ -13,10 +13,12 @@ from bitmusa_plugin._cli.common import (
     add_command,
     add_insecure,
     add_output_options,
+    add_readings,
     add_redis_sink_options,
     add_rest_rate,
     add_rest_url,
     positive,
+    readings,
 )
 
 
@@ -43,6 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction[Parser]) -> None:
         "accounts resume elsewhere after it",
     )
     add_rest_url(parser, "REST base for accounts registered without one")
+    add_readings(parser)  # for accounts registered without their own readings
     add_rest_rate(parser)
     add_insecure(parser)
     add_output_options(parser, default_output="none")
@@ -56,25 +59,25 @@ def run(args: argparse.Namespace) -> int:
     run_loop(check_redis(args.redis))  # once: later outages are ridden out (docs/scale.md)
 
     from bitmusa_plugin._cli.runtime import load_plugins, make_redis_sink
-    from bitmusa_plugin._engine.limiter import RateLimiter
-    from bitmusa_plugin._engine.pipeline import Pipeline
     from bitmusa_plugin._engine.rest import DEFAULT_REST_URL
+    from bitmusa_plugin._engine.session import Session
     from bitmusa_plugin._scale.worker import WorkerOptions, run_worker
 
     plugins = load_plugins(args.output, strict=args.strict_plugins)
     sink = make_redis_sink(args, plugins)
-    host = Pipeline(plugins, command="worker")
     options = WorkerOptions(
         group=args.group,
         lease_ttl=args.lease_ttl,
         rest_url=args.rest_url or DEFAULT_REST_URL,
         insecure=args.insecure,
-        limiter=RateLimiter(((args.rest_rate[0], 1.0), (args.rest_rate[1], 60.0))),
+        readings=readings(args),
     )
 
     async def main() -> None:
+        # the account's stream outlives this worker: its listenKey is never DELETEd
+        session = Session(plugins, command="worker", rest_rate=args.rest_rate, keep_listen_key=True)
         try:
-            await run_worker(args.redis, host, options, sink=sink)
+            await run_worker(args.redis, session, options, sink=sink)
         finally:
             await sink.close()  # what is still buffered goes out before we exit
 
@@ -100,5 +103,9 @@ def status(args: argparse.Namespace) -> int:
     for label, info in report["accounts"].items():
         age = info["last_event_age"]
         last = "never" if age is None else f"{age:.1f} s ago"
-        print(f"  {label:<24} {info['worker'] or '(unowned)':<32} last event {last}")
+        state = info["state"] or "-"
+        print(f"  {label:<24} {info['worker'] or '(unowned)':<32} {state:<12} last event {last}")
+        if info["reason"] and state != "connected":  # failed, or retrying: why, one line
+            where = f" (on {info['state_by']})" if info["state_by"] != info["worker"] else ""
+            print(f"    {state}{where}: {info['reason']}")
     return EXIT_OK

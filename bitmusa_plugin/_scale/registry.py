@@ -3,13 +3,20 @@
 Every key lives under ``bitmusa:<group>:``:
 
 * ``accounts`` (hash): label -> JSON record: the label, the *names* of the environment
-  variables holding the credentials (or a credentials file path), the URLs. Secrets are
-  never stored in Redis; each worker resolves the references from its own environment.
+  variables holding the credentials (or a credentials file path), the URLs and the API's
+  readings (``ws_path``, ``keepalive_prefix``, ``fallback``; unset: the worker's). Secrets
+  are never stored in Redis; each worker resolves the references from its own environment.
 * ``workers`` (sorted set): worker id -> its last heartbeat (ms).
 * ``lease:<label>`` (string, with a TTL): ``<worker id>:<fencing token>``, the account's
   owner.
 * ``fence:<label>`` (counter): the fencing token, incremented on every acquisition.
 * ``last`` (hash): label -> the time (ms) of the last event the owner delivered.
+* ``live`` (hash): label -> the holder whose stream delivers (a handing-over worker stops
+  once a later fence shows here); ``handover:<label>``: a hand-back's promise;
+  ``unconfirmed`` (hash): takeovers on trust not yet confirmed (``_core/lease.py``).
+* ``state`` (hash): label -> JSON ``{worker, status, reason, at}``, what ``worker status``
+  shows: the stream's state and, when it failed or is retrying, why (a URL and a code,
+  never a key).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from bitmusa_plugin._core import urls
 from bitmusa_plugin._engine.secrets import Credentials, CredentialsError
 
 if sys.version_info >= (3, 11):
@@ -48,11 +56,35 @@ class AccountRecord:
     credentials_file: str | None = None  # a TOML file with api_key and auth_key
     rest_url: str | None = None
     ws_url: str | None = None
+    #: the API's open readings (docs/configuration.md); None: the worker's own
+    ws_path: urls.WsPath | None = None
+    keepalive_prefix: urls.KeepalivePrefix | None = None
+    fallback: bool | None = None
 
     def __post_init__(self) -> None:
         by_env = self.api_key_env is not None and self.auth_key_env is not None
         if by_env == (self.credentials_file is not None):
             raise ValueError("give either both environment-variable names or a credentials file")
+        if self.ws_path is not None and self.ws_path not in urls.WS_PATHS:
+            raise ValueError(f"ws_path {self.ws_path!r}: one of {', '.join(urls.WS_PATHS)}")
+        if self.keepalive_prefix is not None and self.keepalive_prefix not in (
+            urls.KEEPALIVE_PREFIXES
+        ):
+            raise ValueError(
+                f"keepalive_prefix {self.keepalive_prefix!r}: one of "
+                f"{', '.join(urls.KEEPALIVE_PREFIXES)}"
+            )
+        if self.fallback is not None and not isinstance(self.fallback, bool):
+            raise ValueError(f"fallback {self.fallback!r}: true or false")
+
+    def readings(self) -> dict[str, Any]:
+        """The readings this record sets (the others are the worker's)."""
+        chosen = {
+            "ws_path": self.ws_path,
+            "keepalive_prefix": self.keepalive_prefix,
+            "fallback": self.fallback,
+        }
+        return {k: v for k, v in chosen.items() if v is not None}
 
     def to_json(self) -> bytes:
         return orjson.dumps({k: v for k, v in asdict(self).items() if v is not None})
@@ -62,8 +94,11 @@ class AccountRecord:
         data: dict[str, Any] = orjson.loads(raw)
         return cls(**data)
 
-    def resolve(self, default_rest: str, *, insecure: bool = False) -> AccountConfig:
-        """The account's config with its credentials, read on this machine."""
+    def resolve(
+        self, default_rest: str, *, insecure: bool = False, **defaults: Any
+    ) -> AccountConfig:
+        """The account's config with its credentials, read on this machine. ``defaults``:
+        the worker's readings, for those the record does not set."""
         if self.credentials_file is not None:
             credentials = _from_file(Path(self.credentials_file))
         else:
@@ -76,6 +111,7 @@ class AccountRecord:
             self.rest_url or default_rest,
             self.ws_url or DEFAULT_WS_URL,
             insecure=insecure,
+            **{**defaults, **self.readings()},
         )
 
 

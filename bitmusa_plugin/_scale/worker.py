@@ -1,21 +1,21 @@
 """Worker mode: accounts from the Redis registry, spread over worker processes by leases.
 
-Ownership is a lease per account (``SET lease NX PX ttl``) renewed by its holder every tick
-through a compare-and-extend script, with a fencing token (``INCR fence``) taken on every
-acquisition and written into every event the owner delivers. docs/scale.md has the
-protocol and its failure analysis. Each tick (1 s by default), a worker:
+This module is the I/O shell around the pure lease planner (``_core/lease.py``, which has
+the protocol and the reasons for it; docs/scale.md has the failure analysis). Each tick
+(1 s by default) it:
 
-1. heartbeats into ``workers`` and renews its leases; a lease it could not renew for
-   ``lease_ttl`` (Redis gone, network cut) is given up *before* it expires: the stream
-   stops at once, so no two workers stream an account beyond one tick of overlap;
-2. computes its fair share (the registry's size over the live workers, rounded up);
-3. above it, hands accounts back: stops their streams (the listenKey is never deleted, the
-   account's stream goes on elsewhere), then deletes the lease if it is still its own;
-4. below it, takes free accounts (``SET NX``), each resuming with a gap report that starts
-   at the last event the previous owner's sink wrote to Redis, and a resync.
+1. reads Redis in two round trips: its heartbeat written into ``workers`` (whether Redis
+   still had the previous one says whether Redis lost its data), the heartbeats, the
+   registry, the ``live`` hash, then the leases of the registry's accounts and its own;
+2. calls :meth:`LeasePlanner.tick` and carries out the actions with one ``match``: the
+   Lua scripts below (each one atomic), starting and stopping streams, reports;
+3. tells the planner how each action went, which may give more actions.
 
-A dead worker's leases expire after ``lease_ttl`` (10 s) and the survivors take its
-accounts on their next tick: resumed within ``lease_ttl`` plus a tick plus a connection.
+A Redis call never outlives the planner's self-fencing deadline (it is cancelled, and the
+tick fails), and between ticks the shell wakes for that deadline too: a hanging Redis
+cannot keep a stream running past the moment its lease may be someone else's. A failure
+is never swallowed: the planner says what it means for each account, and the shell
+reports it (``on_error``) or logs it.
 """
 
 from __future__ import annotations
@@ -23,52 +23,123 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import random
 import signal
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+import orjson
+from typing_extensions import assert_never
 
 from bitmusa_hookspecs import error_info
-from bitmusa_plugin._core.machine import Timing
-from bitmusa_plugin._engine.limiter import RateLimiter
-from bitmusa_plugin._engine.pipeline import Pipeline
-from bitmusa_plugin._engine.rest import DEFAULT_REST_URL, http_client
-from bitmusa_plugin._engine.secrets import CredentialsError, InsecureURLError
-from bitmusa_plugin._engine.stream import AccountStream, Heartbeat
+from bitmusa_plugin._core import lease as ls
+from bitmusa_plugin._engine.aio import within
+from bitmusa_plugin._engine.rest import DEFAULT_REST_URL
+from bitmusa_plugin._engine.secrets import CredentialsError, InsecureURLError, redact
+from bitmusa_plugin._engine.session import Session
 from bitmusa_plugin._scale import registry
 from bitmusa_plugin._scale.registry import key
 from bitmusa_plugin._scale.sink import RedisSink
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-# KEYS[1] lease; ARGV[1] holder value, ARGV[2] ttl ms
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+# Take a free lease and its fencing token in one step, so that no other worker ever sees a
+# lease without its fence (or a fence without its lease). The fence is above every fence
+# this account is known to have had (the counter, the marker, the live hash, the caller's
+# floor): it only grows, even where Redis forgot the counter. A fresh takeover consumes the
+# handover marker: fresh enough (ARGV[5] ms of its promise left) and nothing unconfirmed
+# before it, it is taken on trust, and the gap it would be is recorded in ``unconfirmed``
+# until the new owner confirms; otherwise the gap starts at the last event written (or an
+# unconfirmed record, whichever is earlier).
+# KEYS: lease, fence, handover marker, live, last, unconfirmed
+# ARGV: worker id, lease ttl ms, fence floor, label, min promise ms (-1: taken again by the
+#       worker that streams it)
+# -> nil if taken, else {fence, trusted marker or nil, its ms left, gap since ms or nil}
+_ACQUIRE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return false
 end
-return 0
+local function fence_of(holder)
+  if not holder then return 0 end
+  return tonumber(string.match(holder, ':(%d+)$')) or 0
+end
+local marker = redis.call('GET', KEYS[3])
+local left = 0
+if marker then left = redis.call('PTTL', KEYS[3]) end
+local floor = math.max(tonumber(ARGV[3]), fence_of(marker),
+                       fence_of(redis.call('HGET', KEYS[4], ARGV[4])))
+local fence = redis.call('INCR', KEYS[2])
+if fence <= floor then
+  fence = floor + 1
+  redis.call('SET', KEYS[2], fence)
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. fence, 'NX', 'PX', ARGV[2])
+redis.call('DEL', KEYS[3])
+local min_promise = tonumber(ARGV[5])
+if min_promise < 0 then
+  return {fence, false, 0, false}
+end
+local last = tonumber(redis.call('HGET', KEYS[5], ARGV[4]))
+local pending = tonumber(redis.call('HGET', KEYS[6], ARGV[4]))
+redis.call('HDEL', KEYS[6], ARGV[4])
+if marker and not pending and left >= min_promise then
+  local now = redis.call('TIME')
+  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  local record = now_ms - (2 * tonumber(ARGV[2]) - left)
+  if last and last > record then record = last end
+  redis.call('HSET', KEYS[6], ARGV[4], record)
+  return {fence, marker, left, record}
+end
+local since = last
+if pending and (not since or pending < since) then since = pending end
+return {fence, false, 0, since or false}
 """
-#: stream states in which a connection is up and delivering
-_DELIVERING = ("connected", "gap", "rotating", "rotated")
+# Compare-and-extend. KEYS: lease; ARGV: holder, ttl ms -> 1, or what the lease holds
+_RENEW = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return current
+"""
+# Make-before-break: the marker (our promise to stream until the successor delivers) and
+# the lease given up, together or not at all. KEYS: lease, handover marker, unconfirmed;
+# ARGV: holder, marker life ms, label -> 1, or what the lease holds
+_HAND_BACK = """
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[1] then
+  return current
+end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[3], ARGV[3])
+return 1
+"""
+# Compare-and-delete the lease and the marker. KEYS: lease, handover marker; ARGV: holder
+# -> what the lease holds afterwards
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+end
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+end
+return redis.call('GET', KEYS[1])
+"""
+# KEYS: unconfirmed; ARGV: label, since ms
+_CONFIRMED = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
 end
 return 0
 """
 
-
-@dataclass
-class Owned:
-    label: str
-    holder: str  # the lease's value: "<worker id>:<fence>"
-    fence: int
-    stream: AccountStream
-    task: asyncio.Task[Any]
-    renewed_at: float = field(default_factory=time.monotonic)
-    live: bool = False  # its stream delivers; told to Redis for a handing-over worker
+#: stream states in which a connection is up and delivering
+_DELIVERING = ("connected", "gap", "rotating", "rotated")
 
 
 @dataclass
@@ -77,234 +148,424 @@ class WorkerOptions:
     lease_ttl: float = 10.0
     tick: float = 1.0
     handovers_per_tick: int = 5
+    #: after an outage, how long Redis must answer before any worker is judged dead
+    #: (None: two ticks; see ``_core/lease.py``)
+    outage_grace: float | None = None
     rest_url: str = DEFAULT_REST_URL
     insecure: bool = False
-    timing: Timing | None = None
-    heartbeat: Heartbeat | None = None
-    limiter: RateLimiter | None = None
+    #: the API's readings for records that set none (``ws_path``, ``keepalive_prefix``,
+    #: ``fallback``: ``_cli/common.readings``)
+    readings: dict[str, Any] = field(default_factory=dict)
+
+
+class _TickFailed(Exception):
+    """Redis failed while actions were carried out (the planner has been told)."""
+
+
+@dataclass
+class _Stats:
+    ticks: int = 0
+    failed_ticks: int = 0
+    outages: int = 0
+    actions: dict[str, int] = field(default_factory=dict)
 
 
 class Worker:
-    """Runs until :meth:`stop`. ``host`` carries the plugins (the Redis sink among them)."""
+    """Runs until :meth:`stop`. ``session`` carries the plugins (the Redis sink among them)
+    and streams the accounts this worker holds (``session.add`` / ``session.remove``)."""
 
-    def __init__(self, client: Any, host: Pipeline, options: WorkerOptions, ident: str) -> None:
+    def __init__(
+        self,
+        client: Any,
+        session: Session,
+        options: WorkerOptions,
+        ident: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        from redis.exceptions import RedisError  # worker mode needs the redis extra
+
         self.client = client
-        self.host = host
+        self.session = session
         self.options = options
         self.id = ident
-        self.owned: dict[str, Owned] = {}
-        #: leases given up, streams still running until the next owner delivers
-        self.releasing: dict[str, tuple[Owned, float]] = {}
-        self._stop = asyncio.Event()
-        self._limiter = options.limiter or RateLimiter()
-        self._http = http_client(connections=16)
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
-        self._rng = random.Random()
+        self.planner = ls.LeasePlanner(
+            ident,
+            lease_ttl=options.lease_ttl,
+            tick_interval=options.tick,
+            handovers_per_tick=options.handovers_per_tick,
+            grace=options.outage_grace,
+        )
         self.redis_ok = True
+        self.stats = _Stats()
+        # Only what a Redis call raises when Redis is gone or slow: anything else is a bug
+        # and ends the worker (its leases then lapse and the others take over).
+        self._errors: tuple[type[BaseException], ...] = (
+            RedisError,
+            OSError,
+            asyncio.TimeoutError,
+        )
+        self._clock = clock
+        self._wall = wall
+        self._stop = asyncio.Event()
+        self._stopping: dict[str, asyncio.Task[Any]] = {}  # label -> its session.remove
+        self._registry: dict[str, bytes] = {}  # label -> its record, as last read
+        #: label -> (status, reason) as last written to the ``state`` hash
+        self._shown: dict[str, tuple[str, str | None]] = {}
+        #: accounts that could not start or whose stream failed here: label -> reason
+        self._failed: dict[str, str] = {}
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
+        self._hand_back = client.register_script(_HAND_BACK)
+        self._release = client.register_script(_RELEASE)
+        self._confirmed = client.register_script(_CONFIRMED)
 
     def __repr__(self) -> str:
-        return f"Worker({self.id!r}, accounts={len(self.owned)})"
+        return f"Worker({self.id!r}, accounts={len(self.planner.owned)})"
 
     def fence(self, label: str) -> int | None:
         """The fencing token of the lease under which ``label``'s events are delivered
         (while handing over, the one it held)."""
-        owned = self.owned.get(label)
-        if owned is None and label in self.releasing:
-            owned = self.releasing[label][0]
-        return owned.fence if owned is not None else None
+        return self.planner.fence(label)
 
     def stop(self) -> None:
         self._stop.set()
 
-    async def run(self) -> None:
-        from redis.exceptions import RedisError
+    def _key(self, *parts: str) -> str:
+        return key(self.options.group, *parts)
 
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
         try:
             while not self._stop.is_set():
-                try:
-                    await self._tick()
-                    self.redis_ok = True
-                except (RedisError, OSError) as exc:
-                    if self.redis_ok:
-                        log.warning("worker %s: Redis unreachable: %s", self.id, type(exc).__name__)
-                    self.redis_ok = False
-                self._fence_expired()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.options.tick)
+                started = self._clock()
+                await self._carry_out(self.planner.expire(started))
+                if await self._tick():
+                    await self._show()
+                await self._sleep_until(started + self.options.tick)
         finally:
             await self._shutdown()
 
-    # -- one tick -------------------------------------------------------------------------
-
-    async def _tick(self) -> None:
-        g = self.options.group
-        now_ms = int(time.time() * 1000)
-        ttl_ms = int(self.options.lease_ttl * 1000)
-        await self.client.zadd(key(g, "workers"), {self.id: now_ms})
-        await self.client.zremrangebyscore(key(g, "workers"), 0, now_ms - 6 * ttl_ms)
-        # 1. renew, and say which of ours deliver (a handing-over worker waits for that)
-        for owned in list(self.owned.values()):
-            lease = key(g, "lease", owned.label)
-            if await self._renew(keys=[lease], args=[owned.holder, ttl_ms]):
-                owned.renewed_at = time.monotonic()
-            else:
-                self._lost(owned, "the lease is held by another worker now")
-                continue
-            if not owned.live and owned.stream.status in _DELIVERING:
-                owned.live = True
-                await self.client.hset(key(g, "live"), owned.label, owned.holder)
-        await self._finish_handovers(ttl_ms)
-        # 2. fair share
-        records = await registry.load(self.client, g)
-        for label in [label for label in self.owned if label not in records]:
-            owned = self.owned[label]  # removed from the registry: nobody takes it over
-            await self._stop_stream(owned)
-            await self._release_lease(owned)
-            log.info("worker %s: stopped %s (removed from the registry)", self.id, label)
-        for label in [label for label in self.releasing if label not in records]:
-            await self._stop_stream(self.releasing.pop(label)[0])
-        live = await self.client.zcount(key(g, "workers"), now_ms - ttl_ms, "+inf")
-        share = math.ceil(len(records) / max(1, live))
-        # 3. above it: hand accounts back, a few per tick
-        extra = max(0, min(len(self.owned) - share, self.options.handovers_per_tick))
-        for owned in list(self.owned.values())[:extra]:
-            await self._hand_back(owned, "rebalancing")
-        # 4. below it: take free accounts
-        free = [label for label in records if label not in self.owned]
-        self._rng.shuffle(free)  # workers starting together do not all race for the same
-        for label in free:
-            if len(self.owned) >= share:
-                break
-            if label not in self.releasing:
-                await self._acquire(records[label], ttl_ms)
-
-    async def _acquire(self, record: registry.AccountRecord, ttl_ms: int) -> None:
-        g = self.options.group
-        lease = key(g, "lease", record.label)
-        placeholder = f"{self.id}:?"
-        if not await self.client.set(lease, placeholder, nx=True, px=ttl_ms):
-            return
-        fence = int(await self.client.incr(key(g, "fence", record.label)))
-        holder = f"{self.id}:{fence}"
-        await self.client.set(lease, holder, xx=True, px=ttl_ms)
+    async def _tick(self) -> bool:
+        """One tick; False if Redis failed (the planner knows what that means)."""
+        self.stats.ticks += 1
         try:
-            config = record.resolve(self.options.rest_url, insecure=self.options.insecure)
-        except (CredentialsError, InsecureURLError, ValueError) as exc:
-            self.host.report(error_info("rest_error", f"{record.label}: {exc}", record.label))
-            await self._release(keys=[lease], args=[holder])
-            return
-        # Handed over by a live owner that streams until we deliver: nothing is missed,
-        # so no gap. Otherwise (the owner died, or lost Redis) the gap starts at the last
-        # event its sink wrote.
-        handed_over = await self.client.getdel(key(g, "handover", record.label))
-        last = None if handed_over else await self.client.hget(key(g, "last"), record.label)
-        stream = AccountStream(
-            config,
-            self.host,
-            timing=self.options.timing,
-            heartbeat=self.options.heartbeat,
-            keep_listen_key=True,  # the account's stream outlives any one worker
-            limiter=self._limiter,
-            http=self._http,
-            resume_since_ms=int(last) if last is not None else None,
-        )
-        self.host.mapper(record.label)
-        task = asyncio.get_running_loop().create_task(stream.run(), name=f"bitmusa:{record.label}")
-        self.owned[record.label] = Owned(record.label, holder, fence, stream, task)
-        log.info("worker %s: took %s (fence %d)", self.id, record.label, fence)
-
-    async def _hand_back(self, owned: Owned, why: str) -> None:
-        """Make-before-break: give the lease up but keep streaming until the next owner
-        says it delivers (``live``), so that the account never goes dark; the overlap's
-        duplicates carry the same idempotency ids."""
-        self.owned.pop(owned.label, None)
-        ttl_ms = int(self.options.lease_ttl * 2000)
-        await self.client.set(
-            key(self.options.group, "handover", owned.label), owned.holder, px=ttl_ms
-        )
-        await self._release_lease(owned)
-        self.releasing[owned.label] = (owned, time.monotonic())
-        log.info("worker %s: handing %s over (%s)", self.id, owned.label, why)
-
-    async def _finish_handovers(self, ttl_ms: int) -> None:
-        g = self.options.group
-        for label, (owned, since) in list(self.releasing.items()):
-            live = await self.client.hget(key(g, "live"), label)
-            # a later owner (a higher fence: INCR only grows) says it delivers
-            taken_over = live is not None and int(live.decode().rsplit(":", 1)[1]) > owned.fence
-            waited = time.monotonic() - since
-            if taken_over or waited > 2 * self.options.lease_ttl:
-                del self.releasing[label]
-                await self._stop_stream(owned)
-            elif waited > self.options.lease_ttl:
-                # nobody took it: keep it (a fresh lease, fence and all) rather than drop it
-                lease = key(g, "lease", label)
-                if await self.client.set(lease, owned.holder, nx=True, px=ttl_ms):
-                    del self.releasing[label]
-                    owned.renewed_at = time.monotonic()
-                    self.owned[label] = owned
-
-    async def _release_lease(self, owned: Owned) -> None:
-        """Delete the lease if it is still ours (compare-and-delete)."""
-        lease = key(self.options.group, "lease", owned.label)
-        await self._release(keys=[lease], args=[owned.holder])
-
-    def _lost(self, owned: Owned, why: str) -> None:
-        self.owned.pop(owned.label, None)
-        owned.stream.stop()
-        message = f"worker {self.id} stops streaming {owned.label}: {why}"
-        self.host.report(error_info("lease_lost", message, owned.label))
-
-    def _fence_expired(self) -> None:
-        """Self-fencing: a lease not renewed for its whole TTL may be someone else's now;
-        an account being handed over is not ours to stream once Redis cannot say."""
-        limit = self.options.lease_ttl - self.options.tick
-        for owned in list(self.owned.values()):
-            if time.monotonic() - owned.renewed_at > limit:
-                self._lost(owned, "its lease could not be renewed (Redis unreachable)")
+            ended = self._ended_streams()
+            view = await self._read()
+            now = self._clock()
+            actions: list[ls.Action] = []
+            for label, reason in ended.items():
+                actions += self.planner.start_failed(now, label, reason)
+            await self._carry_out(actions + self.planner.tick(now, view))
+        except _TickFailed as exc:
+            self._down(exc.__cause__ or exc)
+            return False
+        except self._errors as exc:
+            self._down(exc)
+            await self._carry_out(self.planner.unreachable(self._clock(), _describe(exc)))
+            return False
         if not self.redis_ok:
-            for label, (owned, _) in list(self.releasing.items()):
-                del self.releasing[label]
-                owned.stream.stop()
+            log.warning("worker %s: Redis answers again", self.id)
+        self.redis_ok = True
+        return True
 
-    async def _stop_stream(self, owned: Owned) -> None:
-        self.owned.pop(owned.label, None)
-        owned.stream.stop()
-        with contextlib.suppress(asyncio.TimeoutError, Exception):
-            await asyncio.wait_for(asyncio.shield(owned.task), 5)
+    def _down(self, exc: BaseException) -> None:
+        self.stats.failed_ticks += 1
+        if self.redis_ok:  # once per outage; what it means per account, the planner says
+            self.stats.outages += 1
+            log.warning("worker %s: Redis unreachable: %s", self.id, _describe(exc))
+        self.redis_ok = False
+
+    async def _sleep_until(self, at: float) -> None:
+        """Wait for the next tick, waking for the planner's deadlines (self-fencing)."""
+        while not self._stop.is_set():
+            now = self._clock()
+            if now >= at:
+                return
+            deadline = self.planner.next_deadline()
+            wake = at if deadline is None else min(at, deadline)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await within(self._stop.wait(), max(wake - now, 0.001))
+            await self._carry_out(self.planner.expire(self._clock()))
+
+    async def _redis(self, call: Awaitable[T]) -> T:
+        """A Redis call that never outlives the self-fencing deadline (a hanging Redis
+        raises ``TimeoutError`` here, in time for the planner to fence)."""
+        deadline = self.planner.fence_deadline()
+        if deadline is None:
+            return await call
+        return await within(call, max(0.0, deadline - self._clock()))
+
+    async def _read(self) -> ls.View:
+        workers, draining = self._key("workers"), self._key("draining")
+        written_ms = int(self._wall() * 1000)
+        prune = written_ms - int(6 * self.options.lease_ttl * 1000)
+        pipe = self.client.pipeline(transaction=False)
+        if self.planner.stopping:  # no share any more, but alive while handing over
+            pipe.zrem(workers, self.id)
+            pipe.zadd(draining, {self.id: written_ms})
+        else:
+            pipe.zadd(workers, {self.id: written_ms})
+            pipe.zrem(draining, self.id)
+        pipe.zremrangebyscore(workers, 0, prune)
+        pipe.zremrangebyscore(draining, 0, prune)
+        pipe.zrange(workers, 0, -1, withscores=True)
+        pipe.zrange(draining, 0, -1, withscores=True)
+        pipe.hgetall(self._key("accounts"))
+        pipe.hgetall(self._key("live"))
+        added, _, _, _, beats, drains, accounts, live = await self._redis(pipe.execute())
+        self._registry = {k.decode(): v for k, v in accounts.items()}
+        labels = sorted(set(self._registry) | self.planner.labels())
+        leases = [self._key("lease", la) for la in labels]
+        holders = await self._redis(self.client.mget(leases)) if leases else []
+        wall_ms = int(self._wall() * 1000)
+        streams = self.session.streams
+        return ls.View(
+            accounts=frozenset(self._registry),
+            heartbeats={w.decode(): (wall_ms - score) / 1000 for w, score in beats},
+            leases={la: h.decode() for la, h in zip(labels, holders, strict=True) if h},
+            live={k.decode(): v.decode() for k, v in live.items()},
+            delivering=frozenset(la for la, st in streams.items() if st.status in _DELIVERING),
+            # Redis did not have our heartbeat: it lost its data (a first tick adds it too)
+            rejoined=not self.planner.stopping and added == 1,
+            wall_ms=wall_ms,
+            draining={w.decode(): (wall_ms - score) / 1000 for w, score in drains},
+        )
+
+    # -- carrying actions out -------------------------------------------------------------
+
+    async def _carry_out(self, actions: list[ls.Action]) -> None:
+        """Every action, and what the planner answers to each. If Redis fails, the rest
+        of the Redis work is dropped (the planner says what that means) and the tick
+        fails once the local work is done."""
+        queue = deque(actions)
+        failed: BaseException | None = None
+        while queue:
+            action = queue.popleft()
+            name = type(action).__name__
+            self.stats.actions[name] = self.stats.actions.get(name, 0) + 1
+            try:
+                follow = await self._do(action)
+            except self._errors as exc:
+                failed = exc
+                dropped = [a for a in queue if isinstance(a, ls.REDIS_ACTIONS)]
+                queue = deque(a for a in queue if not isinstance(a, ls.REDIS_ACTIONS))
+                follow = self.planner.unreachable(self._clock(), _describe(exc), action, dropped)
+            queue.extendleft(reversed(follow))
+        if failed is not None:
+            raise _TickFailed from failed
+
+    async def _do(self, action: ls.Action) -> list[ls.Action]:
+        p = self.planner
+        ttl_ms = int(self.options.lease_ttl * 1000)
+        match action:
+            case ls.Renew(label, holder):
+                result = await self._redis(
+                    self._renew(keys=[self._key("lease", label)], args=[holder, ttl_ms])
+                )
+                if result == 1:
+                    return p.renewed(self._clock(), label)
+                return p.renew_refused(self._clock(), label, _text(result))
+            case ls.Acquire(label, floor, min_promise):
+                keys = [
+                    self._key("lease", label),
+                    self._key("fence", label),
+                    self._key("handover", label),
+                    self._key("live"),
+                    self._key("last"),
+                    self._key("unconfirmed"),
+                ]
+                promise_ms = -1 if min_promise is None else int(min_promise * 1000)
+                args = [self.id, ttl_ms, floor, label, promise_ms]
+                got = await self._redis(self._acquire(keys=keys, args=args))
+                if got is None:
+                    return p.acquire_refused(self._clock(), label)
+                fence, previous, left_ms, since = got
+                log.info("worker %s: took %s (fence %d)", self.id, label, int(fence))
+                return p.acquired(
+                    self._clock(),
+                    label,
+                    int(fence),
+                    previous=_text(previous),
+                    promised=int(left_ms) / 1000,
+                    since_ms=None if since is None else int(since),
+                )
+            case ls.Start(label, _fence, resume_since_ms):
+                return await self._start(label, resume_since_ms)
+            case ls.MarkLive(label, holder):
+                await self._redis(self.client.hset(self._key("live"), label, holder))
+                return []
+            case ls.Confirmed(label, since_ms):
+                args = [label, since_ms]
+                await self._redis(self._confirmed(keys=[self._key("unconfirmed")], args=args))
+                return []
+            case ls.HandBack(label, holder):
+                keys = [
+                    self._key("lease", label),
+                    self._key("handover", label),
+                    self._key("unconfirmed"),
+                ]
+                args = [holder, 2 * ttl_ms, label]
+                result = await self._redis(self._hand_back(keys=keys, args=args))
+                if result == 1:
+                    log.info("worker %s: handing %s over", self.id, label)
+                    return p.handed_back(self._clock(), label)
+                return p.handback_refused(self._clock(), label, _text(result))
+            case ls.Release(label, holder):
+                keys = [self._key("lease", label), self._key("handover", label)]
+                result = await self._redis(self._release(keys=keys, args=[holder]))
+                return p.released(self._clock(), label, _text(result))
+            case ls.Stop(label, reason):
+                self._stop_stream(label, reason)
+                return []
+            case ls.Report(account, message, kind):
+                if kind is None:
+                    log.warning("%s", redact(message))
+                else:  # the pipeline's one reporting path: redacted, logged, on_error
+                    self.session.pipeline.report(error_info(kind, message, account))
+                return []
+            case _:
+                assert_never(action)
+
+    async def _start(self, label: str, resume_since_ms: int | None) -> list[ls.Action]:
+        """Stream ``label`` through the session; the listenKey is never DELETEd (the
+        account's stream outlives any one worker)."""
+        raw = self._registry.get(label)
+        try:
+            if raw is None:
+                raise ValueError("it is not in the registry any more")
+            record = registry.AccountRecord.from_json(raw)
+            config = record.resolve(
+                self.options.rest_url, insecure=self.options.insecure, **self.options.readings
+            )
+        except (CredentialsError, InsecureURLError, ValueError, TypeError) as exc:
+            reason = redact(str(exc))
+            self._failed[label] = reason
+            return self.planner.start_failed(self._clock(), label, reason)
+        if label in self.session.streams:  # a restart: the old stream goes first
+            self._stop_stream(label, "restarted")
+        pending = self._stopping.pop(label, None)
+        if pending is not None:  # the session takes one stream per account
+            await pending
+        self._failed.pop(label, None)
+        self.session.add(config, resume_since_ms=resume_since_ms, keep_listen_key=True)
+        if resume_since_ms is not None:
+            log.info("worker %s: streams %s, gap since %d", self.id, label, resume_since_ms)
+        return []
+
+    def _stop_stream(self, label: str, reason: str) -> None:
+        """Stop at once (``stream.stop()`` is synchronous: self-fencing takes effect here);
+        the session's removal, which waits for the stream to end, runs on its own."""
+        stream = self.session.streams.get(label)
+        if stream is None or label in self._stopping:
+            return
+        log.info("worker %s: stops %s (%s)", self.id, label, reason)
+        stream.stop()
+        self._shown.pop(label, None)
+        task = asyncio.get_running_loop().create_task(self.session.remove(label))
+        self._stopping[label] = task
+        task.add_done_callback(lambda _: self._removed(label, task))
+
+    def _removed(self, label: str, task: asyncio.Task[Any]) -> None:
+        if self._stopping.get(label) is task:
+            del self._stopping[label]
+
+    def _ended_streams(self) -> dict[str, str]:
+        """Streams that ended on their own (failed for good: a misconfiguration, a key
+        refused): label -> the reason. The planner then frees the lease for another
+        worker, and this one tries again after a lease TTL."""
+        ended = {}
+        for label in list(self.session.streams):
+            if label in self._stopping:
+                continue
+            task = self.session.finished(label)
+            if not task.done():
+                continue
+            if task.cancelled() or task.exception() is not None:
+                reason = "the stream crashed (a bug: see the log)"
+            else:
+                reason = task.result().reason
+            reason = redact(reason)
+            self._failed[label] = reason
+            ended[label] = reason
+            self._stop_stream(label, "failed")
+        return ended
+
+    # -- what ``worker status`` shows ----------------------------------------------------
+
+    async def _show(self) -> None:
+        """Write each account's state (and, when failed or retrying, the reason) to the
+        ``state`` hash when it changed. The reasons name URLs and Bitmusa's codes, never a
+        key: the stream redacts them, and so does this."""
+        states: dict[str, tuple[str, str | None]] = {}
+        for label, stream in self.session.streams.items():
+            if label not in self._stopping:
+                reason = None if stream.status in _DELIVERING else stream.reason
+                states[label] = (stream.status, reason)
+        for label, reason in self._failed.items():
+            states.setdefault(label, ("failed", reason))
+        changed = {la: st for la, st in states.items() if self._shown.get(la) != st}
+        if not changed:
+            return
+        wall_ms = int(self._wall() * 1000)
+        mapping = {
+            label: orjson.dumps(
+                {
+                    "worker": self.id,
+                    "status": status,
+                    "reason": None if reason is None else redact(reason),
+                    "at": wall_ms,
+                }
+            )
+            for label, (status, reason) in changed.items()
+        }
+        try:
+            await self._redis(self.client.hset(self._key("state"), mapping=mapping))
+        except self._errors as exc:  # only what status shows is late; the next tick retries
+            log.info("worker %s: account states not written: %s", self.id, _describe(exc))
+            return
+        self._shown.update(changed)
+
+    # -- shutdown -------------------------------------------------------------------------
 
     async def _shutdown(self) -> None:
-        """Hand everything over (make-before-break when other workers are alive, for up to
-        a lease TTL), then stop."""
-        with contextlib.suppress(Exception):
-            g = self.options.group
-            await self.client.zrem(key(g, "workers"), self.id)
-            now_ms = int(time.time() * 1000)
-            others = await self.client.zcount(
-                key(g, "workers"), now_ms - int(self.options.lease_ttl * 1000), "+inf"
-            )
-            for owned in list(self.owned.values()):
-                await self._hand_back(owned, "shutting down")
-            deadline = time.monotonic() + (self.options.lease_ttl if others else 0)
-            while self.releasing and time.monotonic() < deadline:
+        """Hand everything over make-before-break while another worker is alive to take
+        it (for up to two lease TTLs, the life of a handover's promise), else release it;
+        then whatever is left stops, each with what it means for the account."""
+        self.planner.stop()
+        deadline = self._clock() + 2 * self.options.lease_ttl
+        while not self.planner.idle and self._clock() < deadline:
+            if not await self._tick():
+                break  # Redis is gone: nobody can take over
+            if not self.planner.idle:
                 await asyncio.sleep(0.2)
-                await self._finish_handovers(int(self.options.lease_ttl * 1000))
-        rest = list(self.owned.values()) + [o for o, _ in self.releasing.values()]
-        for item in rest:
-            item.stream.stop()
-        if rest:
-            await asyncio.wait([o.task for o in rest], timeout=5)
-        with contextlib.suppress(Exception):
-            for item in rest:
-                await self._release_lease(item)
-        self.owned.clear()
-        self.releasing.clear()
-        await self._http.aclose()
+        with contextlib.suppress(_TickFailed):  # each failure is reported by the planner
+            await self._carry_out(self.planner.abandon(self._clock()))
+        try:
+            await self._redis(self.client.zrem(self._key("draining"), self.id))
+        except self._errors as exc:
+            log.warning("worker %s: its heartbeat stays in Redis: %s", self.id, _describe(exc))
+        for label in list(self.session.streams):  # the planner stopped them all; be sure
+            self._stop_stream(label, "shutting down")
+        if self._stopping:
+            await asyncio.wait(set(self._stopping.values()), timeout=6)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _describe(exc: BaseException) -> str:
+    return redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
 
 async def status(client: Any, group: str) -> dict[str, Any]:
-    """Workers, the accounts each holds, and the age of each account's last event."""
+    """Workers, the accounts each holds, each account's state (with the reason when it
+    failed or is retrying) and the age of its last event."""
     now_ms = int(time.time() * 1000)
     workers = {
         w.decode(): (now_ms - int(score)) / 1000
@@ -312,41 +573,58 @@ async def status(client: Any, group: str) -> dict[str, Any]:
     }
     records = await registry.load(client, group)
     last = {k.decode(): int(v) for k, v in (await client.hgetall(key(group, "last"))).items()}
+    states = {k.decode(): v for k, v in (await client.hgetall(key(group, "state"))).items()}
+    labels = sorted(records)
+    holders = await client.mget([key(group, "lease", la) for la in labels]) if labels else []
     accounts = {}
-    for label in sorted(records):
-        holder = await client.get(key(group, "lease", label))
-        owner = holder.decode().rsplit(":", 1)[0] if holder else None
+    for label, holder in zip(labels, holders, strict=True):
+        owner = ls.worker_of(holder.decode()) if holder else None
         age = (now_ms - last[label]) / 1000 if label in last else None
-        accounts[label] = {"worker": owner, "last_event_age": age}
+        state: dict[str, Any] = orjson.loads(states[label]) if label in states else {}
+        if state.get("worker") != owner and state.get("status") != "failed":
+            state = {}  # written by a previous owner: not what streams it now
+        accounts[label] = {
+            "worker": owner,
+            "last_event_age": age,
+            "state": state.get("status"),
+            "reason": state.get("reason"),
+            "state_by": state.get("worker"),
+        }
     return {"workers": workers, "accounts": accounts}
 
 
 async def run_worker(
     redis_url: str,
-    host: Pipeline,
+    session: Session,
     options: WorkerOptions,
     *,
     ident: str | None = None,
     handle_signals: bool = True,
     sink: RedisSink,
 ) -> None:
-    """Run one worker until SIGINT/SIGTERM. ``sink`` (registered with ``host``'s plugins)
-    gets the host's reporter, each account's fencing token, and the hash of last event
-    times a takeover resumes its gap report from."""
+    """Run one worker until SIGINT/SIGTERM. ``sink`` (registered with ``session``'s
+    plugins) gets the session's reporter, each account's fencing token, and the hash of
+    last event times a takeover resumes its gap report from."""
     import redis.asyncio as redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
 
-    client = redis.Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
-    worker = Worker(client, host, options, ident or registry.worker_id())
-    sink.bind(host.report, worker.fence, key(options.group, "last"))
+    # One immediate retry (a pooled connection Redis dropped), no backoff: the tick is the
+    # retry loop, and a worker that heartbeats on time after an outage is what the
+    # planner's grace counts on (redis-py's default retries for seconds).
+    client = redis.Redis.from_url(
+        redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 1)
+    )
+    worker = Worker(client, session, options, ident or registry.worker_id())
+    sink.bind(session.pipeline.report, worker.fence, key(options.group, "last"))
     loop = asyncio.get_running_loop()
     if handle_signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, worker.stop)
-    host.start([])
+    session.start()
     try:
         await worker.run()
     finally:
-        await host.dispatcher.drain(2.0)
-        await host.stop(timeout=1.0)
+        await session.aclose()
         await client.aclose()
