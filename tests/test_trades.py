@@ -242,7 +242,7 @@ def test_an_order_delivered_closed_before_the_gap_brings_no_trade_from_its_histo
     ledger = resync.Ledger()
     fills = Fills(mapper.symbols)
     closed = mapped_order(mapper, order_id="F9", ticker="BTCUSDT", amount="0.5", price="100",
-                          status="COMPLETED", filled="0.5", value="50")  # fmt: skip
+                          status="FILLED", filled="0.5", value="50")  # fmt: skip
     (live,) = fills.on_order(closed, 1)
     ledger.record("on_order", closed)
     assert fills.on_order(closed, 2) == []  # a repeated final frame: nothing again
@@ -268,43 +268,70 @@ def test_an_order_recovered_from_the_history_is_not_traded_again_by_its_held_fra
                         status="PARTIAL", filled="0.3", value="30")  # fmt: skip
     assert fills.on_order(held, 2) == []
     more = mapped_order(mapper, order_id="F7", ticker="BTCUSDT", amount="0.5", price="100",
-                        status="COMPLETED", filled="0.5", value="50")  # fmt: skip
+                        status="FILLED", filled="0.5", value="50")  # fmt: skip
     (trade,) = fills.on_order(more, 3)
     assert (trade["id"], trade["amount"]) == ("F7:0.5", 0.2)
 
 
-def test_an_order_older_than_the_gap_is_counted_from_its_creation() -> None:
-    """0.004 filled (and delivered) long before the gap, 0.006 during it: the history is
-    fetched from the order's creation, so the gap's fill is 0.006 with id F5:0.01, not a
-    0.002 slice of it."""
+def test_an_order_that_filled_before_the_window_keeps_its_cumulative_ids() -> None:
+    """0.004 filled (and delivered) long before the gap, 0.006 during it; the history
+    window holds only the 0.006: what came before it is the snapshot's fill less the
+    window's, so the gap's fill is 0.006 with id F5:0.01, not a 0.002 slice of it. A new
+    owner that delivered nothing of F5 (a worker takeover) gives it the same id, which
+    consumers de-duplicate by."""
+    snapshot = [rest_order("F5", "0.01", "1", amount="0.02")]
+    window = [history("F5", "0.006", "0.6", 2)]
+    for delivered in (True, False):
+        mapper = Mapper("a")
+        ledger = resync.Ledger()
+        fills = Fills(mapper.symbols)
+        if delivered:
+            before = mapped_order(mapper, order_id="F5", ticker="BTCUSDT", amount="0.02",
+                                  price="100", status="PARTIAL", filled="0.004",
+                                  value="0.4")  # fmt: skip
+            fills.on_order(before, 1)
+            ledger.record("on_order", before)
+        plan = resync.plan(ledger, mapper.assets, mapper.symbols, wallet=[], positions=[],
+                           orders=snapshot, held=set())  # fmt: skip
+        plan = resync.plan_fills(plan, ledger, fills, window)
+        trades = [(d.obj["id"], d.obj["amount"]) for d in plan.deliveries if d.hook == "on_trade"]
+        assert trades == [("F5:0.01", 0.006)], delivered
+        assert plan.estimated == []
+    # a window that also holds a fill the live stream delivered before the gap: skipped
+    mapper, ledger = Mapper("a"), resync.Ledger()
+    fills = Fills(mapper.symbols)
+    before = mapped_order(mapper, order_id="F5", ticker="BTCUSDT", amount="0.02", price="100",
+                          status="PARTIAL", filled="0.004", value="0.4")  # fmt: skip
+    fills.on_order(before, 1)
+    ledger.record("on_order", before)
+    plan = resync.plan(ledger, mapper.assets, mapper.symbols, wallet=[], positions=[],
+                       orders=snapshot, held=set())  # fmt: skip
+    both = [history("F5", "0.003", "0.3", 1), *window]  # 0.001 before the window, 0.003 in
+    plan = resync.plan_fills(plan, ledger, fills, both)
+    trades = [(d.obj["id"], d.obj["amount"]) for d in plan.deliveries if d.hook == "on_trade"]
+    assert trades == [("F5:0.01", 0.006)]
+
+
+def test_an_old_order_that_vanished_in_the_gap_keeps_its_cumulative_ids() -> None:
+    """Placed long ago, 0.004 filled and delivered; it filled to 0.01 during the gap and is
+    gone from the snapshot. The window holds only the 0.006: its id is F5:0.01, and the
+    order is known closed (the history shows it wholly filled)."""
     mapper = Mapper("a")
     ledger = resync.Ledger()
     fills = Fills(mapper.symbols)
-    before = mapped_order(mapper, order_id="F5", ticker="BTCUSDT", amount="0.02", price="100",
+    before = mapped_order(mapper, order_id="F5", ticker="BTCUSDT", amount="0.01", price="100",
                           status="PARTIAL", filled="0.004", value="0.4",
-                          created_time=1_796_119_140_000)  # fmt: skip
+                          created_time=1_796_119_000_000)  # fmt: skip
     fills.on_order(before, 1)
     ledger.record("on_order", before)
-    snapshot = [rest_order("F5", "0.01", "1", amount="0.02")]
-    window = 1_796_119_240_000  # the gap began long after F5 was placed
-    start = resync.history_start(ledger, fills, mapper.symbols, snapshot, window)
-    assert start == 1_796_119_140_000
-    # vanished from the snapshot: counted from its creation too (the ledger kept it)
-    assert resync.history_start(ledger, fills, mapper.symbols, [], window) == 1_796_119_140_000
     plan = resync.plan(ledger, mapper.assets, mapper.symbols, wallet=[], positions=[],
-                       orders=snapshot, held=set())  # fmt: skip
-    records = [history("F5", "0.004", "0.4", 1), history("F5", "0.006", "0.6", 2)]
-    plan = resync.plan_fills(plan, ledger, fills, records, window_start_ms=window)
+                       orders=[], held=set())  # fmt: skip
+    gap_ms = 1_796_119_201_500  # history(n) is 2026-12-01T10:00:n: n=2 is in the gap
+    plan = resync.plan_fills(plan, ledger, fills, [history("F5", "0.006", "0.6", 2)],
+                             window_start_ms=gap_ms - 5_000, gap_ms=gap_ms)  # fmt: skip
     trades = [(d.obj["id"], d.obj["amount"]) for d in plan.deliveries if d.hook == "on_trade"]
     assert trades == [("F5:0.01", 0.006)]
-    assert plan.estimated == []
-    # the history cut by the page limit after F5's creation: its fills cannot be counted
-    plan = resync.plan(ledger, mapper.assets, mapper.symbols, wallet=[], positions=[],
-                       orders=snapshot, held=set())  # fmt: skip
-    plan = resync.plan_fills(plan, ledger, fills, records[1:], window_start_ms=window,
-                             complete_since_ms=1_796_119_190_000)  # fmt: skip
-    (estimate,) = [d.obj for d in plan.deliveries if d.hook == "on_trade"]
-    assert (estimate["id"], estimate["amount"], plan.estimated) == ("F5:0.01", 0.006, ["F5"])
+    assert [d.obj["status"] for d in plan.deliveries if d.hook == "on_order"] == ["closed"]
 
 
 # -- trading against the simulator, with a gap ----------------------------------------------
@@ -408,3 +435,22 @@ async def test_trading_through_a_gap_loses_and_duplicates_no_fill(sim: Simulator
         assert dec(trade["fee"]["cost"]) == fill.fee
         assert trade["takerOrMaker"] == fill.role.lower()
     assert [e for e in seen.errors if e["kind"] == "trade_estimated"] == []
+
+
+def test_orders_done_are_remembered_longer_than_the_gap_history_reaches_back() -> None:
+    """A gap's history begins GAP_HISTORY_MARGIN_MS before the gap: an order delivered done
+    within that margin must still be known as done when the history comes."""
+    from bitmusa_plugin._core.fills import DONE_KEEP_MS
+    from bitmusa_plugin._engine.stream import GAP_HISTORY_MARGIN_MS
+
+    assert DONE_KEEP_MS > GAP_HISTORY_MARGIN_MS
+    mapper = Mapper("a")
+    fills = Fills(mapper.symbols)
+    for n, order_id in enumerate(("F1", "F2", "F3")):
+        closed = mapped_order(mapper, order_id=order_id, ticker="BTCUSDT", amount="0.1",
+                              price="100", status="FILLED", filled="0.1",
+                              value="10")  # fmt: skip
+        fills.on_order(closed, 1_000_000 + n * (DONE_KEEP_MS // 2 + 1))
+    assert not fills.finished("F1")  # older than DONE_KEEP_MS: let go (memory stays bounded)
+    assert fills.finished("F2")
+    assert fills.finished("F3")

@@ -22,6 +22,7 @@ orders this process placed (:meth:`Fills.learn`), and filled into orders and tra
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -53,6 +54,10 @@ CloseSide = Literal["trade", "position"]
 
 #: Orders whose side is remembered, at most (the oldest is forgotten first).
 MAX_FACTS = 100_000
+#: How long (event time, ms) an order delivered done is remembered: longer than the margin
+#: a gap's trade history begins before the gap (the stream shell's 5 s), so the history
+#: cannot bring its fills back; short enough that the memory stays that of a few seconds.
+DONE_KEEP_MS = 10_000
 _ZERO: Pair = (0, 0)
 _TRADE_TEMPLATE: dict[str, Any] = dict.fromkeys(Trade.__annotations__)
 _ROLES: dict[object, str] = {"MAKER": "maker", "TAKER": "taker", 0: "taker", 1: "maker"}
@@ -89,7 +94,16 @@ class Fills:
     """One account's fills: what each order has filled as far as the plugins know, and
     each order's side."""
 
-    __slots__ = ("_done", "_filled", "_seen", "_sides", "close_side", "symbols")
+    __slots__ = (
+        "_done",
+        "_filled",
+        "_latest",
+        "_seen",
+        "_sides",
+        "_stood",
+        "close_side",
+        "symbols",
+    )
 
     def __init__(self, symbols: SymbolMap, close_side: CloseSide = "trade") -> None:
         self.symbols = symbols
@@ -99,9 +113,14 @@ class Fills:
         #: order id -> the ``filled`` float behind ``_filled``: the hot path's equality test
         self._seen: dict[str, float] = {}
         self._sides: OrderedDict[str, str] = OrderedDict()
-        #: orders delivered closed or canceled (the newest MAX_FACTS): nothing fills them
-        #: again, so a gap's trade history or a repeated final frame brings no trade twice
-        self._done: OrderedDict[str, None] = OrderedDict()
+        #: orders delivered closed or canceled in the last DONE_KEEP_MS of event time, with
+        #: that time: nothing fills them again, so a gap's trade history (which begins a
+        #: margin before the gap) or a repeated final frame brings no trade twice
+        self._done: OrderedDict[str, int] = OrderedDict()
+        self._latest = 0  # the newest event time seen (ms)
+        #: orders standing at a fill recovered from the history (:meth:`stand`), until a
+        #: live update comes; let go after DONE_KEEP_MS (they were done within the gap)
+        self._stood: OrderedDict[str, int] = OrderedDict()
 
     # -- what the stream does not say ----------------------------------------------------
 
@@ -131,10 +150,14 @@ class Fills:
                 order["side"] = side
         filled = order["filled"]
         done = order["status"] in ("closed", "canceled")
+        if event_time is not None and event_time > self._latest:
+            self._latest = event_time
         if not done and filled and self._seen.get(order_id) == filled:
             return []  # the fill already delivered (most updates fill nothing new)
         if order_id in self._done:
             return []  # its final state was delivered: every fill went out with it
+        if self._stood:
+            self._stood.pop(order_id, None)
         known = self._filled.get(order_id)
         trades: list[Trade] = []
         if filled:
@@ -148,7 +171,7 @@ class Fills:
                 self._filled[order_id] = new
                 self._seen[order_id] = filled
         if done:
-            self._forget(order_id, finished=True)
+            self._forget(order_id, finished=bool(filled))  # no fill: no trade to repeat
         return trades
 
     def _live(
@@ -214,16 +237,28 @@ class Fills:
             return
         self._filled[order_id] = (filled, cost)
         self._seen.pop(order_id, None)
+        stood, now = self._stood, self._latest
+        stood[order_id] = now
+        stood.move_to_end(order_id)
+        while stood:
+            oldest, since = next(iter(stood.items()))
+            if since >= now - DONE_KEEP_MS:
+                break
+            del stood[oldest]  # no live update since: it was done within its gap
+            self._filled.pop(oldest, None)
+            self._sides.pop(oldest, None)
 
     def _forget(self, order_id: str, *, finished: bool) -> None:
         self._filled.pop(order_id, None)
         self._seen.pop(order_id, None)
         self._sides.pop(order_id, None)
         if finished:
-            done = self._done
-            done[order_id] = None
+            done, now = self._done, self._latest
+            done[order_id] = now
             done.move_to_end(order_id)
-            if len(done) > MAX_FACTS:
+            while done and (
+                len(done) > MAX_FACTS or next(iter(done.values())) < now - DONE_KEEP_MS
+            ):
                 done.popitem(last=False)
 
     def recover(
@@ -233,6 +268,8 @@ class Fills:
         *,
         target: tuple[Pair, Pair] | None,
         symbol: str | None = None,
+        window: bool = False,
+        gap_ms: int | None = None,
     ) -> Recovered:
         """The trades of ``order_id`` beyond what was delivered, from trade-history records
         (of any orders: others are ignored). ``target`` is the filled and cost the snapshot
@@ -244,6 +281,27 @@ class Fills:
             key=lambda r: (str(r.get("transaction_time")), _sortable(r.get("id"))),
         )
         cumulative = _ZERO
+        if window and target is not None:
+            # the records are a window (the gap's), not the order's whole history: what it
+            # filled before them is the snapshot's fill less theirs (never more than was
+            # delivered: records the live stream saw are skipped below). A record newer than
+            # the snapshot makes that too small: with nothing before the window it is 0, and
+            # the record is left to the live stream below; an order that also filled before
+            # the window and again between the snapshot and this history (milliseconds) is
+            # the one case counted wrong.
+            before = sub(target[0], _sum(records))
+            if before[0] > 0:
+                known = self._filled.get(order_id)
+                cumulative = (
+                    before if known is None or _cmp(before, known_amount) < 0 else known_amount
+                )
+        elif window and gap_ms is not None and known_amount[0] > 0:
+            # no snapshot to count back from (the order is gone): what was delivered, less
+            # the window's records from before the gap's second (the live stream had those)
+            seen = _sum(r for r in records if _before_second(r, gap_ms))
+            before = sub(known_amount, seen)
+            if before[0] > 0:
+                cumulative = before
         filled, cost = known_amount, known_cost
         trades: list[Trade] = []
         for record in records:
@@ -383,3 +441,21 @@ def _scale(value: Pair, part: Pair, whole: Pair) -> Pair:
 def _sortable(value: object) -> tuple[int, str]:
     text = str(value)
     return (int(text), "") if text.isdigit() else (0, text)
+
+
+def _sum(records: Iterable[Mapping[str, Any]]) -> Pair:
+    """The traded quantity of history records, exactly (an unreadable one counts 0)."""
+    total = _ZERO
+    for record in records:
+        with contextlib.suppress(Reject):
+            total = add(total, _history_fields(record)["amount"])
+    return total
+
+
+def _before_second(record: Mapping[str, Any], when_ms: int) -> bool:
+    """Was the record's fill in a second before ``when_ms``'s (an unreadable time: no)?"""
+    try:
+        stamp = utc_timestamp(record.get("transaction_time"), "transaction_time")
+    except Reject:
+        return False
+    return stamp is not None and stamp < when_ms // 1000 * 1000

@@ -87,7 +87,8 @@ class Ledger:
 
     orders: dict[str, Fields] = field(default_factory=dict)
     positions: dict[Key, Fields] = field(default_factory=dict)
-    #: each open order's creation time (ms, None when unknown): where its history begins
+    #: each open order's creation time (ms, or None): does a gap's history window hold all
+    #: of its fills?
     created: dict[str, int | None] = field(default_factory=dict)
 
     def record(self, hook: str, obj: Mapping[str, Any]) -> None:
@@ -222,42 +223,6 @@ def plan(
     return result
 
 
-def history_start(
-    ledger: Ledger,
-    fills: Fills,
-    symbols: SymbolMap,
-    orders: list[dict[str, Any]],
-    window_start_ms: int,
-    *,
-    orders_complete: bool = True,
-) -> int:
-    """Where the gap's trade history must begin (ms): at ``window_start_ms`` (a little
-    before the gap), or earlier, at the creation of an order whose fills must be counted
-    from its first: an open order of the snapshot that filled beyond what was delivered,
-    and an order that vanished. A trade's id is its order's cumulative fill, which only
-    the order's whole history gives."""
-    start = window_start_ms
-    listed: set[str] = set()
-    for item in orders:
-        try:
-            order = build.order(wire.rest_order_fields(item), None, symbols, item)
-        except Reject:
-            continue
-        order_id = str(order["id"])
-        listed.add(order_id)
-        filled, created = order["filled"], order["timestamp"]
-        if not filled or created is None:
-            continue
-        known = fills.known(order_id)
-        if known is None or sub(pair(filled), known[0])[0] > 0:
-            start = min(start, created)
-    if orders_complete:
-        for order_id, created in ledger.created.items():
-            if order_id not in listed and created is not None:
-                start = min(start, created)
-    return start
-
-
 def plan_fills(
     result: Plan,
     ledger: Ledger,
@@ -265,24 +230,18 @@ def plan_fills(
     history: list[dict[str, Any]] | None,
     *,
     window_start_ms: int | None = None,
-    complete_since_ms: int | None = None,
+    gap_ms: int | None = None,
 ) -> Plan:
     """The plan with the trades of the fills a gap hid: recovered from ``history`` (the
-    trade-history records from :func:`history_start` on; None when it could not be
-    fetched), each right after its order's delivery. ``window_start_ms``: only orders with
-    a fill after it may be new to us (the rest of the history is there to count the
-    cumulative fills of the orders that need it). ``complete_since_ms``: the history is
-    known whole only from then (it hit the page limit); an order created before cannot be
-    counted from it, and is estimated. Changes neither ``ledger`` nor ``fills``."""
+    trade-history records from a margin before the gap; None when it could not be
+    fetched), each right after its order's delivery. An open order's fills
+    before the window are its snapshot fill less the window's (``Fills.recover``), so
+    its trades keep their cumulative ids; a vanished order's are what was delivered less
+    the records from before the gap's second (``gap_ms``). ``window_start_ms``: only orders
+    with a record after it are new to us. Changes neither ``ledger`` nor ``fills``."""
     records: dict[str, list[dict[str, Any]]] = {}
     for record in history or []:
         records.setdefault(str(record.get("order_id")), []).append(record)
-    if complete_since_ms is not None:
-        creations = {**ledger.created}
-        creations.update((i, o["timestamp"]) for i, o in result.open_orders.items())
-        for order_id, created in creations.items():
-            if created is None or created < complete_since_ms:
-                records.pop(order_id, None)  # its first fills may be cut: no count
     trades: dict[str, list[Delivery]] = {}
     deliveries = list(result.deliveries)
     vanished = set(result.vanished_orders)
@@ -294,7 +253,7 @@ def plan_fills(
         if known is None and not filled and order_id not in records:
             continue
         target = (pair(filled), pair(order["cost"] or 0.0))
-        got = fills.recover(order_id, records.get(order_id, ()), target=target)
+        got = fills.recover(order_id, records.get(order_id, ()), target=target, window=True)
         out = [Delivery("on_trade", "trade", dict(t), t["info"]) for t in got.trades]
         if got.missing is not None and got.missing[0][0] > 0:
             estimate = dict(fills.estimate(order, got))
@@ -306,7 +265,11 @@ def plan_fills(
         if order_id not in vanished:
             continue
         last = ledger.order(order_id)
-        got = fills.recover(order_id, records.get(order_id, ()), target=None)
+        created = ledger.created.get(order_id)
+        whole = created is not None and window_start_ms is not None and created >= window_start_ms
+        got = fills.recover(  # placed within the window: it holds all the order's fills
+            order_id, records.get(order_id, ()), target=None, window=not whole, gap_ms=gap_ms
+        )
         trades[order_id] = [Delivery("on_trade", "trade", dict(t), t["info"]) for t in got.trades]
         amount = last.get("amount")
         if amount and sub(got.filled, pair(amount))[0] == 0:
@@ -359,7 +322,8 @@ def apply(result: Plan, ledger: Ledger, mapper: Mapper, fills: Fills | None = No
             fills.learn(delivery.obj["order"], delivery.obj["side"])
         elif delivery.hook == "on_order" and delivery.obj["status"] != "open":
             status = delivery.obj["status"]
-            fills.forget(str(delivery.obj["id"]), finished=status in ("closed", "canceled"))
+            finished = status in ("closed", "canceled") and bool(delivery.obj["filled"])
+            fills.forget(str(delivery.obj["id"]), finished=finished)
     if fills is not None:
         for order_id, order in result.open_orders.items():
             fills.learn(order_id, order["side"])

@@ -36,8 +36,6 @@ from bitmusa_plugin._engine.limiter import RateLimiter
 from bitmusa_plugin._engine.pipeline import Pipeline
 from bitmusa_plugin._engine.rest import (
     DEFAULT_REST_URL,
-    HISTORY_PAGE,
-    HISTORY_PAGES,
     AccountClient,
     ListenKeyClient,
     http_client,
@@ -116,12 +114,10 @@ class AccountConfig:
 
 @dataclass
 class _History:
-    """A gap's trade history: the records (newest first), where the gap's window begins,
-    and, when the page limit cut the oldest, the time from which the records are whole."""
+    """A gap's trade history: the records (newest first) and where the window begins."""
 
     records: list[dict[str, Any]]
     window_start_ms: int
-    complete_since_ms: int | None
 
 
 @dataclass
@@ -466,42 +462,26 @@ class AccountStream:
         else:
             history: _History | None = None
             if gap_since is not None:
-                history = await self._gap_history(gap_since, orders)
+                history = await self._gap_history(gap_since)
             self._apply_snapshot(conn_id, wallet, positions, orders, history, gap=gap_since)
             self._post(lambda now: self.machine.snapshot_done(now, conn_id))
         finally:
             if conn.resync is asyncio.current_task():
                 conn.resync = None
 
-    async def _gap_history(self, gap_since: float, orders: list[dict[str, Any]]) -> _History | None:
-        """The account's fills since the gap began (a margin before it: the history's
-        times are whole seconds), and since the creation of every order whose fills must be
-        counted from the first (``resync.history_start``); None when they cannot be fetched
-        (the fills are then estimated, and reported)."""
+    async def _gap_history(self, gap_since: float) -> _History | None:
+        """The account's fills from a margin before the gap (the history's times are whole
+        seconds), or None when they cannot be fetched (the fills are then estimated, and
+        reported)."""
         since_ms = self._wall_ms(gap_since)
         assert since_ms is not None
         window = since_ms - GAP_HISTORY_MARGIN_MS
-        account = self.account
-        start = resync.history_start(
-            self.pipeline.ledgers[account],
-            self.pipeline.fills[account],
-            self.pipeline.mapper(account).symbols,
-            orders,
-            window,
-            orders_complete=len(orders) < resync.OPEN_ORDERS_PAGE,
-        )
         try:
-            records = await self.snapshots.trade_history(since_ms=start)
+            records = await self.snapshots.trade_history(since_ms=window)
         except BitmusaError as exc:
             self._report_rest("the trade history of the gap", exc)
             return None
-        complete_since = None
-        if len(records) >= HISTORY_PAGE * HISTORY_PAGES:  # newest first: the oldest are cut
-            times = [resync.record_time(r) for r in records]
-            complete_since = max((t for t in times if t is not None), default=None)
-            if complete_since is None:
-                return None
-        return _History(records, window, complete_since)
+        return _History(records, window)
 
     def _apply_snapshot(
         self,
@@ -533,7 +513,7 @@ class AccountStream:
                 fills,
                 None if history is None else history.records,
                 window_start_ms=None if history is None else history.window_start_ms,
-                complete_since_ms=None if history is None else history.complete_since_ms,
+                gap_ms=self._wall_ms(gap),
             )
         for d in plan.deliveries:
             self.pipeline.deliver(account, d.hook, d.key, d.obj, d.data, stream="resync")
