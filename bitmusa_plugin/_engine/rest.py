@@ -131,6 +131,22 @@ def http_client(
 _SLOTS: weakref.WeakKeyDictionary[httpx.AsyncClient, asyncio.Semaphore] = (
     weakref.WeakKeyDictionary()
 )
+#: the requests running on each pool, whichever client sent them (see :func:`close_pool`)
+_RUNNING: weakref.WeakKeyDictionary[httpx.AsyncClient, set[asyncio.Future[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def close_pool(client: httpx.AsyncClient, timeout: float = 1.0) -> None:
+    """Close a shared pool for good: the requests still running on it (abandoned by their
+    callers, left to their own timeouts while the pool was shared) are cancelled and
+    awaited, so that nothing of ours outlives its owner."""
+    running = list(_RUNNING.get(client, ()))
+    for request in running:
+        request.cancel()
+    if running:
+        await asyncio.wait(running, timeout=timeout)
+    await client.aclose()
 
 
 class _Client:
@@ -238,6 +254,9 @@ class _Client:
             self._send(method, url, params, json, timeout=timeout or self.timeout, budget=budget)
         )
         self._inflight.add(request)
+        running = _RUNNING.setdefault(self._client, set())
+        running.add(request)
+        request.add_done_callback(running.discard)
         request.add_done_callback(self._request_done)
         try:
             # httpx's timeouts bound each phase; this bounds the whole call, so that no

@@ -294,7 +294,9 @@ class Session:
         for client in self._clients.values():
             await client.aclose()
         if self._http is not None:
-            await self._http.aclose()
+            from bitmusa_plugin._engine.rest import close_pool
+
+            await close_pool(self._http)
 
     # -- borrowing the session's resources -----------------------------------------------
 
