@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bitmusa_plugin.simulator import Simulator
+from bitmusa_plugin.testing import RedisServer
 
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
@@ -32,6 +35,24 @@ def sim(bitmusa_simulator: Simulator) -> Simulator:
 def no_entrypoint_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only the plugins a test registers itself (installed ones stay out)."""
     monkeypatch.setenv("BITMUSA_LOAD_PLUGINS", "")
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of its own in tmp_path (tests/test_scale.py, test_worker_cli.py)."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def client(redis_server: RedisServer) -> AsyncIterator[Any]:
+    import redis.asyncio as redis
+
+    c = redis.Redis.from_url(redis_server.url)
+    yield c
+    await c.aclose()
 
 
 @pytest.fixture(autouse=True)

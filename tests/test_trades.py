@@ -235,6 +235,18 @@ def test_the_recovered_state_is_where_live_fills_continue() -> None:
     assert fills.known("F2") is None
 
 
+def test_an_order_the_gap_closed_leaves_nothing_remembered_but_that_it_is_done() -> None:
+    """F2 closed within the gap: its trades come after it in the plan, and remembering its
+    side from them would keep an entry for every such order (the reconnect-memory test
+    saw it grow by one a cycle)."""
+    plan, fills = gap_plan(HISTORY)
+    resync.apply(plan, resync.Ledger(), Mapper("a"), fills)
+    assert fills.side("F2") is None
+    assert fills.known("F2") is None
+    assert fills.finished("F2")
+    assert fills.side("F1") == "buy"  # still open: its side stays known
+
+
 def test_an_order_delivered_closed_before_the_gap_brings_no_trade_from_its_history() -> None:
     """The gap's history starts a little before the gap: an order that filled and closed
     live just before it is in that history, and must not be traded again."""

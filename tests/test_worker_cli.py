@@ -11,8 +11,6 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -32,23 +30,6 @@ pytestmark = pytest.mark.skipif(
     reason="redis-server not found: `apt-get install redis-server` (Debian/Ubuntu) or "
     "`brew install redis`; `make test` installs it when run as root",
 )
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def client(redis_server: RedisServer) -> AsyncIterator[Any]:
-    import redis.asyncio as redis
-
-    c = redis.Redis.from_url(redis_server.url)
-    yield c
-    await c.aclose()
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

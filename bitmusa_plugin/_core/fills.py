@@ -273,8 +273,12 @@ class Fills:
     ) -> Recovered:
         """The trades of ``order_id`` beyond what was delivered, from trade-history records
         (of any orders: others are ignored). ``target`` is the filled and cost the snapshot
-        shows (None for an order no longer open: all the history has). A record that
-        cannot be read ends the recovery there; the rest is ``missing``."""
+        shows (None for an order no longer open: all the history has). ``window``: the
+        records are only the gap's window of the history, not the order's whole history,
+        so the fills before them are counted back (from ``target``, or for an order that
+        is gone from what was delivered less the window's records from before ``gap_ms``,
+        the gap's start). A record that cannot be read ends the recovery there; the rest
+        is ``missing``."""
         known_amount, known_cost = self._filled.get(order_id) or (_ZERO, _ZERO)
         records = sorted(
             (r for r in history if r.get("order_id") == order_id),

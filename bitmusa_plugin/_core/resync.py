@@ -316,15 +316,17 @@ def apply(result: Plan, ledger: Ledger, mapper: Mapper, fills: Fills | None = No
         mapper.set_asset(code, entry)
     for delivery in result.deliveries:
         ledger.record(delivery.hook, delivery.obj)
-        if fills is None:
-            continue
-        if delivery.hook == "on_trade":
-            fills.learn(delivery.obj["order"], delivery.obj["side"])
-        elif delivery.hook == "on_order" and delivery.obj["status"] != "open":
-            status = delivery.obj["status"]
-            finished = status in ("closed", "canceled") and bool(delivery.obj["filled"])
-            fills.forget(str(delivery.obj["id"]), finished=finished)
     if fills is not None:
+        for delivery in result.deliveries:
+            if delivery.hook == "on_trade":
+                fills.learn(delivery.obj["order"], delivery.obj["side"])
+        # after the sides are learnt: an order no longer open keeps none (its trades come
+        # after it in the plan, and would keep an entry per order until MAX_FACTS)
+        for delivery in result.deliveries:
+            if delivery.hook == "on_order" and delivery.obj["status"] != "open":
+                status = delivery.obj["status"]
+                finished = status in ("closed", "canceled") and bool(delivery.obj["filled"])
+                fills.forget(str(delivery.obj["id"]), finished=finished)
         for order_id, order in result.open_orders.items():
             fills.learn(order_id, order["side"])
             fills.snapshot(order)
