@@ -386,3 +386,42 @@ async def test_fetch_my_trades_since_reads_back_past_a_full_answer(
     monkeypatch.setattr(bm_trading, "_HISTORY_ROUNDS", 2)
     with pytest.raises(ccxt.ExchangeError, match="fills since"):
         await exchange.fetch_my_trades(BTC, since=base)  # more than 2 calls' worth: said
+
+
+async def test_verbose_prints_each_request_and_answer_as_ccxt_does_and_never_a_secret(
+    sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ccxt's ``verbose``: every REST call on the drop-in's pool (its own, and the stream's
+    listenKey POST) printed as ccxt's ``fetch`` prints it, the keys and listenKeys masked;
+    nothing while it is off."""
+    from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY
+
+    await sim.set_price("BTCUSDT", "100000")
+    exchange = make_exchange(sim)
+    try:
+        await exchange.load_markets()
+        assert capsys.readouterr().out == ""  # off by default
+        exchange.verbose = True
+        await exchange.fetch_ticker(BTC)
+        await asyncio.wait_for(exchange.watch_balance(), HANG)  # the stream: POST listenKey
+        key = sim.account().key
+        order = await exchange.create_order(BTC, "limit", "buy", 0.001, 90000)
+        out = capsys.readouterr().out
+        exchange.verbose = False
+        await exchange.cancel_order(order["id"], BTC)
+        assert capsys.readouterr().out == ""
+    finally:
+        await exchange.close()
+    lines = [line for line in out.splitlines() if line]
+    requests = [line for line in lines if line.startswith("fetch Request: bitmusa ")]
+    answers = [line for line in lines if line.startswith("fetch Response: bitmusa ")]
+    assert any(" GET " in r and "/future/market?symbol=BTCUSDT" in r for r in requests)
+    assert any(" POST " in r and "userDataStream" in r for r in requests), requests
+    assert any(" POST " in r and "ticker" in r and "RequestBody: {" in r for r in requests)
+    assert len(answers) == len(requests)
+    assert all(" 200 " in a for a in answers), answers
+    assert any('"listenKey":"***"' in a.replace(" ", "") for a in answers), answers
+    assert key is not None
+    for secret in (DEMO_API_KEY, DEMO_AUTH_KEY, key):
+        assert secret not in out
+    assert "'x-api-key': '***'" in out.lower()

@@ -5,8 +5,9 @@ limiter, and the user stream), and REST calls with their failures mapped to ccxt
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ccxt.async_support.base.exchange import Exchange
 from ccxt.base.errors import BadRequest
@@ -18,13 +19,27 @@ from bitmusa_plugin._core.fills import CloseSide
 from bitmusa_plugin._core.symbols import SymbolMap
 from bitmusa_plugin._engine import rest as bm_rest
 from bitmusa_plugin._engine.limiter import RateLimiter
-from bitmusa_plugin._engine.secrets import Credentials, InsecureURLError, require_secure
+from bitmusa_plugin._engine.secrets import (
+    MASK,
+    Credentials,
+    InsecureURLError,
+    redact,
+    require_secure,
+)
 from bitmusa_plugin._engine.session import Session
 from bitmusa_plugin._engine.stream import DEFAULT_WS_URL, AccountConfig, Heartbeat
 
 from .errors import raise_for
 
+if TYPE_CHECKING:
+    import httpx
+
 T = TypeVar("T")
+
+#: request headers that carry a credential: shown masked when ``verbose`` prints a request
+_SECRET_HEADERS = frozenset({"x-api-key", "authorization"})
+#: a listenKey in an answer is printed before the stream has registered it as a secret
+_LISTEN_KEY = re.compile(r'("listenKey"\s*:\s*")[^"]*(")')
 
 _LIMITER: RateLimiter | None = None
 
@@ -141,6 +156,7 @@ class Base(Exchange):  # type: ignore[misc]
                 rest_timeout=self.timeout / 1000,
             )
             self._symbols = self._engine.pipeline.symbols  # tickers seen become known
+            _trace_when_verbose(self, self._engine.http)
             self._engine.start()
         return self._engine
 
@@ -193,3 +209,38 @@ class Base(Exchange):  # type: ignore[misc]
         if engine is not None:
             await engine.aclose()
         await super().close()
+
+
+def _trace_when_verbose(exchange: Exchange, http: httpx.AsyncClient) -> None:
+    """ccxt's ``verbose``: while ``exchange.verbose`` is true, every request on the
+    session's pool (the drop-in's calls and the stream's listenKey and snapshot calls) and
+    its answer go to ``exchange.log`` (``print``) as ccxt's own ``fetch`` prints them, with
+    the credentials and listenKeys masked."""
+
+    async def on_request(request: httpx.Request) -> None:
+        if not exchange.verbose:
+            return
+        headers = {
+            name: MASK if name.lower() in _SECRET_HEADERS else value
+            for name, value in request.headers.items()
+        }
+        body = redact(request.content.decode("utf-8", "replace")) or None
+        url = redact(str(request.url))
+        exchange.log("\nfetch Request:", exchange.id, request.method, url, "RequestHeaders:",
+                     headers, "RequestBody:", body)  # fmt: skip
+
+    async def on_response(response: httpx.Response) -> None:
+        if not exchange.verbose:
+            return
+        await response.aread()  # kept: the caller reads the same body
+        body = _LISTEN_KEY.sub(rf"\1{MASK}\2", redact(response.text))
+        request = response.request
+        exchange.log("\nfetch Response:", exchange.id, request.method, redact(str(request.url)),
+                     response.status_code, "ResponseHeaders:", dict(response.headers),
+                     "ResponseBody:", body)  # fmt: skip
+
+    hooks = http.event_hooks
+    http.event_hooks = {
+        "request": [*hooks["request"], on_request],
+        "response": [*hooks["response"], on_response],
+    }
