@@ -49,6 +49,21 @@ async def test_markets_come_from_exchange_info_with_tick_size_precision(exchange
     assert (xrp["precision"]["price"], xrp["precision"]["amount"]) == (0.0001, 1)
 
 
+async def test_a_wrong_rest_base_is_not_taken_for_a_missing_market_list(sim: Simulator) -> None:
+    """exchange-info is undocumented, so its 404 falls back to the shipped table, but only
+    once a documented route answers: on a wrong base that one is missing too."""
+    wrong = sim.rest_url.replace("/api/v2", "/api/v3")
+    exchange = make_exchange(sim, urls={"api": {"rest": wrong, "ws": sim.ws_url}})
+    try:
+        with pytest.raises(ccxt.BadRequest) as raised:
+            await exchange.load_markets()
+    finally:
+        await exchange.close()
+    message = str(raised.value)
+    assert "/api/v3/future/market" in message
+    assert "/api/v2" in message  # the hint: where the base should end
+
+
 async def test_the_quantity_fields_as_named_is_an_option(sim: Simulator) -> None:
     exchange = make_exchange(sim, options={"exchangeInfoQuantities": "as-named"})
     try:
@@ -73,6 +88,7 @@ async def test_without_exchange_info_the_shipped_table_and_named_markets(sim: Si
         assert not sim.engine().orders
         calls = [label for label, _ in sim.rest_calls]
         assert calls.count("GET /future/market/exchange-info") == 1
+        assert calls.count("GET /future/market") == 1  # the base answers: only the list lacks
     finally:
         await exchange.close()
     table = make_exchange(sim, options={"marketsSource": "table"})

@@ -31,14 +31,18 @@ class Markets(Base):
     async def fetch_markets(self, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """GET /future/market/exchange-info (undocumented: ninjaxt's); when the server does
         not have it (HTTP 404/405/410, or not Bitmusa's envelope), the shipped table
-        (``options['fallbackMarkets']``) and the tickers of ``options['markets']``.
+        (``options['fallbackMarkets']``) and the tickers of ``options['markets']``,
+        once a documented route (the first market's ticker) shows that the REST base is
+        right: a wrong base raises ``BadRequest`` naming the URL, as any other call would.
         ``options['marketsSource'] = 'table'`` never asks."""
         source = self._choice("marketsSource", ("exchange-info", "table"))
+        table = self.options.get("fallbackMarkets", bm_market.FALLBACK_MARKETS)
         records: list[dict[str, Any]] | None = None
         if source == "exchange-info":
             try:
                 records = await self._client().exchange_info()
             except MisconfiguredError as exc:
+                await self._base_answers(table)
                 log.warning(
                     "bitmusa: no market list at GET %s (%s): using the shipped table; "
                     "set options['marketsSource'] = 'table' to stop asking",
@@ -49,7 +53,6 @@ class Markets(Base):
                 raise_for(self, exc)
         markets = []
         if records is None:
-            table = self.options.get("fallbackMarkets", bm_market.FALLBACK_MARKETS)
             markets = [self.parse_market(record) for record in table]
             listed = {m["id"] for m in markets}
             for ticker, symbol in self.safe_dict(self.options, "markets", {}).items():
@@ -60,6 +63,19 @@ class Markets(Base):
         for market in markets:  # the stream names tickers as the markets do
             self._symbols.known.setdefault(market["id"], market["symbol"])
         return markets
+
+    async def _base_answers(self, table: list[dict[str, Any]]) -> None:
+        """Raise what a wrong REST base raises (``BadRequest``, the URL and a hint) when a
+        documented route is missing too; an answer of Bitmusa's, even a refusal, says the
+        base is right and only exchange-info is missing."""
+        ticker = next((r.get("ticker") for r in table if r.get("ticker")), "BTCUSDT")
+        name = self._choice("tickerParam", bm_market.TICKER_PARAMS)
+        try:
+            await self._client().ticker(bm_market.market_params(str(ticker), name))
+        except MisconfiguredError as exc:
+            raise_for(self, exc)
+        except BitmusaError:
+            pass  # answered as Bitmusa answers: the base is right
 
     def parse_market(self, market: dict[str, Any]) -> dict[str, Any]:
         """One exchange-info record: a linear perpetual settled in its quote, contract size
