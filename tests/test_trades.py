@@ -245,6 +245,14 @@ def test_an_order_the_gap_closed_leaves_nothing_remembered_but_that_it_is_done()
     assert fills.known("F2") is None
     assert fills.finished("F2")
     assert fills.side("F1") == "buy"  # still open: its side stays known
+    # the held live frame of F2's fill, after the plan: no trade again, and its side from
+    # the tombstone (kept DONE_KEEP_MS), as a repeated final frame of an order done live
+    held = mapped_order(Mapper("a"), order_id="F2", ticker="BTCUSDT", amount="0.5",
+                        price="100", status="FILLED", filled="0.5", value="50",
+                        side=None)  # fmt: skip
+    assert held["side"] is None  # a frame without the position field
+    assert fills.on_order(held, 9) == []
+    assert held["side"] == "buy"
 
 
 def test_an_order_delivered_closed_before_the_gap_brings_no_trade_from_its_history() -> None:

@@ -114,9 +114,10 @@ class Fills:
         self._seen: dict[str, float] = {}
         self._sides: OrderedDict[str, str] = OrderedDict()
         #: orders delivered closed or canceled in the last DONE_KEEP_MS of event time, with
-        #: that time: nothing fills them again, so a gap's trade history (which begins a
-        #: margin before the gap) or a repeated final frame brings no trade twice
-        self._done: OrderedDict[str, int] = OrderedDict()
+        #: that time and their side: nothing fills them again, so a gap's trade history
+        #: (which begins a margin before the gap) or a repeated final frame brings no trade
+        #: twice, and that frame gets its side (order frames carry none)
+        self._done: OrderedDict[str, tuple[int, str | None]] = OrderedDict()
         self._latest = 0  # the newest event time seen (ms)
         #: orders standing at a fill recovered from the history (:meth:`stand`), until a
         #: live update comes; let go after DONE_KEEP_MS (they were done within the gap)
@@ -146,6 +147,8 @@ class Fills:
         order_id = order["id"]
         if order["side"] is None:
             side = self._sides.get(order_id)
+            if side is None and order_id in self._done:  # a repeated final frame
+                side = self._done[order_id][1]
             if side is not None:
                 order["side"] = side
         filled = order["filled"]
@@ -251,13 +254,13 @@ class Fills:
     def _forget(self, order_id: str, *, finished: bool) -> None:
         self._filled.pop(order_id, None)
         self._seen.pop(order_id, None)
-        self._sides.pop(order_id, None)
+        side = self._sides.pop(order_id, None)
         if finished:
             done, now = self._done, self._latest
-            done[order_id] = now
+            done[order_id] = (now, side)
             done.move_to_end(order_id)
             while done and (
-                len(done) > MAX_FACTS or next(iter(done.values())) < now - DONE_KEEP_MS
+                len(done) > MAX_FACTS or next(iter(done.values()))[0] < now - DONE_KEEP_MS
             ):
                 done.popitem(last=False)
 
