@@ -5,6 +5,7 @@ limiter, and the user stream), and REST calls with their failures mapped to ccxt
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     import httpx
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: request headers that carry a credential: shown masked when ``verbose`` prints a request
 _SECRET_HEADERS = frozenset({"x-api-key", "authorization"})
@@ -215,7 +217,18 @@ def _trace_when_verbose(exchange: Exchange, http: httpx.AsyncClient) -> None:
     """ccxt's ``verbose``: while ``exchange.verbose`` is true, every request on the
     session's pool (the drop-in's calls and the stream's listenKey and snapshot calls) and
     its answer go to ``exchange.log`` (``print``) as ccxt's own ``fetch`` prints them, with
-    the credentials and listenKeys masked."""
+    the credentials and listenKeys masked. Printing never fails a request: an
+    ``exchange.log`` that raises (a closed stdout, an encoding) is logged once, and the
+    request goes on."""
+    failed: list[Exception] = []
+
+    def show(*parts: Any) -> None:
+        try:
+            exchange.log(*parts)
+        except Exception as exc:
+            if not failed:
+                failed.append(exc)
+                log.warning("bitmusa: verbose output failed (%s): the calls go on", exc)
 
     async def on_request(request: httpx.Request) -> None:
         if not exchange.verbose:
@@ -226,8 +239,8 @@ def _trace_when_verbose(exchange: Exchange, http: httpx.AsyncClient) -> None:
         }
         body = redact(request.content.decode("utf-8", "replace")) or None
         url = redact(str(request.url))
-        exchange.log("\nfetch Request:", exchange.id, request.method, url, "RequestHeaders:",
-                     headers, "RequestBody:", body)  # fmt: skip
+        show("\nfetch Request:", exchange.id, request.method, url, "RequestHeaders:", headers,
+             "RequestBody:", body)  # fmt: skip
 
     async def on_response(response: httpx.Response) -> None:
         if not exchange.verbose:
@@ -235,9 +248,9 @@ def _trace_when_verbose(exchange: Exchange, http: httpx.AsyncClient) -> None:
         await response.aread()  # kept: the caller reads the same body
         body = _LISTEN_KEY.sub(rf"\1{MASK}\2", redact(response.text))
         request = response.request
-        exchange.log("\nfetch Response:", exchange.id, request.method, redact(str(request.url)),
-                     response.status_code, "ResponseHeaders:", dict(response.headers),
-                     "ResponseBody:", body)  # fmt: skip
+        show("\nfetch Response:", exchange.id, request.method, redact(str(request.url)),
+             response.status_code, "ResponseHeaders:", dict(response.headers), "ResponseBody:",
+             body)  # fmt: skip
 
     hooks = http.event_hooks
     http.event_hooks = {
