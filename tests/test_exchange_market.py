@@ -60,8 +60,28 @@ async def test_a_wrong_rest_base_is_not_taken_for_a_missing_market_list(sim: Sim
     finally:
         await exchange.close()
     message = str(raised.value)
-    assert "/api/v3/future/market" in message
+    assert "GET http://127.0.0.1:" in message
+    assert "/api/v3/future/market: HTTP 404" in message  # the probe's, not exchange-info's
     assert "/api/v2" in message  # the hint: where the base should end
+
+
+@pytest.mark.parametrize(("fault", "falls_back"), [("999", True), ("1001", True), ("503", False)])
+async def test_only_an_answer_in_bitmusa_s_envelope_proves_the_base(
+    sim: Simulator, fault: str, falls_back: bool
+) -> None:
+    """A refusal with Bitmusa's code is an answer; a bare HTTP 503 proves nothing, and
+    load_markets raises it as any call would (the bot retries, no table is taken)."""
+    sim.fail_rest("404", 1, path="/future/market/exchange-info")
+    sim.fail_rest(fault, 1, path="/future/market")  # type: ignore[arg-type]
+    exchange = make_exchange(sim)
+    try:
+        if falls_back:
+            assert list(await exchange.load_markets()) == [BTC]
+        else:
+            with pytest.raises(ccxt.ExchangeNotAvailable):
+                await exchange.load_markets()
+    finally:
+        await exchange.close()
 
 
 async def test_the_quantity_fields_as_named_is_an_option(sim: Simulator) -> None:

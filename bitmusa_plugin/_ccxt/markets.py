@@ -65,17 +65,20 @@ class Markets(Base):
         return markets
 
     async def _base_answers(self, table: list[dict[str, Any]]) -> None:
-        """Raise what a wrong REST base raises (``BadRequest``, the URL and a hint) when a
-        documented route is missing too; an answer of Bitmusa's, even a refusal, says the
-        base is right and only exchange-info is missing."""
+        """Return when a documented route answers in Bitmusa's envelope (data, or a refusal
+        with its code): the base is right and only exchange-info is missing. Otherwise raise
+        what that call raises: ``BadRequest`` naming the URL for a wrong base; a network
+        error, a timeout or a bare HTTP error as any call would (not a proof either way)."""
         ticker = next((r.get("ticker") for r in table if r.get("ticker")), "BTCUSDT")
         name = self._choice("tickerParam", bm_market.TICKER_PARAMS)
         try:
             await self._client().ticker(bm_market.market_params(str(ticker), name))
         except MisconfiguredError as exc:
             raise_for(self, exc)
-        except BitmusaError:
-            pass  # answered as Bitmusa answers: the base is right
+        except BitmusaError as exc:
+            if exc.code is None or exc.code == exc.status:  # no envelope: a bare HTTP error
+                raise_for(self, exc)
+            # a refusal in the envelope (an unknown ticker, a key's trouble): it answered
 
     def parse_market(self, market: dict[str, Any]) -> dict[str, Any]:
         """One exchange-info record: a linear perpetual settled in its quote, contract size
