@@ -88,7 +88,7 @@ class Profile:
     mean_gap_h: float = 0.6  # mean time between faults in a storm, per account (~21/deck)
     min_rotations: int = 1
     event_interval: float = 0.02  # real seconds between trading events per account
-    reconnect_cycles: int = 200  # for the memory test
+    reconnect_cycles: int = 400  # for the memory test
 
 
 PROFILES = {
