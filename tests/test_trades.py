@@ -235,6 +235,27 @@ def test_the_recovered_state_is_where_live_fills_continue() -> None:
     assert fills.known("F2") is None
 
 
+def test_an_order_gone_partly_filled_is_not_traded_again_by_its_late_final_frame() -> None:
+    """F2 filled 0.25 of 0.5 in the gap and vanished (cancelled, the stream will say): the
+    history's 0.25 is delivered, and the late CANCELLED frame at 0.25 is no new trade; one
+    at 0.3 (a fill the history missed) is 0.05, once."""
+    records = [history("F1", "0.1", "10", 1), history("F2", "0.25", "25", 3)]
+    for late_fill, late_value, expected in (("0.25", "25", []), ("0.3", "30", [("F2:0.3", 0.05)])):
+        plan, fills = gap_plan(records)
+        recovered = [
+            (d.obj["id"], d.obj["amount"]) for d in plan.deliveries if d.hook == "on_trade"
+        ]
+        assert ("F2:0.25", 0.25) in recovered
+        assert plan.vanished_orders == ["F2"]  # its end is unknown
+        resync.apply(plan, resync.Ledger(), Mapper("a"), fills)
+        late = mapped_order(Mapper("a"), order_id="F2", ticker="BTCUSDT", amount="0.5",
+                            price="100", status="CANCELLED", filled=late_fill,
+                            value=late_value)  # fmt: skip
+        got = [(t["id"], dec(t["amount"])) for t in fills.on_order(late, 10)]
+        assert got == [(i, dec(a)) for i, a in expected], late_fill
+        assert fills.on_order(late, 11) == []  # and its repetition: nothing
+
+
 def test_an_order_the_gap_closed_leaves_nothing_remembered_but_that_it_is_done() -> None:
     """F2 closed within the gap: its trades come after it in the plan, and remembering its
     side from them would keep an entry for every such order (the reconnect-memory test

@@ -282,6 +282,10 @@ def plan_fills(
             }
             deliveries[i] = Delivery("on_order", "order", done, done["info"])
             vanished.discard(order_id)
+        elif got.filled[0] > 0:
+            # gone with its end unknown (cancelled after a part filled?): it stands at the
+            # fill the history shows, so its late final frame brings only what is beyond
+            result.stands[order_id] = (got.filled, got.cost)
     for order_id, rows in records.items():  # opened (and maybe done) within the gap
         if order_id in trades or order_id in result.open_orders or order_id in ledger.orders:
             continue
