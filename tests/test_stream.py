@@ -283,19 +283,22 @@ async def test_the_server_cut_without_rotation_is_a_reconnect_with_gap(sim: Simu
     assert rig.recorder.data == rig.sent_live()
 
 
-@pytest.mark.bitmusa_simulator(time_scale=14400.0, event_interval=None)
-async def test_a_quiet_account_keeps_its_key_and_connection_for_half_a_day(sim: Simulator) -> None:
-    scale = 14400.0  # 12 simulated hours in 3 real seconds
+@pytest.mark.bitmusa_simulator(time_scale=1800.0, event_interval=None)
+async def test_a_quiet_account_keeps_its_key_and_connection_for_hours(sim: Simulator) -> None:
+    # 3 simulated hours in 6 real seconds: a PUT every real second, a key's hour two real
+    # seconds, so a loaded machine's scheduling delays (beside a CPU hog, 14400x left only
+    # 0.125 s of margin, and a key lapsed) are far inside the margin the design keeps
+    scale = 1800.0
     timing = replace(lc.Timing().scaled(scale), retry_initial=0.05, retry_max=0.3)
-    rig = await make_rig(sim, timing=timing, heartbeat=Heartbeat(0.2, 0.4))
-    await asyncio.sleep(3.0)
+    rig = await make_rig(sim, timing=timing, heartbeat=Heartbeat(0.5, 2.0))
+    await asyncio.sleep(6.0)
     await rig.finish()
     account = sim.account()
     assert account.expiries == 0
     assert sim.connections_opened == 1  # no needless reconnects on a quiet account
     assert rig.stream.machine.counters.reconnects == 0
     intervals = [(b - a) / 1000 / 60 for a, b in zip(account.puts, account.puts[1:], strict=False)]
-    assert len(account.puts) >= 18  # every 30 simulated minutes
+    assert len(account.puts) >= 4  # every 30 simulated minutes
     assert all(20 <= minutes <= 45 for minutes in intervals), intervals  # 27-33 + sched
 
 
