@@ -33,9 +33,8 @@ from bitmusa_plugin._core import build, wire
 from bitmusa_plugin._core import errors as bm
 from bitmusa_plugin._core import market as bm_market
 from bitmusa_plugin._core import orders as bm_orders
-from bitmusa_plugin._core.fills import history_trade, side_of
+from bitmusa_plugin._core.fills import history_trade, record_time, side_of
 from bitmusa_plugin._core.numbers import Reject
-from bitmusa_plugin._core.resync import record_time
 from bitmusa_plugin._engine.rest import HISTORY_PAGE, HISTORY_PAGES, NotSentError, TimedOutError
 
 from .errors import raise_for, text_of

@@ -459,10 +459,15 @@ def _sum(records: Iterable[Mapping[str, Any]]) -> Pair:
     return total
 
 
+def record_time(record: Mapping[str, Any]) -> int | None:
+    """A trade-history record's time (ms), or None when it cannot be read."""
+    try:
+        return utc_timestamp(record.get("transaction_time"), "transaction_time")
+    except Reject:
+        return None
+
+
 def _before_second(record: Mapping[str, Any], when_ms: int) -> bool:
     """Was the record's fill in a second before ``when_ms``'s (an unreadable time: no)?"""
-    try:
-        stamp = utc_timestamp(record.get("transaction_time"), "transaction_time")
-    except Reject:
-        return False
+    stamp = record_time(record)
     return stamp is not None and stamp < when_ms // 1000 * 1000

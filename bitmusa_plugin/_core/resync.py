@@ -32,9 +32,9 @@ from typing import Any
 
 from bitmusa_plugin._core import build, wire
 from bitmusa_plugin._core.build import Asset
-from bitmusa_plugin._core.fills import Fills
+from bitmusa_plugin._core.fills import Fills, record_time
 from bitmusa_plugin._core.mapping import Mapper
-from bitmusa_plugin._core.numbers import Pair, Reject, div, pair, sub, to_float, utc_timestamp
+from bitmusa_plugin._core.numbers import Pair, Reject, div, pair, sub, to_float
 from bitmusa_plugin._core.symbols import SymbolMap
 
 ORDER_FIELDS = (
@@ -338,19 +338,7 @@ def apply(result: Plan, ledger: Ledger, mapper: Mapper, fills: Fills | None = No
             fills.stand(order_id, filled, cost)
 
 
-def record_time(record: Mapping[str, Any]) -> int | None:
-    """A trade-history record's time (ms), or None when it cannot be read."""
-    try:
-        return utc_timestamp(record.get("transaction_time"), "transaction_time")
-    except Reject:
-        return None
-
-
 def _after(record: Mapping[str, Any], since_ms: int) -> bool:
     """Is the history record's time at or after ``since_ms`` (an unreadable time: yes)?"""
-    when = record.get("transaction_time")
-    try:
-        stamp = utc_timestamp(when, "transaction_time")
-    except Reject:
-        return True
+    stamp = record_time(record)
     return stamp is None or stamp >= since_ms
