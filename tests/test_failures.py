@@ -227,12 +227,22 @@ async def test_the_websocket_path_falls_back_to_the_other_reading_once(
     assert sim.connections_opened == 3  # the first, and one per rotation: no retries
 
 
-@pytest.mark.parametrize(("served", "configured"), [("v1", "v2"), ("v2", "v1")])
+@pytest.mark.parametrize(
+    ("served", "configured", "refusal"),
+    # 405: a server whose keep-alive lives under /api/v1 answers a PUT on the v2 path, which
+    # it serves for POST, with "method not allowed", not "no such path" (issue 18)
+    [("v1", "v2", 404), ("v2", "v1", 404), ("v1", "v2", 405)],
+)
 async def test_the_keepalive_prefix_falls_back_to_the_other_reading_once(
-    served: str, configured: Any, caplog: pytest.LogCaptureFixture
+    served: str, configured: Any, refusal: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    async with Simulator(time_scale=3600, event_interval=None, keepalive_prefix=served) as sim:  # type: ignore[arg-type]
+    async with Simulator(
+        time_scale=3600,
+        event_interval=None,
+        keepalive_prefix=served,  # type: ignore[arg-type]
+        keepalive_refusal=refusal,
+    ) as sim:
         seen = States()
         config = AccountConfig(
             "a", CREDENTIALS, sim.rest_url, sim.ws_url, keepalive_prefix=configured
@@ -247,7 +257,8 @@ async def test_the_keepalive_prefix_falls_back_to_the_other_reading_once(
     ]
     assert len(switched) == 1, switched
     assert f"/api/{served}" in switched[0]
-    assert seen.errors == []  # the 404 that led there is not an error: it was handled
+    assert f"answered {refusal} under" in switched[0]
+    assert seen.errors == []  # the refusal that led there is not an error: it was handled
 
 
 async def test_without_fallback_the_configured_reading_is_the_only_one() -> None:

@@ -345,13 +345,21 @@ def network_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}" + (f": {detail}" if detail else "")
 
 
+#: What a keep-alive path of the other reading answers: 404 where nothing is there, 405
+#: where the path is there for POST only (``/api/v2/future/userDataStream`` on a server that
+#: keeps its PUT and DELETE under ``/api/v1``): both mean "try the other prefix".
+_NOT_THIS_READING = frozenset((404, 405))
+
+
 class ListenKeyClient(_Client):
     """The user stream's key: POST / PUT / DELETE ``/future/userDataStream``.
 
     PUT and DELETE go under ``keepalive_prefix`` (``v2``: the REST base, as documented;
     ``v1``: node-bitmusa-api's reading). With ``fallback``, a 404 there makes the client
     try the other reading once; one that answers is kept for the rest of the run (and
-    said in one log line), and two 404s are a :class:`MisconfiguredError` naming both."""
+    said in one log line), and two refusals are a :class:`MisconfiguredError` naming both.
+    A 405 counts as a 404: it is how a server of the other reading answers a PUT on the
+    path it serves only for POST."""
 
     def __init__(
         self,
@@ -393,7 +401,12 @@ class ListenKeyClient(_Client):
             await self._call(method, LISTEN_KEY_PATH, timeout=timeout, base=base)
         except MisconfiguredError as first:
             alternative = urls.keepalive_base(self.rest_url, urls.other(prefix))
-            if self._settled or not self.fallback or first.status != 404 or alternative == base:
+            if (
+                self._settled
+                or not self.fallback
+                or first.status not in _NOT_THIS_READING
+                or alternative == base
+            ):
                 raise
             try:
                 await self._call(method, LISTEN_KEY_PATH, timeout=timeout, base=alternative)
@@ -407,19 +420,20 @@ class ListenKeyClient(_Client):
                     hint=first.hint,
                 ) from None
             except BitmusaError:
-                self._switch(method, base, alternative)  # it is there: an envelope came
+                self._switch(method, base, alternative, first.status)  # an envelope came
                 raise
-            self._switch(method, base, alternative)
+            self._switch(method, base, alternative, first.status)
         self._settled = True
 
-    def _switch(self, method: str, base: str, alternative: str) -> None:
+    def _switch(self, method: str, base: str, alternative: str, status: int | None) -> None:
         self.keepalive_prefix = urls.other(self.keepalive_prefix)
         self._settled = True
         log.warning(
-            "%s%s userDataStream answered 404 under %s but works under %s "
+            "%s%s userDataStream answered %s under %s but works under %s "
             "(keepalive_prefix %s): using that for the rest of the run",
             f"{self._label}: " if self._label else "",
             method,
+            status,
             urls.shown(base),
             urls.shown(alternative),
             self.keepalive_prefix,

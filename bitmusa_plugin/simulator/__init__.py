@@ -172,6 +172,7 @@ class Simulator:
         trade_history: HistoryShape = "array",
         ws_path: WsPath = "documented",
         keepalive_prefix: KeepalivePrefix = "v2",
+        keepalive_refusal: Literal[404, 405] = 404,
         rate_limits: tuple[tuple[int, float], ...] | None = None,
     ) -> None:
         #: (interval, timeout), real seconds: the server pings every connection and drops
@@ -191,6 +192,9 @@ class Simulator:
         self.trade_history: HistoryShape = trade_history
         self.ws_path: WsPath = ws_path
         self.keepalive_prefix: KeepalivePrefix = keepalive_prefix
+        #: what a PUT or DELETE under ``/api/v2`` answers when the keep-alive lives under
+        #: ``/api/v1``: 404, or 405 (the path is there, for POST only)
+        self.keepalive_refusal: Literal[404, 405] = keepalive_refusal
         self.rate_limits = rate_limits
         self._start_real = time.monotonic()
         self._start_ms = start_ms if start_ms is not None else int(time.time() * 1000)
@@ -581,7 +585,8 @@ class Simulator:
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         """POST / PUT / DELETE userDataStream. POST is served under ``/api/v2``; PUT and
         DELETE under the ``keepalive_prefix`` (``/api/v2`` as documented, ``/api/v1`` as
-        node-bitmusa-api sends them, or both); elsewhere: HTTP 404."""
+        node-bitmusa-api sends them, or both); elsewhere: HTTP 404, or ``keepalive_refusal``
+        (405) for a PUT or DELETE on ``/api/v2``, where the path exists for POST."""
         method = request.method
         v1 = request.path.startswith("/api/v1/")
         if method in ("PUT", "DELETE"):
@@ -589,6 +594,8 @@ class Simulator:
         else:
             served = not v1
         if not served:
+            if method != "POST" and not v1 and self.keepalive_refusal == 405:
+                raise web.HTTPMethodNotAllowed(method, ["POST"])
             raise web.HTTPNotFound()
         account, error = self._authenticate(request)
         if account is None:
