@@ -82,12 +82,17 @@ def side_of(position: object, direction: object, close_side: CloseSide = "trade"
 class Recovered:
     """What a gap's recovery of one order gives: its trades, in order; what the plugins now
     know it filled (``filled``, ``cost``); and the part of the snapshot's fill the history
-    did not account for (``missing``: amount and cost, or None)."""
+    did not account for (``missing``: amount and cost, or None). ``hole``: the part of
+    it before the first record (from what was delivered to the cumulative fill the
+    records start at, proven by ``base``), ending at cumulative ``hole_end``; ``missing``
+    is then only the part after the last record."""
 
     trades: list[Trade]
     filled: Pair
     cost: Pair
     missing: tuple[Pair, Pair] | None = None
+    hole: tuple[Pair, Pair] | None = None
+    hole_end: Pair = _ZERO
 
 
 class Fills:
@@ -273,6 +278,7 @@ class Fills:
         symbol: str | None = None,
         window: bool = False,
         gap_ms: int | None = None,
+        base: Pair | None = None,
     ) -> Recovered:
         """The trades of ``order_id`` beyond what was delivered, from trade-history records
         (of any orders: others are ignored). ``target`` is the filled and cost the snapshot
@@ -281,14 +287,18 @@ class Fills:
         so the fills before them are counted back (from ``target``, or for an order that
         is gone from what was delivered less the window's records from before ``gap_ms``,
         the gap's start). A record that cannot be read ends the recovery there; the rest
-        is ``missing``."""
+        is ``missing``. ``base``: the order's cumulative fill before the records, proven
+        (``resync.proven_bases``): it replaces the counting back, and a ``base`` beyond
+        what was delivered is a ``hole`` the records do not cover (the history was cut)."""
         known_amount, known_cost = self._filled.get(order_id) or (_ZERO, _ZERO)
         records = sorted(
             (r for r in history if r.get("order_id") == order_id),
             key=lambda r: (str(r.get("transaction_time")), _sortable(r.get("id"))),
         )
         cumulative = _ZERO
-        if window and target is not None:
+        if base is not None:
+            cumulative = base
+        elif window and target is not None:
             # the records are a window (the gap's), not the order's whole history: what it
             # filled before them is the snapshot's fill less theirs (never more than was
             # delivered: records the live stream saw are skipped below). A record newer than
@@ -310,6 +320,13 @@ class Fills:
             if before[0] > 0:
                 cumulative = before
         filled, cost = known_amount, known_cost
+        hole_end = _ZERO
+        if base is not None and _cmp(base, known_amount) > 0:
+            # fills between what was delivered and the first record: the history was cut
+            # short of the gap's start; an estimate covers them (their cost is only known
+            # together with any missing after the records: split in proportion below)
+            hole_end = base if target is None or _cmp(base, target[0]) < 0 else target[0]
+            filled = hole_end
         trades: list[Trade] = []
         for record in records:
             try:
@@ -333,17 +350,34 @@ class Fills:
             )
             filled, cost = cumulative, add(cost, value)
         missing = None
-        if target is not None and _cmp(target[0], filled) > 0:
-            missing = (sub(target[0], filled), sub(target[1], cost))
+        hole = None
+        tail = sub(target[0], filled) if target is not None else _ZERO
+        if target is not None and hole_end[0] and _cmp(hole_end, known_amount) > 0:
+            hole_amount = sub(hole_end, known_amount)
+            rest_cost = sub(target[1], cost)  # the hole's and the tail's cost together
+            whole = add(hole_amount, tail) if tail[0] > 0 else hole_amount
+            hole_cost = _scale(rest_cost, hole_amount, whole)
+            hole = (hole_amount, hole_cost)
+            cost = add(cost, hole_cost)
+        if target is not None and tail[0] > 0:
+            missing = (tail, sub(target[1], cost))
         self.learn(order_id, next((t["side"] for t in trades if t["side"]), None))
-        return Recovered(trades, filled, cost, missing)
+        return Recovered(trades, filled, cost, missing, hole, hole_end)
 
-    def estimate(self, order: Mapping[str, Any], recovered: Recovered) -> Trade:
+    def estimate(
+        self, order: Mapping[str, Any], recovered: Recovered, *, hole: bool = False
+    ) -> Trade:
         """One trade standing for the fills the history did not account for: the
-        difference at its average price, no fee, ``info["estimated"]`` True."""
-        assert recovered.missing is not None
-        amount, cost = recovered.missing
-        cumulative = add(recovered.filled, amount)
+        difference at its average price, no fee, ``info["estimated"]`` True. ``hole``:
+        the one for the part before the first record (its id the cumulative fill there)."""
+        if hole:
+            assert recovered.hole is not None
+            amount, cost = recovered.hole
+            cumulative = recovered.hole_end
+        else:
+            assert recovered.missing is not None
+            amount, cost = recovered.missing
+            cumulative = add(recovered.filled, amount)
         trade = self._live(order, amount, cost, cumulative, order["lastUpdateTimestamp"])
         trade["info"] = {"estimated": True, "order": order["info"]}
         trade["takerOrMaker"] = None
@@ -457,6 +491,15 @@ def _sum(records: Iterable[Mapping[str, Any]]) -> Pair:
         with contextlib.suppress(Reject):
             total = add(total, _history_fields(record)["amount"])
     return total
+
+
+def traded(record: Mapping[str, Any]) -> Pair | None:
+    """A trade-history record's ``traded_qty``, exactly, or None when it cannot be read."""
+    try:
+        amount: Pair = _history_fields(record)["amount"]
+    except Reject:
+        return None
+    return amount
 
 
 def record_time(record: Mapping[str, Any]) -> int | None:

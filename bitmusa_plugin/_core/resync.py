@@ -32,9 +32,9 @@ from typing import Any
 
 from bitmusa_plugin._core import build, wire
 from bitmusa_plugin._core.build import Asset
-from bitmusa_plugin._core.fills import Fills, record_time
+from bitmusa_plugin._core.fills import Fills, record_time, traded
 from bitmusa_plugin._core.mapping import Mapper
-from bitmusa_plugin._core.numbers import Pair, Reject, div, pair, sub, to_float
+from bitmusa_plugin._core.numbers import Pair, Reject, add, div, number, pair, sub, to_float, to_str
 from bitmusa_plugin._core.symbols import SymbolMap
 
 ORDER_FIELDS = (
@@ -142,6 +142,11 @@ class Plan:
     estimated: list[str] = field(default_factory=list)
     #: orders no snapshot listed whose fills were recovered: (filled, cost) delivered
     stands: dict[str, tuple[Pair, Pair]] = field(default_factory=dict)
+    #: vanished orders whose end is unknown, each with what is known of it (for the report)
+    unknown_end: dict[str, str] = field(default_factory=dict)
+    #: open orders whose fills before the history's window could not be proven (they
+    #: filled while the history was read): their gap's fills are one estimated trade
+    unproven: list[str] = field(default_factory=list)
 
 
 def plan(
@@ -223,6 +228,45 @@ def plan(
     return result
 
 
+def proven_bases(
+    before: Iterable[Mapping[str, Any]],
+    history: Iterable[Mapping[str, Any]],
+    after: Iterable[Mapping[str, Any]],
+) -> dict[str, Pair]:
+    """Each open order's cumulative fill before its records in ``history``, where it is
+    proven: ``before`` and ``after`` are open-orders snapshots taken before and after the
+    history was read, so the order's cumulative fill at the read's end is between its
+    ``traded_qty`` in the two; less its records, the fill before them is between
+    ``max(0, before - records)`` and ``after - records``. Where the two bounds meet (it
+    did not fill meanwhile, or had nothing before the window) that is the fill; an order
+    missing from ``after``, or with an unreadable fill, is not proven.
+
+    This closes the snapshot/history race: an order that filled before the window and
+    again between the snapshot and the history GET has records the snapshot does not
+    count, and its fill before the window is not the snapshot's less its records."""
+    sums: dict[str, Pair] = {}
+    for record in history:
+        amount = traded(record)
+        if amount is not None:
+            key = str(record.get("order_id"))
+            sums[key] = add(sums.get(key, _ZERO), amount)
+    later = {str(r.get("order_id")): r for r in after}
+    proven: dict[str, Pair] = {}
+    for record in before:
+        order_id = str(record.get("order_id"))
+        other = later.get(order_id)
+        if other is None:
+            continue
+        first, second = _filled(record), _filled(other)
+        if first is None or second is None:
+            continue
+        seen = sums.get(order_id, _ZERO)
+        low, high = _at_least_zero(sub(first, seen)), _at_least_zero(sub(second, seen))
+        if sub(low, high)[0] == 0:
+            proven[order_id] = low
+    return proven
+
+
 def plan_fills(
     result: Plan,
     ledger: Ledger,
@@ -231,6 +275,8 @@ def plan_fills(
     *,
     window_start_ms: int | None = None,
     gap_ms: int | None = None,
+    bases: Mapping[str, Pair] | None = None,
+    cut: str | None = None,
 ) -> Plan:
     """The plan with the trades of the fills a gap hid: recovered from ``history`` (the
     trade-history records from a margin before the gap; None when it could not be
@@ -238,7 +284,11 @@ def plan_fills(
     before the window are its snapshot fill less the window's (``Fills.recover``), so
     its trades keep their cumulative ids; a vanished order's are what was delivered less
     the records from before the gap's second (``gap_ms``). ``window_start_ms``: only orders
-    with a record after it are new to us. Changes neither ``ledger`` nor ``fills``."""
+    with a record after it are new to us. ``bases`` (:func:`proven_bases`): where each
+    open order's records start, proven; an open order with fills not in it gets one
+    estimated trade for its gap's fills (its records cannot be placed). ``cut``: why the
+    history does not reach back to the window's start (None: it does). Changes neither
+    ``ledger`` nor ``fills``."""
     records: dict[str, list[dict[str, Any]]] = {}
     for record in history or []:
         records.setdefault(str(record.get("order_id")), []).append(record)
@@ -253,12 +303,25 @@ def plan_fills(
         if known is None and not filled and order_id not in records:
             continue
         target = (pair(filled), pair(order["cost"] or 0.0))
-        got = fills.recover(order_id, records.get(order_id, ()), target=target, window=True)
+        rows: Iterable[Mapping[str, Any]] = records.get(order_id, ())
+        base = None
+        if bases is not None and history is not None:
+            base = bases.get(order_id)
+            if base is None:  # its records cannot be placed: estimate from what was delivered
+                rows, base = (), known[0] if known is not None else _ZERO
+                result.unproven.append(order_id)
+        got = fills.recover(order_id, rows, target=target, window=True, base=base)
         out = [Delivery("on_trade", "trade", dict(t), t["info"]) for t in got.trades]
+        if got.hole is not None and got.hole[0][0] > 0:
+            estimate = dict(fills.estimate(order, got, hole=True))
+            out.insert(0, Delivery("on_trade", "trade", estimate, estimate["info"]))
+            if order_id not in result.estimated:
+                result.estimated.append(order_id)
         if got.missing is not None and got.missing[0][0] > 0:
             estimate = dict(fills.estimate(order, got))
             out.append(Delivery("on_trade", "trade", estimate, estimate["info"]))
-            result.estimated.append(order_id)
+            if order_id not in result.estimated:
+                result.estimated.append(order_id)
         trades[order_id] = out
     for i, delivery in enumerate(deliveries):
         order_id = str(delivery.obj.get("id")) if delivery.hook == "on_order" else ""
@@ -282,10 +345,13 @@ def plan_fills(
             }
             deliveries[i] = Delivery("on_order", "order", done, done["info"])
             vanished.discard(order_id)
-        elif got.filled[0] > 0:
-            # gone with its end unknown (cancelled after a part filled?): it stands at the
-            # fill the history shows, so its late final frame brings only what is beyond
-            result.stands[order_id] = (got.filled, got.cost)
+        else:
+            if got.filled[0] > 0:
+                # gone with its end unknown (cancelled after a part filled?): it stands at
+                # the fill the history shows, so its late final frame brings only what is
+                # beyond
+                result.stands[order_id] = (got.filled, got.cost)
+            result.unknown_end[order_id] = _unknown_end(got.filled, amount, history, cut)
     for order_id, rows in records.items():  # opened (and maybe done) within the gap
         if order_id in trades or order_id in result.open_orders or order_id in ledger.orders:
             continue
@@ -336,6 +402,36 @@ def apply(result: Plan, ledger: Ledger, mapper: Mapper, fills: Fills | None = No
             fills.snapshot(order)
         for order_id, (filled, cost) in result.stands.items():
             fills.stand(order_id, filled, cost)
+
+
+def _unknown_end(filled: Pair, amount: Any, history: object, cut: str | None) -> str:
+    """What is true of a vanished order whose end the resync cannot tell."""
+    shown = f"{to_str(filled)} of {amount if amount is not None else '?'} filled"
+    if history is None:
+        return "the trade history could not be read: filled or cancelled, unknown"
+    if cut is not None:
+        return f"the trade history shows {shown}, but {cut}: it may have filled further"
+    return (
+        f"the trade history shows {shown}: cancelled with the rest unfilled, unless the "
+        "history does not show its latest fills yet"
+    )
+
+
+_ZERO: Pair = (0, 0)
+
+
+def _at_least_zero(p: Pair) -> Pair:
+    return p if p[0] > 0 else _ZERO
+
+
+def _filled(record: Mapping[str, Any]) -> Pair | None:
+    """An open-orders record's ``traded_qty`` exactly (missing: 0; unreadable: None)."""
+    value = record.get("traded_qty")
+    try:
+        parsed = number(value, "traded_qty")
+    except Reject:
+        return None
+    return _ZERO if parsed is None else pair(value)
 
 
 def _after(record: Mapping[str, Any], since_ms: int) -> bool:

@@ -474,23 +474,34 @@ class AccountClient(_Client):
         if until_ms is not None:
             params["endTime"] = until_ms
         for page in range(1, HISTORY_PAGES + 1):
-            body = await self._call("GET", TRADE_HISTORY_PATH, params={**params, "page": page})
-            data = body.get("data")
-            if isinstance(data, dict):
-                data = data.get("content")
-            if data is None:
-                data = body.get("content")  # node-bitmusa-api reads it at the top level
+            data = await self.trade_history_page(page, params)
             if data is None:
                 break
-            if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-                raise ServerError(
-                    f"GET {TRADE_HISTORY_PATH}: data is not a list of records",
-                    code=body.get("code"),
-                )
             records += data
             if len(data) < HISTORY_PAGE or (limit is not None and len(records) >= limit):
                 break
         return records if limit is None else records[:limit]
+
+    async def trade_history_page(
+        self, page: int, params: dict[str, Any]
+    ) -> list[dict[str, Any]] | None:
+        """One page (from 1) of GET /future/trade/history with ``params`` (``size`` and
+        the filters): its records, newest first, or None when the body has none at all.
+        (A gap's whole history is read page by page in ``_engine/history.py``.)"""
+        body = await self._call("GET", TRADE_HISTORY_PATH, params={**params, "page": page})
+        data = body.get("data")
+        if isinstance(data, dict):
+            data = data.get("content")
+        if data is None:
+            data = body.get("content")  # node-bitmusa-api reads it at the top level
+        if data is None:
+            return None
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise ServerError(
+                f"GET {TRADE_HISTORY_PATH}: data is not a list of records",
+                code=body.get("code"),
+            )
+        return data
 
     async def open_orders(self, ticker: str | None = None, size: int = 50) -> list[dict[str, Any]]:
         """GET /future/order: open orders, newest first (all tickers when none is given)."""

@@ -36,6 +36,7 @@ from bitmusa_plugin._engine.dispatch import (
     DEFAULT_SLOW_AFTER,
     DEFAULT_STALL_AFTER,
 )
+from bitmusa_plugin._engine.history import DEFAULT_HISTORY_BUDGET
 from bitmusa_plugin._engine.limiter import RateLimiter
 from bitmusa_plugin._engine.pipeline import Pipeline
 from bitmusa_plugin._engine.plugins import PluginRegistry
@@ -82,7 +83,8 @@ class Session:
     ``plugins`` are plugin objects (named after their class, or ``__name__`` for a module),
     a mapping of name to plugin, or a :class:`PluginRegistry` built elsewhere (the CLI's,
     with the installed entry points). ``rest_rate`` is the REST allowance every account of
-    the session shares (``limiter`` to share one across sessions)."""
+    the session shares (``limiter`` to share one across sessions). ``history_budget``: how
+    long, in seconds, a gap's trade-history read may take (docs/stream.md, resync)."""
 
     def __init__(
         self,
@@ -103,6 +105,7 @@ class Session:
         rest_timeout: float = 10.0,
         open_timeout: float = 10.0,
         connections: int = 16,
+        history_budget: float = DEFAULT_HISTORY_BUDGET,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -115,6 +118,7 @@ class Session:
         self.record = record
         self.rest_timeout = rest_timeout
         self.open_timeout = open_timeout
+        self.history_budget = history_budget
         self.limiter = limiter or RateLimiter(((rest_rate[0], 1.0), (rest_rate[1], 60.0)))
         d = delivery or DeliveryOptions()
         self.pipeline = Pipeline(
@@ -204,6 +208,7 @@ class Session:
             clock=self._clock,
             wall=self._wall,
             resume_since_ms=resume_since_ms,
+            history_budget=self.history_budget,
         )
         self.streams[config.label] = stream
         task = asyncio.get_running_loop().create_task(stream.run(), name=f"bitmusa:{config.label}")

@@ -32,6 +32,7 @@ from bitmusa_plugin._core import machine as lc
 from bitmusa_plugin._core import resync, urls
 from bitmusa_plugin._core.errors import BitmusaError, Failure
 from bitmusa_plugin._engine.aio import within
+from bitmusa_plugin._engine.history import DEFAULT_HISTORY_BUDGET, GapHistory, read_gap_history
 from bitmusa_plugin._engine.limiter import RateLimiter
 from bitmusa_plugin._engine.pipeline import Pipeline
 from bitmusa_plugin._engine.rest import (
@@ -113,14 +114,6 @@ class AccountConfig:
 
 
 @dataclass
-class _History:
-    """A gap's trade history: the records (newest first) and where the window begins."""
-
-    records: list[dict[str, Any]]
-    window_start_ms: int
-
-
-@dataclass
 class _Connection:
     conn_id: int
     task: asyncio.Task[None] | None = None
@@ -157,8 +150,12 @@ class AccountStream:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         resume_since_ms: int | None = None,
+        history_budget: float = DEFAULT_HISTORY_BUDGET,
     ) -> None:
         self.config = config
+        #: how long a gap's trade-history read may take, seconds (its pages are paced by
+        #: the shared limiter; past it, what the history did not give is estimated)
+        self.history_budget = history_budget
         self.account = config.label
         self.pipeline = pipeline
         self.heartbeat = heartbeat or Heartbeat()
@@ -460,28 +457,42 @@ class AccountStream:
             failure = exc.failure
             self._post(lambda now: self.machine.snapshot_failed(now, conn_id, failure))
         else:
-            history: _History | None = None
+            history: GapHistory | None = None
             if gap_since is not None:
-                history = await self._gap_history(gap_since)
+                history = await self._gap_history(gap_since, orders)
             self._apply_snapshot(conn_id, wallet, positions, orders, history, gap=gap_since)
             self._post(lambda now: self.machine.snapshot_done(now, conn_id))
         finally:
             if conn.resync is asyncio.current_task():
                 conn.resync = None
 
-    async def _gap_history(self, gap_since: float) -> _History | None:
+    async def _gap_history(
+        self, gap_since: float, orders: list[dict[str, Any]]
+    ) -> GapHistory | None:
         """The account's fills from a margin before the gap (the history's times are whole
-        seconds), or None when they cannot be fetched (the fills are then estimated, and
+        seconds), read back that far within ``history_budget`` (``_engine/history.py``),
+        or None when not one page could be read (the fills are then estimated, and
         reported)."""
         since_ms = self._wall_ms(gap_since)
         assert since_ms is not None
         window = since_ms - GAP_HISTORY_MARGIN_MS
-        try:
-            records = await self.snapshots.trade_history(since_ms=window)
-        except BitmusaError as exc:
-            self._report_rest("the trade history of the gap", exc)
+        history = await read_gap_history(
+            self.snapshots,
+            window,
+            orders,
+            budget=self.history_budget,
+            clock=self._clock,
+            open_orders=lambda: self.snapshots.open_orders(size=resync.OPEN_ORDERS_PAGE),
+        )
+        if history.failures:
+            why = history.failures[-1]
+            what = f"the trade history of the gap ({len(history.failures)} failed page reads)"
+            self.pipeline.report(
+                error_info("rest_error", redact(f"{what}: {why}"), account=self.account)
+            )
+        if history.pages == 0 and history.cut is not None:
             return None
-        return _History(records, window)
+        return history
 
     def _apply_snapshot(
         self,
@@ -489,7 +500,7 @@ class AccountStream:
         wallet: list[dict[str, Any]],
         positions: list[dict[str, Any]],
         orders: list[dict[str, Any]],
-        history: _History | None,
+        history: GapHistory | None,
         *,
         gap: float | None,
     ) -> None:
@@ -514,23 +525,47 @@ class AccountStream:
                 None if history is None else history.records,
                 window_start_ms=None if history is None else history.window_start_ms,
                 gap_ms=self._wall_ms(gap),
+                bases=None if history is None else history.bases,
+                cut=None if history is None else history.cut,
             )
         for d in plan.deliveries:
             self.pipeline.deliver(account, d.hook, d.key, d.obj, d.data, stream="resync")
         resync.apply(plan, ledger, mapper, fills)
         if plan.vanished_orders:
-            ids = ", ".join(plan.vanished_orders)
+            ends = "; ".join(
+                f"{o}: {plan.unknown_end.get(o, 'filled or cancelled, unknown')}"
+                for o in plan.vanished_orders
+            )
             self.pipeline.report(
                 error_info(
                     "resync_incomplete",
-                    f"orders no longer open after the outage: {ids}; neither the open-orders "
-                    "snapshot nor the trade history says whether they filled or were cancelled",
+                    f"orders no longer open after the outage, their end unknown: {ends}",
+                    account,
+                )
+            )
+        if history is not None and history.cut is not None:
+            self.pipeline.report(
+                error_info(
+                    "resync_incomplete",
+                    f"the trade history of the gap could not be read back to its start "
+                    f"({history.cut}): fills of orders no snapshot lists may be missing; "
+                    "open orders' fills are completed by estimated trades",
                     account,
                 )
             )
         if plan.estimated:
             ids = ", ".join(plan.estimated)
-            why = "could not be fetched" if history is None else "does not show them (yet)"
+            if history is None:
+                why = "could not be fetched"
+            elif history.cut is not None:
+                why = f"could not be read back to the gap's start ({history.cut})"
+            elif plan.unproven:
+                why = (
+                    f"cannot place the fills of {', '.join(plan.unproven)}, which filled "
+                    "again while it was read"
+                )
+            else:
+                why = "does not show them (yet)"
             self.pipeline.report(
                 error_info(
                     "trade_estimated",
