@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections import Counter, OrderedDict
+from collections import Counter
 from typing import Any
 
 from ccxt.async_support.base.ws.cache import ArrayCacheBySymbolById, ArrayCacheBySymbolBySide
@@ -39,8 +39,6 @@ log = logging.getLogger(__name__)
 
 #: what each watch waits for
 KINDS = ("orders", "positions", "balance", "myTrades")
-#: orders this process placed whose side is remembered, at most
-PLACED_SIDES = 10_000
 
 
 class PositionsCache(ArrayCacheBySymbolBySide):  # type: ignore[misc]
@@ -117,8 +115,6 @@ class Streams(Base):
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)
         self._run: _Run | None = None
-        #: order id -> side, for the orders this process placed (the stream has no side)
-        self._placed: OrderedDict[str, str] = OrderedDict()
         self.orders: Any = None
         self.positions: Any = None
         self.myTrades: Any = None
@@ -296,14 +292,11 @@ class Streams(Base):
     # -- the feed ----------------------------------------------------------------------------
 
     def _on_order(self, order: dict[str, Any]) -> None:
-        if order["side"] is None:
-            order["side"] = self._placed.get(order["id"])
+        # its side comes from the engine (``_engine/sides.py``), for every order
         self.orders.append(order)
         self._bump("orders", order["symbol"])
 
     def _on_trade(self, trade: dict[str, Any]) -> None:
-        if trade["side"] is None:
-            trade["side"] = self._placed.get(trade["order"])
         self.myTrades.append(trade)
         self._bump("myTrades", trade["symbol"])
 
@@ -336,12 +329,10 @@ class Streams(Base):
         return None
 
     def _learn(self, order_id: str, side: str) -> None:
-        """An order this process placed: its side, for the stream's orders and trades
-        (the order stream carries none). Told to the engine's fills too, unless the order
-        is finished already (the stream can beat the POST's answer)."""
-        self._placed[order_id] = side
-        if len(self._placed) > PLACED_SIDES:
-            self._placed.popitem(last=False)
+        """An order this process placed: its side, told to the engine, which owns the
+        sides of the stream's orders and trades (the order stream carries none); and
+        given to what this run's caches hold of it with none (the stream can beat the
+        POST's answer, and the engine's wait for a side can run out)."""
         cached = self._cached_order(order_id)
         if cached is not None and cached["side"] is None:
             cached["side"] = side  # the dicts a watch returned are these

@@ -135,6 +135,11 @@ class Fills:
         process placed)."""
         if side is None:
             return
+        done = self._done.get(order_id)
+        if done is not None:  # delivered done: its side goes with what is remembered of it
+            if done[1] is None:
+                self._done[order_id] = (done[0], side)
+            return
         sides = self._sides
         sides[order_id] = side
         sides.move_to_end(order_id)

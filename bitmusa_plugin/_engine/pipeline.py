@@ -14,9 +14,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bitmusa_hookspecs import Context, DeliveryPolicy, ErrorInfo, Event, StreamState
+from bitmusa_hookspecs import Context, DeliveryPolicy, ErrorInfo, Event, StreamState, Trade
 from bitmusa_plugin._core.fills import CloseSide, Fills
 from bitmusa_plugin._core.mapping import DEFAULT_MAX_FRAME_BYTES, Mapped, Mapper
 from bitmusa_plugin._core.resync import Ledger
@@ -32,6 +32,9 @@ from bitmusa_plugin._engine.dispatch import (
 from bitmusa_plugin._engine.plugins import PluginRegistry
 from bitmusa_plugin._engine.secrets import redact
 from bitmusa_plugin._version import __version__
+
+if TYPE_CHECKING:
+    from bitmusa_plugin._engine.sides import SideGate
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,10 @@ class Pipeline:
         self._mappers: dict[str, Mapper] = {}
         self.ledgers: dict[str, Ledger] = {}
         self.fills: dict[str, Fills] = {}
+        #: per account, the wait for an unknown order's side (``_engine/sides.py``; a live
+        #: stream's, none in replay), and the accounts with an order held for one now
+        self.side_gates: dict[str, SideGate] = {}
+        self.held: dict[str, SideGate] = {}
         self.accounts: dict[str, AccountStats] = {}
         self.errors: Counter[str] = Counter()
         self._context: Context = {"version": __version__, "command": command, "accounts": []}
@@ -133,6 +140,8 @@ class Pipeline:
         now = self._clock()
         if received_at is None:
             received_at = int(now * 1000)
+        if self.held and account in self.held and self.held[account].queue(raw, received_at):
+            return True  # behind its order, whose side is asked for
         result = self.mapper(account).feed(raw, received_at)
         stats = self.accounts[account]
         if isinstance(result, Mapped):
@@ -142,10 +151,13 @@ class Pipeline:
             if result.hook == "on_order":
                 trades = self.fills[account].on_order(obj, event["eventTime"])
                 self.ledgers[account].record("on_order", obj)
-                self.dispatcher.publish("on_order", {"order": obj, "event": event})
-                for trade in trades:
-                    stats.events["trade"] += 1
-                    self.dispatcher.publish("on_trade", {"trade": trade, "event": event})
+                if (
+                    obj["side"] is None
+                    and account in self.side_gates
+                    and self.side_gates[account].hold(obj, event, trades)
+                ):
+                    return True  # published with its side (or None) by the gate
+                self.publish_order(account, obj, event, trades)
                 return True
             self.ledgers[account].record(result.hook, obj)
             self.dispatcher.publish(result.hook, {result.key: obj, "event": event})
@@ -154,6 +166,15 @@ class Pipeline:
         stats.rejected[error["kind"]] += 1
         self.report(error)
         return False
+
+    def publish_order(self, account: str, order: Any, event: Event, trades: list[Trade]) -> None:
+        """An order update and the trades of its fill, to every plugin."""
+        self.dispatcher.publish("on_order", {"order": order, "event": event})
+        if trades:
+            stats = self.accounts[account]
+            for trade in trades:
+                stats.events["trade"] += 1
+                self.dispatcher.publish("on_trade", {"trade": trade, "event": event})
 
     def deliver(
         self, account: str, hook: str, key: str, obj: Any, data: Any, *, stream: str

@@ -40,6 +40,7 @@ from bitmusa_plugin._engine.history import DEFAULT_HISTORY_BUDGET
 from bitmusa_plugin._engine.limiter import RateLimiter
 from bitmusa_plugin._engine.pipeline import Pipeline
 from bitmusa_plugin._engine.plugins import PluginRegistry
+from bitmusa_plugin._engine.sides import DEFAULT_SIDE_WAIT
 
 if TYPE_CHECKING:  # httpx and websockets load when a stream starts: replay never needs them
     import httpx
@@ -84,7 +85,9 @@ class Session:
     a mapping of name to plugin, or a :class:`PluginRegistry` built elsewhere (the CLI's,
     with the installed entry points). ``rest_rate`` is the REST allowance every account of
     the session shares (``limiter`` to share one across sessions). ``history_budget``: how
-    long, in seconds, a gap's trade-history read may take (docs/stream.md, resync)."""
+    long, in seconds, a gap's trade-history read may take (docs/stream.md, resync);
+    ``side_wait``: how long an account's events may wait for the side of an order another
+    client placed (docs/hooks.md, on_order)."""
 
     def __init__(
         self,
@@ -106,6 +109,7 @@ class Session:
         open_timeout: float = 10.0,
         connections: int = 16,
         history_budget: float = DEFAULT_HISTORY_BUDGET,
+        side_wait: float = DEFAULT_SIDE_WAIT,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -119,6 +123,7 @@ class Session:
         self.rest_timeout = rest_timeout
         self.open_timeout = open_timeout
         self.history_budget = history_budget
+        self.side_wait = side_wait
         self.limiter = limiter or RateLimiter(((rest_rate[0], 1.0), (rest_rate[1], 60.0)))
         d = delivery or DeliveryOptions()
         self.pipeline = Pipeline(
@@ -209,6 +214,7 @@ class Session:
             wall=self._wall,
             resume_since_ms=resume_since_ms,
             history_budget=self.history_budget,
+            side_wait=self.side_wait,
         )
         self.streams[config.label] = stream
         task = asyncio.get_running_loop().create_task(stream.run(), name=f"bitmusa:{config.label}")

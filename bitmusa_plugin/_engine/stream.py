@@ -50,6 +50,7 @@ from bitmusa_plugin._engine.secrets import (
     redact,
     require_secure,
 )
+from bitmusa_plugin._engine.sides import DEFAULT_SIDE_WAIT, SideGate, rest_lookup
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +152,15 @@ class AccountStream:
         wall: Callable[[], float] = time.time,
         resume_since_ms: int | None = None,
         history_budget: float = DEFAULT_HISTORY_BUDGET,
+        side_wait: float = DEFAULT_SIDE_WAIT,
     ) -> None:
         self.config = config
         #: how long a gap's trade-history read may take, seconds (its pages are paced by
         #: the shared limiter; past it, what the history did not give is estimated)
         self.history_budget = history_budget
+        #: how long this account's events may wait for an unknown order's side, seconds
+        #: (``_engine/sides.py``; 0: never wait)
+        self.side_wait = side_wait
         self.account = config.label
         self.pipeline = pipeline
         self.heartbeat = heartbeat or Heartbeat()
@@ -215,6 +220,13 @@ class AccountStream:
     async def run(self) -> lc.Finish:
         """Run until :meth:`stop` or a permanent failure; returns how it ended."""
         self.pipeline.mapper(self.account)  # registers the account's counters
+        gate = SideGate(
+            self.pipeline,
+            self.account,
+            rest_lookup(self.snapshots, self.pipeline, self.account),
+            self.side_wait,
+        )
+        self.pipeline.side_gates[self.account] = gate
         try:
             now = self._clock()
             since = None
@@ -460,6 +472,9 @@ class AccountStream:
             history: GapHistory | None = None
             if gap_since is not None:
                 history = await self._gap_history(gap_since, orders)
+            gate = self.pipeline.side_gates.get(self.account)
+            if gate is not None:  # the frames it holds are older than the snapshot
+                await gate.idle()
             self._apply_snapshot(conn_id, wallet, positions, orders, history, gap=gap_since)
             self._post(lambda now: self.machine.snapshot_done(now, conn_id))
         finally:
@@ -793,6 +808,12 @@ class AccountStream:
             self._flush_record()
         for conn_id in list(self._conns):
             await self._close(conn_id, "shutdown")
+        gate = self.pipeline.side_gates.get(self.account)
+        if gate is not None:  # what waits for a side goes out (with it, or None) first
+            with contextlib.suppress(asyncio.TimeoutError):
+                await within(gate.idle(), gate.wait + 1.0)
+            gate.close()
+            del self.pipeline.side_gates[self.account]
         for task in list(self._rest_tasks):
             task.cancel()
         if self._rest_tasks:

@@ -31,12 +31,18 @@ ERROR_KINDS: dict[ErrorKind, str] = {
     "stream",
     "queue_overflow": "a stalled plugin is a whole queue (10,000) of events behind: its "
     "further events are dropped and counted (its states still merge)",
-    "resync_incomplete": "after an outage, open orders were gone from the snapshot and the "
-    "trade history did not show them wholly filled: they were delivered with `status` None "
-    "(cancelled, or filled by fills the history does not show yet: the API cannot say)",
+    "resync_incomplete": "after an outage, the resync could not tell everything: orders "
+    "gone from the snapshot whose end is unknown (delivered with `status` None; the message "
+    "says, per order, what the trade history shows), or a trade history that could not be "
+    "read back to the gap's start (why, and how far it reached)",
     "trade_estimated": "after an outage, an order had fills the trade history could not "
-    "account for (it failed, or does not show them yet): they were delivered as one trade "
-    "of the difference, priced at the average, with no fee (`trade['info']['estimated']`)",
+    "account for (it failed, was cut short by `history_budget`, filled again while it was "
+    "read, or does not show them yet): they were delivered as an estimated trade that "
+    "closes the order's amount and cost exactly, priced at the average, with no fee "
+    "(`trade['info']['estimated']`)",
+    "side_unknown": "an order the engine did not know (placed by another client) could not "
+    "be given a side within `side_wait` (0.25 s): it and its trades were delivered with "
+    "`side` None (reported once per order, with why)",
     "rest_error": "a REST call (listenKey or snapshot) failed (the message carries Bitmusa's "
     "code); retried unless permanent",
     "sink_unavailable": "the Redis sink cannot write: events wait in its buffer and are "

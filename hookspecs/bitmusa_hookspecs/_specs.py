@@ -51,6 +51,14 @@ def on_order(order: Order, event: Event) -> None:
     order is not a new fill. To announce fills, implement :func:`on_trade`, which fires
     once per fill and never for a snapshot.
 
+    ``order["side"]`` is known for every order, including those another client of the
+    account placed (the web page, another bot, an earlier run), though Bitmusa's order
+    stream carries none: an order the engine has not seen is held, with only its own later
+    frames, until its side is read from its ticker's open orders (or, if it is already
+    done, its trade history), for at most ``side_wait`` (0.25 s, a ``Session`` setting).
+    Nothing else waits for it. If the side cannot be learnt in that time it is delivered
+    with ``side`` None, and reported once (``side_unknown``, with why).
+
     Example::
 
         @hookimpl
@@ -70,12 +78,15 @@ def on_trade(trade: Trade, event: Event) -> None:
     while the stream was down, once the gap's resync has recovered them from the trade
     history (``event["stream"]`` is ``resync``, ``event["data"]`` the history record);
     either way ``trade["id"]`` is the same. ``amount`` and ``cost`` of an order's trades add
-    up exactly to its ``filled`` and ``cost``. Trades are events: never merged, whatever
-    the plugin's delivery policy.
+    up exactly to its ``filled`` and ``cost``, however long the gap: the history is read
+    back to the gap's start, page after page, within ``history_budget`` (30 s). Where it
+    cannot cover the gap (it fails, or the bound runs out, or an order filled again while
+    it was read), an **estimated** trade closes the order's amount and cost exactly
+    (``trade["info"]["estimated"]`` True, no fee), reported as ``trade_estimated``. Trades
+    are events: never merged, whatever the plugin's delivery policy.
 
-    ``trade["side"]`` is None when nobody said it: Bitmusa's order stream carries no side.
-    It is known for orders this process placed (the ccxt drop-in), and for orders a REST
-    snapshot or the trade history has shown.
+    ``trade["side"]`` is the order's side, learnt as :func:`on_order` says: None only when
+    it could not be learnt within ``side_wait`` (reported once as ``side_unknown``).
 
     Example::
 

@@ -39,6 +39,7 @@ ErrorKind = Literal[
     "queue_overflow",
     "resync_incomplete",
     "trade_estimated",
+    "side_unknown",
     "rest_error",
     "sink_unavailable",
     "lease_lost",

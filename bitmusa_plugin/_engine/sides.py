@@ -1,0 +1,195 @@
+"""A side for every order and trade: an order the engine does not know is held until its
+side is learnt over REST, for at most ``side_wait`` seconds, per account.
+
+Bitmusa's order stream carries no side (no ``position``). :class:`~bitmusa_plugin._core.
+fills.Fills` knows the side of the orders the resync's snapshot or trade history listed
+and of those this process placed; an order another client of the account placed (the web
+page, another bot, a previous run) is new to it. The rule (docs/hooks.md, on_order):
+
+1. the open orders of its ticker (GET /future/order), which carry the side; else, for an
+   order already done when its first frame came (a market order), the newest page of its
+   ticker's trade history, whose records carry it too;
+2. while that is asked, the order's own later frames wait behind it, in order; nothing
+   else waits (the account's other orders, wallet and positions flow on, and so does
+   every other account: each has its own gate); the order and its trades go out with the
+   side, and it is remembered for the order's later frames;
+3. when neither says within ``side_wait`` (or the REST calls fail), the order and its
+   trades go out with ``side`` None, reported once (``side_unknown``, with why), and the
+   order's later frames do not wait again.
+
+Pairing with the position update of the same execution was not used: a one-way account's
+position frame does not tell an opening buy from a closing buy of the other side's
+position reliably enough to prove it in both modes.
+
+A resync waits for the gate to be idle before it plans (:meth:`SideGate.idle`): the
+frames the gate holds are older than the snapshot. So does a stream that stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bitmusa_hookspecs import Event, Trade, error_info
+from bitmusa_plugin._core import resync, wire
+from bitmusa_plugin._core.errors import BitmusaError
+from bitmusa_plugin._core.fills import side_of
+from bitmusa_plugin._engine.aio import within
+
+if TYPE_CHECKING:
+    from bitmusa_plugin._engine.pipeline import Pipeline
+    from bitmusa_plugin._engine.rest import AccountClient
+
+#: how long an account's events may wait for an unknown order's side, seconds
+DEFAULT_SIDE_WAIT = 0.25
+#: orders whose side could not be learnt, remembered (they do not wait again), at most
+GIVEN_UP = 10_000
+
+Lookup = Callable[[dict[str, Any]], Awaitable[tuple[str | None, str]]]
+
+
+def rest_lookup(client: AccountClient, pipeline: Pipeline, account: str) -> Lookup:
+    """Learn an order's side from its ticker's open orders, else its trade history. Every
+    open order listed is learnt too (the open book, forgotten as each ends): a burst of
+    another client's orders costs one wait, not one each."""
+
+    async def lookup(order: dict[str, Any]) -> tuple[str | None, str]:
+        ticker = pipeline.symbols.ticker(order["symbol"])
+        close_side = pipeline.close_side
+        fills = pipeline.fills[account]
+        found = None
+        for record in await client.open_orders(ticker=ticker, size=resync.OPEN_ORDERS_PAGE):
+            side = side_of(record.get("position"), record.get("direction"), close_side)
+            order_id = str(record.get("order_id"))
+            if order_id == order["id"]:
+                found = side
+            elif fills.side(order_id) is None:
+                fills.learn(order_id, side)
+        if found is not None:
+            return found, ""
+        page = await client.trade_history_page(1, {"size": 100, "ticker": ticker}) or []
+        for record in page:
+            if str(record.get("order_id")) == order["id"]:
+                return side_of(record.get("position"), record.get("direction"), close_side), ""
+        return None, "neither its ticker's open orders nor its trade history list it"
+
+    return lookup
+
+
+@dataclass
+class _Pending:
+    """An order held for its side: its update, its trades, and its own later frames."""
+
+    order: dict[str, Any]
+    event: Event
+    trades: list[Trade]
+    queued: list[tuple[str | bytes, int | None]] = field(default_factory=list)
+
+
+class SideGate:
+    """One account's waits for unknown sides: the orders held, each with its own later
+    frames queued behind it. Nothing else waits: the account's other orders, its wallet
+    and positions, and every other account flow on."""
+
+    def __init__(
+        self, pipeline: Pipeline, account: str, lookup: Lookup, wait: float = DEFAULT_SIDE_WAIT
+    ) -> None:
+        self.pipeline = pipeline
+        self.account = account
+        self.lookup = lookup
+        self.wait = wait
+        self.pending: dict[str, _Pending] = {}
+        self._given_up: OrderedDict[str, None] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.waits = 0  # orders held for their side
+        self.unknown = 0  # of those, delivered with side None
+
+    def hold(self, order: dict[str, Any], event: Event, trades: list[Trade]) -> bool:
+        """Hold ``order`` (side None) and its trades while its side is asked for; False
+        when it is not to wait (no wait configured, or it was given up on before)."""
+        if self.wait <= 0 or order["id"] in self._given_up:
+            return False
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False  # replay without a loop: nothing to ask
+        self.waits += 1
+        self._idle.clear()
+        self.pending[order["id"]] = _Pending(order, event, trades)
+        self.pipeline.held[self.account] = self
+        task = loop.create_task(self._learn(order["id"]))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    def queue(self, raw: str | bytes, received_at: int | None) -> bool:
+        """Queue ``raw`` behind its order if that order is held (True), else leave it."""
+        try:
+            text = raw if isinstance(raw, str) else raw.decode()
+        except UnicodeDecodeError:
+            return False
+        key = wire.object_key(text)
+        if key is None or key[0] != "order":
+            return False
+        pending = self.pending.get(str(key[1]))
+        if pending is None:
+            return False
+        pending.queued.append((raw, received_at))
+        return True
+
+    async def idle(self) -> None:
+        """Wait until nothing is held (each hold ends within ``wait``)."""
+        await self._idle.wait()
+
+    def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _learn(self, order_id: str) -> None:
+        side: str | None = None
+        why = ""
+        try:
+            side, why = await within(self.lookup(self.pending[order_id].order), self.wait)
+        except asyncio.TimeoutError:
+            why = f"not learnt within side_wait ({self.wait:g} s)"
+        except BitmusaError as exc:
+            why = f"the REST call failed: {exc.message}"
+        except asyncio.CancelledError:
+            self._release(order_id, None, "the stream stopped")
+            raise
+        self._release(order_id, side, why)
+
+    def _release(self, order_id: str, side: str | None, why: str) -> None:
+        pipeline, account = self.pipeline, self.account
+        pending = self.pending.pop(order_id)
+        order = pending.order
+        if side is not None:
+            pipeline.fills[account].learn(order_id, side)
+            order["side"] = side
+            for trade in pending.trades:
+                trade["side"] = side
+        else:
+            self.unknown += 1
+            self._given_up[order_id] = None
+            if len(self._given_up) > GIVEN_UP:
+                self._given_up.popitem(last=False)
+            pipeline.report(
+                error_info(
+                    "side_unknown",
+                    f"order {order_id} (placed by another client?) is delivered with side "
+                    f"None, and so are its trades: {why}",
+                    account,
+                )
+            )
+        pipeline.publish_order(account, order, pending.event, pending.trades)
+        if not self.pending:
+            pipeline.held.pop(account, None)
+        for raw, received_at in pending.queued:  # its later frames, with its side now
+            pipeline.ingest(account, raw, received_at)
+        if not self.pending:
+            self._idle.set()

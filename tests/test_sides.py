@@ -1,0 +1,161 @@
+"""A side for every order and trade (issue 19 §2): an order another client of the account
+placed is new to the engine and its stream frames carry no side; the engine learns it over
+REST before the order's first delivery, within ``side_wait``, holding only that order's
+frames. Over loopback against the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from bitmusa_hookspecs import hookimpl
+from bitmusa_plugin import AccountConfig, Credentials, Session
+from bitmusa_plugin._core import machine as lc
+from bitmusa_plugin._engine.stream import Heartbeat
+from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
+from ccxt_reference import ccxt_test, make_exchange
+
+HEADERS = {"x-api-key": DEMO_API_KEY, "Authorization": f"Bearer {DEMO_AUTH_KEY}"}
+TIMING = lc.Timing(
+    retry_initial=0.05, retry_max=0.2, stable_after=0.3, keepalive_interval=60,
+    key_validity=3600, rotate_after=600,
+)  # fmt: skip
+SIM = pytest.mark.bitmusa_simulator(script=False, event_interval=None, seed=3, time_scale=1)
+
+
+class Seen:
+    bitmusa_delivery = "all"
+
+    def __init__(self) -> None:
+        self.trades: list[dict[str, Any]] = []
+        self.orders: list[dict[str, Any]] = []
+        self.states: list[str] = []
+        self.errors: list[dict[str, Any]] = []
+
+    @hookimpl
+    def on_trade(self, trade: dict[str, Any]) -> None:
+        self.trades.append(dict(trade))
+
+    @hookimpl
+    def on_order(self, order: dict[str, Any]) -> None:
+        self.orders.append(dict(order))
+
+    @hookimpl
+    def on_stream_state(self, state: dict[str, Any]) -> None:
+        self.states.append(state["status"])
+
+    @hookimpl
+    def on_error(self, error: dict[str, Any]) -> None:
+        self.errors.append(error)
+
+
+async def until(predicate: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def place(client: httpx.AsyncClient, position: int, **fields: Any) -> str:
+    """An order of another client of the account (the web page, another bot)."""
+    body = {"ticker": "BTCUSDT", "direction": 0, "margin_mode": 0, "position": position, **fields}
+    data = orjson.loads((await client.post("/future/order", json=body)).content)
+    assert data["code"] == 0, data
+    return str(data["data"])
+
+
+@SIM
+async def test_orders_another_client_placed_get_their_side_before_their_first_delivery(
+    sim: Simulator,
+) -> None:
+    await sim.set_price("BTCUSDT", "1000")
+    seen = Seen()
+    config = AccountConfig("a", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url)
+    async with (
+        httpx.AsyncClient(base_url=sim.rest_url, headers=HEADERS, timeout=5) as client,
+        Session([seen], command="test", timing=TIMING, heartbeat=Heartbeat(2.0, 10.0)) as s,
+    ):
+        s.add(config)
+        await until(lambda: "connected" in seen.states)
+        resting = await place(client, 0, order_type=1, order_price="990", order_qty="0.3")
+        await sim.set_price("BTCUSDT", "990", volume="0.1")  # a part, then the rest
+        await sim.set_price("BTCUSDT", "990", volume="0.2")
+        market = await place(client, 1, order_type=0, order_price="0", order_qty="0.1")
+        await until(lambda: len(seen.trades) == 3)
+        await s.drain(5)
+    sides = {resting: "buy", market: "sell"}
+    assert {o["id"] for o in seen.orders} == set(sides)
+    assert all(o["side"] == sides[o["id"]] for o in seen.orders)  # the first update too
+    assert all(t["side"] == sides[t["order"]] for t in seen.trades)
+    assert [e for e in seen.errors if e["kind"] == "side_unknown"] == []
+
+
+@SIM
+async def test_a_side_that_cannot_be_learnt_in_time_is_none_reported_once(sim: Simulator) -> None:
+    """The open orders and the history fail: the order goes out after ``side_wait`` with
+    side None, reported once with why; its later frames do not wait again."""
+    await sim.set_price("BTCUSDT", "1000")
+    seen = Seen()
+    config = AccountConfig("a", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url)
+    async with (
+        httpx.AsyncClient(base_url=sim.rest_url, headers=HEADERS, timeout=5) as client,
+        Session([seen], command="test", timing=TIMING, heartbeat=Heartbeat(2.0, 10.0),
+                side_wait=0.2) as s,
+    ):  # fmt: skip
+        s.add(config)
+        await until(lambda: "connected" in seen.states)
+        sim.fail_rest("503", 4, method="GET")
+        resting = await place(client, 0, order_type=1, order_price="990", order_qty="0.3")
+        await sim.set_price("BTCUSDT", "990", volume="0.1")
+        await until(lambda: len(seen.trades) == 1)
+        await sim.set_price("BTCUSDT", "990", volume="0.2")
+        await until(lambda: len(seen.trades) == 2)
+        await s.drain(5)
+    assert {o["id"] for o in seen.orders} == {resting}
+    assert all(o["side"] is None for o in seen.orders)
+    unknown = [e["message"] for e in seen.errors if e["kind"] == "side_unknown"]
+    assert len(unknown) == 1
+    assert resting in unknown[0]
+    assert "503" in unknown[0] or "side_wait" in unknown[0]
+
+
+@pytest.mark.bitmusa_simulator(script=False, event_interval=None, time_scale=1)
+async def test_ccxt_watch_my_trades_passes_unskipped_for_orders_another_client_placed(
+    sim: Simulator,
+) -> None:
+    """ccxt.pro's ``test_watch_my_trades`` as shipped, ``skipped_properties={}``: before
+    each call another client of the account (not this exchange object) places a market
+    order, so the drop-in has never seen the order it reports trades of."""
+    await sim.set_price("BTCUSDT", "1000")
+    exchange = make_exchange(sim)
+    real = exchange.milliseconds
+    start = real()
+    exchange.milliseconds = lambda: real() + 10 * (real() - start)
+    watch = exchange.watch_my_trades
+    positions = itertools.cycle([0, 1])
+    placed: list[str] = []
+    async with httpx.AsyncClient(base_url=sim.rest_url, headers=HEADERS, timeout=5) as client:
+
+        async def trade_then_watch(*args: Any, **kwargs: Any) -> Any:
+            order = await place(
+                client, next(positions), order_type=0, order_price="0", order_qty="0.001"
+            )
+            placed.append(order)
+            return await watch(*args, **kwargs)
+
+        exchange.watch_my_trades = trade_then_watch
+        try:
+            await exchange.load_markets()
+            await exchange.watch_balance()  # the stream is up before the first order
+            assert await ccxt_test("watch_my_trades")(exchange, {}, "BTC/USDT:USDT")
+        finally:
+            await exchange.close()
+    assert len(placed) >= 2
+    assert {t["order"] for t in exchange.myTrades} <= set(placed)
+    assert all(t["side"] in ("buy", "sell") for t in exchange.myTrades)
