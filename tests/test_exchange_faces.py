@@ -257,21 +257,27 @@ def test_ctrl_c_during_an_order_raises_at_once_and_never_resends(
             exchange.close()
 
 
-def test_a_process_that_never_closes_exits_at_once() -> None:
-    """A script that uses the sync face and ends without ``close()`` exits (the loop thread
-    is a daemon; the atexit hook closes what is open), with nothing printed at exit."""
+def test_a_process_that_never_closes_exits_and_deletes_its_listen_key() -> None:
+    """A script that places an order with the sync face (which starts the user stream) and
+    ends without ``close()`` exits: the loop thread is a daemon, and the atexit hook closes
+    the instance first, so the listenKey is DELETEd; nothing is printed at exit."""
     script = (
-        "import bitmusa_plugin, ccxt\n"
+        "import atexit\n"
+        "# registered before bitmusa's hook, so it runs after it (atexit is last in, first out)\n"
+        "atexit.register(lambda: print('deletes', sim.account().deletes, flush=True))\n"
+        "import asyncio, bitmusa_plugin, ccxt\n"
         "from bitmusa_plugin.simulator import SimulatorThread, DEMO_API_KEY, DEMO_AUTH_KEY\n"
+        "handle = SimulatorThread(script=False, event_interval=None)\n"
+        "sim = handle.start()\n"
+        "asyncio.run(handle.call_async(lambda s: s.set_price('BTCUSDT', '100000')))\n"
         "bitmusa_plugin.register_ccxt()\n"
-        "sim = SimulatorThread(script=False, event_interval=None).start()\n"
         "exchange = ccxt.bitmusa({'apiKey': DEMO_API_KEY, 'secret': DEMO_AUTH_KEY,\n"
         "    'urls': {'api': {'rest': sim.rest_url, 'ws': sim.ws_url}}})\n"
-        "print(exchange.fetch_balance()['USDT']['free'] is not None)\n"
+        "print(exchange.create_order('BTC/USDT:USDT', 'limit', 'buy', 0.01, 90000)['status'])\n"
     )
     done = python(script)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "True"
+    assert done.stdout.split("\n")[:2] == ["open", "deletes 1"]
     assert done.stderr == ""
 
 
