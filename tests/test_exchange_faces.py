@@ -10,6 +10,7 @@ serves on the test's loop, as a bot's threads would call it beside a real exchan
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import json
 import logging
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -292,6 +294,54 @@ def test_the_sync_face_refuses_its_own_loop_thread() -> None:
 
 async def _call_on_loop(exchange: Any) -> Any:
     return exchange.fetch_balance()  # a plugin calling the sync face: refused, not a deadlock
+
+
+#: ccxt's own sync test functions (``ccxt/test/exchange/sync``), with the arguments ccxt's
+#: runner (``ccxt/test/tests_sync.py``) passes them; the whole async set runs in
+#: tests/test_ccxt_suite.py. ``has`` is true for each but loadMarkets (checked).
+CCXT_SYNC_TESTS = {
+    "loadMarkets": (),
+    "fetchStatus": (),
+    "fetchTicker": (BTC,),
+    "fetchTickers": (BTC,),
+    "fetchOHLCV": (BTC,),
+    "fetchTrades": (BTC,),
+    "fetchOrderBook": (BTC,),
+    "fetchL2OrderBook": (BTC,),
+    "fetchBalance": (),
+    "fetchOpenOrders": (BTC,),
+    "fetchMyTrades": (BTC,),
+    "fetchPositions": (BTC,),
+}
+
+
+@pytest.fixture(scope="module")
+def trading_sync_face() -> Iterator[Any]:
+    """The sync face on a simulator of its own thread, with an open order, a fill and a
+    position, so that no ccxt test meets an empty answer."""
+    register_ccxt()
+    with SimulatorThread(script=False, event_interval=None, seed=7, time_scale=1) as handle:
+        sim = handle.simulator
+        asyncio.run(handle.call_async(lambda s: s.set_price("BTCUSDT", "100000")))
+        with ccxt.bitmusa(config_for(sim)) as exchange:
+            exchange.load_markets()
+            exchange.create_order(BTC, "limit", "buy", 0.01, 90000)
+            exchange.create_order(BTC, "market", "buy", 0.01)
+            yield exchange
+
+
+@pytest.mark.parametrize("method", CCXT_SYNC_TESTS)
+def test_ccxts_own_sync_tests_pass_on_the_sync_face(trading_sync_face: Any, method: str) -> None:
+    exchange = trading_sync_face
+    assert method == "loadMarkets" or exchange.has[method] is True
+    name = _snake(method)
+    test = getattr(importlib.import_module(f"ccxt.test.exchange.sync.test_{name}"), f"test_{name}")
+    test(exchange, {}, *CCXT_SYNC_TESTS[method])  # no skipped properties; raises if wrong
+
+
+def _snake(method: str) -> str:
+    """ccxt's camelCase method name as its test file's (fetchOHLCV -> fetch_ohlcv)."""
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in method.replace("OHLCV", "Ohlcv"))
 
 
 # -- the async faces ----------------------------------------------------------------------------
