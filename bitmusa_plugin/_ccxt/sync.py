@@ -185,6 +185,9 @@ class bitmusa(SyncExchange):  # type: ignore[misc]  # ccxt names its classes by 
 
     #: the async class this face drives (its methods, its describe())
     async_class: ClassVar[type] = AsyncBitmusa
+    # the face's own state, in slots: not in the shared __dict__, so the async instance
+    # keeps no reference to itself or to the loop
+    __slots__ = ("_own_has", "_sync_inner", "_sync_loop")
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         # ccxt's sync __init__ is not called: its state would be a second copy. The async
@@ -192,7 +195,7 @@ class bitmusa(SyncExchange):  # type: ignore[misc]  # ccxt names its classes by 
         inner = AsyncBitmusa(config or {})
         object.__setattr__(self, "__dict__", inner.__dict__)
         self._sync_inner = inner
-        self._sync_has = _sync_has(inner.has)
+        self._own_has = _sync_has(inner.has)
         self._sync_loop = _LOOP.get()
         _LOOP.open.add(self)
 
@@ -202,12 +205,12 @@ class bitmusa(SyncExchange):  # type: ignore[misc]  # ccxt names its classes by 
     def has(self) -> dict[str, Any]:
         """The async class's ``has`` with every websocket method false: ccxt's sync API has
         none. The face's own dict (as a sync and a pro ccxt instance have two)."""
-        has: dict[str, Any] = self._sync_has
+        has: dict[str, Any] = self._own_has
         return has
 
     @has.setter
     def has(self, value: dict[str, Any]) -> None:
-        self.__dict__["_sync_has"] = value
+        self._own_has = value
 
     def describe(self) -> dict[str, Any]:
         description: dict[str, Any] = self._sync_inner.describe()
@@ -220,7 +223,7 @@ class bitmusa(SyncExchange):  # type: ignore[misc]  # ccxt names its classes by 
     def __del__(self) -> None:
         # ccxt's sync __del__ calls close(), which waits for the loop: a collection may run
         # on any thread (the loop's too), so an unclosed instance closes without waiting
-        inner, loop = self.__dict__.get("_sync_inner"), self.__dict__.get("_sync_loop")
+        inner, loop = getattr(self, "_sync_inner", None), getattr(self, "_sync_loop", None)
         if inner is not None and loop is not None and loop.is_running():
             with contextlib.suppress(RuntimeError):  # the loop stopped: the process exits
                 asyncio.run_coroutine_threadsafe(inner.close(), loop)
