@@ -262,11 +262,19 @@ def test_ctrl_c_during_an_order_raises_at_once_and_never_resends(
 def test_a_process_that_never_closes_exits_and_deletes_its_listen_key() -> None:
     """A script that places an order with the sync face (which starts the user stream) and
     ends without ``close()`` exits: the loop thread is a daemon, and the atexit hook closes
-    the instance first, so the listenKey is DELETEd; nothing is printed at exit."""
+    the instance first, so the listenKey is DELETEd; nothing is printed at exit. A call
+    from a later exit handler raises instead of waiting for the stopped loop."""
     script = (
         "import atexit\n"
         "# registered before bitmusa's hook, so it runs after it (atexit is last in, first out)\n"
-        "atexit.register(lambda: print('deletes', sim.account().deletes, flush=True))\n"
+        "def late():  # a bot's own exit handler, after bitmusa's: no hang, a clear error\n"
+        "    print('deletes', sim.account().deletes, flush=True)\n"
+        "    exchange.close()\n"
+        "    try:\n"
+        "        exchange.fetch_balance()\n"
+        "    except ccxt.ExchangeClosedByUser as exc:\n"
+        "        print(type(exc).__name__, flush=True)\n"
+        "atexit.register(late)\n"
         "import asyncio, bitmusa_plugin, ccxt\n"
         "from bitmusa_plugin.simulator import SimulatorThread, DEMO_API_KEY, DEMO_AUTH_KEY\n"
         "handle = SimulatorThread(script=False, event_interval=None)\n"
@@ -279,7 +287,7 @@ def test_a_process_that_never_closes_exits_and_deletes_its_listen_key() -> None:
     )
     done = python(script)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[:2] == ["open", "deletes 1"]
+    assert done.stdout.split() == ["open", "deletes", "1", "ExchangeClosedByUser"]
     assert done.stderr == ""
 
 

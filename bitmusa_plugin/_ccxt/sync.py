@@ -104,6 +104,8 @@ class _Loop:
         self.thread: threading.Thread | None = None
         #: the sync instances not closed yet, for the atexit hook
         self.open: weakref.WeakSet[bitmusa] = weakref.WeakSet()
+        #: set by the atexit hook: the loop stops, and a call after it would wait forever
+        self.exited = False
 
     def get(self) -> asyncio.AbstractEventLoop:
         with self.lock:
@@ -129,6 +131,7 @@ class _Loop:
         """Close the instances still open (listenKeys deleted, pools closed), all within
         :data:`EXIT_BOUND` seconds, then stop the loop. Never raises: the process exits."""
         loop = self.loop
+        self.exited = True
         if loop is None or loop.is_closed() or not loop.is_running():
             return
         deadline = time.monotonic() + EXIT_BOUND
@@ -239,6 +242,8 @@ class bitmusa(SyncExchange):  # type: ignore[misc]  # ccxt names its classes by 
         pool closes), waited for. A later call starts the engine again, as on the async
         face."""
         _LOOP.open.discard(self)
+        if _LOOP.exited:
+            return  # the atexit hook closed it (another exit handler calls this late)
         self._call("close", self._sync_inner.close())
 
     # -- running a coroutine on the loop -------------------------------------------------------
@@ -253,6 +258,11 @@ class bitmusa(SyncExchange):  # type: ignore[misc]  # ccxt names its classes by 
             raise ExchangeError(
                 f"bitmusa {name}: the sync face was called from its own event-loop thread "
                 "(a plugin or callback): use the async bitmusa there"
+            )
+        if _LOOP.exited:
+            coroutine.close()
+            raise ExchangeClosedByUser(
+                f"bitmusa {name}: the process is exiting (its event-loop thread has stopped)"
             )
         future = asyncio.run_coroutine_threadsafe(coroutine, self._sync_loop)
         try:
