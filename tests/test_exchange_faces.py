@@ -291,6 +291,31 @@ def test_a_process_that_never_closes_exits_and_deletes_its_listen_key() -> None:
     assert done.stderr == ""
 
 
+def test_a_forked_child_gets_a_loop_of_its_own() -> None:
+    """multiprocessing forks on Linux: an exchange made in the child works; one made in the
+    parent says so instead of waiting for a loop thread the child does not have."""
+    script = (
+        "import os, ccxt, bitmusa_plugin\n"
+        "bitmusa_plugin.register_ccxt()\n"
+        "parents = ccxt.bitmusa({})\n"
+        "parents.sleep(1)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    ccxt.bitmusa({}).sleep(1)\n"
+        "    try:\n"
+        "        parents.sleep(1)\n"
+        "    except ccxt.ExchangeError as exc:\n"
+        "        print('refused:', 'forked' in str(exc), flush=True)\n"
+        "    os._exit(0)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "parents.sleep(1)\n"
+        "print('child exit', os.waitstatus_to_exitcode(status))\n"
+    )
+    done = python(script)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["refused: True", "child exit 0"]
+
+
 def test_the_sync_face_refuses_its_own_loop_thread() -> None:
     exchange = ccxt.bitmusa({"apiKey": "k", "secret": "s"})
     loop = bm_sync._LOOP.get()

@@ -30,6 +30,7 @@ import concurrent.futures
 import contextlib
 import inspect
 import logging
+import os
 import threading
 import time
 import weakref
@@ -107,6 +108,13 @@ class _Loop:
         #: set by the atexit hook: the loop stops, and a call after it would wait forever
         self.exited = False
 
+    def after_fork(self) -> None:
+        """In a forked child the loop's thread does not exist: the child's instances get a
+        loop of their own, and the parent's say so when called (never wait forever)."""
+        self.lock = threading.Lock()
+        self.loop = self.thread = None
+        self.open = weakref.WeakSet()
+
     def get(self) -> asyncio.AbstractEventLoop:
         with self.lock:
             if self.loop is None or self.loop.is_closed() or self.thread is None:
@@ -157,6 +165,8 @@ class _Loop:
 
 _LOOP = _Loop()
 atexit.register(_LOOP.at_exit)
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_LOOP.after_fork)
 
 
 def _wrap(name: str) -> Callable[..., Any]:
@@ -263,6 +273,12 @@ class bitmusa(SyncExchange):  # type: ignore[misc]  # ccxt names its classes by 
             coroutine.close()
             raise ExchangeClosedByUser(
                 f"bitmusa {name}: the process is exiting (its event-loop thread has stopped)"
+            )
+        if self._sync_loop is not _LOOP.loop:
+            coroutine.close()
+            raise ExchangeError(
+                f"bitmusa {name}: this exchange was made in the parent of this forked "
+                "process, whose event-loop thread is not here: make it in this process"
             )
         future = asyncio.run_coroutine_threadsafe(coroutine, self._sync_loop)
         try:
