@@ -175,6 +175,45 @@ def test_every_async_method_has_its_sync_face() -> None:
     assert face.parse_ticker is not ccxt.Exchange.parse_ticker
 
 
+def test_a_method_or_property_added_to_the_async_class_gets_its_sync_face() -> None:
+    """What another part adds to the async class this round appears on the sync face with
+    no edit of sync.py: checked on a subclass built here, through the same derivation."""
+
+    class grown(async_bitmusa):
+        async def fetch_something(self, symbol: str) -> str:
+            return f"{symbol} from {threading.current_thread().name}"
+
+        def parse_something(self, value: str) -> str:
+            return value.upper()
+
+        @property
+        def something(self) -> str:
+            return "inner"
+
+        async def watch_something(self) -> None:
+            raise AssertionError("a websocket method has no sync face")
+
+    class face(bm_sync.bitmusa):
+        async_class = grown
+
+    bm_sync._install(face, grown)
+    assert "fetch_something" in bm_sync.coroutine_methods(grown)
+    assert "watch_something" not in bm_sync.coroutine_methods(grown)
+    exchange = face({})
+    try:
+        assert exchange.fetch_something("BTC") == "BTC from bitmusa-ccxt-sync"
+        assert exchange.fetchSomething("ETH") == "ETH from bitmusa-ccxt-sync"
+        assert exchange.parse_something("x") == "X"
+        assert exchange.something == "inner"
+        assert not hasattr(exchange, "watch_something")  # ccxt's sync API has none
+        with pytest.raises(ccxt.NotSupported):
+            exchange.watch_orders()  # those ccxt's sync base knows: its stubs
+        assert exchange.has["watchOrders"] is False  # the face's describe and has stay
+        assert exchange.describe()["has"]["watchOrders"] is False
+    finally:
+        exchange.close()
+
+
 async def test_a_failure_raises_the_async_faces_class_without_the_loops_frames(
     sim: Simulator,
 ) -> None:

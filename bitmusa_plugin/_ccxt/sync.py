@@ -76,8 +76,12 @@ def coroutine_methods(cls: type) -> list[str]:
     return names
 
 
+def _from_ccxt(function: Any) -> bool:
+    return str(function.__module__).split(".")[0] == "ccxt"
+
+
 def own_sync_methods(cls: type) -> list[str]:
-    """The async class's public plain methods that bitmusa_plugin defines (``describe``,
+    """The async class's public plain methods not ccxt's own (``describe``,
     ``parse_ticker``, ``set_sandbox_mode``, ...): the sync face calls the async instance's,
     since ccxt's sync base has other (generic) ones of the same name."""
     names = []
@@ -89,10 +93,33 @@ def own_sync_methods(cls: type) -> list[str]:
         if (
             inspect.isfunction(function)
             and not inspect.iscoroutinefunction(function)
-            and function.__module__.startswith("bitmusa_plugin.")
+            and not _from_ccxt(function)
         ):
             names.append(name)
     return names
+
+
+def own_properties(cls: type) -> list[str]:
+    """The async class's public properties not ccxt's own: read and set on the async
+    instance (the shared ``__dict__`` does not hold them)."""
+    names = []
+    for name in dir(cls):
+        if name.startswith("_") or name.startswith(_STREAM_PREFIXES):
+            continue
+        attr = inspect.getattr_static(cls, name)
+        if isinstance(attr, property) and attr.fget is not None and not _from_ccxt(attr.fget):
+            names.append(name)
+    return names
+
+
+def _property(name: str, source: type) -> property:
+    def get(self: bitmusa) -> Any:
+        return getattr(self._sync_inner, name)
+
+    def put(self: bitmusa, value: Any) -> None:
+        setattr(self._sync_inner, name, value)
+
+    return property(get, put, doc=getattr(source, name).__doc__)
 
 
 class _Loop:
@@ -169,25 +196,25 @@ if hasattr(os, "register_at_fork"):  # not on Windows
     os.register_at_fork(after_in_child=_LOOP.after_fork)
 
 
-def _wrap(name: str) -> Callable[..., Any]:
+def _wrap(name: str, source: type) -> Callable[..., Any]:
     """The sync face of the async method ``name``: run it on the loop thread, wait."""
 
     def method(self: bitmusa, *args: Any, **kwargs: Any) -> Any:
         return self._call(name, getattr(self._sync_inner, name)(*args, **kwargs))
 
     method.__name__ = method.__qualname__ = name
-    method.__doc__ = getattr(AsyncBitmusa, name).__doc__
+    method.__doc__ = getattr(source, name).__doc__
     return method
 
 
-def _delegate(name: str) -> Callable[..., Any]:
+def _delegate(name: str, source: type) -> Callable[..., Any]:
     """The async instance's own plain method ``name``, called on it directly."""
 
     def method(self: bitmusa, *args: Any, **kwargs: Any) -> Any:
         return getattr(self._sync_inner, name)(*args, **kwargs)
 
     method.__name__ = method.__qualname__ = name
-    method.__doc__ = getattr(AsyncBitmusa, name).__doc__
+    method.__doc__ = getattr(source, name).__doc__
     return method
 
 
@@ -205,7 +232,7 @@ class bitmusa(SyncExchange):  # type: ignore[misc]  # ccxt names its classes by 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         # ccxt's sync __init__ is not called: its state would be a second copy. The async
         # instance is built by its own __init__, and this face shares its __dict__.
-        inner = AsyncBitmusa(config or {})
+        inner = self.async_class(config or {})
         object.__setattr__(self, "__dict__", inner.__dict__)
         self._sync_inner = inner
         self._own_has = _sync_has(inner.has)
@@ -307,14 +334,18 @@ def _sync_has(has: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _install(cls: type[bitmusa]) -> None:
-    """Give the face its methods, derived from the async class, and ccxt's camelCase
-    aliases of every method (ccxt's sync ``__init__``, not called, would make those)."""
-    for name in coroutine_methods(AsyncBitmusa):
-        setattr(cls, name, _wrap(name))
-    for name in own_sync_methods(AsyncBitmusa):
-        if name not in cls.__dict__:  # describe: the face's own
-            setattr(cls, name, _delegate(name))
+def _install(cls: type[bitmusa], source: type) -> None:
+    """Give the face its methods, derived from the async class ``source``, and ccxt's
+    camelCase aliases of every method (ccxt's sync ``__init__``, not called, would make
+    those)."""
+    for name in coroutine_methods(source):
+        setattr(cls, name, _wrap(name, source))
+    for name in own_sync_methods(source):
+        if name not in _FACE_OWN:  # describe: the face's own
+            setattr(cls, name, _delegate(name, source))
+    for name in own_properties(source):
+        if name not in _FACE_OWN:  # has
+            setattr(cls, name, _property(name, source))
     for name in dir(cls):
         if name.startswith("_") or "_" not in name or name.endswith("_"):
             continue
@@ -323,4 +354,6 @@ def _install(cls: type[bitmusa]) -> None:
             setattr(cls, _camel(name), attr)
 
 
-_install(bitmusa)
+#: what the face class itself defines (describe, has, close, ...): never delegated
+_FACE_OWN = frozenset(vars(bitmusa))
+_install(bitmusa, AsyncBitmusa)
