@@ -4,10 +4,10 @@ for Bitmusa is ``register_ccxt()``; after it, ``getattr(ccxt, id)`` (or ``ccxt.p
 
     python examples/exchange_by_id.py bot.json
 
-bot.json::
+bot.json (``face``: ``"sync"`` for ccxt, ``"async"`` for ccxt.async_support, ``"pro"``
+for ccxt.pro, which also watches the order; each exchange's object is its ccxt config)::
 
-    {"face": "sync",                      # "sync" (ccxt), "async" (ccxt.async_support)
-                                          # or "pro" (ccxt.pro: also watches the order)
+    {"face": "sync",
      "symbol": "BTC/USDT:USDT",
      "exchanges": {"bitmusa": {"apiKey": "...", "secret": "..."},
                    "binanceusdm": {"apiKey": "...", "secret": "..."}}}
