@@ -13,7 +13,7 @@ The state is one: the sync instance's ``__dict__`` *is* its async instance's, so
 ``markets``, ``symbols``, ``currencies``, ``options``, ``timeout``, ``verbose``, ``apiKey``
 ... read and set through, and ccxt's own sync helpers (``market()``,
 ``amount_to_precision()``, ``safe_*``) run on the same markets the async methods loaded.
-Only ``has`` is the face's own (``watch*`` false, as ``ccxt.binance().has`` says).
+Only ``has`` is the face's own (``watch*`` and ``ws`` false: the face has none).
 
 One loop for every sync instance of the process: the engine's process-wide REST
 allowance (``base.shared_limiter``) is then touched by one thread only, and a hundred
