@@ -53,24 +53,55 @@ _LAZY = {
     "consume": ("bitmusa_plugin._scale.consume", "consume"),
 }
 
+#: load_exchange's faces: the ccxt module each one's ids come from
+_FACES = {"pro": "ccxt.pro", "async": "ccxt.async_support", "sync": "ccxt"}
 
-def load_exchange(name: str, config: dict[str, Any] | None = None) -> Any:
-    """A ccxt.pro exchange for any id ccxt.pro knows, else the class registered under
-    ``name`` in the ``ccxt.exchanges`` entry-point group (``bitmusa`` is), instantiated
-    with ``config``. An unknown name raises ccxt's ``ExchangeNotAvailable``, listing what
-    is available. Imports ccxt (about half a second), so only when called."""
-    from importlib import metadata
 
-    import ccxt.pro
+def load_exchange(name: str, config: dict[str, Any] | None = None, *, face: str = "pro") -> Any:
+    """An exchange for any id ccxt knows, else the class registered under ``name`` in the
+    ``ccxt.exchanges`` entry-point group (``bitmusa`` is), instantiated with ``config``.
+    ``face`` is ccxt's module to take it from: ``"pro"`` (``ccxt.pro``, with ``watch_*``),
+    ``"async"`` (``ccxt.async_support``) or ``"sync"`` (``ccxt``: for ``bitmusa``, its
+    sync face). An unknown name raises ccxt's ``ExchangeNotAvailable``, listing what is
+    available. Imports ccxt (about half a second), so only when called."""
+    from importlib import import_module, metadata
 
+    import ccxt
+
+    if face not in _FACES:
+        raise ValueError(f"load_exchange face {face!r}: one of 'pro', 'async', 'sync'")
+    module = import_module(_FACES[face])
     config = dict(config or {})
-    if name in ccxt.pro.exchanges:
-        return getattr(ccxt.pro, name)(config)
+    if name in module.exchanges:
+        return getattr(module, name)(config)
     adapters = {ep.name: ep for ep in metadata.entry_points(group=CCXT_ENTRY_POINT_GROUP)}
     if name in adapters:
-        return adapters[name].load()(config)
-    available = ", ".join(sorted(set(ccxt.pro.exchanges) | set(adapters)))
+        cls = adapters[name].load()
+        if face == "sync":
+            from bitmusa_plugin._ccxt import bitmusa as async_bitmusa
+
+            if cls is not async_bitmusa:
+                raise ccxt.ExchangeNotAvailable(
+                    f"exchange {name!r} is an async adapter with no sync face: "
+                    "load it with face='async' or face='pro'"
+                )
+            from bitmusa_plugin._ccxt.sync import bitmusa as cls
+        return cls(config)
+    available = ", ".join(sorted(set(module.exchanges) | set(adapters)))
     raise ccxt.ExchangeNotAvailable(f"exchange {name!r} is not available; available: {available}")
+
+
+def register_ccxt(*, replace: bool = False) -> None:
+    """Put ``bitmusa`` into ``ccxt`` (the sync face), ``ccxt.async_support`` and
+    ``ccxt.pro`` (the async class, with ``watch_*``) and their ``exchanges`` lists, so
+    ``ccxt.bitmusa(config)``, ``getattr(ccxt.pro, "bitmusa")(config)`` and ``"bitmusa" in
+    ccxt.exchanges`` work whatever was imported first. Idempotent; no other exchange
+    changes. Imports ccxt and ccxt.pro (about a second and a half), so only when called.
+    Should ccxt ship a ``bitmusa`` of its own, that one stays (a warning says so) unless
+    ``replace=True``."""
+    from bitmusa_plugin._ccxt.register import register_ccxt as register
+
+    register(replace=replace)
 
 
 def __getattr__(name: str) -> Any:
@@ -113,4 +144,5 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "load_exchange",
+    "register_ccxt",
 ]

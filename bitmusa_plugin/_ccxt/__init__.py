@@ -4,6 +4,8 @@ market data and trading over REST) with ccxt.pro's ``watch_*`` on the user strea
 This package is the only one that imports ccxt. ``bitmusa_plugin.bitmusa`` and
 ``load_exchange`` reach it lazily, and it is registered in the ``ccxt.exchanges``
 entry-point group (``bitmusa_plugin._ccxt:bitmusa``) so a bot can find it by name.
+:mod:`.sync` is ccxt's synchronous face of the same class, and :mod:`.register` puts both
+into ccxt's modules by id (``bitmusa_plugin.register_ccxt()``).
 """
 
 from __future__ import annotations
