@@ -72,11 +72,12 @@ async def consume(
     """Yield every event of ``stream`` once for the consumer ``group`` (see the module
     doc). ``stop_when_idle`` ends the iteration when a read returns nothing (tests, batch
     jobs); otherwise it waits for new events forever."""
-    import redis.asyncio as redis
     from redis.exceptions import ResponseError
 
+    from bitmusa_plugin._scale import connect
+
     name = consumer or f"{socket.gethostname()}:{os.getpid()}"
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2.0)
+    client = connect.client(redis_url, socket_connect_timeout=2.0)
     try:
         try:
             await client.xgroup_create(stream, group, id="0", mkstream=True)

@@ -174,11 +174,9 @@ class RedisSink:
     # -- the writer -----------------------------------------------------------------------
 
     def _start(self) -> None:
-        import redis.asyncio as redis  # only when the sink is used
+        from bitmusa_plugin._scale import connect  # redis only when the sink is used
 
-        self._client = redis.Redis.from_url(
-            self.url, socket_timeout=5.0, socket_connect_timeout=2.0
-        )
+        self._client = connect.client(self.url, socket_timeout=5.0, socket_connect_timeout=2.0)
         self._task = asyncio.get_running_loop().create_task(self._writer(), name="bitmusa:sink")
 
     async def _writer(self) -> None:

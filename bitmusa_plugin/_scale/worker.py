@@ -605,14 +605,15 @@ async def run_worker(
     """Run one worker until SIGINT/SIGTERM. ``sink`` (registered with ``session``'s
     plugins) gets the session's reporter, each account's fencing token, and the hash of
     last event times a takeover resumes its gap report from."""
-    import redis.asyncio as redis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
+
+    from bitmusa_plugin._scale import connect
 
     # One immediate retry (a pooled connection Redis dropped), no backoff: the tick is the
     # retry loop, and a worker that heartbeats on time after an outage is what the
     # planner's grace counts on (redis-py's default retries for seconds).
-    client = redis.Redis.from_url(
+    client = connect.client(
         redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 1)
     )
     worker = Worker(client, session, options, ident or registry.worker_id())
