@@ -414,6 +414,11 @@ class Worker:
                     return p.handed_back(self._clock(), label)
                 return p.handback_refused(self._clock(), label, _text(result))
             case ls.Release(label, holder):
+                pending = self._stopping.get(label)
+                if pending is not None:
+                    # its stream delivers what reached its socket before the lease goes
+                    # (the close handshake, bounded: stream.CLOSE_DRAIN_TIMEOUT)
+                    await asyncio.wait({pending}, timeout=2.0)
                 keys = [self._key("lease", label), self._key("handover", label)]
                 result = await self._redis(self._release(keys=keys, args=[holder]))
                 return p.released(self._clock(), label, _text(result))
