@@ -138,6 +138,9 @@ end
 return 0
 """
 
+#: after a tick that failed on Redis, the next one starts this soon (seconds)
+RETRY_AFTER_OUTAGE = 0.25
+
 #: stream states in which a connection is up and delivering
 _DELIVERING = ("connected", "gap", "rotating", "rotated")
 
@@ -244,7 +247,14 @@ class Worker:
                 await self._carry_out(self.planner.expire(started))
                 if await self._tick():
                     await self._show()
-                await self._sleep_until(started + self.options.tick)
+                    await self._sleep_until(started + self.options.tick)
+                else:
+                    # Redis failed: try again soon, not a tick later. The renewals that
+                    # follow the outage come RETRY_AFTER_OUTAGE after Redis answers at
+                    # most, and that is what the outage tolerance docs/scale.md states
+                    # (lease_ttl - 2 ticks - this) counts on.
+                    retry = min(self.options.tick, RETRY_AFTER_OUTAGE)
+                    await self._sleep_until(started + retry)
         finally:
             await self._shutdown()
 
