@@ -25,6 +25,7 @@ import pytest
 from redis.exceptions import RedisError
 
 from bitmusa_plugin._scale import registry
+from bitmusa_plugin._scale.consume import consume
 from bitmusa_plugin.simulator import Simulator
 from bitmusa_plugin.testing import RedisServer
 
@@ -155,3 +156,23 @@ async def test_a_short_outage_closes_no_socket_and_a_fence_loses_no_frame(
             if int(orjson.loads(f.text)["eventTime"]) not in got[label_of[f.account]]
         ]
         assert lost == []
+
+
+async def test_a_consumer_never_yields_an_id_twice_even_when_redis_forgot_its_mark(
+    redis_server: RedisServer, client: Any
+) -> None:
+    """A failover can lose the ``seen`` mark of an entry a consumer yielded (the old
+    primary acknowledged the SET NX, the replica never got it), and the sink may have
+    written the entry twice (a batch retried after the primary died). The consumer's own
+    memory drops the second."""
+    record = {"hook": "on_order", "order": {"id": "F1"}, "event": {"account": "a"}}
+    body = orjson.dumps(record)
+    for _ in range(2):
+        await client.xadd("bitmusa:events", {b"id": b"a:order:1:abc", b"json": body})
+    seen: list[str] = []
+    async for item in consume(
+        redis_server.url, "svc", consumer="c1", block_ms=200, stop_when_idle=True
+    ):
+        seen.append(item.id)
+        await client.delete("bitmusa:seen:svc:" + item.id)  # lost in the failover
+    assert seen == ["a:order:1:abc"]
