@@ -276,3 +276,105 @@ async def test_a_failover_under_load_is_a_blip(
     assert back_after < 20.0
     assert max(double_longest) <= 1.0
     assert max(dark_longest) == 0.0, "a failover closed a socket"
+
+
+async def test_a_partitioned_primary_is_replaced_and_its_clients_hold_no_lease_twice(
+    sentinels: RedisSentinels, client: Any, tmp_path: Path
+) -> None:
+    """SIGSTOP the primary for longer than down-after (a partition), then SIGCONT. What
+    the design does: the workers' calls to the paused primary time out (socket timeout
+    5 s, inside the 9 s self-fence), their next connections go through the sentinels to
+    the promoted replica, and their leases are there (renewed before the pause, and
+    replicated): no stream stops, no account moves. The old primary, back, is demoted and
+    resynchronised from the new one: no lease it holds differs from the new primary's,
+    and no account is streamed by two workers."""
+    creds = {f"part-api-{i:04d}": f"part-auth-{i:04d}" for i in range(N_ACCOUNTS)}
+    env = dict(os.environ, BITMUSA_LOAD_PLUGINS="")
+    log = tmp_path / "workers.log"
+    async with Simulator(event_interval=0.1, accounts=creds) as sim:
+        for i, (api, auth) in enumerate(creds.items()):
+            env[f"ACCT{i}_API"], env[f"ACCT{i}_AUTH"] = api, auth
+            record = registry.AccountRecord(
+                f"acct{i}", f"ACCT{i}_API", f"ACCT{i}_AUTH", None, sim.rest_url, sim.ws_url
+            )
+            await registry.add(client, "default", record)
+        accounts = list(sim.accounts.values())
+        workers = [_worker(sentinels.url, env, log) for _ in range(2)]
+        try:
+
+            async def settled() -> bool:
+                held = list((await _owners(client)).values())
+                live = all(len(sim.live(a)) == 1 for a in accounts)
+                fair = sorted(Counter(held).values()) == [N_ACCOUNTS // 2] * 2
+                return live and None not in held and fair
+
+            await _wait(settled, 90)
+            await asyncio.sleep(3.0)
+            assert await settled()
+            before = await _owners(client)
+            conns = {id(c) for a in accounts for c in sim.live(a)}
+            doubled = [0]
+
+            async def watch() -> None:
+                while True:
+                    doubled[0] += sum(1 for a in accounts if len(sim.live(a)) > 1)
+                    await asyncio.sleep(0.02)
+
+            watcher = asyncio.get_running_loop().create_task(watch())
+            old = sentinels.servers[0]
+            assert old.proc is not None
+            old.proc.send_signal(signal.SIGSTOP)
+            try:
+
+                async def promoted() -> bool:
+                    now = sentinels.primary()
+                    return now is not None and now is not old
+
+                await _wait(promoted, 30)
+                await asyncio.sleep(3.0)  # paused well past down-after, and the promotion
+            finally:
+                old.proc.send_signal(signal.SIGCONT)
+            new = sentinels.primary()
+            assert new is not None
+            assert new is not old
+
+            async def demoted() -> bool:
+                import redis.asyncio as redis
+
+                direct: Any = redis.Redis(port=old.port, socket_timeout=1.0)
+                try:
+                    role = await direct.execute_command("ROLE")
+                finally:
+                    await direct.aclose()
+                return bool(role[0] == b"slave" and role[3] == b"connected")
+
+            await _wait(demoted, 30)
+            await asyncio.sleep(3.0)
+            watcher.cancel()
+            assert {id(c) for a in accounts for c in sim.live(a)} == conns, (
+                "the partition closed a socket: " + log.read_text()[-3000:]
+            )
+            assert await _owners(client) == before, "an account changed hands"
+            assert doubled[0] == 0, "an account was streamed by two workers"
+            assert all(proc.poll() is None for proc in workers)
+            # the old primary holds what the new one does: none of its clients' writes
+            # survived the demotion, so no lease is held twice
+            import redis.asyncio as redis
+
+            keys = [f"bitmusa:default:lease:acct{i}" for i in range(N_ACCOUNTS)]
+            on_old: Any = redis.Redis(port=old.port, socket_timeout=2.0)
+            on_new: Any = redis.Redis(port=new.port, socket_timeout=2.0)
+            try:
+
+                async def same() -> bool:
+                    return bool(await on_old.mget(keys) == await on_new.mget(keys))
+
+                await _wait(same, 10)
+            finally:
+                await on_old.aclose()
+                await on_new.aclose()
+            codes = _stop(workers)
+        finally:
+            _stop(workers)
+        assert codes == [0, 0], log.read_text()[-3000:]
+    print("partition: a replica promoted while the primary was paused; no socket closed")
