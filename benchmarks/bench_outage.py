@@ -1,6 +1,6 @@
 """A Redis outage in worker mode: three workers, 12 simulator accounts, Redis down for 7 s.
 
-    python benchmarks/bench_outage.py [--down 7] [--mode kept|empty] [--json]
+    python benchmarks/bench_outage.py [--down 7] [--mode hang|kept|empty|failover] [--json]
     python benchmarks/ab.py main benchmarks/bench_outage.py --rounds 1   # before, after
 
 Redis (a redis-server started here on a free loopback port) is stopped once the workers
@@ -9,7 +9,9 @@ stops the server with SIGSTOP and resumes it with SIGCONT (a network partition: 
 then everything is as it was, except that the leases' TTLs ran on); ``kept`` stops and
 restarts it with what it held (``SAVE`` just before); ``empty`` restarts it with the
 registry alone (every heartbeat, lease and fence lost, as after a restart from an old
-snapshot). Then it watches
+snapshot); ``failover`` runs a primary, a replica and three sentinels (``RedisSentinels``),
+the workers on the ``redis+sentinel://`` URL, and SIGKILLs the primary (``--down`` is
+ignored: the outage lasts as long as the promotion). Then it watches
 for 12 s (the planner's grace is two ticks) and counts:
 
 * ``changed_hands``: accounts whose lease, at any reading after the outage, names another
@@ -17,7 +19,9 @@ for 12 s (the planner's grace is two ticks) and counts:
 * ``written_twice``: entries written to the event stream after the outage began whose
   idempotency id had been written already (handover overlaps: deduplicated by consumers,
   but work and noise);
-* ``max_overlap``: the most accounts streamed by two connections at once.
+* ``max_overlap``: the most accounts streamed by two connections at once;
+* ``max_dark``: the longest any account had no live connection (seconds, sampled every
+  20 ms).
 """
 
 from __future__ import annotations
@@ -37,9 +41,9 @@ from typing import Any
 import orjson
 import redis.asyncio as redis
 
-from bitmusa_plugin._scale import registry
+from bitmusa_plugin._scale import connect, registry
 from bitmusa_plugin.simulator import Simulator
-from bitmusa_plugin.testing import RedisServer
+from bitmusa_plugin.testing import RedisSentinels, RedisServer
 
 N = 12
 
@@ -65,8 +69,15 @@ def _sid(raw: bytes) -> tuple[int, int]:
 
 async def measure(down: float, mode: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        server = RedisServer(Path(tmp)).start()
-        client: Any = redis.Redis.from_url(server.url)  # untyped replies, as in the tests
+        group: RedisSentinels | None = None
+        if mode == "failover":
+            group = RedisSentinels(Path(tmp)).start()
+            server = group.servers[0]
+            url = group.url
+        else:
+            server = RedisServer(Path(tmp)).start()
+            url = server.url
+        client: Any = connect.client(url)  # untyped replies, as in the tests
         creds = {f"bench-api-{i:04d}": f"bench-auth-{i:04d}" for i in range(N)}
         env = dict(os.environ)
         workers: list[subprocess.Popen[bytes]] = []
@@ -81,7 +92,7 @@ async def measure(down: float, mode: str) -> dict[str, float]:
                 if mode == "empty":
                     await client.save()  # what Redis comes back with: the registry alone
                 accounts = list(sim.accounts.values())
-                workers = [_worker(server.url, env) for _ in range(3)]
+                workers = [_worker(url, env) for _ in range(3)]
                 deadline = time.monotonic() + 90
                 while True:
                     held = Counter((await _holders(client)).values())
@@ -98,14 +109,27 @@ async def measure(down: float, mode: str) -> dict[str, float]:
                 mark = _sid(last[0][0]) if last else (0, 0)
                 seen_before = {f[b"id"] for _, f in await client.xrange("bitmusa:events")}
                 overlaps = [0]
+                dark_since: dict[int, float] = {}
+                dark = [0.0]
 
                 async def watch() -> None:
                     while True:
                         overlaps.append(sum(1 for a in accounts if len(sim.live(a)) > 1))
+                        now = time.monotonic()
+                        for i, account in enumerate(accounts):
+                            if sim.live(account):
+                                dark_since.pop(i, None)
+                            else:
+                                dark[0] = max(dark[0], now - dark_since.setdefault(i, now))
                         await asyncio.sleep(0.02)
 
                 watcher = asyncio.get_running_loop().create_task(watch())
-                if mode == "hang":
+                if mode == "failover":
+                    assert server.proc is not None
+                    server.proc.send_signal(signal.SIGKILL)
+                    server.proc.wait(5)
+                    server.proc = None
+                elif mode == "hang":
                     assert server.proc is not None
                     server.proc.send_signal(signal.SIGSTOP)
                     await asyncio.sleep(down)
@@ -126,6 +150,7 @@ async def measure(down: float, mode: str) -> dict[str, float]:
                     await asyncio.sleep(0.05)
                 watcher.cancel()
                 held_after = sum(1 for w in (await _holders(client)).values() if w is not None)
+                max_dark = dark[0]
                 sim.paused = True
                 await asyncio.sleep(2.0)  # the sinks write what they still hold
                 seen = set() if mode == "empty" else set(seen_before)
@@ -144,12 +169,16 @@ async def measure(down: float, mode: str) -> dict[str, float]:
                 except subprocess.TimeoutExpired:
                     proc.kill()
             await client.aclose()
-            server.stop()
+            if group is not None:
+                group.stop()
+            else:
+                server.stop()
     return {
         "changed_hands": float(len(changed)),
         "written_twice": float(twice),
         "written": float(written),
         "max_overlap": float(max(overlaps)),
+        "max_dark": max_dark,
         "held_after": float(held_after),  # sanity: every account owned again
     }
 
@@ -157,7 +186,7 @@ async def measure(down: float, mode: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--down", type=float, default=7.0, help="seconds Redis is down")
-    parser.add_argument("--mode", choices=("hang", "kept", "empty"), default="hang")
+    parser.add_argument("--mode", choices=("hang", "kept", "empty", "failover"), default="hang")
     parser.add_argument("--json", action="store_true", help="one JSON line (for ab.py)")
     args = parser.parse_args()
     if not RedisServer.available():
@@ -170,7 +199,8 @@ def main() -> None:
             f"Redis down {args.down:g} s ({args.mode}): {result['changed_hands']:.0f} of {N} "
             f"accounts changed hands, {result['written_twice']:.0f} of "
             f"{result['written']:.0f} entries written twice, at most "
-            f"{result['max_overlap']:.0f} accounts on two connections; "
+            f"{result['max_overlap']:.0f} accounts on two connections, the longest dark "
+            f"spell {result['max_dark']:.2f} s; "
             f"{result['held_after']:.0f} held after"
         )
 

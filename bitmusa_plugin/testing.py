@@ -29,6 +29,7 @@ import pytest
 from bitmusa_hookspecs import hookimpl
 
 __all__ = [
+    "RedisSentinels",
     "RedisServer",
     "Replayed",
     "bitmusa_simulator",
@@ -258,11 +259,10 @@ class RedisServer:
     ``RedisServer.available()`` is False). ``stop()`` then ``start()`` restarts it, empty,
     on the same port."""
 
-    def __init__(self, directory: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+    def __init__(self, directory: Path, *, args: Iterable[str] = ()) -> None:
+        self.port = _free_port()
         self.directory = directory
+        self.args = list(args)  # more of redis-server's options (``--replicaof``, ...)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -290,6 +290,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.directory),
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -308,3 +309,135 @@ class RedisServer:
             self.proc.terminate()
             self.proc.wait(5)
             self.proc = None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisSentinels:
+    """A throwaway replicated Redis on loopback: a primary, ``replicas`` replicas and
+    ``sentinels`` ``redis-server --sentinel`` processes monitoring it as ``service``
+    (quorum a majority, ``down-after-milliseconds`` ``down_after_ms``). ``.url`` is the
+    ``redis+sentinel://`` URL; ``primary()`` says which server is the primary now (after a
+    failover, a promoted replica). ``stop()`` kills every process; use it in a finalizer.
+    Each sentinel's config file is written under ``directory`` (sentinel rewrites it)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        replicas: int = 1,
+        sentinels: int = 3,
+        service: str = "bitmusa",
+        down_after_ms: int = 1000,
+    ) -> None:
+        self.directory = directory
+        self.service = service
+        self.down_after_ms = down_after_ms
+        first = directory / "redis0"
+        first.mkdir(parents=True, exist_ok=True)
+        self.servers = [RedisServer(first)]
+        for i in range(replicas):
+            d = directory / f"redis{i + 1}"
+            d.mkdir(parents=True, exist_ok=True)
+            replicaof = ["--replicaof", "127.0.0.1", str(self.servers[0].port)]
+            self.servers.append(RedisServer(d, args=replicaof))
+        self.sentinel_ports = [_free_port() for _ in range(sentinels)]
+        self._sentinels: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.service}/0"
+
+    def start(self, timeout: float = 30.0) -> RedisSentinels:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise FileNotFoundError("redis-server not found (Debian: apt-get install redis-server)")
+        for redis_server in self.servers:
+            redis_server.start()
+        quorum = len(self.sentinel_ports) // 2 + 1
+        for port in self.sentinel_ports:
+            conf = self.directory / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\n"
+                "bind 127.0.0.1\n"
+                f"dir {self.directory}\n"
+                f"sentinel monitor {self.service} 127.0.0.1 {self.servers[0].port} {quorum}\n"
+                f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {self.service} 10000\n"
+                f"sentinel parallel-syncs {self.service} 1\n"
+            )
+            self._sentinels.append(
+                subprocess.Popen(
+                    [server, str(conf), "--sentinel"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        deadline = time.monotonic() + timeout
+        try:
+            while not self._ready():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the sentinels did not see the primary and its replicas")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _ask(self, port: int, *command: str) -> Any:
+        import redis
+
+        with redis.Redis(port=port, socket_timeout=1.0, socket_connect_timeout=1.0) as c:
+            if command[:2] == ("SENTINEL", "MASTER"):
+                return c.sentinel_master(command[2])
+            return c.execute_command(*command)
+
+    def _ready(self) -> bool:
+        """Every sentinel knows the primary, its replicas and the other sentinels."""
+        import redis
+
+        try:
+            for port in self.sentinel_ports:
+                info = self._ask(port, "SENTINEL", "MASTER", self.service)  # parsed: a dict
+                if int(info["num-slaves"]) < len(self.servers) - 1:
+                    return False
+                if int(info["num-other-sentinels"]) < len(self.sentinel_ports) - 1:
+                    return False
+            for replica in self.servers[1:]:
+                role = self._ask(replica.port, "ROLE")
+                if role[0] != b"slave" or role[3] != b"connected":
+                    return False
+        except (redis.RedisError, OSError):
+            return False
+        return True
+
+    def primary(self) -> RedisServer | None:
+        """The server the sentinels name as the primary now (None: none agreed on)."""
+        import redis
+
+        for port in self.sentinel_ports:
+            try:
+                host_port = self._ask(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+            except (redis.RedisError, OSError):
+                continue
+            if host_port:
+                return next((s for s in self.servers if s.port == int(host_port[1])), None)
+        return None
+
+    def stop(self) -> None:
+        for proc in self._sentinels:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(5)
+        self._sentinels.clear()
+        for redis_server in self.servers:
+            if redis_server.proc is not None and redis_server.proc.poll() is None:
+                redis_server.proc.kill()
+            if redis_server.proc is not None:
+                redis_server.proc.wait(5)
+            redis_server.proc = None

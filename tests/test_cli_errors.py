@@ -32,7 +32,7 @@ from bitmusa_plugin._cli.common import (
     shown_url,
     ws_url,
 )
-from bitmusa_plugin.testing import RedisServer
+from bitmusa_plugin.testing import RedisSentinels, RedisServer
 from conftest import CORPUS, corpus_frames
 
 #: The one line: ``bitmusa-plugin: <what failed>: <what to do>``.
@@ -61,6 +61,7 @@ class Case:
     stdout: str = "pipe"
     without_redis: bool = False
     needs_redis: bool = False
+    needs_sentinel: bool = False
 
 
 def case(
@@ -71,6 +72,7 @@ def case(
     stdout: str = "pipe",
     without_redis: bool = False,
     needs_redis: bool = False,
+    needs_sentinel: bool = False,
 ) -> Any:
     ident = " ".join(argv).replace("{", "").replace("}", "") or "(no command)"
     if stdout != "pipe":
@@ -78,7 +80,8 @@ def case(
     if without_redis:
         ident += " [no redis package]"
     return pytest.param(
-        Case(argv, status, message, env, stdout, without_redis, needs_redis), id=ident
+        Case(argv, status, message, env, stdout, without_redis, needs_redis, needs_sentinel),
+        id=ident,
     )
 
 
@@ -88,6 +91,12 @@ SILENT_REDIS = "redis://127.0.0.1:{busy}/0"
 CANNOT_REACH = r"cannot reach Redis at redis://127\.0\.0\.1:\d+/0: connection refused: start Redis"
 NO_ANSWER = r"Redis at redis://127\.0\.0\.1:\d+/0 did not answer within 2 s: check"
 NOT_A_REDIS_URL = r"argument --redis: 'notaurl' is not a Redis URL .*: see 'bitmusa-plugin \w+"
+REFUSED_SENTINELS = "redis+sentinel://127.0.0.1:{refused},127.0.0.1:{busy}/bitmusa/0"
+NO_SENTINEL = r"no sentinel answers at 127\.0\.0\.1:\d+, 127\.0\.0\.1:\d+: start the sentinels"
+UNKNOWN_SERVICE = (
+    r"the sentinels at 127\.0\.0\.1:\d+ monitor no service 'nosuch' \(they monitor: "
+    r"bitmusa\): fix the service name in --redis"
+)
 
 CASES = [
     # -- replay
@@ -283,6 +292,89 @@ CASES = [
         message=CANNOT_REACH,
     ),
     case("listen", "--redis-maxlen", "-5", status=USAGE, message=r"-5 is negative"),
+    # -- Sentinel URLs (issue 20)
+    case(
+        "listen",
+        "--redis",
+        "redis+sentinel://:hunter2hunter2@127.0.0.1:26379/bitmusa",
+        status=USAGE,
+        message=r"holds credentials: set BITMUSA_REDIS_USERNAME/BITMUSA_REDIS_PASSWORD",
+    ),
+    case(
+        "listen",
+        "--redis",
+        "redis+sentinel://127.0.0.1:26379",
+        status=USAGE,
+        message=r"'redis\+sentinel://127\.0\.0\.1:26379' names no service: add /SERVICE",
+    ),
+    case(
+        "listen",
+        "--redis",
+        "redis+sentinel://127.0.0.1:26379,:x/bitmusa",
+        status=USAGE,
+        message=r"has an invalid port in ':x'",
+    ),
+    case(
+        "listen",
+        "--redis",
+        "rediss+sentinel://h:26379/bitmusa/zero",
+        status=USAGE,
+        message=r"ends in /SERVICE or /SERVICE/DB, the database a number",
+    ),
+    case(
+        "listen",
+        "--redis",
+        REFUSED_SENTINELS,
+        env=CREDENTIALS,
+        status=UNAVAILABLE,
+        message=NO_SENTINEL,
+    ),
+    case("worker", "--redis", REFUSED_SENTINELS, status=UNAVAILABLE, message=NO_SENTINEL),
+    case(
+        "worker",
+        "status",
+        "--redis",
+        REFUSED_SENTINELS,
+        status=UNAVAILABLE,
+        message=NO_SENTINEL,
+    ),
+    case("accounts", "list", "--redis", REFUSED_SENTINELS, status=UNAVAILABLE, message=NO_SENTINEL),
+    case(
+        "accounts",
+        "list",
+        "--redis",
+        "redis+sentinel://{sentinel}/nosuch",
+        needs_sentinel=True,
+        status=USAGE,
+        message=UNKNOWN_SERVICE,
+    ),
+    case(
+        "worker",
+        "--redis",
+        "redis+sentinel://{sentinel}/nosuch",
+        needs_sentinel=True,
+        status=USAGE,
+        message=UNKNOWN_SERVICE,
+    ),
+    case(
+        "accounts",
+        "list",
+        "--redis",
+        "redis+sentinel://{sentinel}/bitmusa/0",
+        needs_sentinel=True,
+        status=EXIT_OK,
+        message=None,
+    ),
+    case(
+        "worker",
+        "status",
+        "--redis",
+        "redis+sentinel://{sentinel}/bitmusa",
+        stdout="closed",
+        needs_sentinel=True,
+        status=EXIT_OK,
+        message=None,
+    ),
     case(
         "listen",
         "--redis",
@@ -583,6 +675,19 @@ def redis_url_of_tests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def sentinel_of_tests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One sentinel monitoring a primary as ``bitmusa``: its HOST:PORT."""
+    if not RedisServer.available():
+        pytest.skip("redis-server is not installed")
+    group = RedisSentinels(tmp_path_factory.mktemp("sentinel"), replicas=0, sentinels=1)
+    group.start()
+    try:
+        yield f"127.0.0.1:{group.sentinel_ports[0]}"
+    finally:
+        group.stop()
+
+
 def run(command: Case, values: dict[str, str]) -> subprocess.CompletedProcess[str]:
     argv = [arg.format(**values) for arg in command.argv]
     env = {k: v for k, v in os.environ.items() if not k.startswith("BITMUSA_")}
@@ -639,6 +744,8 @@ def test_an_expected_failure_is_one_line_and_its_status(
         url = request.getfixturevalue("redis_url_of_tests")
         values["redis"] = url
         values["redis_wrong_password"] = url.replace("redis://", "redis://alice:wrong-pw@")
+    if command.needs_sentinel:
+        values["sentinel"] = request.getfixturevalue("sentinel_of_tests")
     result = run(command, values)
     out = result.stdout or ""
     assert "Traceback" not in result.stderr + out, result.stderr
@@ -832,6 +939,12 @@ def test_no_command_imports_anything_heavy_for_its_help() -> None:
         ("unix:///run/redis.sock?db=2", redis_url, None),
         ("http://127.0.0.1:6379", redis_url, "is not a Redis URL"),
         ("redis://h/x", redis_url, "the database must be a number"),
+        ("redis+sentinel://a:26379,b:26380/svc/2", redis_url, None),
+        ("rediss+sentinel://[::1]:26379/svc", redis_url, None),
+        ("redis+sentinel://a/svc", redis_url, None),
+        ("redis+sentinel://a:1/svc?password=x", redis_url, "takes no query"),
+        ("redis+sentinel://a:1,/svc", redis_url, "names no sentinel"),
+        ("redis+sentinel://a:1/svc/0/x", redis_url, "ends in /SERVICE or /SERVICE/DB"),
     ],
 )
 def test_url_checks(url: str, check: Any, problem: str | None) -> None:

@@ -12,7 +12,6 @@ import argparse
 import math
 from collections.abc import Callable
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
 PROG = "bitmusa-plugin"
 
@@ -176,24 +175,13 @@ def ws_url(text: str) -> str:
 
 
 def redis_url(text: str) -> str:
-    """A URL redis-py's ``from_url`` takes: redis://, rediss:// or unix://."""
-    parts = urlsplit(text)
-    shown = shown_url(text)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise argparse.ArgumentTypeError(
-            f"{shown!r} is not a Redis URL (redis://HOST:PORT/DB, rediss://… or unix://PATH)"
-        )
-    try:
-        _ = parts.port  # raises on a bad port
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{shown!r} has an invalid port") from None
-    if parts.scheme == "unix":
-        if not parts.path:
-            raise argparse.ArgumentTypeError(f"{shown!r} names no socket path")
-    else:
-        db = parts.path.lstrip("/")
-        if db and not db.isdigit():
-            raise argparse.ArgumentTypeError(f"{shown!r}: the database must be a number")
+    """A Redis URL: redis://, rediss://, unix:// or redis+sentinel:// (``_core/redis_url.py``)."""
+    from bitmusa_plugin._core.redis_url import url_problem
+
+    problem = url_problem(text)
+    if problem:
+        sep = "" if problem.startswith(":") else " "
+        raise argparse.ArgumentTypeError(f"{shown_url(text)!r}{sep}{problem}")
     return text
 
 
@@ -304,7 +292,9 @@ def add_redis_url(parser: argparse.ArgumentParser, *, required: bool, help: str)
         metavar="URL",
         type=redis_url,
         required=required,
-        help=f"{help}: redis://HOST:PORT/DB (rediss:// for TLS)",
+        help=f"{help}: redis://HOST:PORT/DB (rediss:// for TLS), or through Sentinel "
+        "redis+sentinel://HOST:PORT,HOST:PORT/SERVICE/DB (passwords from "
+        "BITMUSA_REDIS_PASSWORD, BITMUSA_SENTINEL_PASSWORD)",
     )
 
 

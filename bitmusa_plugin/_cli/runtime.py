@@ -26,7 +26,6 @@ from bitmusa_plugin._cli.common import (
     PROG,
     CommandError,
     one_line,
-    shown_url,
 )
 
 if TYPE_CHECKING:
@@ -114,17 +113,19 @@ async def redis_connection(url: str) -> AsyncIterator[Any]:
     inside the block (connecting, or a command) becomes a :class:`CommandError`."""
     from bitmusa_plugin._engine.secrets import REDACTOR
 
-    shown = shown_url(url)
     REDACTOR.add(urlsplit(url).password)  # never in a log line or an error
     try:
-        import redis.asyncio as aioredis
+        import redis.asyncio  # noqa: F401 - the extra is installed, or we say so
         from redis import exceptions
+
+        from bitmusa_plugin._scale import connect
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] != "redis":
             raise
         raise needs_redis() from None
+    shown = connect.shown(url)
     try:
-        client = aioredis.Redis.from_url(
+        client = connect.client(
             url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT
         )
     except ValueError as exc:
@@ -133,6 +134,19 @@ async def redis_connection(url: str) -> AsyncIterator[Any]:
         await client.ping()
         yield client
     except exceptions.RedisError as exc:
+        found = await connect.diagnose(url, exc)
+        if found is not None:
+            what, yours = found
+            if yours:
+                raise CommandError(
+                    what, "fix the service name in --redis (the name in `sentinel monitor`)"
+                ) from None
+            raise CommandError(
+                what,
+                "start the sentinels (and a primary they monitor), or give --redis the "
+                "sentinels that run",
+                EXIT_UNAVAILABLE,
+            ) from None
         raise redis_error(shown, exc) from None
     finally:
         with contextlib.suppress(Exception):  # closing a connection that never opened

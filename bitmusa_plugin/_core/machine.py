@@ -274,6 +274,12 @@ class AccountMachine:
                 self._join(conn)
         return False
 
+    @property
+    def primary(self) -> int | None:
+        """The connection that delivers (after :meth:`stop`, the one that did): the shell
+        drains it as it closes, so that what reached its socket is delivered."""
+        return self._primary
+
     def held(self, conn_id: int) -> list[str]:
         """The frames ``conn_id`` holds back now, in order (a resync leaves the objects
         they update to them)."""

@@ -55,6 +55,9 @@ from bitmusa_plugin._engine.sides import DEFAULT_SIDE_WAIT, SideGate, rest_looku
 log = logging.getLogger(__name__)
 
 DEFAULT_WS_URL = "wss://websocket.bitmusa.com:60002"
+#: How long a stopping stream waits for the server's close while it delivers what it
+#: still reads (the closing handshake; the worker's self-fence leaves a tick after it)
+CLOSE_DRAIN_TIMEOUT = 0.5
 #: websockets closes a connection on a frame larger than this (1009); our own, smaller
 #: limit (``wire.DEFAULT_MAX_FRAME_BYTES``) rejects and reports a frame and goes on.
 WS_MAX_FRAME_BYTES = 1 << 20
@@ -126,6 +129,8 @@ class _Connection:
     #: pongs included, so the heartbeat does not count that time against the link
     paused: bool = False
     pauses: int = 0
+    #: closing on a stop: every frame read until the server's close is delivered
+    draining: bool = False
 
 
 class AccountStream:
@@ -695,7 +700,7 @@ class AccountStream:
             async for message in ws:
                 conn.last_alive = self._clock()
                 if isinstance(message, str):
-                    if machine.frame(conn_id, message):
+                    if machine.frame(conn_id, message) or conn.draining:
                         self._deliver(message)
                     if machine.urgent:
                         self._wake()
@@ -785,10 +790,18 @@ class AccountStream:
         if conn is None:
             return
         conn.planned_close = True
+        drain = (
+            self.machine.phase == "stopped"
+            and conn_id == self.machine.primary
+            and conn.ws is not None
+            and conn.task is not None
+        )
         try:
             if conn.resync is not None:
                 conn.resync.cancel()
-            if conn.ws is not None and not conn.paused:  # a paused reader reads no reply
+            if drain:
+                await self._drain(conn, reason)
+            elif conn.ws is not None and not conn.paused:  # a paused reader reads no reply
                 with contextlib.suppress(Exception):
                     await within(conn.ws.close(reason=reason[:60]), 1.0)
         finally:
@@ -801,6 +814,26 @@ class AccountStream:
             # could not be told apart from our own cancellation, and swallowing ours left
             # the supervisor running forever (a hang seen in CI at loop shutdown).
             await asyncio.wait({conn.task}, timeout=1.0)
+
+    async def _drain(self, conn: _Connection, reason: str) -> None:
+        """Letting the account go (a stop: a worker's self-fence, hand-back or shutdown):
+        send our close, and let the reader deliver every frame it reads until the server's
+        close ends it. A frame that reached the socket is the exchange's word that it was
+        sent to us; cancelling the reader at once dropped those still in flight (issue 20).
+        Bounded by :data:`CLOSE_DRAIN_TIMEOUT`, so that a self-fence still ends well
+        before the lease can lapse (a tick later)."""
+        assert conn.ws is not None
+        assert conn.task is not None
+        conn.draining = True
+        closing = asyncio.get_running_loop().create_task(conn.ws.close(reason=reason[:60]))
+        try:
+            await asyncio.wait({conn.task}, timeout=CLOSE_DRAIN_TIMEOUT)
+        finally:
+            if not closing.done():
+                closing.cancel()
+            await asyncio.wait({closing}, timeout=0.1)
+            if closing.done() and not closing.cancelled():
+                closing.exception()  # retrieved: a close that failed is the reader's to tell
 
     async def _teardown(self) -> None:
         if self._record_flush is not None:

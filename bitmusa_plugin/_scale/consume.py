@@ -9,12 +9,18 @@ body processed it; one that a consumer took but never acknowledged (it died) is 
 another after ``claim_after`` seconds (``XAUTOCLAIM``). Duplicates (a worker handover
 delivers an event twice, a redelivered entry) are dropped by idempotency id, across every
 consumer of the group: the first to ``SET NX`` the id wins for ``dedupe_ttl`` seconds.
+Each consumer also remembers the ids it yielded last, since a failover can lose the
+``SET NX`` marks the old primary acknowledged (docs/scale.md, "Redis with Sentinel"), and it
+rides out a failover or restart as the workers do.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -68,59 +74,91 @@ async def consume(
     claim_after: float = 30.0,
     dedupe_ttl: int = 86400,
     stop_when_idle: bool = False,
+    remember: int = 100_000,
+    reconnect_for: float = 30.0,
 ) -> AsyncIterator[Consumed]:
     """Yield every event of ``stream`` once for the consumer ``group`` (see the module
     doc). ``stop_when_idle`` ends the iteration when a read returns nothing (tests, batch
-    jobs); otherwise it waits for new events forever."""
-    import redis.asyncio as redis
+    jobs); otherwise it waits for new events forever.
+
+    Across a failover (or a restart) Redis may come back without the last writes it
+    acknowledged: the ``seen`` marks, the group's position, acknowledgements. So this
+    consumer also remembers the last ``remember`` ids it yielded, and never yields one of
+    them again, and it rides out a Redis that does not answer for up to ``reconnect_for``
+    seconds (then the error is raised), re-reading what it took and did not acknowledge."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import ResponseError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from bitmusa_plugin._scale import connect
 
     name = consumer or f"{socket.gethostname()}:{os.getpid()}"
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2.0)
+    client = connect.client(redis_url, socket_connect_timeout=2.0)
+    recent: OrderedDict[str, None] = OrderedDict()
+    seen_prefix = f"bitmusa:seen:{group}:"
+    down_since: float | None = None
     try:
-        try:
-            await client.xgroup_create(stream, group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        seen_prefix = f"bitmusa:seen:{group}:"
+        ready = False
         pending = "0"  # first what this consumer took and did not acknowledge
         while True:
-            # entries a dead consumer left unacknowledged: take them over
-            claimed = await client.xautoclaim(
-                stream, group, name, int(claim_after * 1000), "0-0", count=count
-            )
-            entries = list(claimed[1]) if claimed and len(claimed) > 1 else []
-            if not entries:
-                reply: Any = await client.xreadgroup(
-                    group, name, {stream: pending}, count=count, block=block_ms
+            try:
+                if not ready:
+                    try:
+                        await client.xgroup_create(stream, group, id="0", mkstream=True)
+                    except ResponseError as exc:
+                        if "BUSYGROUP" not in str(exc):
+                            raise
+                    ready = True
+                # entries a dead consumer left unacknowledged: take them over
+                claimed = await client.xautoclaim(
+                    stream, group, name, int(claim_after * 1000), "0-0", count=count
                 )
-                entries = _entries(reply)
-                if pending != ">" and not entries:
-                    pending = ">"
+                entries = list(claimed[1]) if claimed and len(claimed) > 1 else []
+                if not entries:
+                    reply: Any = await client.xreadgroup(
+                        group, name, {stream: pending}, count=count, block=block_ms
+                    )
+                    entries = _entries(reply)
+                    if pending != ">" and not entries:
+                        pending = ">"
+                        continue
+                down_since = None
+                if not entries:
+                    if stop_when_idle:
+                        return
                     continue
-            if not entries:
-                if stop_when_idle:
-                    return
-                continue
-            for entry_id, fields in entries:
-                if not fields:  # a deleted entry still pending
-                    await client.xack(stream, group, entry_id)
-                    continue
-                ident = fields[b"id"].decode()
-                if not await client.set(seen_prefix + ident, 1, nx=True, ex=dedupe_ttl):
-                    await client.xack(stream, group, entry_id)  # a duplicate: done
-                    continue
-                record = orjson.loads(fields[b"json"])
-                hook = record["hook"]
-                yield Consumed(
-                    hook,
-                    record.get(_OBJECT_KEYS.get(hook, ""), {}),
-                    record.get("event"),
-                    ident,
-                    entry_id.decode(),
-                    record,
-                )
-                await client.xack(stream, group, entry_id)  # processed
+                for entry_id, fields in entries:
+                    if not fields:  # a deleted entry still pending
+                        await client.xack(stream, group, entry_id)
+                        continue
+                    ident = fields[b"id"].decode()
+                    fresh = ident not in recent and await client.set(
+                        seen_prefix + ident, 1, nx=True, ex=dedupe_ttl
+                    )
+                    if not fresh:
+                        await client.xack(stream, group, entry_id)  # a duplicate: done
+                        continue
+                    recent[ident] = None
+                    if len(recent) > remember:
+                        recent.popitem(last=False)
+                    record = orjson.loads(fields[b"json"])
+                    hook = record["hook"]
+                    yield Consumed(
+                        hook,
+                        record.get(_OBJECT_KEYS.get(hook, ""), {}),
+                        record.get("event"),
+                        ident,
+                        entry_id.decode(),
+                        record,
+                    )
+                    await client.xack(stream, group, entry_id)  # processed
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                now = time.monotonic()
+                if down_since is None:
+                    down_since = now
+                elif now - down_since > reconnect_for:
+                    raise
+                ready, pending = False, "0"  # the group may be gone; our pending too
+                await asyncio.sleep(0.5)
     finally:
         await client.aclose()

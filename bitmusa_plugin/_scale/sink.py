@@ -43,6 +43,7 @@ from bitmusa_hookspecs import (
     error_info,
     hookimpl,
 )
+from bitmusa_plugin._core.redis_url import is_sentinel
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,19 @@ class RedisSink:
         retry: float = 0.5,
         report: Callable[[ErrorInfo], None] | None = None,
         fence: Callable[[str], int | None] | None = None,
+        wait_replicas: int | None = None,
+        wait_timeout: float = 1.0,
     ) -> None:
         self.url = url
+        #: replicas that must have a batch before it leaves the buffer (``WAIT``): by
+        #: default 1 behind Sentinel, where a failover promotes a replica and would lose
+        #: what only the old primary had; 0 (no WAIT) for a single Redis
+        self.wait_replicas = (
+            (1 if is_sentinel(url) else 0) if wait_replicas is None else wait_replicas
+        )
+        self.wait_timeout = wait_timeout
+        self.unreplicated = 0  # entries written without the replicas' acknowledgement in time
+        self._lagging = False
         self.stream = stream  # may hold "{account}"
         self.maxlen = maxlen
         self.batch = batch
@@ -174,11 +186,9 @@ class RedisSink:
     # -- the writer -----------------------------------------------------------------------
 
     def _start(self) -> None:
-        import redis.asyncio as redis  # only when the sink is used
+        from bitmusa_plugin._scale import connect  # redis only when the sink is used
 
-        self._client = redis.Redis.from_url(
-            self.url, socket_timeout=5.0, socket_connect_timeout=2.0
-        )
+        self._client = connect.client(self.url, socket_timeout=5.0, socket_connect_timeout=2.0)
         self._task = asyncio.get_running_loop().create_task(self._writer(), name="bitmusa:sink")
 
     async def _writer(self) -> None:
@@ -202,7 +212,9 @@ class RedisSink:
                         latest[account] = max(received, latest.get(account, 0))
                 if self._last_key is not None and latest:
                     pipe.hset(self._last_key, mapping=latest)
-                await pipe.execute()
+                if self.wait_replicas:
+                    pipe.wait(self.wait_replicas, int(self.wait_timeout * 1000))
+                replies = await pipe.execute()
             except (RedisError, OSError) as exc:
                 self.retries += 1
                 if self._down_since is None:
@@ -217,6 +229,8 @@ class RedisSink:
                     return
                 await asyncio.sleep(self.retry)
                 continue
+            if self.wait_replicas:
+                self._replicated(int(replies[-1]), len(chunk))
             for _ in chunk:  # written: only now do they leave the buffer
                 self._buffer.popleft()
             self.written += len(chunk)
@@ -228,6 +242,27 @@ class RedisSink:
                     len(chunk),
                 )
                 self._down_since = None
+
+    def _replicated(self, acked: int, entries: int) -> None:
+        """What ``WAIT`` said. Fewer replicas than asked within ``wait_timeout``: the
+        primary has the batch, a failover now could lose it. Writing it again would not
+        help (the replica is behind or down, and the primary is fine), so it is counted
+        and said once per spell, and the sink goes on."""
+        if acked >= self.wait_replicas:
+            if self._lagging:
+                log.warning("Redis sink: the replicas acknowledge writes again")
+            self._lagging = False
+            return
+        self.unreplicated += entries
+        if not self._lagging:
+            self._lagging = True
+            log.warning(
+                "Redis sink: %d of %d replica(s) acknowledged within %.1f s; what is "
+                "written until they catch up could be lost in a failover",
+                acked,
+                self.wait_replicas,
+                self.wait_timeout,
+            )
 
     def _error(self, kind: ErrorKind, message: str) -> None:
         log.warning("%s", message)
@@ -267,5 +302,6 @@ class RedisSink:
             "buffered": len(self._buffer),
             "retries": self.retries,
             "outages": self.outages,
+            "unreplicated": self.unreplicated,
             "down": self._down_since is not None,
         }

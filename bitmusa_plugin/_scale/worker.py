@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -35,6 +36,7 @@ from typing_extensions import assert_never
 
 from bitmusa_hookspecs import error_info
 from bitmusa_plugin._core import lease as ls
+from bitmusa_plugin._core.redis_url import is_sentinel
 from bitmusa_plugin._engine.aio import within
 from bitmusa_plugin._engine.rest import DEFAULT_REST_URL
 from bitmusa_plugin._engine.secrets import CredentialsError, InsecureURLError, redact
@@ -138,6 +140,9 @@ end
 return 0
 """
 
+#: after a tick that failed on Redis, the next one starts this soon (seconds)
+RETRY_AFTER_OUTAGE = 0.25
+
 #: stream states in which a connection is up and delivering
 _DELIVERING = ("connected", "gap", "rotating", "rotated")
 
@@ -156,6 +161,10 @@ class WorkerOptions:
     #: the API's readings for records that set none (``ws_path``, ``keepalive_prefix``,
     #: ``fallback``: ``_cli/common.readings``)
     readings: dict[str, Any] = field(default_factory=dict)
+    #: replicas that must have a new lease and its fence (``WAIT``) before its stream
+    #: starts: a failover then never promotes a replica that lacks it, and a fence never
+    #: goes backwards (None: 1 behind Sentinel, else 0)
+    wait_replicas: int | None = None
 
 
 class _TickFailed(Exception):
@@ -244,7 +253,14 @@ class Worker:
                 await self._carry_out(self.planner.expire(started))
                 if await self._tick():
                     await self._show()
-                await self._sleep_until(started + self.options.tick)
+                    await self._sleep_until(started + self.options.tick)
+                else:
+                    # Redis failed: try again soon, not a tick later. The renewals that
+                    # follow the outage come RETRY_AFTER_OUTAGE after Redis answers at
+                    # most, and that is what the outage tolerance docs/scale.md states
+                    # (lease_ttl - 2 ticks - this) counts on.
+                    retry = min(self.options.tick, RETRY_AFTER_OUTAGE)
+                    await self._sleep_until(started + retry)
         finally:
             await self._shutdown()
 
@@ -384,6 +400,7 @@ class Worker:
                     return p.acquire_refused(self._clock(), label)
                 fence, previous, left_ms, since = got
                 log.info("worker %s: took %s (fence %d)", self.id, label, int(fence))
+                await self._replicated(label)
                 return p.acquired(
                     self._clock(),
                     label,
@@ -414,6 +431,11 @@ class Worker:
                     return p.handed_back(self._clock(), label)
                 return p.handback_refused(self._clock(), label, _text(result))
             case ls.Release(label, holder):
+                pending = self._stopping.get(label)
+                if pending is not None:
+                    # its stream delivers what reached its socket before the lease goes
+                    # (the close handshake, bounded: stream.CLOSE_DRAIN_TIMEOUT)
+                    await asyncio.wait({pending}, timeout=2.0)
                 keys = [self._key("lease", label), self._key("handover", label)]
                 result = await self._redis(self._release(keys=keys, args=[holder]))
                 return p.released(self._clock(), label, _text(result))
@@ -428,6 +450,30 @@ class Worker:
                 return []
             case _:
                 assert_never(action)
+
+    async def _replicated(self, label: str) -> None:
+        """Wait (up to half a tick) until the replicas have the lease just taken. Not in
+        time: said, and the stream starts anyway (the primary has it; only a failover in
+        the next instants could forget it, and then the planner takes it again with a
+        fence above its own, see docs/scale.md)."""
+        wanted = self.options.wait_replicas or 0
+        if not wanted:
+            return
+        timeout_ms = max(1, int(self.options.tick * 500))
+        try:
+            acked = int(await self._redis(self.client.wait(wanted, timeout_ms)))
+        except self._errors as exc:  # the lease is ours: the next tick's reading tells
+            log.info("worker %s: WAIT after taking %s: %s", self.id, label, _describe(exc))
+            return
+        if acked < wanted:
+            log.warning(
+                "worker %s: the lease of %s reached %d of %d replica(s) within %d ms",
+                self.id,
+                label,
+                acked,
+                wanted,
+                timeout_ms,
+            )
 
     async def _start(self, label: str, resume_since_ms: int | None) -> list[ls.Action]:
         """Stream ``label`` through the session; the listenKey is never DELETEd (the
@@ -605,16 +651,19 @@ async def run_worker(
     """Run one worker until SIGINT/SIGTERM. ``sink`` (registered with ``session``'s
     plugins) gets the session's reporter, each account's fencing token, and the hash of
     last event times a takeover resumes its gap report from."""
-    import redis.asyncio as redis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
+
+    from bitmusa_plugin._scale import connect
 
     # One immediate retry (a pooled connection Redis dropped), no backoff: the tick is the
     # retry loop, and a worker that heartbeats on time after an outage is what the
     # planner's grace counts on (redis-py's default retries for seconds).
-    client = redis.Redis.from_url(
+    client = connect.client(
         redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 1)
     )
+    if options.wait_replicas is None:
+        options = dataclasses.replace(options, wait_replicas=1 if is_sentinel(redis_url) else 0)
     worker = Worker(client, session, options, ident or registry.worker_id())
     sink.bind(session.pipeline.report, worker.fence, key(options.group, "last"))
     loop = asyncio.get_running_loop()
