@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 
 #: Bitmusa's documented REST allowance: per second, per minute.
 DOCUMENTED_RATE = (8, 200)
+#: ``(source, event, text)``: see :attr:`Session.frame_trace`
+FrameTrace = Callable[[str, str, "str | None"], None]
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,12 @@ class Session:
             monotonic=clock,
         )
         self.streams: dict[str, AccountStream] = {}
+        #: ``frame_trace(source, event, text)``: every websocket's events (``connected``,
+        #: ``message`` with the frame's text, ``on_close`` with the reason), ``source``
+        #: ``user:<account>`` for a user stream (any other stream of the session calls it
+        #: too, with its own source). ccxt.pro's ``verbose`` sets it; set it before
+        #: streams are added. It must not raise; the text is as received (mask it).
+        self.frame_trace: FrameTrace | None = None
         self._initial = list(accounts)
         self._connections = connections
         self._clock = clock
@@ -204,6 +213,9 @@ class Session:
             clock=self._clock,
             wall=self._wall,
             resume_since_ms=resume_since_ms,
+            trace=None
+            if self.frame_trace is None
+            else functools.partial(self.frame_trace, f"user:{config.label}"),
         )
         self.streams[config.label] = stream
         task = asyncio.get_running_loop().create_task(stream.run(), name=f"bitmusa:{config.label}")

@@ -157,8 +157,12 @@ class AccountStream:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         resume_since_ms: int | None = None,
+        trace: Callable[[str, str | None], None] | None = None,
     ) -> None:
         self.config = config
+        #: ``trace(event, text)`` for each websocket event (``connected``, ``message``,
+        #: ``on_close``): ccxt.pro's ``verbose`` (the session's ``frame_trace``)
+        self.trace = trace
         self.account = config.label
         self.pipeline = pipeline
         self.heartbeat = heartbeat or Heartbeat()
@@ -640,11 +644,15 @@ class AccountStream:
         self._post(lambda now: self.machine.connected(now, conn_id))
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(conn, ws))
         reason = "closed"
-        machine, dispatcher = self.machine, self.pipeline.dispatcher
+        machine, dispatcher, trace = self.machine, self.pipeline.dispatcher, self.trace
+        if trace is not None:
+            trace("connected", None)
         try:
             async for message in ws:
                 conn.last_alive = self._clock()
                 if isinstance(message, str):
+                    if trace is not None:
+                        trace("message", message)
                     if machine.frame(conn_id, message):
                         self._deliver(message)
                     if machine.urgent:
@@ -666,6 +674,8 @@ class AccountStream:
             reason = _close_reason(ws)
         finally:
             heartbeat.cancel()
+            if trace is not None:
+                trace("on_close", redact(reason))
             if conn.resync is not None:
                 conn.resync.cancel()  # the next gap brings its own resync
             if not conn.planned_close:
