@@ -30,6 +30,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import ccxt
@@ -148,9 +149,10 @@ def has_true() -> set[str]:
     return {method for method, value in exchange.has.items() if value}
 
 
-def cases() -> list[str]:
+def cases(has: set[str] | None = None) -> list[str]:
     """What runs: ``has``-true methods with a ccxt test, and the runner's three."""
-    methods = {m for m in has_true() if ccxt_test_file(m) is not None} - set(NOT_RUN)
+    has = has_true() if has is None else has
+    methods = {m for m in has if ccxt_test_file(m) is not None} - set(NOT_RUN)
     return sorted(methods | set(ALWAYS))
 
 
@@ -281,3 +283,33 @@ def test_every_has_true_method_with_a_ccxt_test_runs() -> None:
     # the ones the issue names: test_features, test_create_order and the private watches
     assert {"features", "createOrder", "watchBalance", "watchOrders"} <= set(cases())
     assert {"watchPositions", "watchMyTrades"} <= set(cases())
+
+
+#: the public streams (branch public): ``has`` false here, so not run in this branch
+PUBLIC_WATCHES = (
+    "watchTicker",
+    "watchTickers",
+    "watchOrderBook",
+    "watchOrderBookForSymbols",
+    "watchTrades",
+    "watchTradesForSymbols",
+    "watchOHLCV",
+    "watchOHLCVForSymbols",
+)
+
+
+def test_a_method_whose_has_turns_true_is_run_with_the_runners_arguments() -> None:
+    """The public ``watch_*`` tests join as soon as ``has`` says so (after the merge),
+    each with the arguments ccxt's runner gives it."""
+    assert all(ccxt_test_file(m) is not None for m in PUBLIC_WATCHES)
+    assert set(PUBLIC_WATCHES) <= set(cases(has_true() | set(PUBLIC_WATCHES)))
+
+    exchange = SimpleNamespace(currencies={"BTC": {}, "USDT": {}})
+
+    def args(method: str) -> list[Any]:
+        return runner_args(method, ccxt_function(method), exchange)
+
+    assert args("watchOrderBookForSymbols") == [[BTC, "ETH/USDT:USDT"]]
+    assert args("watchOHLCVForSymbols") == [BTC]
+    assert args("watchTicker") == [BTC]
+    assert args("watchBalance") == ["BTC"]
