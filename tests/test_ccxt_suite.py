@@ -251,17 +251,26 @@ async def keep_trading(sim: Simulator, exchange: Any) -> None:
 async def test_ccxt_own_test_passes(sim: Simulator, exchange: Any, method: str) -> None:
     function = ccxt_function(method)
     args = runner_args(method, function, exchange)
-    driver = None
-    if method.startswith("watch"):
-        driver = asyncio.get_running_loop().create_task(keep_trading(sim, exchange))
+    loop = asyncio.get_running_loop()
+    # skipped_properties: {} (ccxt's skip list has no entry for a third-party class)
+    test = loop.create_task(asyncio.wait_for(function(exchange, {}, *args), HANG))
+    if not method.startswith("watch"):
+        await test
+        return
+    driver = loop.create_task(keep_trading(sim, exchange))
     try:
-        # skipped_properties: {} (ccxt's skip list has no entry for a third-party class)
-        await asyncio.wait_for(function(exchange, {}, *args), HANG)
+        await asyncio.wait({test, driver}, return_when=asyncio.FIRST_COMPLETED)
+        if driver.done():  # the data stopped: say why, rather than wait for the bound
+            test.cancel()
+            driver.result()
+            pytest.fail("the simulator's driver stopped")
+        await test
     finally:
-        if driver is not None:
-            driver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await driver
+        for task in (driver, test):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 # -- the harness itself ---------------------------------------------------------------------

@@ -13,9 +13,14 @@ from typing import Any
 
 import pytest
 from ccxt.base.errors import ArgumentsRequired, InvalidOrder, NotSupported
+from ccxt.test.exchange.base.test_balance import test_balance as ccxt_balance
+from ccxt.test.exchange.base.test_last_price import test_last_price as ccxt_last_price
+from ccxt.test.exchange.base.test_position import test_position as ccxt_position
+from ccxt.test.exchange.base.test_trade import test_trade as ccxt_trade
+from ccxt.test.exchange.base.test_trading_fee import test_trading_fee as ccxt_trading_fee
 
 from bitmusa_plugin.simulator import Simulator
-from ccxt_reference import make_exchange
+from ccxt_reference import check_funding_rate, make_exchange
 
 pytestmark = pytest.mark.bitmusa_simulator(script=False, event_interval=None, seed=7, time_scale=1)
 
@@ -149,12 +154,14 @@ async def test_balance_has_every_market_currency_zero_where_none_is_held(
     sim: Simulator, exchange: Any
 ) -> None:
     balance = await exchange.fetch_balance()
+    ccxt_balance(exchange, {}, "fetchBalance", balance)
     held = sim.engine().balance
     assert float(balance["USDT"]["total"]) == float(held)
     for code in ("BTC", "ETH"):
         assert balance[code] == {"free": 0.0, "used": 0.0, "total": 0.0}
         assert balance["total"][code] == 0.0
     streamed = await asyncio.wait_for(exchange.watch_balance(), HANG)
+    ccxt_balance(exchange, {}, "watchBalance", streamed)
     assert streamed["BTC"] == {"free": 0.0, "used": 0.0, "total": 0.0}
 
 
@@ -180,6 +187,8 @@ async def test_fetch_position_and_a_flat_one(sim: Simulator, exchange: Any) -> N
     await exchange.create_order(BTC, "market", "buy", 0.002)
     position = await exchange.fetch_position(BTC)
     assert (position["side"], position["contracts"]) == ("long", 0.002)
+    # ccxt's validator; markPrice: the position record carries none (branch public)
+    ccxt_position(exchange, {"markPrice": True}, "fetchPosition", position, BTC, None)
 
 
 async def test_fetch_order_trades_are_the_orders_fills(sim: Simulator, exchange: Any) -> None:
@@ -190,6 +199,8 @@ async def test_fetch_order_trades_are_the_orders_fills(sim: Simulator, exchange:
     assert trades
     assert {t["order"] for t in trades} == {first["id"]}
     assert sum(t["amount"] for t in trades) == pytest.approx(0.002)
+    for trade in trades:
+        ccxt_trade(exchange, {}, "fetchOrderTrades", trade, BTC, exchange.milliseconds(), False)
     assert {t["order"] for t in await exchange.fetch_order_trades(other["id"])} == {other["id"]}
 
 
@@ -198,10 +209,13 @@ async def test_funding_rates_and_last_prices_per_market(sim: Simulator, exchange
     assert set(rates) == set(exchange.symbols)
     one = await exchange.fetch_funding_rate(BTC)
     assert rates[BTC]["fundingRate"] == one["fundingRate"]
+    for symbol, rate in rates.items():
+        check_funding_rate(exchange, rate, symbol)
     prices = await exchange.fetch_last_prices([BTC])
     assert set(prices) == {BTC}
     assert prices[BTC]["price"] == 100000.0
     assert prices[BTC]["side"] is None
+    ccxt_last_price(exchange, {}, "fetchLastPrices", prices[BTC], BTC)
 
 
 async def test_trading_fee_is_exchange_infos_and_unknown_without_it(
@@ -210,6 +224,7 @@ async def test_trading_fee_is_exchange_infos_and_unknown_without_it(
     fee = await exchange.fetch_trading_fee(BTC)
     market = exchange.market(BTC)
     assert (fee["maker"], fee["taker"]) == (market["maker"], market["taker"])
+    ccxt_trading_fee(exchange, {}, "fetchTradingFee", BTC, fee)
     assert set(await exchange.fetch_trading_fees()) == set(exchange.symbols)
     table = make_exchange(sim, options={"marketsSource": "table"})
     try:
