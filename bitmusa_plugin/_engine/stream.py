@@ -674,8 +674,6 @@ class AccountStream:
             reason = _close_reason(ws)
         finally:
             heartbeat.cancel()
-            if trace is not None:
-                trace("on_close", redact(reason))
             if conn.resync is not None:
                 conn.resync.cancel()  # the next gap brings its own resync
             if not conn.planned_close:
@@ -685,6 +683,8 @@ class AccountStream:
                 self._post(lambda now: self.machine.closed(now, conn_id, why, last_alive))
             with contextlib.suppress(Exception):
                 await ws.close()
+            if trace is not None:  # last: the connection's bookkeeping is done
+                trace("on_close", redact(reason))
 
     async def _wait_for_plugins(self, conn: _Connection) -> None:
         """A lossless plugin is a whole queue behind: stop reading until it catches up.
