@@ -59,6 +59,15 @@ SUPPORTED = {
     "watchOrders": "user stream `future_order`",
     "watchPositions": "user stream `future_position`",
     "watchMyTrades": "`on_trade`: one trade per fill of `future_order`; a gap's from history",
+    # emulated (_ccxt/emulated.py)
+    "fetchPosition": "`fetchPositions([symbol])`'s one (hedge mode: `params.side`), else flat",
+    "fetchOrderTrades": "`fetchMyTrades` from the order's creation time (its id has it), "
+    "filtered by `order`",
+    "fetchFundingRates": "one `GET /future/market` per market, as `fetchFundingRate`",
+    "fetchTradingFee": "the market's rates from exchange-info (no per-account fee exists); "
+    "`NotSupported` when the markets came from the shipped table",
+    "fetchTradingFees": "as `fetchTradingFee`, for every market",
+    "fetchLastPrices": "`last_price` of one `GET /future/market` per market (no side)",
 }
 
 NO_HISTORY = "no order-history or single-order endpoint in v2 (TRADING.md §5 OQ2)"
@@ -85,7 +94,6 @@ REASONS = {
     "fetchCanceledAndClosedOrders": NO_HISTORY,
     "fetchOrders": NO_HISTORY,
     "fetchOrdersByStatus": NO_HISTORY,
-    "fetchOrderTrades": "the history has no order filter; filter `fetchMyTrades` by `order`",
     "setMarginMode": "no account setting: the mode travels on each order (`params.marginMode`)",
     "fetchMarginMode": "not returned anywhere (it travels on each order)",
     "fetchMarginModes": "not returned anywhere (it travels on each order)",
@@ -93,7 +101,6 @@ REASONS = {
     "reduceMargin": "no endpoint to move isolated margin",
     "setMargin": "no endpoint to move isolated margin",
     "fetchMarginAdjustmentHistory": "no endpoint to move isolated margin",
-    "fetchPosition": "not implemented: `fetchPositions([symbol])` returns it",
     "fetchPositionsForSymbol": "not implemented: `fetchPositions([symbol])` returns it",
     "fetchIsolatedPositions": "not implemented: `fetchPositions` returns them all",
     "fetchPositionHistory": NO_ENDPOINT + " (closed positions only on the stream)",
@@ -102,17 +109,13 @@ REASONS = {
     "fetchLeverages": "not implemented: one `fetchLeverage` per market",
     "fetchLeverageTiers": NO_ENDPOINT + " (no per-ticker maximum documented; 1-125)",
     "fetchMarketLeverageTiers": NO_ENDPOINT + " (no per-ticker maximum documented; 1-125)",
-    "fetchFundingRates": "not implemented: one `fetchFundingRate` per market",
     "fetchFundingRateHistory": NO_ENDPOINT,
     "fetchFundingHistory": NO_ENDPOINT,
     "fetchFundingInterval": "the interval is not published (TRADING.md §5 OQ5)",
     "fetchFundingIntervals": "the interval is not published (TRADING.md §5 OQ5)",
-    "fetchTradingFee": "not implemented: each market carries `maker`/`taker`",
-    "fetchTradingFees": "not implemented: each market carries `maker`/`taker`",
     "fetchTradingLimits": "not implemented: each market carries `limits`",
     "fetchTime": NO_ENDPOINT,
     "fetchBidsAsks": "the ticker has no bid or ask; use `fetchOrderBook`",
-    "fetchLastPrices": "not implemented: `fetchTickers` has `last`",
     "fetchMarkPrices": "not implemented: `fetchTickers` has `markPrice`",
     "fetchOrderBooks": "not implemented: one `fetchOrderBook` per market",
     "fetchL3OrderBook": "the book is aggregated by price",

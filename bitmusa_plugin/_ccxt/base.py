@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ccxt.async_support.base.exchange import Exchange
@@ -159,6 +159,7 @@ class Base(Exchange):  # type: ignore[misc]
             )
             self._symbols = self._engine.pipeline.symbols  # tickers seen become known
             _trace_when_verbose(self, self._engine.http)
+            self._engine.frame_trace = _frames_when_verbose(self)
             self._engine.start()
         return self._engine
 
@@ -257,3 +258,28 @@ def _trace_when_verbose(exchange: Exchange, http: httpx.AsyncClient) -> None:
         "request": [*hooks["request"], on_request],
         "response": [*hooks["response"], on_response],
     }
+
+
+def _frames_when_verbose(exchange: Exchange) -> Callable[[str, str, str | None], None]:
+    """ccxt.pro's ``verbose`` for websockets: while ``exchange.verbose`` is true, each
+    websocket event of the session (the user stream's, and any other stream that calls
+    the session's ``frame_trace``) goes to ``exchange.log`` as ccxt.pro's client prints
+    its own (``<ISO time> message <frame>``, ``connected``, ``on_close <reason>``), with
+    the source named and the credentials and listenKeys masked. Printing never stops a
+    stream: a failing ``exchange.log`` is logged once."""
+    failed: list[Exception] = []
+
+    def trace(source: str, event: str, text: str | None) -> None:
+        if not exchange.verbose:
+            return
+        parts: list[Any] = [exchange.iso8601(exchange.milliseconds()), f"bitmusa {source}", event]
+        if text is not None:
+            parts.append(_LISTEN_KEY.sub(rf"\1{MASK}\2", redact(text)))
+        try:
+            exchange.log(*parts)
+        except Exception as exc:
+            if not failed:
+                failed.append(exc)
+                log.warning("bitmusa: verbose output failed (%s): the stream goes on", exc)
+
+    return trace

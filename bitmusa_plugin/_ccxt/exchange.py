@@ -1,7 +1,8 @@
 """``bitmusa``: the whole drop-in, a ``ccxt.async_support.Exchange`` with ccxt.pro's
 ``watch_*``. Its parts: :mod:`.markets` (market data), :mod:`.trading` (the account over
-REST), :mod:`.streams` (the user stream), :mod:`.base` (the engine and REST), and
-:mod:`.errors` (Bitmusa's failures as ccxt's classes). What it decides where the API is
+REST), :mod:`.streams` (the user stream), :mod:`.base` (the engine and REST),
+:mod:`.emulated` (``features``, balances, emulated methods) and :mod:`.errors` (Bitmusa's
+failures as ccxt's classes). What it decides where the API is
 unclear is docs/ccxt.md's "Decisions"; each decision is an option.
 """
 
@@ -16,9 +17,8 @@ from bitmusa_plugin._core import market as bm_market
 from bitmusa_plugin._engine import rest as bm_rest
 from bitmusa_plugin._engine.stream import DEFAULT_WS_URL
 
+from .emulated import FEATURES, Emulated
 from .errors import EXCEPTIONS
-from .markets import Markets
-from .trading import Trading
 
 #: ``has`` is True for exactly these; every other unified method is False.
 SUPPORTED = frozenset(
@@ -36,12 +36,20 @@ SUPPORTED = frozenset(
         "fetchOHLCV",
         "fetchFundingRate",
         "fetchStatus",
+        # emulated from the endpoints above (_ccxt/emulated.py)
+        "fetchFundingRates",
+        "fetchLastPrices",
+        "fetchTradingFee",
+        "fetchTradingFees",
         # the account
         "fetchBalance",
         "fetchPositions",
         "fetchOpenOrders",
         "fetchOrder",
         "fetchMyTrades",
+        # emulated from the endpoints above (_ccxt/emulated.py)
+        "fetchPosition",
+        "fetchOrderTrades",
         # trading (ccxt's create_*_order helpers all go through create_order)
         "createOrder",
         "createLimitOrder",
@@ -70,7 +78,7 @@ SUPPORTED = frozenset(
 )
 
 
-class bitmusa(Trading, Markets):  # ccxt names its classes by exchange id
+class bitmusa(Emulated):  # ccxt names its classes by exchange id
     """Bitmusa futures for ccxt: ``bitmusa({'apiKey': <x-api-key>, 'secret': <auth key>})``."""
 
     def describe(self) -> dict[str, Any]:
@@ -103,6 +111,7 @@ class bitmusa(Trading, Markets):  # ccxt names its classes by exchange id
                         "taker": self.parse_number("0.0003"),
                     },
                 },
+                "features": FEATURES,
                 "exceptions": EXCEPTIONS,
                 "options": {
                     # the account and its stream
@@ -132,6 +141,7 @@ class bitmusa(Trading, Markets):  # ccxt names its classes by exchange id
                     "ohlcvPath": "history",
                     "fundingRateUnit": "percent",
                     "markets": {},  # ticker -> unified symbol, for tickers beyond the rule
+                    "balanceCurrencies": "markets",  # or "wallet" (docs/mapping.md)
                 },
             },
         )

@@ -52,6 +52,8 @@ class Markets(Base):
             except BitmusaError as exc:
                 raise_for(self, exc)
         markets = []
+        #: where the markets came from: a fee rate is the server's only from exchange-info
+        self._markets_source = "table" if records is None else "exchange-info"
         if records is None:
             markets = [self.parse_market(record) for record in table]
             listed = {m["id"] for m in markets}

@@ -53,6 +53,7 @@ UNSUPPORTED_ORDER_PARAMS = (
     "trailingTriggerPrice",
     "clientOrderId",
     "cost",
+    "leverage",  # per symbol (set_leverage): sent with the order, the server ignores it
 )
 #: unified ``create_order`` params read here; anything else goes into the body as is
 UNIFIED_ORDER_PARAMS = (

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 
 #: Bitmusa's documented REST allowance: per second, per minute.
 DOCUMENTED_RATE = (8, 200)
+#: ``(source, event, text)``: see :attr:`Session.frame_trace`
+FrameTrace = Callable[[str, str, "str | None"], None]
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,12 @@ class Session:
             monotonic=clock,
         )
         self.streams: dict[str, AccountStream] = {}
+        #: ``frame_trace(source, event, text)``: every websocket's events (``connected``,
+        #: ``message`` with the frame's text, ``on_close`` with the reason), ``source``
+        #: ``user:<account>`` for a user stream (any other stream of the session calls it
+        #: too, with its own source). ccxt.pro's ``verbose`` sets it; set it before
+        #: streams are added. It must not raise; the text is as received (mask it).
+        self.frame_trace: FrameTrace | None = None
         self._initial = list(accounts)
         self._connections = connections
         self._clock = clock
@@ -215,6 +224,9 @@ class Session:
             resume_since_ms=resume_since_ms,
             history_budget=self.history_budget,
             side_wait=self.side_wait,
+            trace=None
+            if self.frame_trace is None
+            else functools.partial(self.frame_trace, f"user:{config.label}"),
         )
         self.streams[config.label] = stream
         task = asyncio.get_running_loop().create_task(stream.run(), name=f"bitmusa:{config.label}")

@@ -158,6 +158,7 @@ class AccountStream:
         resume_since_ms: int | None = None,
         history_budget: float = DEFAULT_HISTORY_BUDGET,
         side_wait: float = DEFAULT_SIDE_WAIT,
+        trace: Callable[[str, str | None], None] | None = None,
     ) -> None:
         self.config = config
         #: how long a gap's trade-history read may take, seconds (its pages are paced by
@@ -166,6 +167,9 @@ class AccountStream:
         #: how long this account's events may wait for an unknown order's side, seconds
         #: (``_engine/sides.py``; 0: never wait)
         self.side_wait = side_wait
+        #: ``trace(event, text)`` for each websocket event (``connected``, ``message``,
+        #: ``on_close``): ccxt.pro's ``verbose`` (the session's ``frame_trace``)
+        self.trace = trace
         self.account = config.label
         self.pipeline = pipeline
         self.heartbeat = heartbeat or Heartbeat()
@@ -695,11 +699,15 @@ class AccountStream:
         self._post(lambda now: self.machine.connected(now, conn_id))
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(conn, ws))
         reason = "closed"
-        machine, dispatcher = self.machine, self.pipeline.dispatcher
+        machine, dispatcher, trace = self.machine, self.pipeline.dispatcher, self.trace
+        if trace is not None:
+            trace("connected", None)
         try:
             async for message in ws:
                 conn.last_alive = self._clock()
                 if isinstance(message, str):
+                    if trace is not None:
+                        trace("message", message)
                     if machine.frame(conn_id, message) or conn.draining:
                         self._deliver(message)
                     if machine.urgent:
@@ -730,6 +738,8 @@ class AccountStream:
                 self._post(lambda now: self.machine.closed(now, conn_id, why, last_alive))
             with contextlib.suppress(Exception):
                 await ws.close()
+            if trace is not None:  # last: the connection's bookkeeping is done
+                trace("on_close", redact(reason))
 
     async def _wait_for_plugins(self, conn: _Connection) -> None:
         """A lossless plugin is a whole queue behind: stop reading until it catches up.
