@@ -1,6 +1,7 @@
 """``bitmusa``: the whole drop-in, a ``ccxt.async_support.Exchange`` with ccxt.pro's
 ``watch_*``. Its parts: :mod:`.markets` (market data), :mod:`.trading` (the account over
-REST), :mod:`.streams` (the user stream), :mod:`.base` (the engine and REST), and
+REST), :mod:`.streams` (the user stream), :mod:`.public` (the public market streams and
+positions' mark price), :mod:`.base` (the engine and REST), and
 :mod:`.errors` (Bitmusa's failures as ccxt's classes). What it decides where the API is
 unclear is docs/ccxt.md's "Decisions"; each decision is an option.
 """
@@ -17,7 +18,7 @@ from bitmusa_plugin._engine import rest as bm_rest
 from bitmusa_plugin._engine.stream import DEFAULT_WS_URL
 
 from .errors import EXCEPTIONS
-from .markets import Markets
+from .public import Public
 from .trading import Trading
 
 #: ``has`` is True for exactly these; every other unified method is False.
@@ -66,11 +67,28 @@ SUPPORTED = frozenset(
         "watchOrders",
         "watchPositions",
         "watchMyTrades",
+        # the public market streams (ticker and trades polled: no stream has them)
+        "watchTicker",
+        "watchTickers",
+        "watchOrderBook",
+        "watchOrderBookForSymbols",
+        "watchTrades",
+        "watchTradesForSymbols",
+        "watchOHLCV",
+        "watchOHLCVForSymbols",
+        "unWatchTicker",
+        "unWatchTickers",
+        "unWatchOrderBook",
+        "unWatchOrderBookForSymbols",
+        "unWatchTrades",
+        "unWatchTradesForSymbols",
+        "unWatchOHLCV",
+        "unWatchOHLCVForSymbols",
     )
 )
 
 
-class bitmusa(Trading, Markets):  # ccxt names its classes by exchange id
+class bitmusa(Trading, Public):  # ccxt names its classes by exchange id
     """Bitmusa futures for ccxt: ``bitmusa({'apiKey': <x-api-key>, 'secret': <auth key>})``."""
 
     def describe(self) -> dict[str, Any]:
@@ -132,6 +150,14 @@ class bitmusa(Trading, Markets):  # ccxt names its classes by exchange id
                     "ohlcvPath": "history",
                     "fundingRateUnit": "percent",
                     "markets": {},  # ticker -> unified symbol, for tickers beyond the rule
+                    # the public market streams (docs/ccxt.md, "Public market streams")
+                    "publicWsPath": "stream",  # or "public"; apiFallback tries the other
+                    "publicDepthSpeed": "100ms",  # or "1s" (the draft's default)
+                    "publicWindow": 10.0,  # no stream this long: poll REST
+                    "publicSilence": 10.0,  # a connection silent this long is reopened
+                    "publicPollInterval": 2.0,  # seconds between polls of one subscription
+                    "publicFeed": None,  # "stream" or "polling", once a public watch ran
+                    "OHLCVLimit": 1000,
                 },
             },
         )
