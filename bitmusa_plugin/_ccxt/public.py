@@ -111,7 +111,7 @@ class Public(Streams, Markets):
         done = await self._watch([("ticker", s) for s in chosen])
         shown = [k[1] for k in done] if self.newUpdates else chosen
         return self.filter_by_array(
-            [self.tickers[s] for s in shown if s in self.tickers], "symbol", None, False
+            [self.tickers[s] for s in shown if s in self.tickers], "symbol", None, True
         )
 
     async def watch_order_book(
@@ -315,8 +315,11 @@ class Public(Streams, Markets):
     def _want(self, key: Key) -> None:
         """``key`` is watched: from the stream when it has one and the stream is up, else
         from a poller."""
-        if key not in self._watched:
-            self._watched[key] = self._stream_name(key)
+        name = self._stream_name(key)
+        if key not in self._watched or self._watched[key] != name:
+            # new, or a book that now wants a deeper stream: frames of the old one are
+            # ignored from here on (``_on_public`` matches the stream's name)
+            self._watched[key] = name
             self._cache_for(key)
             self._sync_hub()
         if self._watched[key] is None or self._polling:

@@ -8,8 +8,9 @@ stream's rule). Frames are decoded by :mod:`bitmusa_plugin._core.public` and han
 subscribers that asked for their stream; a frame that does not decode is reported (logged,
 counted, told to the subscribers) and skipped.
 
-**No public stream**: while no connection is open for ``window`` seconds (at start, after a
-drop, a stall, or when neither reading of the path answers), the hub tells its subscribers
+**No public stream**: while no frame has come for ``window`` seconds (at start, after a
+drop, while connections open and stay silent; at once when neither reading of the path
+answers), the hub tells its subscribers
 ``polling=True`` (once, logged once) and keeps trying in the background; they read REST
 meanwhile. When a connection opens again they are told ``polling=False``.
 
@@ -66,7 +67,7 @@ class PublicConfig:
     reading: urls.PublicWsPath = "stream"
     #: a handshake refused with 400/404 tries the other reading once, before any opened
     fallback: bool = True
-    #: no connection for this long: the subscribers poll REST
+    #: no stream (no connection bringing frames) for this long: the subscribers poll REST
     window: float = 10.0
     #: a connection that brings no message for this long is closed and reopened
     silence: float = 10.0
@@ -90,6 +91,7 @@ class PublicHub:
         self._settled = False  # a connection opened: the reading is known
         self._window_timer: asyncio.TimerHandle | None = None
         self.polling = False
+        self._flowing = False  # the current connection has brought a frame
         self.connections_opened = 0
         self.frames = 0
         self.rejected = 0
@@ -156,6 +158,7 @@ class PublicHub:
             "reading": self.reading,
             "streams": len(self.names()),
             "connected": self._ws is not None,
+            "flowing": self._flowing,
             "polling": self.polling,
             "connections_opened": self.connections_opened,
             "frames": self.frames,
@@ -191,8 +194,12 @@ class PublicHub:
             attempt = 0
             self._ws = ws
             self.connections_opened += 1
-            self._up(urls.public_stream_url(self.config.ws_url, self.reading, names))
-            reason = await self._read(ws)
+            # up at its first frame, not at the handshake: a connection that opens and
+            # stays silent feeds nobody, and the window runs on
+            reason = await self._read(
+                ws, urls.public_stream_url(self.config.ws_url, self.reading, names)
+            )
+            self._flowing = False
             if self._ws is ws:
                 self._ws = None
             with contextlib.suppress(Exception):
@@ -203,9 +210,10 @@ class PublicHub:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await within(self._wake.wait(), self._backoff(0))
 
-    async def _read(self, ws: ClientConnection) -> str:
+    async def _read(self, ws: ClientConnection, url: str) -> str:
         """Deliver frames until the connection ends; why it ended."""
         silence = self.config.silence
+        first = True
         while True:
             try:
                 message = await within(ws.recv(), silence)
@@ -222,6 +230,9 @@ class PublicHub:
                 self._reject(exc)
                 continue
             self.frames += 1
+            if first:
+                first = False
+                self._up(url)
             for subscriber, names in list(self._subscribers.items()):
                 if item.stream in names:
                     try:
@@ -308,7 +319,7 @@ class PublicHub:
         if self._window_timer is not None:
             self._window_timer.cancel()
         self._window_timer = None
-        if self.polling or self._ws is not None or not self.names():
+        if self.polling or self._flowing or not self.names():
             return
         self.polling = True
         log.warning(
@@ -321,6 +332,7 @@ class PublicHub:
             subscriber.public_polling(True, self.last_reason)
 
     def _up(self, url: str | None) -> None:
+        self._flowing = url is not None
         if self._window_timer is not None:
             self._window_timer.cancel()
             self._window_timer = None

@@ -234,6 +234,7 @@ class Simulator:
         self.public_ws_path = public_ws_path
         self.public_live: dict[web.WebSocketResponse, Any] = {}  # for the faults
         self.public_opened: list[str] = []  # the path and query of every public handshake
+        self.public_stalled_until = 0.0  # loop time: connections opened before it are silent
         #: stops the background: the script, the market's moves (and so the fills,
         #: triggers and liquidations they cause). REST calls still act.
         self.paused = False
@@ -478,7 +479,8 @@ class Simulator:
         return public_ws.drop(self)
 
     def stall_public(self, seconds: float) -> None:
-        """Public connections go silent for ``seconds`` (real time)."""
+        """The public stream goes silent for ``seconds`` (real time): its live connections
+        and those opened meanwhile."""
         from . import _public_ws as public_ws
 
         public_ws.stall(self, seconds)

@@ -84,7 +84,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             return web.Response(status=400, text=subscriptions)
         ws = web.WebSocketResponse(heartbeat=None, compress=False)
         await ws.prepare(request)
-        conn = PublicConnection(ws, request.transport)
+        conn = PublicConnection(ws, request.transport, sim.public_stalled_until)
         sim.public_connections.add(ws)
         sim.public_live[ws] = conn
         sim.public_opened.append(request.path_qs)
@@ -185,7 +185,9 @@ def drop(sim: Simulator) -> int:
 
 
 def stall(sim: Simulator, seconds: float) -> None:
+    """Silence for ``seconds``: the live connections, and those opened meanwhile."""
     until = asyncio.get_running_loop().time() + seconds
+    sim.public_stalled_until = until
     for conn in sim.public_live.values():
         conn.stalled_until = until
 
