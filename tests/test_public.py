@@ -45,9 +45,11 @@ def exchange_on(sim: Simulator, **options: Any) -> Any:
 
 async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     """Wait (bounded) for ``condition``: a state the design guarantees, not a sleep."""
-    async with asyncio.timeout(timeout):
-        while not condition():  # noqa: ASYNC110 (a condition on the simulator's state)
-            await asyncio.sleep(0.02)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"not within {timeout} s"
+        await asyncio.sleep(0.02)
 
 
 def fast_clock(exchange: Any, factor: int) -> None:
@@ -272,13 +274,15 @@ async def test_a_bad_symbol_or_timeframe_is_one_clear_error(sim: Simulator) -> N
 async def _open_long(sim: Simulator, exchange: Any) -> dict[str, Any]:
     await sim.set_price("BTCUSDT", "100000")
     await exchange.load_markets()
-    await exchange.watch_positions([SYMBOL])  # the stream runs: the fill is seen
+    await exchange.watch_balance()  # the stream runs: the fill is seen
     await exchange.create_order(SYMBOL, "market", "buy", 0.01)
-    while True:
+    for _ in range(50):
         positions = await asyncio.wait_for(exchange.watch_positions([SYMBOL]), 10)
         live = [p for p in positions if p["contracts"] and p["markPrice"] is not None]
         if live:
-            return live[-1]
+            position: dict[str, Any] = live[-1]
+            return position
+    raise AssertionError("no priced position")
 
 
 def _consistent(position: dict[str, Any]) -> None:
@@ -299,10 +303,10 @@ async def test_positions_carry_a_mark_price_recomputed_as_it_moves(sim: Simulato
     try:
         position = await _open_long(sim, exchange)
         _consistent(position)
-        await sim.set_price("BTCUSDT", "101000")
-        while True:  # watch_positions delivers the move without any position frame
+        await sim.set_price("BTCUSDT", "110000")  # far beyond the market's own drift
+        for _ in range(100):  # watch_positions delivers the move without a position frame
             positions = await asyncio.wait_for(exchange.watch_positions([SYMBOL]), 10)
-            moved = [p for p in positions if p["markPrice"] and p["markPrice"] > 100500]
+            moved = [p for p in positions if p["markPrice"] and p["markPrice"] > 105000]
             if moved:
                 break
         _consistent(moved[-1])
@@ -320,15 +324,17 @@ async def test_positions_are_priced_from_the_rest_ticker_without_a_stream(
     try:
         position = await _open_long(sim, exchange)
         _consistent(position)
-        await sim.set_price("BTCUSDT", "99000", mark="99100")
-        while True:
+        # up (a long at 10x is liquidated 10 % down), far beyond the market's own drift
+        await sim.set_price("BTCUSDT", "108000")
+        for _ in range(100):
             positions = await asyncio.wait_for(exchange.watch_positions([SYMBOL]), 10)
-            moved = [p for p in positions if p["markPrice"] == 99100]
+            moved = [p for p in positions if p["markPrice"] and p["markPrice"] > 104000]
             if moved:
                 break
         _consistent(moved[-1])
-        assert moved[-1]["unrealizedPnl"] < 0
+        assert moved[-1]["unrealizedPnl"] > 0
         assert exchange.options["publicFeed"] == "polling"
+        assert exchange._marks[SYMBOL][1] == "mark"  # the REST ticker's mark_price
     finally:
         await exchange.close()
 

@@ -602,21 +602,22 @@ class Public(Streams, Markets):
                 super()._on_position(self._priced(position, price, which))
 
     def _priced(self, position: dict[str, Any], price: float, which: str) -> dict[str, Any]:
-        """``position`` at ``price``: ccxt's own ``safe_position`` derives the notional, the
-        unrealized PnL, the initial margin and the percentage from the mark, the entry
-        price, the contracts and the leverage (the frame's ``unpnl`` stays in ``info``)."""
+        """``position`` at ``price``, derived by ccxt's own ``safe_position``: the notional
+        (contracts x mark), the unrealized PnL (from the entry price and the side), the
+        collateral (margin + PnL) and the percentage (PnL / initial margin). The initial
+        margin stays the frame's (``value / leverage``: ``value`` is the entry notional),
+        and an isolated position's margin is that initial margin (what it posted); the
+        frame's own ``unpnl`` stays in ``info``."""
         fresh = dict(position)
-        for derived in (
-            "notional",
-            "unrealizedPnl",
-            "initialMargin",
-            "percentage",
-            "collateral",
-            "positionMargin",
-            "marginRatio",
-        ):
+        for derived in ("notional", "unrealizedPnl", "percentage", "collateral"):
             fresh[derived] = None
+        if fresh.get("marginMode") == "isolated" and fresh.get("positionMargin") is None:
+            fresh["positionMargin"] = fresh.get("initialMargin")
         fresh["markPrice"] = price
-        fresh["lastPrice"] = price if which == "last" else position.get("lastPrice")
+        if which == "last":
+            fresh["lastPrice"] = price
         priced: dict[str, Any] = self.safe_position(fresh)
+        # a second pass: safe_position reads the PnL before it derives it, so the
+        # collateral (margin + PnL) derives only once the PnL is there
+        priced = self.safe_position(priced)
         return priced
