@@ -268,6 +268,36 @@ async def test_a_bad_symbol_or_timeframe_is_one_clear_error(sim: Simulator) -> N
         await exchange.close()
 
 
+async def test_the_public_connection_is_lazy(sim: Simulator) -> None:
+    """An account that watches no market data and holds no position opens no public
+    connection (issue 21: start-up costs the REST allowance alone)."""
+    exchange = exchange_on(sim)
+    try:
+        await asyncio.wait_for(exchange.watch_balance(), 10)
+        await exchange.fetch_ticker(SYMBOL)
+        assert sim.public_opened == []
+        assert exchange.options["publicFeed"] is None
+    finally:
+        await exchange.close()
+
+
+async def test_one_ticker_read_per_interval_serves_every_instance() -> None:
+    from bitmusa_plugin._ccxt.public import _shared_read
+
+    calls = []
+
+    async def read() -> int:
+        calls.append(1)
+        await asyncio.sleep(0.01)
+        return len(calls)
+
+    key = (asyncio.get_running_loop(), "http://x", "BTCUSDT")
+    answers = await asyncio.gather(*(_shared_read(key, 60.0, read) for _ in range(50)))
+    assert answers == [1] * 50
+    assert len(calls) == 1
+    assert await _shared_read(key, 0.0, read) == 2  # past the interval: read again
+
+
 # -- positions' mark price ---------------------------------------------------------------------
 
 
@@ -312,6 +342,8 @@ async def test_positions_carry_a_mark_price_recomputed_as_it_moves(sim: Simulato
         _consistent(moved[-1])
         assert moved[-1]["unrealizedPnl"] > 0
         assert "BTCUSDT@kline_1min" in sim.public_opened[-1]
+        # priced from the stream alone: none of the REST allowance (issue 21's start-up)
+        assert not [c for c in sim.rest_calls if c[0] == "GET /future/market"]
     finally:
         await exchange.close()
 

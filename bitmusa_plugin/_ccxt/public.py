@@ -471,14 +471,13 @@ class Public(Streams, Markets):
             except Exception as exc:
                 log.debug("bitmusa poll %s failed: %s", key, exc)
                 self._resolve(key, exc)
-            if key[0] == "mark" and self._watched.get(key) and not self._polling:
-                break  # the first price only: the stream's candles go on from here
             await asyncio.sleep(interval)
         if self._pollers.get(key) is asyncio.current_task():
             del self._pollers[key]
 
     def _reader(self, key: Key) -> Callable[[], Awaitable[None]]:
         kind, symbol = key[0], key[1]
+        interval = self.safe_number(self.options, "publicPollInterval", 2.0)
 
         async def ticker() -> None:
             self.tickers[symbol] = await self.fetch_ticker(symbol)
@@ -507,10 +506,16 @@ class Public(Streams, Markets):
             self._resolve(key)
 
         async def mark() -> None:
-            record = await self.fetch_ticker(symbol)
-            price, which = record.get("markPrice"), "mark"
+            # every instance of the process pricing this market shares one read per
+            # interval: 1,000 accounts polling their positions' price cost one request
+            await self.load_markets()
+            market = self.market(symbol)
+            shared = (asyncio.get_running_loop(), self._rest_url(), market["id"])
+            record = await _shared_read(shared, interval, lambda: self._ticker_record(market))
+            ticker = self.parse_ticker(record, market)
+            price, which = ticker.get("markPrice"), "mark"
             if not price:
-                price, which = record.get("last"), "last"
+                price, which = ticker.get("last"), "last"
             if price:
                 self._set_mark(symbol, float(price), which)
 
@@ -550,9 +555,10 @@ class Public(Streams, Markets):
 
     def _on_position(self, position: dict[str, Any]) -> None:
         """A position from the user stream: priced with its market's price before it
-        reaches the cache. An open one keeps that price watched (the stream's 1-minute
-        candle, or the REST ticker while polling; the REST ticker once at first, so the
-        first position need not wait for a candle); a closed one lets it go."""
+        reaches the cache (an open one waits for its first price). An open one keeps that
+        price watched: the stream's 1-minute candle, or the REST ticker while the stream is
+        absent; a closed one lets it go. Nothing of this spends the REST allowance while
+        the stream is up (issue 21: 1,000 accounts start on the REST allowance alone)."""
         symbol = position["symbol"]
         key: Key = ("mark", symbol)
         if not position.get("contracts"):
@@ -576,7 +582,8 @@ class Public(Streams, Markets):
         except Exception as exc:  # a bad websocket URL: no mark price from the stream
             log.warning("bitmusa: no mark price for %s from the stream (%s)", symbol, exc)
             self._watched[key] = None  # the REST ticker, polled
-        self._start_poller(key)
+        if self._watched[key] is None or self._polling:
+            self._start_poller(key)
 
     def _open_position(self, symbol: str, closed_side: str | None) -> bool:
         """Does the cache still hold an open position of ``symbol`` (the other side of a
@@ -621,3 +628,24 @@ class Public(Streams, Markets):
         # collateral (margin + PnL) derives only once the PnL is there
         priced = self.safe_position(priced)
         return priced
+
+
+#: (loop, REST base, ticker) -> (when, the read): one ticker read per interval, shared
+_READS: dict[tuple[asyncio.AbstractEventLoop, str, str], tuple[float, asyncio.Future[Any]]] = {}
+
+
+async def _shared_read(
+    key: tuple[asyncio.AbstractEventLoop, str, str],
+    interval: float,
+    read: Callable[[], Awaitable[Any]],
+) -> Any:
+    """``read()``'s answer, shared by every caller of the process within ``interval``
+    seconds of it (its failure too)."""
+    loop = key[0]
+    now = loop.time()
+    for stale in [k for k, (at, _) in _READS.items() if k[0].is_closed() or now - at >= interval]:
+        del _READS[stale]
+    entry = _READS.get(key)
+    if entry is None:
+        entry = _READS[key] = (now, asyncio.ensure_future(read()))
+    return await asyncio.shield(entry[1])
