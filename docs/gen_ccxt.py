@@ -68,6 +68,23 @@ SUPPORTED = {
     "`NotSupported` when the markets came from the shipped table",
     "fetchTradingFees": "as `fetchTradingFee`, for every market",
     "fetchLastPrices": "`last_price` of one `GET /future/market` per market (no side)",
+    # the public market streams (docs/ccxt.md, "Public market streams")
+    "watchTicker": "`GET /future/market`, polled (no ticker stream exists)",
+    "watchTickers": "`GET /future/market` per market, polled",
+    "watchOrderBook": "draft stream `<ticker>@depth<5|10|20>@<speed>`: snapshots; else polled",
+    "watchOrderBookForSymbols": "the depth streams of every symbol, one connection",
+    "watchTrades": "`GET /future/market/trade`, polled (no trade stream exists)",
+    "watchTradesForSymbols": "`GET /future/market/trade` per symbol, polled",
+    "watchOHLCV": "draft stream `<ticker>@kline_<interval>`; else polled",
+    "watchOHLCVForSymbols": "the kline streams of every pair, one connection",
+    "unWatchTicker": "stops the poll",
+    "unWatchTickers": "stops the polls",
+    "unWatchOrderBook": "drops the stream (the connection follows the rest)",
+    "unWatchOrderBookForSymbols": "drops the streams",
+    "unWatchTrades": "stops the poll",
+    "unWatchTradesForSymbols": "stops the polls",
+    "unWatchOHLCV": "drops the stream",
+    "unWatchOHLCVForSymbols": "drops the streams",
 }
 
 NO_HISTORY = "no order-history or single-order endpoint in v2 (TRADING.md §5 OQ2)"
@@ -127,10 +144,6 @@ REASONS = {
     "fetchLedger": NO_ENDPOINT,
     "fetchLedgerEntry": NO_ENDPOINT,
     "signIn": "not needed: two static headers",
-    "watchOrderBook": "only an unpublished draft market websocket exists (TRADING.md §3)",
-    "watchOrderBookForSymbols": "only an unpublished draft market websocket exists",
-    "watchOHLCV": "only an unpublished draft market websocket exists (TRADING.md §3)",
-    "watchOHLCVForSymbols": "only an unpublished draft market websocket exists",
     "watchOrdersForSymbols": "not implemented: `watchOrders()` covers every symbol",
     "watchPosition": "not implemented: `watchPositions([symbol])`",
     "watchStatus": NO_ENDPOINT,
@@ -138,7 +151,7 @@ REASONS = {
 #: the rest, by pattern: (regular expression, reason), first match wins
 PATTERNS = [
     (r"Ws$", "Bitmusa's websockets take no requests: use the REST method"),
-    (r"^unWatch", "not implemented: `close()` ends every watch"),
+    (r"^unWatch", "not implemented: `close()` ends every watch of the user stream"),
     (
         r"^watch(Ticker|Trades|BidsAsks|Liquidations|MyLiquidations)",
         "Bitmusa has no such stream",

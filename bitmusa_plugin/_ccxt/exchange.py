@@ -1,8 +1,9 @@
 """``bitmusa``: the whole drop-in, a ``ccxt.async_support.Exchange`` with ccxt.pro's
 ``watch_*``. Its parts: :mod:`.markets` (market data), :mod:`.trading` (the account over
-REST), :mod:`.streams` (the user stream), :mod:`.base` (the engine and REST),
-:mod:`.emulated` (``features``, balances, emulated methods) and :mod:`.errors` (Bitmusa's
-failures as ccxt's classes). What it decides where the API is
+REST), :mod:`.streams` (the user stream), :mod:`.public` (the public market streams and
+positions' mark price), :mod:`.base` (the engine and REST), :mod:`.emulated`
+(``features``, balances, emulated methods) and :mod:`.errors` (Bitmusa's failures as
+ccxt's classes). What it decides where the API is
 unclear is docs/ccxt.md's "Decisions"; each decision is an option.
 """
 
@@ -19,6 +20,7 @@ from bitmusa_plugin._engine.stream import DEFAULT_WS_URL
 
 from .emulated import FEATURES, Emulated
 from .errors import EXCEPTIONS
+from .public import Public
 
 #: ``has`` is True for exactly these; every other unified method is False.
 SUPPORTED = frozenset(
@@ -74,11 +76,28 @@ SUPPORTED = frozenset(
         "watchOrders",
         "watchPositions",
         "watchMyTrades",
+        # the public market streams (ticker and trades polled: no stream has them)
+        "watchTicker",
+        "watchTickers",
+        "watchOrderBook",
+        "watchOrderBookForSymbols",
+        "watchTrades",
+        "watchTradesForSymbols",
+        "watchOHLCV",
+        "watchOHLCVForSymbols",
+        "unWatchTicker",
+        "unWatchTickers",
+        "unWatchOrderBook",
+        "unWatchOrderBookForSymbols",
+        "unWatchTrades",
+        "unWatchTradesForSymbols",
+        "unWatchOHLCV",
+        "unWatchOHLCVForSymbols",
     )
 )
 
 
-class bitmusa(Emulated):  # ccxt names its classes by exchange id
+class bitmusa(Emulated, Public):  # ccxt names its classes by exchange id
     """Bitmusa futures for ccxt: ``bitmusa({'apiKey': <x-api-key>, 'secret': <auth key>})``."""
 
     def describe(self) -> dict[str, Any]:
@@ -142,6 +161,14 @@ class bitmusa(Emulated):  # ccxt names its classes by exchange id
                     "fundingRateUnit": "percent",
                     "markets": {},  # ticker -> unified symbol, for tickers beyond the rule
                     "balanceCurrencies": "markets",  # or "wallet" (docs/mapping.md)
+                    # the public market streams (docs/ccxt.md, "Public market streams")
+                    "publicWsPath": "stream",  # or "public"; apiFallback tries the other
+                    "publicDepthSpeed": "100ms",  # or "1s" (the draft's default)
+                    "publicWindow": 10.0,  # no stream this long: poll REST
+                    "publicSilence": 10.0,  # a connection silent this long is reopened
+                    "publicPollInterval": 2.0,  # seconds between polls of one subscription
+                    "publicFeed": None,  # "stream" or "polling", once a public watch ran
+                    "OHLCVLimit": 1000,
                 },
             },
         )

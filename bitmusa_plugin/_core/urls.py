@@ -22,14 +22,18 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "KEEPALIVE_PREFIXES",
+    "PUBLIC_WS_PATHS",
     "WS_PATHS",
     "KeepalivePrefix",
+    "PublicWsPath",
     "UrlError",
     "WsPath",
     "check_url",
     "keepalive_base",
     "masked",
     "other",
+    "other_public",
+    "public_stream_url",
     "rest_hint",
     "shown",
     "url_problem",
@@ -41,6 +45,12 @@ WsPath = Literal["documented", "wallet"]
 KeepalivePrefix = Literal["v2", "v1"]
 WS_PATHS: tuple[WsPath, ...] = ("documented", "wallet")
 KEEPALIVE_PREFIXES: tuple[KeepalivePrefix, ...] = ("v2", "v1")
+
+#: The public market stream's two readings (REFERENCE.md §1, an unpublished draft): the
+#: draft's ``/ws/future/stream?<stream>/<stream>`` (DMW, the default) and node-bitmusa-api's
+#: ``/ws/future/public?stream=<stream>/<stream>`` (N; ninjaxt's ``<sfV0>/public`` agrees).
+PublicWsPath = Literal["stream", "public"]
+PUBLIC_WS_PATHS: tuple[PublicWsPath, ...] = ("stream", "public")
 
 _WS_TEMPLATES: dict[WsPath, str] = {
     "documented": "/ws/future/{key}",
@@ -111,6 +121,21 @@ def ws_stream_url(ws_url: str, reading: WsPath, key: str) -> str:
     """The user stream's URL on ``ws_url`` for ``key`` (pass :data:`KEY_PLACEHOLDER` to
     show it)."""
     return ws_url.rstrip("/") + _WS_TEMPLATES[reading].format(key=key)
+
+
+def public_stream_url(ws_url: str, reading: PublicWsPath, names: list[str]) -> str:
+    """The public stream's URL on ``ws_url`` for the stream ``names`` (sorted by the
+    caller: the same set gives the same URL). Names are ``<ticker>@...``: nothing in them
+    needs quoting."""
+    joined = "/".join(names)
+    if reading == "stream":
+        return f"{ws_url.rstrip('/')}/ws/future/stream?{joined}"
+    return f"{ws_url.rstrip('/')}/ws/future/public?stream={joined}"
+
+
+def other_public(reading: PublicWsPath) -> PublicWsPath:
+    """The public stream's other reading."""
+    return "public" if reading == "stream" else "stream"
 
 
 def keepalive_base(rest_url: str, prefix: KeepalivePrefix) -> str:

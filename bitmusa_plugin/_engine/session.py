@@ -46,6 +46,7 @@ from bitmusa_plugin._engine.sides import DEFAULT_SIDE_WAIT
 if TYPE_CHECKING:  # httpx and websockets load when a stream starts: replay never needs them
     import httpx
 
+    from bitmusa_plugin._engine.public import PublicConfig, PublicHub
     from bitmusa_plugin._engine.rest import AccountClient
     from bitmusa_plugin._engine.stream import AccountConfig, AccountStream, Heartbeat
 
@@ -322,6 +323,14 @@ class Session:
             await close_pool(self._http)
 
     # -- borrowing the session's resources -----------------------------------------------
+
+    def public(self, config: PublicConfig) -> PublicHub:
+        """The public market stream for ``config``: one per process and event loop, shared
+        by every session and subscriber (``_engine/public.py``). Lazy: nothing connects
+        before the first subscription, and it never spends the REST allowance."""
+        from bitmusa_plugin._engine.public import hub_for
+
+        return hub_for(config)
 
     def account_client(self, config: AccountConfig) -> AccountClient:
         """A REST client for ``config``'s account on the session's pool and limiter."""

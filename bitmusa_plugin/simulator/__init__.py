@@ -19,7 +19,8 @@ Faults, as methods (for tests) and CLI flags (``bitmusa-plugin simulate``): :met
 :meth:`refuse` (handshake rejected or reset mid-handshake), :meth:`fail_rest` (5xx, 429,
 1011, timeouts; optionally only for one method or path), :meth:`reject_orders`,
 :meth:`expire_key`, :meth:`cut` (the 24-hour cut, early), :meth:`close_key` (a DELETE from
-elsewhere).
+elsewhere); on the public market stream :meth:`drop_public`, :meth:`stall_public`,
+:meth:`garbage_public`.
 
 Ground truth for tests: :attr:`Simulator.sent` lists every frame with the connections it
 was written to while they were live; ``sim.account().engine`` holds the account's orders,
@@ -174,6 +175,7 @@ class Simulator:
         keepalive_prefix: KeepalivePrefix = "v2",
         keepalive_refusal: Literal[404, 405] = 404,
         rate_limits: tuple[tuple[int, float], ...] | None = None,
+        public_ws_path: Literal["both", "stream", "public", "none"] = "both",
     ) -> None:
         #: (interval, timeout), real seconds: the server pings every connection and drops
         #: one whose pong is late, as exchanges do (None: the server only answers pings)
@@ -228,6 +230,11 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.public_connections: set[web.WebSocketResponse] = set()  # the market stream
+        #: which readings of the public stream's path are served (the others answer 404)
+        self.public_ws_path = public_ws_path
+        self.public_live: dict[web.WebSocketResponse, Any] = {}  # for the faults
+        self.public_opened: list[str] = []  # the path and query of every public handshake
+        self.public_stalled_until = 0.0  # loop time: connections opened before it are silent
         #: stops the background: the script, the market's moves (and so the fills,
         #: triggers and liquidations they cause). REST calls still act.
         self.paused = False
@@ -464,6 +471,25 @@ class Simulator:
         account = account or next(iter(self.accounts.values()))
         for i in range(count):
             await self.send_text(account, samples[i % len(samples)], garbage=True)
+
+    def drop_public(self) -> int:
+        """TCP-reset every public market-stream connection; how many."""
+        from . import _public_ws as public_ws
+
+        return public_ws.drop(self)
+
+    def stall_public(self, seconds: float) -> None:
+        """The public stream goes silent for ``seconds`` (real time): its live connections
+        and those opened meanwhile."""
+        from . import _public_ws as public_ws
+
+        public_ws.stall(self, seconds)
+
+    async def garbage_public(self, count: int = 1) -> None:
+        """Send ``count`` frames no decoder accepts on every public connection."""
+        from . import _public_ws as public_ws
+
+        await public_ws.garbage(self, count)
 
     def refuse(self, count: int = 1, how: Literal["reject", "reset"] = "reject") -> None:
         """The next ``count`` handshakes fail: HTTP 503, or a reset mid-handshake."""

@@ -1,7 +1,9 @@
 """The draft public market stream (REFERENCE.md §8, unpublished DMW): full snapshots only.
 
-``{ws_url}/ws/future/stream?<stream>/<stream>...`` (DMW; node-bitmusa-api's
-``/ws/future/public?stream=<stream>`` is served too) with these streams:
+``{ws_url}/ws/future/stream?<stream>/<stream>...`` (DMW) and node-bitmusa-api's
+``/ws/future/public?stream=<stream>/<stream>``, each or both (``Simulator(public_ws_path=
+"stream" | "public" | "both" | "none")``: a reading not served answers HTTP 404), with these
+streams:
 
 * ``<ticker>@depth<5|10|20>@<1s|100ms>`` (level 5 and 1s by default): every period, the
   whole top-N book, ``{updateTime, bids: [{price, amount}], asks: [...]}``, both sides best
@@ -11,7 +13,8 @@
   ``T`` the candle's last ms.
 
 An unknown stream name refuses the handshake (HTTP 400). Nothing is pushed while the
-simulator is paused.
+simulator is paused. The user stream's faults have public twins: ``drop_public`` (TCP
+reset), ``stall_public`` (silence) and ``garbage_public`` (frames no decoder accepts).
 """
 
 from __future__ import annotations
@@ -33,6 +36,18 @@ if TYPE_CHECKING:
 DEPTH = re.compile(r"^([A-Z0-9]+)@depth(5|10|20)?(?:@(1s|100ms))?$")
 KLINE = re.compile(r"^([A-Z0-9]+)@kline_([0-9A-Za-z]+)$")
 TICK = 0.05  # the pusher's resolution, real seconds
+
+
+@dataclass
+class PublicConnection:
+    """One public websocket, for the faults."""
+
+    ws: web.WebSocketResponse
+    transport: asyncio.BaseTransport | None
+    stalled_until: float = 0.0  # loop time
+
+    def stalled(self, now: float) -> bool:
+        return now < self.stalled_until
 
 
 @dataclass
@@ -69,8 +84,11 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             return web.Response(status=400, text=subscriptions)
         ws = web.WebSocketResponse(heartbeat=None, compress=False)
         await ws.prepare(request)
+        conn = PublicConnection(ws, request.transport, sim.public_stalled_until)
         sim.public_connections.add(ws)
-        pusher = asyncio.get_running_loop().create_task(_push(sim, ws, subscriptions))
+        sim.public_live[ws] = conn
+        sim.public_opened.append(request.path_qs)
+        pusher = asyncio.get_running_loop().create_task(_push(sim, conn, subscriptions))
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.CLOSE:
@@ -78,20 +96,26 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         finally:
             pusher.cancel()
             sim.public_connections.discard(ws)
+            sim.public_live.pop(ws, None)
         return ws
 
-    # before /ws/future/{key}: these names are never listenKeys
-    app.router.add_get("/ws/future/stream", handler)
-    app.router.add_get("/ws/future/public", handler)
+    async def not_served(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=404, text="no such stream path")
+
+    # before /ws/future/{key}: these names are never listenKeys (a reading not served
+    # answers 404, as a server with the other reading would)
+    served = sim.public_ws_path
+    for reading, path in (("stream", "/ws/future/stream"), ("public", "/ws/future/public")):
+        on = served in (reading, "both")
+        app.router.add_get(path, handler if on else not_served)
 
 
-async def _push(
-    sim: Simulator, ws: web.WebSocketResponse, subscriptions: list[Subscription]
-) -> None:
+async def _push(sim: Simulator, conn: PublicConnection, subscriptions: list[Subscription]) -> None:
     loop = asyncio.get_running_loop()
+    ws = conn.ws
     while not ws.closed:
         now = loop.time()
-        if not sim.paused:
+        if not sim.paused and not conn.stalled(now):
             for sub in subscriptions:
                 if now >= sub.due:
                     sub.due = now + sub.every
@@ -139,6 +163,40 @@ def kline(sim: Simulator, sub: Subscription) -> dict[str, Any]:
             "u": now,
         },
     }
+
+
+GARBAGE = (
+    "not json at all",
+    '{"stream": "BTCUSDT@depth5@1s", "data": {"bids": [{"price": "abc", "amount": 1}]}',
+    '["an", "array"]',
+    '{"stream": "BTCUSDT@nothing", "data": {}, "eventTime": 1}',
+    '{"stream": "BTCUSDT@kline_1min", "data": {"t": 1, "o": "x"}, "eventTime": 1}',
+    '{"stream": "BTCUSDT@depth5@1s", "data": {"bids": [{"price": "-1", "amount": 1}]}}',
+)
+
+
+def drop(sim: Simulator) -> int:
+    """TCP-reset every public connection."""
+    conns = list(sim.public_live.values())
+    for conn in conns:
+        if conn.transport is not None:
+            conn.transport.abort()
+    return len(conns)
+
+
+def stall(sim: Simulator, seconds: float) -> None:
+    """Silence for ``seconds``: the live connections, and those opened meanwhile."""
+    until = asyncio.get_running_loop().time() + seconds
+    sim.public_stalled_until = until
+    for conn in sim.public_live.values():
+        conn.stalled_until = until
+
+
+async def garbage(sim: Simulator, count: int) -> None:
+    for i in range(count):
+        for conn in list(sim.public_live.values()):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await conn.ws.send_str(GARBAGE[i % len(GARBAGE)])
 
 
 async def close_all(sim: Simulator) -> None:
