@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from bitmusa_hookspecs import Balance, Order, Position
 from bitmusa_plugin._core.numbers import (
     MAX_TIMESTAMP,
+    READ_CACHE,
     Pair,
     Reject,
     add,
@@ -25,6 +26,7 @@ from bitmusa_plugin._core.numbers import (
     norm,
     number,
     pair,
+    read,
     sub,
     timestamp,
     to_float,
@@ -55,6 +57,7 @@ _POSITION_TEMPLATE: dict[str, Any] = dict.fromkeys(Position.__annotations__)
 _ONE: Pair = (1, 0)
 _INVERSE: dict[Pair, float | None] = {}  # leverage -> initialMarginPercentage
 _MISSING: Any = object()
+_READ = READ_CACHE
 
 
 class Asset(NamedTuple):
@@ -112,10 +115,16 @@ def order(
         tif = enum(v, TIME_IN_FORCE, "tif")
         if tif is not None:
             tif = tif.upper()
-    price = number(raw_price, "price")
-    amount = number(raw_amount, "amount")
-    filled = number(raw_filled, "tradedAmount")
-    cost = number(raw_cost, "value")
+    # number() and pair() of each field at once, through the readers' cache: an order's
+    # price and amount recur in each of its updates, its fill in the next one
+    r = _READ.get(raw_price) if type(raw_price) is str else None
+    price, price_p, _ = r if r is not None else read(raw_price, "price")
+    r = _READ.get(raw_amount) if type(raw_amount) is str else None
+    amount, amount_p, amount_n = r if r is not None else read(raw_amount, "amount")
+    r = _READ.get(raw_filled) if type(raw_filled) is str else None
+    filled, filled_p, filled_n = r if r is not None else read(raw_filled, "tradedAmount")
+    r = _READ.get(raw_cost) if type(raw_cost) is str else None
+    cost, cost_p, _ = r if r is not None else read(raw_cost, "value")
     if (
         (price is not None and price < 0)
         or (amount is not None and amount < 0)
@@ -131,33 +140,32 @@ def order(
     # safe_order: a zero price or amount means none was given.
     if not price:
         price = None
-    amount_p: Pair | None = None
-    if amount:
-        amount_p = pair(raw_amount)
-    else:
-        amount = None
-    filled_p = None if filled is None else pair(raw_filled)
+    if not amount:
+        amount = amount_p = amount_n = None
     closed = status == "closed"
     if amount is None and closed:
-        amount, amount_p = filled, filled_p
+        amount, amount_p, amount_n = filled, filled_p, filled_n
     if filled is None and closed and amount is not None:
-        filled, filled_p = amount, amount_p
+        filled, filled_p, filled_n = amount, amount_p, amount_n
     remaining: float | None = None
     if amount_p is not None and filled_p is not None:
-        remaining_p = sub(amount_p, filled_p)
+        if amount_p[1] == filled_p[1]:  # sub() inlined for the common case: one scale
+            remaining_p: Pair = (amount_p[0] - filled_p[0], amount_p[1])
+        else:
+            remaining_p = sub(amount_p, filled_p)
         if remaining_p[0] < 0:
             raise Reject("invalid_value", "tradedAmount exceeds amount")
         remaining = to_float(remaining_p)
     elif closed:
         remaining = 0.0
     average: float | None = None
-    if filled_p is not None:
-        # safe_order re-reads filled * contractSize (1) from its string: norm()
-        if cost is not None:
-            if filled_p[0] > 0:
-                average = to_float(div(pair(raw_cost), norm(filled_p)))
-        elif price is not None:
-            cost = to_float(mul(norm(filled_p), pair(raw_price)))
+    if filled_n is not None:
+        # safe_order re-reads filled * contractSize (1) from its string: the normal form
+        if cost_p is not None:
+            if filled_n[0] > 0:
+                average = to_float(div(cost_p, filled_n))
+        elif price_p is not None and price is not None:
+            cost = to_float(mul(filled_n, price_p))
     if price is None and otype == "market":
         price = average
     post_only = None
