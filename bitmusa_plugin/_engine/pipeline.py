@@ -133,22 +133,27 @@ class Pipeline:
         now = self._clock()
         if received_at is None:
             received_at = int(now * 1000)
-        result = self.mapper(account).feed(raw, received_at)
+        mapper = self._mappers.get(account)
+        if mapper is None:
+            mapper = self.mapper(account)
+        result = mapper.feed(raw, received_at)
         stats = self.accounts[account]
         if isinstance(result, Mapped):
-            stats.events[result.event["stream"]] += 1
+            hook, key, obj, event = result  # a tuple: unpacked at once, not by attribute
+            stats.events[event["stream"]] += 1
             stats.last_event_at = now
-            obj, event = result.obj, result.event
-            if result.hook == "on_order":
+            publish = self.dispatcher.publish
+            if hook == "on_order":
                 trades = self.fills[account].on_order(obj, event["eventTime"])
                 self.ledgers[account].record("on_order", obj)
-                self.dispatcher.publish("on_order", {"order": obj, "event": event})
-                for trade in trades:
-                    stats.events["trade"] += 1
-                    self.dispatcher.publish("on_trade", {"trade": trade, "event": event})
+                publish("on_order", {"order": obj, "event": event})
+                if trades:
+                    stats.events["trade"] += len(trades)
+                    for trade in trades:
+                        publish("on_trade", {"trade": trade, "event": event})
                 return True
-            self.ledgers[account].record(result.hook, obj)
-            self.dispatcher.publish(result.hook, {result.key: obj, "event": event})
+            self.ledgers[account].record(hook, obj)
+            publish(hook, {key: obj, "event": event})
             return True
         error = result.error
         stats.rejected[error["kind"]] += 1
