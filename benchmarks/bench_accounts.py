@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import os
 import resource
 import statistics
@@ -88,7 +89,9 @@ def top_sites(before: tracemalloc.Snapshot, n: int, limit: int) -> None:
         )
 
 
-async def main(n: int, rate: tuple[int, int], idle: float, trace: int = 0) -> None:
+async def main(
+    n: int, rate: tuple[int, int], idle: float, trace: int = 0, as_json: bool = False
+) -> None:
     print(
         f"bench_accounts: {n} accounts, REST {rate[0]}/s {rate[1]}/min, Python "
         f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}"
@@ -166,6 +169,18 @@ async def main(n: int, rate: tuple[int, int], idle: float, trace: int = 0) -> No
 
     per_bare = bare_bytes / n / 1024
     per_ours = ours_bytes / n / 1024
+    if as_json:  # for benchmarks/ab.py
+        figures = {
+            "KiB an idle stream": per_ours,
+            "KiB a bare connection": per_bare,
+            "stream / bare": per_ours / per_bare,
+            "start-up / REST allowance": startup / (4 * n / rate[0]),
+            "idle CPU %": idle_pct,
+            "idle wake-ups": switches,
+            "mass reconnect s": herd,
+        }
+        print(json.dumps(figures))
+        return
     print()
     print("| measure | ours | baseline | ratio | target |")
     print("|---|---|---|---|---|")
@@ -207,6 +222,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--trace", type=int, default=0, metavar="N", help="print the N largest allocation sites"
     )
+    parser.add_argument("--json", action="store_true", help="one JSON line (benchmarks/ab.py)")
     args = parser.parse_args()
     per_s, per_min = (int(x) for x in args.rest_rate.split(","))
-    asyncio.run(main(args.accounts, (per_s, per_min), args.idle, args.trace))
+    asyncio.run(main(args.accounts, (per_s, per_min), args.idle, args.trace, args.json))
