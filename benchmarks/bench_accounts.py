@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import os
 import resource
 import statistics
 import sys
 import time
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 
@@ -72,7 +74,24 @@ async def bare_connections(sim: SimProcess, n: int) -> tuple[int, list[ClientCon
     return settle() - before, conns
 
 
-async def main(n: int, rate: tuple[int, int], idle: float) -> None:
+def top_sites(before: tracemalloc.Snapshot, n: int, limit: int) -> None:
+    """What the idle streams hold, by where it was allocated (``--trace``): bytes a stream."""
+    after = tracemalloc.take_snapshot()
+    stats = after.compare_to(before, "lineno")
+    total = sum(s.size_diff for s in stats)
+    print(f"tracemalloc: {total / n:,.0f} B a stream on the Python heap; the largest sites:")
+    for stat in stats[:limit]:
+        frame = stat.traceback[0]
+        name = "/".join(Path(frame.filename).parts[-2:])
+        print(
+            f"  {stat.size_diff / n:8,.0f} B  {stat.count_diff / n:6.1f} blocks  "
+            f"{name}:{frame.lineno}"
+        )
+
+
+async def main(
+    n: int, rate: tuple[int, int], idle: float, trace: int = 0, as_json: bool = False
+) -> None:
     print(
         f"bench_accounts: {n} accounts, REST {rate[0]}/s {rate[1]}/min, Python "
         f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}"
@@ -93,6 +112,9 @@ async def main(n: int, rate: tuple[int, int], idle: float) -> None:
         limiter = RateLimiter(((rate[0], 1.0), (rate[1], 60.0)))
         http = http_client(connections=32)
         before = settle()
+        if trace:
+            tracemalloc.start()
+            traced = tracemalloc.take_snapshot()
         start = time.monotonic()
         streams = [
             AccountStream(
@@ -110,6 +132,9 @@ async def main(n: int, rate: tuple[int, int], idle: float) -> None:
         startup = time.monotonic() - start
         await asyncio.sleep(1.0)
         ours_bytes = settle() - before
+        if trace:
+            top_sites(traced, n, trace)
+            tracemalloc.stop()
         server = await sim.command("stats")
 
         # -- idle CPU ---------------------------------------------------------------------
@@ -144,6 +169,18 @@ async def main(n: int, rate: tuple[int, int], idle: float) -> None:
 
     per_bare = bare_bytes / n / 1024
     per_ours = ours_bytes / n / 1024
+    if as_json:  # for benchmarks/ab.py
+        figures = {
+            "KiB an idle stream": per_ours,
+            "KiB a bare connection": per_bare,
+            "stream / bare": per_ours / per_bare,
+            "start-up / REST allowance": startup / (4 * n / rate[0]),
+            "idle CPU %": idle_pct,
+            "idle wake-ups": switches,
+            "mass reconnect s": herd,
+        }
+        print(json.dumps(figures))
+        return
     print()
     print("| measure | ours | baseline | ratio | target |")
     print("|---|---|---|---|---|")
@@ -182,6 +219,10 @@ if __name__ == "__main__":
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--rest-rate", default="100,6000", help="PER_S,PER_MIN")
     parser.add_argument("--idle", type=float, default=20.0, help="seconds of idle measured")
+    parser.add_argument(
+        "--trace", type=int, default=0, metavar="N", help="print the N largest allocation sites"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON line (benchmarks/ab.py)")
     args = parser.parse_args()
     per_s, per_min = (int(x) for x in args.rest_rate.split(","))
-    asyncio.run(main(args.accounts, (per_s, per_min), args.idle))
+    asyncio.run(main(args.accounts, (per_s, per_min), args.idle, args.trace, args.json))

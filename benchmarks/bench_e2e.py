@@ -355,7 +355,8 @@ async def cli_side(
     return result
 
 
-async def cli_part(frames: int, repeats: int) -> None:
+async def cli_part(frames: int, repeats: int, as_json: bool = False) -> None:
+    import json
     import tempfile
 
     print(
@@ -367,6 +368,16 @@ async def cli_part(frames: int, repeats: int) -> None:
         for _ in range(repeats):
             for side in ("bare", "ours"):
                 runs[side].append(await cli_side(side, sim, "burst", frames, env_extra={}))
+        if as_json:  # for benchmarks/ab.py: the interleaved throughput runs only
+            ours = statistics.median(r["fps"] for r in runs["ours"])
+            bare = statistics.median(r["fps"] for r in runs["bare"])
+            lost = max(frames - r["lines"] for r in runs["ours"])
+            ratio = statistics.median(
+                o["fps"] / b["fps"] for o, b in zip(runs["ours"], runs["bare"], strict=True)
+            )
+            figures = {"ours lines/s": ours, "bare lines/s": bare, "ours / bare": ratio}
+            print(json.dumps(figures | {"lines lost": lost}))
+            return
         with tempfile.TemporaryDirectory() as tmp:
             slow_env = {
                 "PYTHONPATH": str(plugin_site(Path(tmp))),
@@ -411,6 +422,9 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--part", choices=("engine", "cli", "all"), default="all")
     parser.add_argument("--child", choices=("asyncio", "uvloop"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--json", action="store_true", help="with --part cli: one JSON line (benchmarks/ab.py)"
+    )
     args = parser.parse_args()
     if args.child:
         run_child(args.child, args.frames)
@@ -418,4 +432,4 @@ if __name__ == "__main__":
         if args.part in ("engine", "all"):
             main(args.frames, args.repeats)
         if args.part in ("cli", "all"):
-            asyncio.run(cli_part(args.frames, args.repeats))
+            asyncio.run(cli_part(args.frames, args.repeats, args.json))

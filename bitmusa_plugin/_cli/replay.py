@@ -94,15 +94,17 @@ async def replay(
     session.start(replaying=[account])
     session.pipeline.stream_state(_state(account, "connected", "replay"))
     rejected = 0
+    # Session.ingest and Session.blocked, looked up once: the loop runs once a frame
+    ingest, dispatcher = session.pipeline.ingest, session.pipeline.dispatcher
     for n, line in enumerate(lines):
         if closed is not None and closed.closed:
             break  # nobody reads the output any more
         frame = line.rstrip("\r\n")
         if not frame:
             continue
-        if not session.ingest(account, frame):
+        if not ingest(account, frame):
             rejected += 1
-        if session.blocked:
+        if dispatcher.blocked:
             await session.writable()  # a file is read faster than plugins consume it
         elif n % 256 == 0:
             await asyncio.sleep(0)

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from bitmusa_hookspecs import Balance, Order, Position
 from bitmusa_plugin._core.numbers import (
     MAX_TIMESTAMP,
+    READ_CACHE,
     Pair,
     Reject,
     add,
@@ -25,6 +26,7 @@ from bitmusa_plugin._core.numbers import (
     norm,
     number,
     pair,
+    read,
     sub,
     timestamp,
     to_float,
@@ -53,8 +55,10 @@ _ORDER_TEMPLATE: dict[str, Any] = dict.fromkeys(Order.__annotations__)
 _POSITION_TEMPLATE: dict[str, Any] = dict.fromkeys(Position.__annotations__)
 
 _ONE: Pair = (1, 0)
+_ZERO: Pair = (0, 0)
 _INVERSE: dict[Pair, float | None] = {}  # leverage -> initialMarginPercentage
 _MISSING: Any = object()
+_READ = READ_CACHE
 
 
 class Asset(NamedTuple):
@@ -112,10 +116,16 @@ def order(
         tif = enum(v, TIME_IN_FORCE, "tif")
         if tif is not None:
             tif = tif.upper()
-    price = number(raw_price, "price")
-    amount = number(raw_amount, "amount")
-    filled = number(raw_filled, "tradedAmount")
-    cost = number(raw_cost, "value")
+    # number() and pair() of each field at once, through the readers' cache: an order's
+    # price and amount recur in each of its updates, its fill in the next one
+    r = _READ.get(raw_price) if type(raw_price) is str else None
+    price, price_p, _ = r if r is not None else read(raw_price, "price")
+    r = _READ.get(raw_amount) if type(raw_amount) is str else None
+    amount, amount_p, amount_n = r if r is not None else read(raw_amount, "amount")
+    r = _READ.get(raw_filled) if type(raw_filled) is str else None
+    filled, filled_p, filled_n = r if r is not None else read(raw_filled, "tradedAmount")
+    r = _READ.get(raw_cost) if type(raw_cost) is str else None
+    cost, cost_p, _ = r if r is not None else read(raw_cost, "value")
     if (
         (price is not None and price < 0)
         or (amount is not None and amount < 0)
@@ -131,33 +141,32 @@ def order(
     # safe_order: a zero price or amount means none was given.
     if not price:
         price = None
-    amount_p: Pair | None = None
-    if amount:
-        amount_p = pair(raw_amount)
-    else:
-        amount = None
-    filled_p = None if filled is None else pair(raw_filled)
+    if not amount:
+        amount = amount_p = amount_n = None
     closed = status == "closed"
     if amount is None and closed:
-        amount, amount_p = filled, filled_p
+        amount, amount_p, amount_n = filled, filled_p, filled_n
     if filled is None and closed and amount is not None:
-        filled, filled_p = amount, amount_p
+        filled, filled_p, filled_n = amount, amount_p, amount_n
     remaining: float | None = None
     if amount_p is not None and filled_p is not None:
-        remaining_p = sub(amount_p, filled_p)
+        if amount_p[1] == filled_p[1]:  # sub() inlined for the common case: one scale
+            remaining_p: Pair = (amount_p[0] - filled_p[0], amount_p[1])
+        else:
+            remaining_p = sub(amount_p, filled_p)
         if remaining_p[0] < 0:
             raise Reject("invalid_value", "tradedAmount exceeds amount")
         remaining = to_float(remaining_p)
     elif closed:
         remaining = 0.0
     average: float | None = None
-    if filled_p is not None:
-        # safe_order re-reads filled * contractSize (1) from its string: norm()
-        if cost is not None:
-            if filled_p[0] > 0:
-                average = to_float(div(pair(raw_cost), norm(filled_p)))
-        elif price is not None:
-            cost = to_float(mul(norm(filled_p), pair(raw_price)))
+    if filled_n is not None:
+        # safe_order re-reads filled * contractSize (1) from its string: the normal form
+        if cost_p is not None:
+            if filled_n[0] > 0:
+                average = to_float(div(cost_p, filled_n))
+        elif price_p is not None and price is not None:
+            cost = to_float(mul(filled_n, price_p))
     if price is None and otype == "market":
         price = average
     post_only = None
@@ -225,12 +234,19 @@ def position(
     hedged = HEDGED.get(mode) if type(mode) is str else None
     if hedged is None and not is_missing(mode):
         hedged = HEDGED.get(enum_key(mode))
-    leverage = number(raw_lev, "leverage")
-    entry = number(raw_entry, "price")
-    contracts = number(raw_contracts, "amount")
-    notional = number(raw_notional, "value")
-    liquidation = number(raw_liq, "liquidPrice")
-    upnl = number(raw_upnl, "unpnl")
+    # number() and pair() at once, through the readers' cache, as for orders
+    r = _READ.get(raw_lev) if type(raw_lev) is str else None
+    leverage, lev_p, _ = r if r is not None else read(raw_lev, "leverage")
+    r = _READ.get(raw_entry) if type(raw_entry) is str else None
+    entry = (r if r is not None else read(raw_entry, "price"))[0]
+    r = _READ.get(raw_contracts) if type(raw_contracts) is str else None
+    contracts, contracts_p, contracts_n = r if r is not None else read(raw_contracts, "amount")
+    r = _READ.get(raw_notional) if type(raw_notional) is str else None
+    notional, notional_p, _ = r if r is not None else read(raw_notional, "value")
+    r = _READ.get(raw_liq) if type(raw_liq) is str else None
+    liquidation = (r if r is not None else read(raw_liq, "liquidPrice"))[0]
+    r = _READ.get(raw_upnl) if type(raw_upnl) is str else None
+    upnl, upnl_p, _ = r if r is not None else read(raw_upnl, "unpnl")
     if (
         (leverage is not None and leverage < 0)
         or (entry is not None and entry < 0)
@@ -244,7 +260,8 @@ def position(
     if type(status) is not str:
         enum(status, {}, "status")  # type check only: the raw status stays in info
     if type(status) is str and status.upper() in CLOSING_STATUSES:
-        contracts, raw_contracts, notional, raw_notional = 0.0, "0", 0.0, "0"
+        contracts, contracts_p, contracts_n = 0.0, _ZERO, _ZERO
+        notional, notional_p = 0.0, _ZERO
     if not liquidation:
         liquidation = None
 
@@ -255,15 +272,12 @@ def position(
     im_p: Pair | None = None
     initial_margin: float | None = None
     im_percentage: float | None = None
-    contracts_p = None if contracts is None else pair(raw_contracts)
     if contracts_p is None or contracts_p[0] != 0:
-        notional_p = None if notional is None else pair(raw_notional)
         has_notional = notional_p is not None and notional_p[0] > 0
         if entry is None and has_notional and contracts_p is not None and contracts_p[0] > 0:
-            derived = div(notional_p, norm(contracts_p))  # type: ignore[arg-type]
+            derived = div(notional_p, contracts_n)  # type: ignore[arg-type]
             if derived[0] > 0:
                 mark = to_float(derived)
-        lev_p = None if leverage is None else pair(raw_lev)
         if lev_p is not None and lev_p[0] > 0:
             # 1 / leverage: a handful of leverages recur, so it is computed once each
             im_percentage = _INVERSE.get(lev_p, _MISSING)
@@ -277,8 +291,8 @@ def position(
                 if im_p[0] > 0:
                     initial_margin = to_float(im_p)
     percentage: float | None = None
-    if upnl is not None and im_p is not None and im_p[0] != 0:
-        ratio = norm(div(pair(raw_upnl), norm(im_p), 4))
+    if upnl_p is not None and im_p is not None and im_p[0] != 0:
+        ratio = norm(div(upnl_p, norm(im_p), 4))
         percentage = to_float(mul(ratio, (100, 0)))
     result = _POSITION_TEMPLATE.copy()  # faster than a 29-key dict literal
     result["info"] = info

@@ -104,6 +104,40 @@ def pair(value: object) -> Pair:
     return (int(head + tail), len(tail))
 
 
+#: A numeric field read: its float, its exact pair and that pair normalised (:func:`norm`);
+#: all None when the value is missing.
+Read = tuple[float, Pair, Pair] | tuple[None, None, None]
+_NOTHING: Read = (None, None, None)
+#: Numeric strings already read (text -> :data:`Read`). An account's frames repeat their
+#: numbers (an order's price and amount in every update, its fill in the next one), and
+#: reading one (``float``, the range checks, then the exact pair) costs about 1 µs against
+#: 30 ns for a lookup. Bounded: cleared when full, so an unusual stream costs a re-read.
+READ_CACHE: dict[str, Read] = {}
+READ_CACHE_SIZE = 4096
+
+
+def read(value: object, name: str) -> Read:
+    """:func:`number`, :func:`pair` and :func:`norm` of one field at once (``Reject`` as
+    :func:`number`), cached for strings: the builders' hot path looks ``READ_CACHE`` up
+    itself first and calls this on a miss."""
+    if type(value) is str:
+        found = READ_CACHE.get(value)
+        if found is not None:
+            return found
+    f = number(value, name)
+    result: Read
+    if f is None:
+        result = _NOTHING
+    else:
+        p = pair(value)
+        result = (f, p, norm(p))
+    if type(value) is str:
+        if len(READ_CACHE) >= READ_CACHE_SIZE:
+            READ_CACHE.clear()
+        READ_CACHE[value] = result
+    return result
+
+
 def _pair_exponent(s: str) -> Pair:
     mantissa, _, exp = s.lower().partition("e")
     modifier = int(exp)
@@ -116,15 +150,14 @@ def _pair_exponent(s: str) -> Pair:
 def to_float(p: Pair) -> float:
     """``float(str(Precise))``, without building the string."""
     i, d = p
-    if d > 22 or not -_TWO53 < i < _TWO53:
-        i, d = norm(p)  # 18-place quotients usually end in zeros; fewer digits, fast path
     if 0 < d <= 22 and -_TWO53 < i < _TWO53:
-        # both exact as doubles, so IEEE division is the correctly rounded quotient (and
-        # much faster than CPython's big-int true division)
+        # both exact as doubles, so IEEE division is the correctly rounded quotient
         return i / _FPOW10[d]
     try:
         if d <= 0:
             return float(i * _p10(-d))
+        # CPython's int / int is correctly rounded at any size, as float(str(...)) is; an
+        # 18-place quotient (div) costs 0.2 µs here against 0.8 µs through norm()
         return i / _p10(d)
     except OverflowError:
         raise Reject("invalid_value", "a derived value is out of range") from None
@@ -220,6 +253,14 @@ def norm(p: Pair) -> Pair:
         return p if d >= 0 else (i * _p10(-d), 0)
     if i == 0:
         return (0, 0)
+    # one or two trailing zeros ("54.0", "1.500") are stripped by arithmetic, exactly (i
+    # is a multiple): a third of the string round trip's cost
+    if i % 100:
+        i, d = i // 10, d - 1
+        return (i, d) if d >= 0 else (i * _p10(-d), 0)
+    if i % 1000:
+        i, d = i // 100, d - 2
+        return (i, d) if d >= 0 else (i * _p10(-d), 0)
     digits = str(i)
     stripped = digits.rstrip("0")  # what Precise.reduce_digits does, as fast
     d -= len(digits) - len(stripped)

@@ -142,13 +142,16 @@ class Pipeline:
             received_at = int(now * 1000)
         if self.held and account in self.held and self.held[account].queue(raw, received_at):
             return True  # behind its order, whose side is asked for
-        result = self.mapper(account).feed(raw, received_at)
+        mapper = self._mappers.get(account)
+        if mapper is None:
+            mapper = self.mapper(account)
+        result = mapper.feed(raw, received_at)
         stats = self.accounts[account]
         if isinstance(result, Mapped):
-            stats.events[result.event["stream"]] += 1
+            hook, key, obj, event = result  # a tuple: unpacked at once, not by attribute
+            stats.events[event["stream"]] += 1
             stats.last_event_at = now
-            obj, event = result.obj, result.event
-            if result.hook == "on_order":
+            if hook == "on_order":
                 trades = self.fills[account].on_order(obj, event["eventTime"])
                 self.ledgers[account].record("on_order", obj)
                 if (
@@ -159,8 +162,8 @@ class Pipeline:
                     return True  # published with its side (or None) by the gate
                 self.publish_order(account, obj, event, trades)
                 return True
-            self.ledgers[account].record(result.hook, obj)
-            self.dispatcher.publish(result.hook, {result.key: obj, "event": event})
+            self.ledgers[account].record(hook, obj)
+            self.dispatcher.publish(hook, {key: obj, "event": event})
             return True
         error = result.error
         stats.rejected[error["kind"]] += 1

@@ -33,6 +33,7 @@ from bitmusa_plugin._core import resync, urls
 from bitmusa_plugin._core.errors import BitmusaError, Failure
 from bitmusa_plugin._engine.aio import within
 from bitmusa_plugin._engine.history import DEFAULT_HISTORY_BUDGET, GapHistory, read_gap_history
+from bitmusa_plugin._engine.inbox import Inbox
 from bitmusa_plugin._engine.limiter import RateLimiter
 from bitmusa_plugin._engine.pipeline import Pipeline
 from bitmusa_plugin._engine.rest import (
@@ -68,6 +69,10 @@ GAP_HISTORY_MARGIN_MS = 5_000
 #: ``--record`` reaches the disk this soon after a frame, seconds.
 RECORD_FLUSH_INTERVAL = 0.1
 _WS_LOGGER = RedactingLogger(logging.getLogger("websockets.client"), {})
+#: The jitter of every stream's timers (keep-alive, reconnect backoff, rotation): one
+#: generator for the process, not one each (a ``random.Random`` holds 2.9 KiB of state,
+#: a tenth of an idle stream). Not a secret: it only spreads deadlines.
+_JITTER = random.Random()
 
 Event = Callable[[float], list[lc.Action]]
 
@@ -175,7 +180,7 @@ class AccountStream:
         self.heartbeat = heartbeat or Heartbeat()
         self.machine = lc.AccountMachine(
             timing=timing or lc.Timing(),
-            rng=rng or random.Random(),
+            rng=rng or _JITTER,
             keep_listen_key=keep_listen_key,
             resync=resync,
         )
@@ -215,7 +220,7 @@ class AccountStream:
         self._wall = wall
         #: taking over from another worker: the last event it delivered (wall ms)
         self.resume_since_ms = resume_since_ms
-        self._inbox: asyncio.Queue[Event] = asyncio.Queue()
+        self._inbox: Inbox[Event] = Inbox()
         self._conns: dict[int, _Connection] = {}
         self._rest_tasks: set[asyncio.Task[None]] = set()
         self._record_flush: asyncio.TimerHandle | None = None
@@ -287,22 +292,12 @@ class AccountStream:
     # -- the supervisor -------------------------------------------------------------------
 
     async def _next_event(self, timeout: float | None) -> Event | None:
-        """The next event, or None after ``timeout``. Not ``asyncio.wait_for``: on Python
-        3.11 it swallows a cancellation that arrives as the awaited item completes
-        (cpython gh-86296), and this loop would then run on forever (seen in CI: a stream
-        that outlived its cancellation at loop shutdown)."""
-        if not self._inbox.empty():
-            return self._inbox.get_nowait()
-        getter = asyncio.get_running_loop().create_task(self._inbox.get())
-        try:
-            await asyncio.wait({getter}, timeout=timeout)
-        finally:
-            if not getter.done():
-                getter.cancel()
-        return getter.result() if getter.done() and not getter.cancelled() else None
+        """The next event, or None after ``timeout`` (see :meth:`Inbox.get`: not
+        ``asyncio.wait_for``, which on Python 3.11 can swallow a cancellation)."""
+        return await self._inbox.get(timeout)
 
     def _post(self, event: Event) -> None:
-        self._inbox.put_nowait(event)
+        self._inbox.put(event)
 
     def _wake(self) -> None:
         """The machine wants to tick before its next deadline (a rotation joined)."""

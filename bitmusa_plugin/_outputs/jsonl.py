@@ -116,15 +116,21 @@ class JsonlOutput:
     # -- the loop side ----------------------------------------------------------------------
 
     async def _write(self, record: dict[str, Any]) -> None:
+        if self._put(record):
+            await self.flush()
+
+    def _put(self, record: dict[str, Any]) -> bool:
+        """Buffer one line; True when the buffer is due to be handed over. Synchronous, so
+        that the hooks of every event (below) await a coroutine only when they flush: one
+        coroutine less an event (about 0.5 µs of the CLI path's per-event cost)."""
         if self.closed:
-            return
+            return False
         self._buffer += dumps_line(record)
         self.lines += 1
-        if (
+        return (
             len(self._buffer) >= FLUSH_BYTES
             or self._clock() - self._flushed_at >= self._flush_interval
-        ):
-            await self.flush()
+        )
 
     async def flush(self) -> None:
         """Hand what is buffered to the writer; wait while the writer is too far behind."""
@@ -191,19 +197,23 @@ class JsonlOutput:
 
     @hookimpl
     async def on_wallet(self, balance: Balance, event: Event) -> None:
-        await self._write({"hook": "on_wallet", "balance": balance, "event": event})
+        if self._put({"hook": "on_wallet", "balance": balance, "event": event}):
+            await self.flush()
 
     @hookimpl
     async def on_order(self, order: Order, event: Event) -> None:
-        await self._write({"hook": "on_order", "order": order, "event": event})
+        if self._put({"hook": "on_order", "order": order, "event": event}):
+            await self.flush()
 
     @hookimpl
     async def on_trade(self, trade: Trade, event: Event) -> None:
-        await self._write({"hook": "on_trade", "trade": trade, "event": event})
+        if self._put({"hook": "on_trade", "trade": trade, "event": event}):
+            await self.flush()
 
     @hookimpl
     async def on_position(self, position: Position, event: Event) -> None:
-        await self._write({"hook": "on_position", "position": position, "event": event})
+        if self._put({"hook": "on_position", "position": position, "event": event}):
+            await self.flush()
 
     @hookimpl
     async def on_stream_state(self, state: StreamState) -> None:
