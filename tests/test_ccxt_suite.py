@@ -93,18 +93,6 @@ RUNNER_ARGS: dict[str, tuple[str, ...]] = {
     "fetchBorrowInterest": ("code", "symbol"),
 }
 
-#: fail in this branch only because another helper's part is not merged yet: the
-#: integrator removes each mark at merge (strict: a pass fails, so none outlives its cause)
-NEEDS_BRANCH = {
-    "watchPositions": (
-        "needs branch public: the position's markPrice is None (the position frame has no "
-        "mark price; public brings it from the market data)"
-    ),
-    "watchMyTrades": (
-        "needs branch fills: a fill of an order another client placed has side None "
-        "(fills brings a side for every trade)"
-    ),
-}
 
 #: ccxt tests that fail in ccxt's own Python for every exchange, as shipped: run anyway,
 #: expected to fail with exactly that exception (strict: when ccxt fixes it, the pass fails
@@ -185,8 +173,6 @@ def case_params() -> list[Any]:
     params = []
     for method in cases():
         marks = []
-        if method in NEEDS_BRANCH:
-            marks.append(pytest.mark.xfail(strict=True, reason=NEEDS_BRANCH[method]))
         if method in CCXT_BROKEN:
             raises, reason = CCXT_BROKEN[method]
             marks.append(pytest.mark.xfail(strict=True, raises=raises, reason=reason))
