@@ -85,7 +85,9 @@ class Public(Streams, Markets):
         #: symbol -> (price, which price): the positions' mark
         self._marks: dict[str, tuple[float, str]] = {}
         #: symbol -> the latest position of an open mark-less symbol, until its price comes
-        self._unpriced: dict[str, dict[str, Any]] = {}
+        #: open positions waiting for their market's first price, by (symbol, side): a
+        #: hedged account's long and short wait side by side
+        self._unpriced: dict[tuple[str, str | None], dict[str, Any]] = {}
         #: trades seen by the poller: symbol -> (newest timestamp, the keys at it)
         self._trade_marks: dict[str, tuple[int, list[tuple[Any, ...]]]] = {}
         self.orderbooks: dict[str, Any] = {}
@@ -562,7 +564,7 @@ class Public(Streams, Markets):
         symbol = position["symbol"]
         key: Key = ("mark", symbol)
         if not position.get("contracts"):
-            self._unpriced.pop(symbol, None)
+            self._unpriced.pop((symbol, position["side"]), None)
             if key in self._watched and not self._open_position(symbol, position["side"]):
                 self._stop([key], UnsubscribeError("bitmusa: the position closed"))
                 self._marks.pop(symbol, None)
@@ -573,7 +575,13 @@ class Public(Streams, Markets):
         if mark is not None:
             super()._on_position(self._priced(position, *mark))
         else:
-            self._unpriced[symbol] = position
+            self._unpriced[(symbol, position["side"])] = position
+            # no price within the public window (no stream, the ticker failing): the
+            # position goes out unpriced (markPrice None) rather than never
+            window = float(self.safe_number(self.options, "publicWindow", 10.0))
+            asyncio.get_running_loop().call_later(
+                window, self._unpriced_too_long, (symbol, position["side"]), position
+            )
         if key in self._watched:
             return
         try:
@@ -598,15 +606,25 @@ class Public(Streams, Markets):
         (``watch_positions`` returns them), unless the price did not move."""
         previous = self._marks.get(symbol)
         self._marks[symbol] = (price, which)
-        pending = self._unpriced.pop(symbol, None)
-        if pending is not None:
-            super()._on_position(self._priced(pending, price, which))
-            return
+        waiting = [k for k in self._unpriced if k[0] == symbol]
+        for k in waiting:
+            super()._on_position(self._priced(self._unpriced.pop(k), price, which))
         if previous == (price, which):
             return
+        sides = {k[1] for k in waiting}  # delivered just now, at this price
         for position in [p for p in self.positions or () if p["symbol"] == symbol]:
-            if position.get("contracts"):
+            if position.get("contracts") and position["side"] not in sides:
                 super()._on_position(self._priced(position, price, which))
+
+    def _unpriced_too_long(self, key: tuple[str, str | None], position: dict[str, Any]) -> None:
+        if self._unpriced.get(key) is position:  # still the one waiting, still unpriced
+            del self._unpriced[key]
+            log.warning(
+                "bitmusa: no price for %s within publicWindow: its position is delivered "
+                "with markPrice None",
+                key[0],
+            )
+            super()._on_position(position)
 
     def _priced(self, position: dict[str, Any], price: float, which: str) -> dict[str, Any]:
         """``position`` at ``price``, derived by ccxt's own ``safe_position``: the notional

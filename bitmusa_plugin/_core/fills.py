@@ -180,9 +180,11 @@ class Fills:
             if amount[0] > 0:
                 cost = sub(new[1], old[1])
                 trades.append(self._live(order, amount, cost, new[0], event_time))
-            if not done:
-                self._filled[order_id] = new
-                self._seen[order_id] = filled
+                if not done:
+                    self._filled[order_id] = new
+                    self._seen[order_id] = filled
+            # else an older update come again (a stopping stream's drain can repeat what the
+            # standby flushed): the cumulative amount never goes back, nor does what is known
         if done:
             self._forget(order_id, finished=bool(filled))  # no fill: no trade to repeat
         return trades

@@ -86,7 +86,11 @@ class _Pending:
     order: dict[str, Any]
     event: Event
     trades: list[Trade]
-    queued: list[tuple[str | bytes, int | None]] = field(default_factory=list)
+    #: its later frames, raw (mapped when it is released), or already mapped when the
+    #: pipeline held a second update of it (a frame :func:`wire.object_key` could not key)
+    queued: list[tuple[str | bytes, int | None] | tuple[dict[str, Any], Event, list[Trade]]] = (
+        field(default_factory=list)
+    )
 
 
 class SideGate:
@@ -114,6 +118,10 @@ class SideGate:
         when it is not to wait (no wait configured, or it was given up on before)."""
         if self.wait <= 0 or order["id"] in self._given_up:
             return False
+        held = self.pending.get(order["id"])
+        if held is not None:  # a second update of an order already held: behind the first
+            held.queued.append((order, event, trades))
+            return True
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -162,12 +170,16 @@ class SideGate:
         except asyncio.CancelledError:
             self._release(order_id, None, "the stream stopped")
             raise
+        except Exception as exc:  # a record it could not read: the order still goes out
+            why = f"its REST records could not be read ({type(exc).__name__}: {exc})"
         self._release(order_id, side, why)
 
     def _release(self, order_id: str, side: str | None, why: str) -> None:
         pipeline, account = self.pipeline, self.account
         pending = self.pending.pop(order_id)
         order = pending.order
+        if side is None:  # learnt meanwhile: the order this process placed, whose POST
+            side = pipeline.fills[account].side(order_id)  # returned after its frame
         if side is not None:
             pipeline.fills[account].learn(order_id, side)
             order["side"] = side
@@ -189,7 +201,14 @@ class SideGate:
         pipeline.publish_order(account, order, pending.event, pending.trades)
         if not self.pending:
             pipeline.held.pop(account, None)
-        for raw, received_at in pending.queued:  # its later frames, with its side now
-            pipeline.ingest(account, raw, received_at)
+        for item in pending.queued:  # its later frames, with its side now
+            if isinstance(item[0], dict):
+                later, later_event, later_trades = item
+                later["side"] = order["side"]
+                for trade in later_trades:
+                    trade["side"] = order["side"]
+                pipeline.publish_order(account, later, later_event, later_trades)
+            else:
+                pipeline.ingest(account, item[0], item[1])
         if not self.pending:
             self._idle.set()

@@ -478,7 +478,10 @@ class AccountStream:
                 history = await self._gap_history(gap_since, orders)
             gate = self.pipeline.side_gates.get(self.account)
             if gate is not None:  # the frames it holds are older than the snapshot
-                await gate.idle()
+                # each hold ends within its wait; new holds that keep coming (another
+                # client's orders, one after another) must not keep the account in its gap
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await within(gate.idle(), gate.wait + 1.0)
             self._apply_snapshot(conn_id, wallet, positions, orders, history, gap=gap_since)
             self._post(lambda now: self.machine.snapshot_done(now, conn_id))
         finally:

@@ -346,6 +346,10 @@ async def run(profile: Profile, seed: int) -> Report:
                 rng=random.Random(f"{seed}:{label}"),
                 rest_timeout=0.15,
                 open_timeout=0.5,
+                # the scenario's orders are another client's: learning their sides
+                # (test_sides.py, the property test) holds each one's frames while the
+                # others flow on, and this soak checks every account's whole sequence
+                side_wait=0,
             )
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(s.run()) for s in streams.values()]

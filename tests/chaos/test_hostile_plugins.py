@@ -186,7 +186,12 @@ async def test_four_hostile_plugins_at_once_cost_the_good_one_nothing() -> None:
         config = AccountConfig(
             "acct", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url
         )
-        stream = AccountStream(config, host, heartbeat=Heartbeat(0.2, 0.4), open_timeout=2.0)
+        # side_wait=0: the scenario's orders are another client's, and learning their sides
+        # (test_sides.py) holds each one's frames while the wallet's flow on: this test
+        # compares the whole sequence, frame by frame, with what the simulator sent
+        stream = AccountStream(
+            config, host, heartbeat=Heartbeat(0.2, 0.4), open_timeout=2.0, side_wait=0
+        )
         task = asyncio.get_running_loop().create_task(stream.run())
         await asyncio.sleep(RUN_SECONDS)
         sim.paused = True
@@ -290,7 +295,12 @@ async def test_a_hung_lossless_plugin_is_released_after_the_bound_and_the_stream
         config = AccountConfig(
             "acct", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url
         )
-        stream = AccountStream(config, host, heartbeat=Heartbeat(0.2, 0.4), open_timeout=2.0)
+        # side_wait=0: the scenario's orders are another client's, and learning their sides
+        # (test_sides.py) holds each one's frames while the wallet's flow on: this test
+        # compares the whole sequence, frame by frame, with what the simulator sent
+        stream = AccountStream(
+            config, host, heartbeat=Heartbeat(0.2, 0.4), open_timeout=2.0, side_wait=0
+        )
         task = asyncio.get_running_loop().create_task(stream.run())
         held = False
         deadline = time.monotonic() + 10
