@@ -159,3 +159,62 @@ async def test_ccxt_watch_my_trades_passes_unskipped_for_orders_another_client_p
     assert len(placed) >= 2
     assert {t["order"] for t in exchange.myTrades} <= set(placed)
     assert all(t["side"] in ("buy", "sell") for t in exchange.myTrades)
+
+
+# -- the gate itself: a lookup that fails oddly, a side learnt while it waited ------------
+
+
+def _gate_pipeline(lookup: Any) -> tuple[Any, Any, Seen]:
+    from bitmusa_plugin._engine.pipeline import Pipeline
+    from bitmusa_plugin._engine.plugins import PluginRegistry
+    from bitmusa_plugin._engine.sides import SideGate
+
+    seen = Seen()
+    plugins = PluginRegistry()
+    plugins.register(seen, "seen")
+    pipeline = Pipeline(plugins, command="sides")
+    pipeline.start(["acct"])
+    gate = SideGate(pipeline, "acct", lookup, wait=0.2)
+    pipeline.side_gates["acct"] = gate
+    return pipeline, gate, seen
+
+
+async def test_a_lookup_that_raises_still_delivers_the_order_and_frees_the_gate() -> None:
+    from bitmusa_plugin.testing import order_frame
+
+    async def broken(order: dict[str, Any]) -> tuple[str | None, str]:
+        raise TypeError("a record the lookup could not read")
+
+    pipeline, gate, seen = _gate_pipeline(broken)
+    frame = order_frame("F9", side=None, amount="1", status="PARTIAL", filled="0.4", value="0.2")
+    pipeline.ingest("acct", frame)
+    await asyncio.wait_for(gate.idle(), 2)  # not held for ever
+    await pipeline.dispatcher.drain(2.0)
+    assert [o["id"] for o in seen.orders] == ["F9"]
+    assert seen.orders[0]["side"] is None
+    assert [t["amount"] for t in seen.trades] == [0.4]  # its trade went out with it
+    assert any("TypeError" in e["message"] for e in seen.errors if e["kind"] == "side_unknown")
+    await pipeline.stop()
+
+
+async def test_a_side_learnt_while_the_order_waited_goes_out_with_it() -> None:
+    """This process's own order whose frame beat its POST's answer: the lookup found
+    nothing, but the POST's answer told the fills its side meanwhile."""
+    from bitmusa_plugin.testing import order_frame
+
+    holder: list[Any] = []
+
+    async def late(order: dict[str, Any]) -> tuple[str | None, str]:
+        holder[0].fills["acct"].learn(order["id"], "buy")  # the POST returns meanwhile
+        return None, "not listed yet"
+
+    pipeline, gate, seen = _gate_pipeline(late)
+    holder.append(pipeline)
+    frame = order_frame("F8", side=None, amount="1", status="PARTIAL", filled="0.4", value="0.2")
+    pipeline.ingest("acct", frame)
+    await asyncio.wait_for(gate.idle(), 2)
+    await pipeline.dispatcher.drain(2.0)
+    assert [o["side"] for o in seen.orders] == ["buy"]
+    assert [t["side"] for t in seen.trades] == ["buy"]
+    assert not [e for e in seen.errors if e["kind"] == "side_unknown"]
+    await pipeline.stop()

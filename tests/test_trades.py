@@ -66,6 +66,19 @@ def test_each_fill_is_one_trade_and_the_trades_add_up_exactly() -> None:
     ]
 
 
+def test_an_older_update_come_again_sets_nothing_back_and_repeats_no_trade() -> None:
+    """A stopping stream's drain can deliver again what the standby flushed: 1, 2, 1, 2."""
+    frames = [
+        order_frame("F1", amount="1", status="PARTIAL", filled="0.1", value="0.05"),
+        order_frame("F1", amount="1", status="PARTIAL", filled="0.2", value="0.1"),
+        order_frame("F1", amount="1", status="PARTIAL", filled="0.1", value="0.05"),  # again
+        order_frame("F1", amount="1", status="PARTIAL", filled="0.2", value="0.1"),  # again
+    ]
+    trades = replay(object(), frames).trades
+    assert [t["id"] for t in trades] == ["F1:0.1", "F1:0.2"]
+    assert sum(dec(t["amount"]) for t in trades) == D("0.2")
+
+
 def test_a_market_fill_is_taker_a_post_only_one_maker_and_others_unknown() -> None:
     result = replay(
         object(),
