@@ -423,3 +423,27 @@ def test_public_frames_decode_with_strings_nulls_and_extra_fields() -> None:
     assert pub.depth_level(None) == 5
     assert pub.depth_level(6) == 10
     assert pub.depth_level(50) == 20
+
+
+async def test_a_hedged_long_and_short_wait_for_their_first_price_side_by_side(
+    sim: Simulator,
+) -> None:
+    """Both sides of a hedged market open before its first price: each is delivered
+    priced when it comes (keyed by symbol alone, the short replaced the long)."""
+    exchange = exchange_on(sim)
+    try:
+        long = await _open_long(sim, exchange)
+        exchange._marks.pop(SYMBOL)  # as before the market's first price
+        hedged = {**long, "hedged": True}
+        short = {**hedged, "side": "short", "id": None}
+        for position in (hedged, short):
+            exchange._on_position({**position, "markPrice": None})
+        assert len(exchange._unpriced) == 2
+        exchange._set_mark(SYMBOL, 101000.0, "last")
+        priced = {p["side"]: p for p in exchange.positions if p["symbol"] == SYMBOL}
+        assert priced["long"]["markPrice"] == priced["short"]["markPrice"] == 101000.0
+        _consistent(priced["long"])
+        _consistent(priced["short"])
+        assert not exchange._unpriced
+    finally:
+        await exchange.close()
