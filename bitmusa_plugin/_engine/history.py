@@ -24,14 +24,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bitmusa_plugin._core import resync
 from bitmusa_plugin._core.errors import BitmusaError
 from bitmusa_plugin._core.fills import record_time
 from bitmusa_plugin._core.numbers import Pair
 from bitmusa_plugin._engine.aio import within
-from bitmusa_plugin._engine.rest import AccountClient
+
+if TYPE_CHECKING:  # httpx stays out of replay and --help (test_cli's heavy imports)
+    from bitmusa_plugin._engine.rest import AccountClient
 
 #: records a page we ask the gap's history for
 GAP_HISTORY_PAGE = 100
