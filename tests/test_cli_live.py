@@ -107,6 +107,10 @@ async def test_listen_streams_jsonl_and_shuts_down_cleanly_on_sigint(
         "jsonl",
         "--keepalive-interval",
         "0.2",
+        # the scenario's orders are all another client's: at 0.2 s the keep-alives would
+        # share the REST allowance with a side lookup an order (test_sides.py covers those)
+        "--side-wait",
+        "0",
         "--record",
         str(record),
         env=env,
@@ -139,6 +143,7 @@ async def test_listen_streams_jsonl_and_shuts_down_cleanly_on_sigint(
     assert replay_code == 0
     replayed = [orjson.loads(line) for line in replay_out.splitlines()]
     replayed_events = [r for r in replayed if r["hook"] in ("on_order", "on_wallet", "on_position")]
+
     assert [r["event"]["data"] for r in replayed_events] == [e["event"]["data"] for e in events]
 
 

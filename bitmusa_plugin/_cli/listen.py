@@ -23,6 +23,7 @@ from bitmusa_plugin._cli.common import (
     add_rest_url,
     add_ws_url,
     file_error,
+    non_negative,
     positive,
     readings,
     shown_url,
@@ -83,6 +84,14 @@ def add_parser(subparsers: argparse._SubParsersAction[Parser]) -> None:
     )
     add_insecure(parser)
     add_rest_rate(parser)
+    parser.add_argument(
+        "--side-wait",
+        metavar="SECONDS",
+        type=non_negative,
+        default=None,
+        help="how long an order another client placed may wait for its side over REST "
+        "(default: 0.25; 0: never wait, it goes out with side null)",
+    )
     parser.add_argument(
         "--no-resync",
         action="store_true",
@@ -145,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
                 resync=not args.no_resync,
                 record=record,
                 rest_rate=args.rest_rate,
+                **({} if args.side_wait is None else {"side_wait": args.side_wait}),
                 connections=min(32, 4 + len(accounts)),
                 delivery=DeliveryOptions()
                 if args.stall_after is None

@@ -15,9 +15,10 @@ import itertools
 import time
 from collections.abc import Callable
 
-#: Placing, cancelling and closing: the next turn, before any routine call.
+#: Placing, cancelling and closing, and a listenKey's keep-alive (PUT) and close
+#: (DELETE): the next turn, before any routine call.
 TRADING = 1
-#: Keep-alives, snapshots, market data, fetches.
+#: Snapshots, trade history, side lookups, market data, fetches.
 ROUTINE = 0
 
 _Waiter = tuple[int, int, "asyncio.Future[None]"]

@@ -398,7 +398,9 @@ class ListenKeyClient(_Client):
         prefix = self.keepalive_prefix
         base = urls.keepalive_base(self.rest_url, prefix)
         try:
-            await self._call(method, LISTEN_KEY_PATH, timeout=timeout, base=base)
+            # a keep-alive goes before routine calls, as an order does: a burst of them (a
+            # resync's history, another client's orders' sides) must not let the key lapse
+            await self._call(method, LISTEN_KEY_PATH, timeout=timeout, base=base, priority=TRADING)
         except MisconfiguredError as first:
             alternative = urls.keepalive_base(self.rest_url, urls.other(prefix))
             if (
@@ -409,7 +411,9 @@ class ListenKeyClient(_Client):
             ):
                 raise
             try:
-                await self._call(method, LISTEN_KEY_PATH, timeout=timeout, base=alternative)
+                await self._call(
+                    method, LISTEN_KEY_PATH, timeout=timeout, base=alternative, priority=TRADING
+                )
             except MisconfiguredError as second:
                 raise MisconfiguredError(
                     f"{method} userDataStream: {urls.shown(base + LISTEN_KEY_PATH)} and "

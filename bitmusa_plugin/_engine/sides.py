@@ -28,6 +28,7 @@ frames the gate holds are older than the snapshot. So does a stream that stops.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,30 +49,72 @@ DEFAULT_SIDE_WAIT = 0.25
 #: orders whose side could not be learnt, remembered (they do not wait again), at most
 GIVEN_UP = 10_000
 
+
 Lookup = Callable[[dict[str, Any]], Awaitable[tuple[str | None, str]]]
 
 
 def rest_lookup(client: AccountClient, pipeline: Pipeline, account: str) -> Lookup:
     """Learn an order's side from its ticker's open orders, else its trade history. Every
-    open order listed is learnt too (the open book, forgotten as each ends): a burst of
-    another client's orders costs one wait, not one each."""
+    open order listed is learnt too (the open book, forgotten as each ends), and the reads
+    are shared: the orders of a burst (another client's market maker) that wait on one
+    ticker join the read in flight, and those it cannot list join the next one, so a
+    ticker has at most two reads of each kind at a time, whatever the burst. One read an
+    order each would spend the REST allowance the keep-alive needs."""
+    stamps = itertools.count()
+    inflight: dict[tuple[str, str], tuple[int, asyncio.Future[Any]]] = {}
+
+    def start(key: tuple[str, str]) -> tuple[int, asyncio.Future[Any]]:
+        kind, ticker = key
+        call: Awaitable[list[dict[str, Any]] | None]
+        if kind == "open":
+            call = client.open_orders(ticker=ticker, size=resync.OPEN_ORDERS_PAGE)
+        else:
+            call = client.trade_history_page(1, {"size": 100, "ticker": ticker})
+        read = (next(stamps), asyncio.ensure_future(call))
+        inflight[key] = read
+
+        def done(future: asyncio.Future[Any]) -> None:
+            if inflight.get(key) is read:
+                del inflight[key]
+            if not future.cancelled():
+                future.exception()  # every joiner sees it; none has to be left to
+
+        read[1].add_done_callback(done)
+        return read
+
+    async def records(key: tuple[str, str], begun_after: int | None) -> list[dict[str, Any]]:
+        """The records of a read of ``key``: the one in flight (``begun_after`` None), or
+        one begun after the stamp ``begun_after`` (joined if it is in flight)."""
+        read = inflight.get(key)
+        if read is None or (begun_after is not None and read[0] <= begun_after):
+            read = start(key)
+        return await asyncio.shield(read[1]) or []
 
     async def lookup(order: dict[str, Any]) -> tuple[str | None, str]:
         ticker = pipeline.symbols.ticker(order["symbol"])
         close_side = pipeline.close_side
         fills = pipeline.fills[account]
-        found = None
-        for record in await client.open_orders(ticker=ticker, size=resync.OPEN_ORDERS_PAGE):
-            side = side_of(record.get("position"), record.get("direction"), close_side)
-            order_id = str(record.get("order_id"))
-            if order_id == order["id"]:
-                found = side
-            elif fills.side(order_id) is None:
-                fills.learn(order_id, side)
+        mark = next(stamps)  # reads begun after this may list the order; earlier ones might
+
+        def learn(listed: list[dict[str, Any]]) -> str | None:
+            found = None
+            for record in listed:
+                side = side_of(record.get("position"), record.get("direction"), close_side)
+                order_id = str(record.get("order_id"))
+                if order_id == order["id"]:
+                    found = side
+                elif fills.side(order_id) is None:
+                    fills.learn(order_id, side)
+            return found
+
+        if ("open", ticker) in inflight:  # begun before its frame: it may list it already
+            found = learn(await records(("open", ticker), None))
+            if found is not None:
+                return found, ""
+        found = learn(await records(("open", ticker), mark))
         if found is not None:
             return found, ""
-        page = await client.trade_history_page(1, {"size": 100, "ticker": ticker}) or []
-        for record in page:
+        for record in await records(("history", ticker), mark):
             if str(record.get("order_id")) == order["id"]:
                 return side_of(record.get("position"), record.get("direction"), close_side), ""
         return None, "neither its ticker's open orders nor its trade history list it"
