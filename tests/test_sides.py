@@ -17,6 +17,7 @@ import pytest
 from bitmusa_hookspecs import hookimpl
 from bitmusa_plugin import AccountConfig, Credentials, Session
 from bitmusa_plugin._core import machine as lc
+from bitmusa_plugin._engine.sides import SIDE_WAIT
 from bitmusa_plugin._engine.stream import Heartbeat
 from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
 from ccxt_reference import ccxt_test, make_exchange
@@ -79,7 +80,13 @@ async def test_orders_another_client_placed_get_their_side_before_their_first_de
     config = AccountConfig("a", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url)
     async with (
         httpx.AsyncClient(base_url=sim.rest_url, headers=HEADERS, timeout=5) as client,
-        Session([seen], command="test", timing=TIMING, heartbeat=Heartbeat(2.0, 10.0)) as s,
+        Session(
+            [seen],
+            command="test",
+            timing=TIMING,
+            heartbeat=Heartbeat(2.0, 10.0),
+            side_wait=SIDE_WAIT,
+        ) as s,
     ):
         s.add(config)
         await until(lambda: "connected" in seen.states)

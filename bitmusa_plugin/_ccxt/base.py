@@ -28,6 +28,7 @@ from bitmusa_plugin._engine.secrets import (
     require_secure,
 )
 from bitmusa_plugin._engine.session import Session
+from bitmusa_plugin._engine.sides import SIDE_WAIT
 from bitmusa_plugin._engine.stream import DEFAULT_WS_URL, AccountConfig, Heartbeat
 
 from .errors import raise_for
@@ -156,6 +157,8 @@ class Base(Exchange):  # type: ignore[misc]
                 keep_listen_key=bool(self.safe_bool(self.options, "keepListenKey", False)),
                 resync=bool(self.safe_bool(self.options, "resync", True)),
                 rest_timeout=self.timeout / 1000,
+                # ccxt's orders and trades carry a side: learn it for another client's
+                side_wait=float(self.safe_number(self.options, "sideWait", SIDE_WAIT)),
             )
             self._symbols = self._engine.pipeline.symbols  # tickers seen become known
             _trace_when_verbose(self, self._engine.http)

@@ -161,6 +161,7 @@ class bitmusa(Emulated, Public):  # ccxt names its classes by exchange id
                     "fundingRateUnit": "percent",
                     "markets": {},  # ticker -> unified symbol, for tickers beyond the rule
                     "balanceCurrencies": "markets",  # or "wallet" (docs/mapping.md)
+                    "sideWait": 0.25,  # another client's order waits this long for its side
                     # the public market streams (docs/ccxt.md, "Public market streams")
                     "publicWsPath": "stream",  # or "public"; apiFallback tries the other
                     "publicDepthSpeed": "100ms",  # or "1s" (the draft's default)

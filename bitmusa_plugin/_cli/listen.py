@@ -89,8 +89,9 @@ def add_parser(subparsers: argparse._SubParsersAction[Parser]) -> None:
         metavar="SECONDS",
         type=non_negative,
         default=None,
-        help="how long an order another client placed may wait for its side over REST "
-        "(default: 0.25; 0: never wait, it goes out with side null)",
+        help="let an order another client placed wait this long for its side over REST, "
+        "the account's other objects flowing on (default: 0, it goes out with side null; "
+        "0.25 is well under a second)",
     )
     parser.add_argument(
         "--no-resync",

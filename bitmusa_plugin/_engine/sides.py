@@ -44,8 +44,15 @@ if TYPE_CHECKING:
     from bitmusa_plugin._engine.pipeline import Pipeline
     from bitmusa_plugin._engine.rest import AccountClient
 
-#: how long an account's events may wait for an unknown order's side, seconds
-DEFAULT_SIDE_WAIT = 0.25
+#: how long an account's events may wait for an unknown order's side, seconds, by
+#: default: 0, off. A wait delivers the account's other objects past the held order (each
+#: object's own updates stay in order, the wire order across objects does not) and spends
+#: REST reads; a plugin host turns it on when its plugins need the side (``listen
+#: --side-wait``, ``Session(side_wait=...)``); the ccxt drop-in, whose structures require
+#: it, runs with :data:`SIDE_WAIT` (option ``sideWait``)
+DEFAULT_SIDE_WAIT = 0.0
+#: the wait where it is on: well under a second, a loopback lookup is a few ms
+SIDE_WAIT = 0.25
 #: orders whose side could not be learnt, remembered (they do not wait again), at most
 GIVEN_UP = 10_000
 

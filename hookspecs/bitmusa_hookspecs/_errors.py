@@ -41,7 +41,8 @@ ERROR_KINDS: dict[ErrorKind, str] = {
     "closes the order's amount and cost exactly, priced at the average, with no fee "
     "(`trade['info']['estimated']`)",
     "side_unknown": "an order the engine did not know (placed by another client) could not "
-    "be given a side within `side_wait` (0.25 s): it and its trades were delivered with "
+    "be given a side (`side_wait` 0, the engine's default, or not within it): it and its "
+    "trades were delivered with "
     "`side` None (reported once per order, with why)",
     "rest_error": "a REST call (listenKey or snapshot) failed (the message carries Bitmusa's "
     "code); retried unless permanent",

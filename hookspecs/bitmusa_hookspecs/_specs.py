@@ -51,13 +51,26 @@ def on_order(order: Order, event: Event) -> None:
     order is not a new fill. To announce fills, implement :func:`on_trade`, which fires
     once per fill and never for a snapshot.
 
-    ``order["side"]`` is known for every order, including those another client of the
-    account placed (the web page, another bot, an earlier run), though Bitmusa's order
-    stream carries none: an order the engine has not seen is held, with only its own later
-    frames, until its side is read from its ticker's open orders (or, if it is already
-    done, its trade history), for at most ``side_wait`` (0.25 s, a ``Session`` setting).
-    Nothing else waits for it. If the side cannot be learnt in that time it is delivered
-    with ``side`` None, and reported once (``side_unknown``, with why).
+    ``order["side"]`` is known for every order this process placed or a snapshot or the
+    trade history listed. Bitmusa's order stream carries none, so for an order another
+    client of the account placed (the web page, another bot, an earlier run) the host
+    chooses, by ``side_wait``:
+
+    - **0, the engine's default** (``Session``, ``listen``, ``worker``): the order goes
+      out at once, in wire order, with ``side`` None, reported once (``side_unknown``);
+    - **above 0** (``Session(side_wait=0.25)``, ``listen --side-wait 0.25``; **the ccxt
+      drop-in's default**, ``options['sideWait']`` 0.25, since ccxt's orders and trades
+      carry a side): an order the engine has not seen is held, with only its own later
+      frames, until its side is read from its ticker's open orders (or, if it is already
+      done, its trade history), for at most ``side_wait``. Nothing else waits: the
+      account's other objects flow on past it, so each object's updates keep their order
+      but the wire order across objects does not. The orders waiting on one ticker share
+      its reads, and a keep-alive takes its turn before them. If the side cannot be
+      learnt in that time it is delivered with ``side`` None, reported once
+      (``side_unknown``, with why).
+
+    It is off by default because it reorders delivery across objects and spends REST
+    reads: turn it on when your plugins need the sides of other clients' orders.
 
     Example::
 
@@ -86,7 +99,8 @@ def on_trade(trade: Trade, event: Event) -> None:
     are events: never merged, whatever the plugin's delivery policy.
 
     ``trade["side"]`` is the order's side, learnt as :func:`on_order` says: None only when
-    it could not be learnt within ``side_wait`` (reported once as ``side_unknown``).
+    ``side_wait`` is 0 (the engine's default) or it could not be learnt within it
+    (reported once as ``side_unknown``).
 
     Example::
 
