@@ -45,7 +45,10 @@ def run(script: Path, tree: Path, args: list[str]) -> dict[str, float]:
     env["PYTHONPATH"] = os.pathsep.join([str(tree), str(tree / "hookspecs")])
     out = subprocess.run(
         [sys.executable, str(script), "--json", *args],
-        cwd=ROOT,
+        # cwd is the measured tree: a child started with ``python -m`` puts its cwd
+        # first on sys.path, ahead of PYTHONPATH, so cwd=ROOT measured the working
+        # tree on both sides.
+        cwd=tree,
         env=env,
         check=True,
         capture_output=True,
