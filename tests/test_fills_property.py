@@ -29,6 +29,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 from bitmusa_hookspecs import hookimpl
 from bitmusa_plugin import AccountConfig, Credentials, Session
 from bitmusa_plugin._core import machine as lc
+from bitmusa_plugin._engine.sides import SIDE_WAIT
 from bitmusa_plugin._engine.stream import Heartbeat
 from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
 
@@ -97,7 +98,11 @@ class Fills(RuleBasedStateMachine):
         await self.sim.set_price("BTCUSDT", "1000")
         self.client = httpx.AsyncClient(base_url=self.sim.rest_url, headers=HEADERS, timeout=5)
         self.session = Session(
-            [self.seen], command="test", timing=TIMING, heartbeat=Heartbeat(2.0, 10.0)
+            [self.seen],
+            command="test",
+            timing=TIMING,
+            heartbeat=Heartbeat(2.0, 10.0),
+            side_wait=SIDE_WAIT,  # every side known: the orders are another client's
         )
         await self.session.__aenter__()
         self.session.add(
