@@ -784,6 +784,17 @@ def test_no_standard_error_still_gives_the_status_and_a_clean_output() -> None:
 # -- Ctrl-C ---------------------------------------------------------------------------------
 
 
+#: ``python -m bitmusa_plugin`` with SIGINT at its default, as a terminal's foreground
+#: command has it: a shell without job control starts background jobs (a CI step run with
+#: ``&``) with SIGINT ignored, the child inherits that, and Python then installs no handler
+AT_A_TERMINAL = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'bitmusa_plugin', *sys.argv[1:]])",
+]
+
+
 def _interrupt(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
@@ -795,7 +806,7 @@ def test_ctrl_c_while_replay_reads_a_terminal_ends_it_at_once_with_130() -> None
     standard input never noticed, and it took a second Ctrl-C."""
     env = {**os.environ, "BITMUSA_LOAD_PLUGINS": ""}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bitmusa_plugin", "replay", "-", "-vv"],
+        [*AT_A_TERMINAL, "replay", "-", "-vv"],
         stdin=subprocess.PIPE,  # held open: the read blocks, as on a terminal
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -823,7 +834,7 @@ def test_ctrl_c_while_waiting_for_redis_is_130_and_quiet(command: list[str]) -> 
         server.settimeout(30)
         url = f"redis://127.0.0.1:{server.getsockname()[1]}/0"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bitmusa_plugin", *command, "--redis", url],
+            [*AT_A_TERMINAL, *command, "--redis", url],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -262,6 +262,19 @@ async def test_close_and_the_context_manager_end_the_engine(sim: Simulator) -> N
     await asyncio.to_thread(other.close)  # twice: nothing to do
 
 
+@pytest.fixture
+def sigint_at_its_default() -> Iterator[None]:
+    """SIGINT raising KeyboardInterrupt, as at a terminal: a shell without job control
+    starts background jobs (a CI step run with ``&``) with SIGINT ignored, and Python then
+    installs no handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("sigint_at_its_default")
 def test_ctrl_c_during_an_order_raises_at_once_and_never_resends(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
