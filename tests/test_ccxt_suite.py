@@ -280,7 +280,7 @@ def test_every_has_true_method_with_a_ccxt_test_runs() -> None:
     assert {"watchPositions", "watchMyTrades"} <= set(cases())
 
 
-#: the public streams (branch public): ``has`` false here, so not run in this branch
+#: the public streams the issue names
 PUBLIC_WATCHES = (
     "watchTicker",
     "watchTickers",
@@ -293,11 +293,11 @@ PUBLIC_WATCHES = (
 )
 
 
-def test_a_method_whose_has_turns_true_is_run_with_the_runners_arguments() -> None:
-    """The public ``watch_*`` tests join as soon as ``has`` says so (after the merge),
-    each with the arguments ccxt's runner gives it."""
+def test_the_public_watches_run_with_the_runners_arguments() -> None:
+    """ccxt ships a test for each public ``watch_*``; ``has`` is true for each, so each
+    runs here, with the arguments ccxt's runner gives it."""
     assert all(ccxt_test_file(m) is not None for m in PUBLIC_WATCHES)
-    assert set(PUBLIC_WATCHES) <= set(cases(has_true() | set(PUBLIC_WATCHES)))
+    assert set(PUBLIC_WATCHES) <= set(cases())
 
     exchange = SimpleNamespace(currencies={"BTC": {}, "USDT": {}})
 
