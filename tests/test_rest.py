@@ -155,3 +155,25 @@ async def test_abandoned_calls_never_exhaust_the_connection_pool() -> None:
         assert all(isinstance(r, list) for r in results)
         assert time.monotonic() - start < 1.0
         await client.aclose()
+
+
+async def test_a_keep_alive_takes_its_turn_before_routine_calls() -> None:
+    """A burst of routine reads (a gap's history, side lookups) queued behind a full
+    window: the keep-alive that arrives after them goes first, as an order does, so the
+    listenKey never lapses behind them. Over loopback, in the order the server saw."""
+    from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
+
+    async with Simulator(event_interval=None) as sim:
+        credentials = Credentials(DEMO_API_KEY, DEMO_AUTH_KEY)
+        limiter = RateLimiter(limits=((1, 0.05),))
+        keys = rest.ListenKeyClient(credentials, sim.rest_url, timeout=2.0, limiter=limiter)
+        client = rest.AccountClient(credentials, sim.rest_url, timeout=2.0, limiter=limiter)
+        await keys.create()  # the window is full now
+        reads = [asyncio.ensure_future(client.wallet()) for _ in range(4)]
+        await asyncio.sleep(0)  # they queue...
+        await asyncio.gather(keys.keepalive(), *reads)  # ...and the keep-alive comes last
+        seen = [c[0] for c in sim.rest_calls if not c[0].startswith("POST")]
+        assert seen[0].startswith("PUT"), seen
+        assert len(seen) == 5
+        await keys.aclose()
+        await client.aclose()

@@ -225,3 +225,30 @@ async def test_a_side_learnt_while_the_order_waited_goes_out_with_it() -> None:
     assert [t["side"] for t in seen.trades] == ["buy"]
     assert not [e for e in seen.errors if e["kind"] == "side_unknown"]
     await pipeline.stop()
+
+
+@SIM
+async def test_a_burst_of_orders_on_one_ticker_shares_its_reads(sim: Simulator) -> None:
+    """Six orders of another client, looked up at once: they join one open-orders read
+    (two at most: one in flight and the next), not one read each, and every side is
+    learnt. One read an order would spend the REST allowance the keep-alive needs."""
+    from bitmusa_plugin._engine.rest import AccountClient
+    from bitmusa_plugin._engine.sides import rest_lookup
+
+    async with httpx.AsyncClient(base_url=sim.rest_url, headers=HEADERS, timeout=5) as web:
+        await sim.set_price("BTCUSDT", "100000")
+        ids = [
+            await place(web, i % 2, order_type=1, order_price=str(90000 + i), order_qty="0.001")
+            for i in range(6)
+        ]
+    pipeline, _, _ = _gate_pipeline(None)
+    client = AccountClient(Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, timeout=5.0)
+    lookup = rest_lookup(client, pipeline, "acct")
+    before = len(sim.rest_calls)
+    orders = [{"id": i, "symbol": "BTC/USDT:USDT"} for i in ids]
+    found = await asyncio.gather(*(lookup(o) for o in orders))
+    reads = [c for c, _ in sim.rest_calls[before:] if c.startswith("GET") and "order" in c]
+    assert [side for side, _ in found] == ["buy", "sell"] * 3
+    assert 1 <= len(reads) <= 2, reads
+    await client.aclose()
+    await pipeline.stop()
