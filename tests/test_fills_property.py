@@ -25,8 +25,8 @@ import orjson
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
+from recording import Recorder
 
-from bitmusa_hookspecs import hookimpl
 from bitmusa_plugin import AccountConfig, Credentials, Session
 from bitmusa_plugin._core import machine as lc
 from bitmusa_plugin._engine.sides import SIDE_WAIT
@@ -52,32 +52,6 @@ DOWN = ("disconnected", "connecting")
 PROFILE = os.environ.get("BITMUSA_FILLS_PROFILE", "short")
 
 
-class Seen:
-    bitmusa_delivery = "all"
-
-    def __init__(self) -> None:
-        self.trades: list[dict[str, Any]] = []
-        self.orders: dict[str, dict[str, Any]] = {}
-        self.states: list[str] = []
-        self.errors: list[dict[str, Any]] = []
-
-    @hookimpl
-    def on_trade(self, trade: dict[str, Any]) -> None:
-        self.trades.append(dict(trade))
-
-    @hookimpl
-    def on_order(self, order: dict[str, Any]) -> None:
-        self.orders[order["id"]] = dict(order)
-
-    @hookimpl
-    def on_stream_state(self, state: dict[str, Any]) -> None:
-        self.states.append(state["status"])
-
-    @hookimpl
-    def on_error(self, error: dict[str, Any]) -> None:
-        self.errors.append(error)
-
-
 class Fills(RuleBasedStateMachine):
     """One simulator, one session, one account per example; the rules act on the engine
     as another client of the account would, or break the stream and the REST API."""
@@ -86,7 +60,7 @@ class Fills(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.sim = Simulator(script=False, event_interval=None, seed=11, time_scale=1)
-        self.seen = Seen()
+        self.seen = Recorder()
         self.placed: list[str] = []
         self.run(self._open())
 

@@ -6,17 +6,15 @@ snapshot/history race. Then the pure proof of where an order's records start."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal as D
 from typing import Any
 
 import httpx
-import orjson
 import pytest
+from recording import Recorder, place, until
 
-from bitmusa_hookspecs import hookimpl
 from bitmusa_plugin import AccountConfig, Credentials, Session
 from bitmusa_plugin._core import machine as lc
 from bitmusa_plugin._core import resync
@@ -32,54 +30,10 @@ TIMING = lc.Timing(
 )  # fmt: skip
 
 
-class Seen:
-    bitmusa_delivery = "all"
-
-    def __init__(self) -> None:
-        self.trades: list[dict[str, Any]] = []
-        self.states: list[str] = []
-        self.errors: list[dict[str, Any]] = []
-        self.orders: dict[str, dict[str, Any]] = {}
-
-    @hookimpl
-    def on_trade(self, trade: dict[str, Any]) -> None:
-        self.trades.append(trade)
-
-    @hookimpl
-    def on_order(self, order: dict[str, Any]) -> None:
-        self.orders[order["id"]] = order
-
-    @hookimpl
-    def on_stream_state(self, state: dict[str, Any]) -> None:
-        self.states.append(state["status"])
-
-    @hookimpl
-    def on_error(self, error: dict[str, Any]) -> None:
-        self.errors.append(error)
-
-    def kinds(self, kind: str) -> list[str]:
-        return [e["message"] for e in self.errors if e["kind"] == kind]
-
-
-async def until(predicate: Any, seen: Seen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"not reached: states {seen.states}, {len(seen.trades)} trades, {seen.errors}"
-            )
-        await asyncio.sleep(0.01)
-
-
-async def place(client: httpx.AsyncClient, **fields: Any) -> str:
-    body = {"ticker": "BTCUSDT", "direction": 0, "margin_mode": 0, "position": 0, **fields}
-    data = orjson.loads((await client.post("/future/order", json=body)).content)
-    assert data["code"] == 0, data
-    return str(data["data"])
-
-
 @asynccontextmanager
-async def streaming(sim: Simulator, seen: Seen, **session: Any) -> AsyncIterator[httpx.AsyncClient]:
+async def streaming(
+    sim: Simulator, seen: Recorder, **session: Any
+) -> AsyncIterator[httpx.AsyncClient]:
     config = AccountConfig("a", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url)
     async with (
         httpx.AsyncClient(base_url=sim.rest_url, headers=HEADERS, timeout=5) as client,
@@ -87,18 +41,18 @@ async def streaming(sim: Simulator, seen: Seen, **session: Any) -> AsyncIterator
                 **session) as s,
     ):  # fmt: skip
         s.add(config)
-        await until(lambda: "connected" in seen.states, seen)
+        await until(lambda: "connected" in seen.states, 30.0, seen)
         yield client
         await s.drain(5)
 
 
-async def outage(sim: Simulator, seen: Seen) -> None:
+async def outage(sim: Simulator, seen: Recorder) -> None:
     sim.refuse(1000)
     sim.drop()
-    await until(lambda: "disconnected" in seen.states, seen)
+    await until(lambda: "disconnected" in seen.states, 30.0, seen)
 
 
-def assert_exact(sim: Simulator, seen: Seen, order_id: str) -> list[dict[str, Any]]:
+def assert_exact(sim: Simulator, seen: Recorder, order_id: str) -> list[dict[str, Any]]:
     """The order's trades add up exactly to the engine's fills, no id twice."""
     truth = [f for f in sim.engine().fills if f.order_id == order_id]
     trades = [t for t in seen.trades if t["order"] == order_id]
@@ -118,14 +72,14 @@ async def test_2300_fills_in_one_gap_are_2300_trades_summing_exactly(sim: Simula
     """The history is read back to the gap's start however many pages that takes (it was
     capped at 2,000 records: 2,000 trades summing 2.000 and a false resync_incomplete)."""
     await sim.set_price("BTCUSDT", "1000")
-    seen = Seen()
+    seen = Recorder()
     async with streaming(sim, seen) as client:
         order = await place(client, order_type=1, order_price="990", order_qty="2.3")
-        await until(lambda: order in seen.orders, seen)
+        await until(lambda: order in seen.orders, 30.0, seen)
         await outage(sim, seen)
         await fill_in_parts(sim, 2300)
         sim.accept()
-        await until(lambda: seen.orders[order]["status"] == "closed", seen)
+        await until(lambda: seen.orders[order]["status"] == "closed", 30.0, seen)
     trades = assert_exact(sim, seen, order)
     assert len(trades) == 2300
     assert all(t["fee"] is not None and not t["info"].get("estimated") for t in trades)
@@ -138,17 +92,17 @@ async def test_a_history_that_fails_for_good_gives_estimated_trades_that_close_t
     sim: Simulator,
 ) -> None:
     await sim.set_price("BTCUSDT", "1000")
-    seen = Seen()
+    seen = Recorder()
     async with streaming(sim, seen) as client:
         order = await place(client, order_type=1, order_price="990", order_qty="1")
         await fill_in_parts(sim, 1, "0.1")
-        await until(lambda: len(seen.trades) == 1, seen)
+        await until(lambda: len(seen.trades) == 1, 30.0, seen)
         await outage(sim, seen)
         await fill_in_parts(sim, 3, "0.1")
         sim.fail_rest("503", 10_000, method="GET", path="/future/trade/history")
         sim.accept()
-        await until(lambda: seen.kinds("trade_estimated"), seen)
-        await until(lambda: seen.orders[order]["filled"] == 0.4, seen)
+        await until(lambda: seen.kinds("trade_estimated"), 30.0, seen)
+        await until(lambda: seen.orders[order]["filled"] == 0.4, 30.0, seen)
     trades = assert_exact(sim, seen, order)
     estimated = [t for t in trades if t["info"].get("estimated")]
     assert len(estimated) == 1
@@ -163,15 +117,15 @@ async def test_a_history_cut_by_its_time_bound_is_completed_by_estimates(sim: Si
     did not reach is one estimated trade (before the records), reported twice: what was
     estimated, and that the history did not reach the gap's start."""
     await sim.set_price("BTCUSDT", "1000")
-    seen = Seen()
+    seen = Recorder()
     async with streaming(sim, seen, history_budget=1.0, rest_rate=(4, 200)) as client:
         order = await place(client, order_type=1, order_price="990", order_qty="2")
-        await until(lambda: order in seen.orders, seen)
+        await until(lambda: order in seen.orders, 30.0, seen)
         await outage(sim, seen)
         await fill_in_parts(sim, 900)  # 9 pages: more than 1 s at 4 requests/s
         sim.accept()
-        await until(lambda: seen.kinds("trade_estimated"), seen)
-        await until(lambda: seen.orders[order]["filled"] == 0.9, seen)
+        await until(lambda: seen.kinds("trade_estimated"), 30.0, seen)
+        await until(lambda: seen.orders[order]["filled"] == 0.9, 30.0, seen)
     trades = assert_exact(sim, seen, order)
     estimated = [t for t in trades if t["info"].get("estimated")]
     assert len(estimated) == 1
@@ -199,16 +153,16 @@ async def test_the_snapshot_history_race_is_closed(
 
     monkeypatch.setattr(AccountClient, "trade_history_page", page_after_a_fill)
     await sim.set_price("BTCUSDT", "1000")
-    seen = Seen()
+    seen = Recorder()
     async with streaming(sim, seen) as client:
         order = await place(client, order_type=1, order_price="990", order_qty="1")
         await fill_in_parts(sim, 1, "0.3")
-        await until(lambda: len(seen.trades) == 1, seen)
+        await until(lambda: len(seen.trades) == 1, 30.0, seen)
         await asyncio.sleep(1.1)  # the live fill's second is before the gap's window
         await outage(sim, seen)
         await fill_in_parts(sim, 1, "0.2")
         sim.accept()
-        await until(lambda: seen.orders[order]["filled"] == 0.8, seen)
+        await until(lambda: seen.orders[order]["filled"] == 0.8, 30.0, seen)
     assert raced
     trades = assert_exact(sim, seen, order)
     truth = [f for f in sim.engine().fills if f.order_id == order]

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from typing import Any
 
 import httpx
-import orjson
 import pytest
+from recording import Recorder, place, until
 
-from bitmusa_hookspecs import hookimpl
 from bitmusa_plugin import AccountConfig, Credentials, Session
 from bitmusa_plugin._core import machine as lc
 from bitmusa_plugin._engine.sides import SIDE_WAIT
@@ -30,53 +28,12 @@ TIMING = lc.Timing(
 SIM = pytest.mark.bitmusa_simulator(script=False, event_interval=None, seed=3, time_scale=1)
 
 
-class Seen:
-    bitmusa_delivery = "all"
-
-    def __init__(self) -> None:
-        self.trades: list[dict[str, Any]] = []
-        self.orders: list[dict[str, Any]] = []
-        self.states: list[str] = []
-        self.errors: list[dict[str, Any]] = []
-
-    @hookimpl
-    def on_trade(self, trade: dict[str, Any]) -> None:
-        self.trades.append(dict(trade))
-
-    @hookimpl
-    def on_order(self, order: dict[str, Any]) -> None:
-        self.orders.append(dict(order))
-
-    @hookimpl
-    def on_stream_state(self, state: dict[str, Any]) -> None:
-        self.states.append(state["status"])
-
-    @hookimpl
-    def on_error(self, error: dict[str, Any]) -> None:
-        self.errors.append(error)
-
-
-async def until(predicate: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
-async def place(client: httpx.AsyncClient, position: int, **fields: Any) -> str:
-    """An order of another client of the account (the web page, another bot)."""
-    body = {"ticker": "BTCUSDT", "direction": 0, "margin_mode": 0, "position": position, **fields}
-    data = orjson.loads((await client.post("/future/order", json=body)).content)
-    assert data["code"] == 0, data
-    return str(data["data"])
-
-
 @SIM
 async def test_orders_another_client_placed_get_their_side_before_their_first_delivery(
     sim: Simulator,
 ) -> None:
     await sim.set_price("BTCUSDT", "1000")
-    seen = Seen()
+    seen = Recorder()
     config = AccountConfig("a", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url)
     async with (
         httpx.AsyncClient(base_url=sim.rest_url, headers=HEADERS, timeout=5) as client,
@@ -90,15 +47,15 @@ async def test_orders_another_client_placed_get_their_side_before_their_first_de
     ):
         s.add(config)
         await until(lambda: "connected" in seen.states)
-        resting = await place(client, 0, order_type=1, order_price="990", order_qty="0.3")
+        resting = await place(client, position=0, order_type=1, order_price="990", order_qty="0.3")
         await sim.set_price("BTCUSDT", "990", volume="0.1")  # a part, then the rest
         await sim.set_price("BTCUSDT", "990", volume="0.2")
-        market = await place(client, 1, order_type=0, order_price="0", order_qty="0.1")
+        market = await place(client, position=1, order_type=0, order_price="0", order_qty="0.1")
         await until(lambda: len(seen.trades) == 3)
         await s.drain(5)
     sides = {resting: "buy", market: "sell"}
-    assert {o["id"] for o in seen.orders} == set(sides)
-    assert all(o["side"] == sides[o["id"]] for o in seen.orders)  # the first update too
+    assert {o["id"] for o in seen.updates} == set(sides)
+    assert all(o["side"] == sides[o["id"]] for o in seen.updates)  # the first update too
     assert all(t["side"] == sides[t["order"]] for t in seen.trades)
     assert [e for e in seen.errors if e["kind"] == "side_unknown"] == []
 
@@ -108,7 +65,7 @@ async def test_a_side_that_cannot_be_learnt_in_time_is_none_reported_once(sim: S
     """The open orders and the history fail: the order goes out after ``side_wait`` with
     side None, reported once with why; its later frames do not wait again."""
     await sim.set_price("BTCUSDT", "1000")
-    seen = Seen()
+    seen = Recorder()
     config = AccountConfig("a", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), sim.rest_url, sim.ws_url)
     async with (
         httpx.AsyncClient(base_url=sim.rest_url, headers=HEADERS, timeout=5) as client,
@@ -118,14 +75,14 @@ async def test_a_side_that_cannot_be_learnt_in_time_is_none_reported_once(sim: S
         s.add(config)
         await until(lambda: "connected" in seen.states)
         sim.fail_rest("503", 4, method="GET")
-        resting = await place(client, 0, order_type=1, order_price="990", order_qty="0.3")
+        resting = await place(client, position=0, order_type=1, order_price="990", order_qty="0.3")
         await sim.set_price("BTCUSDT", "990", volume="0.1")
         await until(lambda: len(seen.trades) == 1)
         await sim.set_price("BTCUSDT", "990", volume="0.2")
         await until(lambda: len(seen.trades) == 2)
         await s.drain(5)
-    assert {o["id"] for o in seen.orders} == {resting}
-    assert all(o["side"] is None for o in seen.orders)
+    assert {o["id"] for o in seen.updates} == {resting}
+    assert all(o["side"] is None for o in seen.updates)
     unknown = [e["message"] for e in seen.errors if e["kind"] == "side_unknown"]
     assert len(unknown) == 1
     assert resting in unknown[0]
@@ -151,7 +108,7 @@ async def test_ccxt_watch_my_trades_passes_unskipped_for_orders_another_client_p
 
         async def trade_then_watch(*args: Any, **kwargs: Any) -> Any:
             order = await place(
-                client, next(positions), order_type=0, order_price="0", order_qty="0.001"
+                client, position=next(positions), order_type=0, order_price="0", order_qty="0.001"
             )
             placed.append(order)
             return await watch(*args, **kwargs)
@@ -171,12 +128,12 @@ async def test_ccxt_watch_my_trades_passes_unskipped_for_orders_another_client_p
 # -- the gate itself: a lookup that fails oddly, a side learnt while it waited ------------
 
 
-def _gate_pipeline(lookup: Any) -> tuple[Any, Any, Seen]:
+def _gate_pipeline(lookup: Any) -> tuple[Any, Any, Recorder]:
     from bitmusa_plugin._engine.pipeline import Pipeline
     from bitmusa_plugin._engine.plugins import PluginRegistry
     from bitmusa_plugin._engine.sides import SideGate
 
-    seen = Seen()
+    seen = Recorder()
     plugins = PluginRegistry()
     plugins.register(seen, "seen")
     pipeline = Pipeline(plugins, command="sides")
@@ -197,8 +154,8 @@ async def test_a_lookup_that_raises_still_delivers_the_order_and_frees_the_gate(
     pipeline.ingest("acct", frame)
     await asyncio.wait_for(gate.idle(), 2)  # not held for ever
     await pipeline.dispatcher.drain(2.0)
-    assert [o["id"] for o in seen.orders] == ["F9"]
-    assert seen.orders[0]["side"] is None
+    assert [o["id"] for o in seen.updates] == ["F9"]
+    assert seen.updates[0]["side"] is None
     assert [t["amount"] for t in seen.trades] == [0.4]  # its trade went out with it
     assert any("TypeError" in e["message"] for e in seen.errors if e["kind"] == "side_unknown")
     await pipeline.stop()
@@ -221,7 +178,7 @@ async def test_a_side_learnt_while_the_order_waited_goes_out_with_it() -> None:
     pipeline.ingest("acct", frame)
     await asyncio.wait_for(gate.idle(), 2)
     await pipeline.dispatcher.drain(2.0)
-    assert [o["side"] for o in seen.orders] == ["buy"]
+    assert [o["side"] for o in seen.updates] == ["buy"]
     assert [t["side"] for t in seen.trades] == ["buy"]
     assert not [e for e in seen.errors if e["kind"] == "side_unknown"]
     await pipeline.stop()
@@ -238,7 +195,9 @@ async def test_a_burst_of_orders_on_one_ticker_shares_its_reads(sim: Simulator) 
     async with httpx.AsyncClient(base_url=sim.rest_url, headers=HEADERS, timeout=5) as web:
         await sim.set_price("BTCUSDT", "100000")
         ids = [
-            await place(web, i % 2, order_type=1, order_price=str(90000 + i), order_qty="0.001")
+            await place(
+                web, position=i % 2, order_type=1, order_price=str(90000 + i), order_qty="0.001"
+            )
             for i in range(6)
         ]
     pipeline, _, _ = _gate_pipeline(None)

@@ -5,16 +5,13 @@ its ground truth fill by fill."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from decimal import Decimal as D
 from typing import Any
 
 import httpx
-import orjson
 import pytest
+from recording import Recorder, place, until
 
-from bitmusa_hookspecs import hookimpl
 from bitmusa_plugin import AccountConfig, Credentials, Session
 from bitmusa_plugin._core import machine as lc
 from bitmusa_plugin._core import resync
@@ -391,55 +388,12 @@ def test_an_old_order_that_vanished_in_the_gap_keeps_its_cumulative_ids() -> Non
 # -- trading against the simulator, with a gap ----------------------------------------------
 
 
-class Trades:
-    bitmusa_delivery = "all"
-
-    def __init__(self) -> None:
-        self.trades: list[dict[str, Any]] = []
-        self.states: list[str] = []
-        self.errors: list[dict[str, Any]] = []
-        self.orders: dict[str, dict[str, Any]] = {}
-
-    @hookimpl
-    def on_trade(self, trade: dict[str, Any], event: dict[str, Any]) -> None:
-        self.trades.append(trade)
-
-    @hookimpl
-    def on_order(self, order: dict[str, Any]) -> None:
-        self.orders[order["id"]] = order
-
-    @hookimpl
-    def on_stream_state(self, state: dict[str, Any]) -> None:
-        self.states.append(state["status"])
-
-    @hookimpl
-    def on_error(self, error: dict[str, Any]) -> None:
-        self.errors.append(error)
-
-
-async def until(predicate: Any, timeout: float = 15.0, seen: Trades | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            detail = "" if seen is None else f": states {seen.states}, {len(seen.trades)} trades"
-            raise AssertionError(f"condition not reached in time{detail}")
-        await asyncio.sleep(0.01)
-
-
-async def place(client: httpx.AsyncClient, **fields: Any) -> str:
-    body = {"ticker": "BTCUSDT", "direction": 0, "margin_mode": 0, "position": 0, **fields}
-    response = await client.post("/future/order", json=body)
-    data = orjson.loads(response.content)
-    assert data["code"] == 0, data
-    return str(data["data"])
-
-
 # time_scale 1: a listenKey lasts a real hour (at the default 3600 it lasts a real second,
 # and a loaded machine misses keep-alives: gaps the test did not make)
 @pytest.mark.bitmusa_simulator(script=False, event_interval=None, seed=5, time_scale=1)
 async def test_trading_through_a_gap_loses_and_duplicates_no_fill(sim: Simulator) -> None:
     await sim.set_price("BTCUSDT", "100000")
-    seen = Trades()
+    seen = Recorder()
     timing = lc.Timing(
         retry_initial=0.05, retry_max=0.2, stable_after=0.3, keepalive_interval=60,
         key_validity=3600, rotate_after=600,

@@ -224,15 +224,7 @@ def _trace_when_verbose(exchange: Exchange, http: httpx.AsyncClient) -> None:
     the credentials and listenKeys masked. Printing never fails a request: an
     ``exchange.log`` that raises (a closed stdout, an encoding) is logged once, and the
     request goes on."""
-    failed: list[Exception] = []
-
-    def show(*parts: Any) -> None:
-        try:
-            exchange.log(*parts)
-        except Exception as exc:
-            if not failed:
-                failed.append(exc)
-                log.warning("bitmusa: verbose output failed (%s): the calls go on", exc)
+    show = _printer(exchange, "the calls go on")
 
     async def on_request(request: httpx.Request) -> None:
         if not exchange.verbose:
@@ -270,7 +262,7 @@ def _frames_when_verbose(exchange: Exchange) -> Callable[[str, str, str | None],
     its own (``<ISO time> message <frame>``, ``connected``, ``on_close <reason>``), with
     the source named and the credentials and listenKeys masked. Printing never stops a
     stream: a failing ``exchange.log`` is logged once."""
-    failed: list[Exception] = []
+    show = _printer(exchange, "the stream goes on")
 
     def trace(source: str, event: str, text: str | None) -> None:
         if not exchange.verbose:
@@ -278,11 +270,21 @@ def _frames_when_verbose(exchange: Exchange) -> Callable[[str, str, str | None],
         parts: list[Any] = [exchange.iso8601(exchange.milliseconds()), f"bitmusa {source}", event]
         if text is not None:
             parts.append(_LISTEN_KEY.sub(rf"\1{MASK}\2", redact(text)))
+        show(*parts)
+
+    return trace
+
+
+def _printer(exchange: Exchange, going_on: str) -> Callable[..., None]:
+    """``exchange.log``, that never raises: the first failure is logged, once."""
+    failed: list[Exception] = []
+
+    def show(*parts: Any) -> None:
         try:
             exchange.log(*parts)
         except Exception as exc:
             if not failed:
                 failed.append(exc)
-                log.warning("bitmusa: verbose output failed (%s): the stream goes on", exc)
+                log.warning("bitmusa: verbose output failed (%s): %s", exc, going_on)
 
-    return trace
+    return show
