@@ -90,8 +90,9 @@ class Session:
     with the installed entry points). ``rest_rate`` is the REST allowance every account of
     the session shares (``limiter`` to share one across sessions). ``history_budget``: how
     long, in seconds, a gap's trade-history read may take (docs/stream.md, resync);
-    ``side_wait``: how long an account's events may wait for the side of an order another
-    client placed (docs/hooks.md, on_order)."""
+    ``side_wait``: how long an order another client placed may wait for its side, the
+    account's other objects flowing on past it (0, the default: it goes out at once with
+    side None; docs/hooks.md, on_order)."""
 
     def __init__(
         self,
