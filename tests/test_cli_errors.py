@@ -840,8 +840,10 @@ def test_ctrl_c_while_waiting_for_redis_is_130_and_quiet(command: list[str]) -> 
             stderr=subprocess.PIPE,
             env={**os.environ, "BITMUSA_LOAD_PLUGINS": ""},
         )
-        connection, _ = server.accept()  # it waits for the PING reply now
+        connection, _ = server.accept()
         with connection:
+            connection.settimeout(30)
+            assert connection.recv(64)  # its PING: it waits for the reply now
             code, err = _interrupt(proc)
     assert code == EXIT_INTERRUPTED
     assert err == ""

@@ -90,10 +90,11 @@ def test_the_command_reference_is_generated_from_the_cli_itself(
 
 
 def _test_trees() -> list[ast.AST]:
-    """Every test module, and every plugin written out as a string by a test (a string
-    constant that uses ``hookimpl`` and parses as Python)."""
+    """Every test module and the helpers the tests share (``recording.py``'s recording
+    plugin), and every plugin written out as a string by a test (a string constant that
+    uses ``hookimpl`` and parses as Python)."""
     trees: list[ast.AST] = []
-    for path in sorted(Path(TESTS).rglob("test_*.py")):
+    for path in sorted(Path(TESTS).rglob("*.py")):
         if path.name == "test_docs.py":
             continue
         tree = ast.parse(path.read_text(), filename=str(path))
