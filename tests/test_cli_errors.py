@@ -523,6 +523,24 @@ CASES = [
     # -- accounts
     case("accounts", "list", "--redis", REFUSED_REDIS, status=UNAVAILABLE, message=CANNOT_REACH),
     case("accounts", "list", "--redis", SILENT_REDIS, status=UNAVAILABLE, message=NO_ANSWER),
+    case(
+        "accounts",
+        "list",
+        "--redis",
+        SILENT_REDIS,
+        env=(("BITMUSA_REDIS_TIMEOUT", "0.5"),),
+        status=UNAVAILABLE,
+        message=r"Redis at redis://127\.0\.0\.1:\d+/0 did not answer within 0\.5 s: check",
+    ),
+    case(
+        "accounts",
+        "list",
+        "--redis",
+        SILENT_REDIS,
+        env=(("BITMUSA_REDIS_TIMEOUT", "soon"),),
+        status=USAGE,
+        message=r"BITMUSA_REDIS_TIMEOUT='soon' is not a number of seconds \(0 to 3600\): set",
+    ),
     case("accounts", "list", "--redis", "notaurl", status=USAGE, message=NOT_A_REDIS_URL),
     case(
         "accounts",
@@ -838,7 +856,9 @@ def test_ctrl_c_while_waiting_for_redis_is_130_and_quiet(command: list[str]) -> 
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env={**os.environ, "BITMUSA_LOAD_PLUGINS": ""},
+            # the PING waits far longer than the interrupt can take to come, however
+            # loaded the machine: at the 2 s default it once timed out first (exit 5)
+            env={**os.environ, "BITMUSA_LOAD_PLUGINS": "", "BITMUSA_REDIS_TIMEOUT": "120"},
         )
         connection, _ = server.accept()
         with connection:

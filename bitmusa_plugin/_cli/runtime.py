@@ -36,8 +36,26 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 log = logging.getLogger("bitmusa_plugin")
 
-#: How long a Redis connection attempt, or a reply, may take before we say so.
+#: How long a Redis connection attempt, or a reply, may take before we say so, seconds;
+#: the environment's ``BITMUSA_REDIS_TIMEOUT`` replaces it (a slow link, a loaded host).
 REDIS_TIMEOUT = 2.0
+
+
+def redis_timeout() -> float:
+    """:data:`REDIS_TIMEOUT`, or ``BITMUSA_REDIS_TIMEOUT`` when it is set."""
+    text = os.environ.get("BITMUSA_REDIS_TIMEOUT", "").strip()
+    if not text:
+        return REDIS_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 3600:  # nan fails too
+        raise CommandError(
+            f"BITMUSA_REDIS_TIMEOUT={text[:32]!r} is not a number of seconds (0 to 3600)",
+            "set it to seconds, such as BITMUSA_REDIS_TIMEOUT=5, or unset it for 2",
+        )
+    return value
 
 
 # -- Redis --------------------------------------------------------------------------------
@@ -50,7 +68,7 @@ def needs_redis() -> CommandError:
     )
 
 
-def redis_error(shown: str, exc: BaseException) -> CommandError:
+def redis_error(shown: str, exc: BaseException, timeout: float = REDIS_TIMEOUT) -> CommandError:
     """What a failure of redis-py means for the user. redis-py wraps the cause (the OS's
     error, the server's answer) in a ConnectionError: the chain says which it was."""
     from redis import exceptions
@@ -63,7 +81,7 @@ def redis_error(shown: str, exc: BaseException) -> CommandError:
         )
     if any(isinstance(e, (exceptions.TimeoutError, TimeoutError)) for e in chain):
         return CommandError(
-            f"Redis at {shown} did not answer within {REDIS_TIMEOUT:.0f} s",
+            f"Redis at {shown} did not answer within {timeout:g} s",
             "check that Redis runs there and that this machine may reach it",
             EXIT_UNAVAILABLE,
         )
@@ -111,6 +129,8 @@ def _os_reason(chain: list[BaseException]) -> str | None:
 async def redis_connection(url: str) -> AsyncIterator[Any]:
     """A client for ``url`` that answered PING, closed on the way out. Every Redis failure
     inside the block (connecting, or a command) becomes a :class:`CommandError`."""
+    import asyncio
+
     from bitmusa_plugin._engine.secrets import REDACTOR
 
     REDACTOR.add(urlsplit(url).password)  # never in a log line or an error
@@ -124,16 +144,17 @@ async def redis_connection(url: str) -> AsyncIterator[Any]:
             raise
         raise needs_redis() from None
     shown = connect.shown(url)
+    timeout = redis_timeout()
     try:
-        client = connect.client(
-            url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT
-        )
+        client = connect.client(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     except ValueError as exc:
         raise CommandError(f"{shown!r} is not a usable Redis URL ({exc})", "fix --redis") from None
     try:
-        await client.ping()
+        await _interruptible(client.ping())
         yield client
     except exceptions.RedisError as exc:
+        if _interrupted():  # Ctrl-C came first: its cancellation was lost on the way
+            raise asyncio.CancelledError from None
         found = await connect.diagnose(url, exc)
         if found is not None:
             what, yours = found
@@ -147,10 +168,42 @@ async def redis_connection(url: str) -> AsyncIterator[Any]:
                 "sentinels that run",
                 EXIT_UNAVAILABLE,
             ) from None
-        raise redis_error(shown, exc) from None
+        raise redis_error(shown, exc, timeout) from None
     finally:
         with contextlib.suppress(Exception):  # closing a connection that never opened
             await client.aclose()
+
+
+async def _interruptible(call: Coroutine[Any, Any, T]) -> T:
+    """``await call``, where Ctrl-C ends the wait at once. On Python 3.11, ``asyncio.wait_for``
+    (which redis-py wraps each write in) drops a cancellation that comes as the write ends
+    (cpython#86296): the command then waited for its timeout and said Redis did not answer.
+    ``asyncio.wait`` is cancelled by itself, whatever the call does with it."""
+    import asyncio
+
+    task = asyncio.ensure_future(call)
+    try:
+        await asyncio.wait([task])
+    finally:
+        if not task.done():  # interrupted: the call ends as the client closes
+            task.cancel()
+            task.add_done_callback(_ended)
+    return task.result()
+
+
+def _ended(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # the closing connection's error, of a call nobody awaits now
+
+
+def _interrupted() -> bool:
+    """Is this task being cancelled (asyncio.run's answer to Ctrl-C), though what it
+    awaited returned or raised something else?"""
+    import asyncio
+
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    return cancelling is not None and cancelling() > 0
 
 
 async def check_redis(url: str) -> None:
