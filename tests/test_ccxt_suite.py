@@ -205,7 +205,10 @@ async def exchange(sim: Simulator) -> AsyncIterator[Any]:
     resting orders of both clients, a position and fills the other client made."""
     await sim.set_price("BTCUSDT", "100000")
     await sim.set_price("ETHUSDT", "3000")
-    exchange = make_exchange(sim, enableRateLimit=True, timeout=30000)
+    # sideWait: ccxt's tests require a side on every trade, and another client's order
+    # gets one within sideWait; on a loaded machine its lookup took longer than the 0.25 s
+    # default (a side None, reported as side_unknown, as designed: not what these test)
+    exchange = make_exchange(sim, options={"sideWait": 5.0}, enableRateLimit=True, timeout=30000)
     exchange.fetchHistoryCacheSize = exchange.fetch_history_cache_size = 5
     try:
         await exchange.load_markets()

@@ -92,6 +92,12 @@ async def run_demo(
             log.warning("demo: the simulator resets the connection in the middle of a frame")
             sim.drop(mid_frame=True)
             await asyncio.sleep(seconds * 0.2)
+            # on a connection: a frame sent while the stream reconnects (a heartbeat missed
+            # on a loaded machine) reaches nobody, and the demo would not show it
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + seconds * 0.2
+            while not sim.live() and loop.time() < deadline:  # noqa: ASYNC110 - no event for it
+                await asyncio.sleep(0.05)
             log.warning("demo: the simulator sends a malformed frame")
             await sim.garbage(1)
             await asyncio.sleep(seconds * 0.5)
