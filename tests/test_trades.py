@@ -76,6 +76,26 @@ def test_an_older_update_come_again_sets_nothing_back_and_repeats_no_trade() -> 
     assert sum(dec(t["amount"]) for t in trades) == D("0.2")
 
 
+def test_a_fills_figures_are_those_of_the_orders_floats_however_the_text_is_written() -> None:
+    """The fills step takes the exact decimals the mapping read from the text where they
+    are the floats' own (at most 15 digits); a longer text is the float's repr, as ccxt's
+    fields are, so ids and sums stay those of the delivered order."""
+    long = "0.12345678901234567890"  # 20 digits: the float holds 17 of them
+    frames = [
+        order_frame("F1", amount="1", status="PARTIAL", filled="0.100", value="0.0500"),
+        order_frame("F1", amount="1", status="PARTIAL", filled=long, value=long),
+        order_frame("F1", amount="1", status="CANCELLED", filled=long, value=long),  # no fill
+        order_frame("F1", amount="1", status="CANCELLED", filled=long, value=long),  # again
+    ]
+    result = replay(object(), frames)
+    trades = result.trades
+    # the id is the cumulative filled: the delivered float's decimal, not the longer text
+    assert [t["id"] for t in trades] == ["F1:0.1", f"F1:{float(long)!r}"]
+    assert trades[1]["amount"] == float(D(repr(float(long))) - D("0.1"))
+    assert trades[1]["cost"] == float(D(repr(float(long))) - D("0.05"))
+    assert [o["status"] for o in result.orders] == ["open", "open", "canceled", "canceled"]
+
+
 def test_a_market_fill_is_taker_a_post_only_one_maker_and_others_unknown() -> None:
     result = replay(
         object(),

@@ -30,13 +30,13 @@ from typing import Any, Literal
 
 from bitmusa_hookspecs import Trade
 from bitmusa_plugin._core.numbers import (
+    READ_CACHE,
     Pair,
     Reject,
     add,
     div,
     iso8601,
     mul,
-    norm,
     number,
     pair,
     sub,
@@ -59,8 +59,22 @@ MAX_FACTS = 100_000
 #: cannot bring its fills back; short enough that the memory stays that of a few seconds.
 DONE_KEEP_MS = 10_000
 _ZERO: Pair = (0, 0)
+_DIGITS15 = 10**15  # pairs below it in magnitude have at most 15 significant digits
 _TRADE_TEMPLATE: dict[str, Any] = dict.fromkeys(Trade.__annotations__)
 _ROLES: dict[object, str] = {"MAKER": "maker", "TAKER": "taker", 0: "taker", 1: "maker"}
+
+
+def _exact(value: float, raw: object) -> Pair:
+    """``pair(value)``, taken from the read of the field's text (``numbers.READ_CACHE``,
+    filled by the mapping just before) when that read gave this very float from at most 15
+    significant digits: then the text and the float's repr are the same decimal (a double
+    holds 15 digits), and the repr and its parse, a fifth of a fill's cost here, are spared."""
+    read = READ_CACHE.get(raw) if type(raw) is str else None
+    if read is not None:
+        f, exact, _ = read
+        if f == value and exact is not None and -_DIGITS15 < exact[0] < _DIGITS15:
+            return exact
+    return pair(value)
 
 
 def side_of(position: object, direction: object, close_side: CloseSide = "trade") -> str | None:
@@ -165,8 +179,12 @@ class Fills:
         done = order["status"] in ("closed", "canceled")
         if event_time is not None and event_time > self._latest:
             self._latest = event_time
-        if not done and filled and self._seen.get(order_id) == filled:
-            return []  # the fill already delivered (most updates fill nothing new)
+        if filled and self._seen.get(order_id) == filled:
+            # the fill already delivered (most updates fill nothing new); ``_seen`` stands
+            # for ``_filled`` exactly, so an order ending here has no trade left either
+            if done:
+                self._forget(order_id, finished=True)
+            return []
         if order_id in self._done:
             return []  # its final state was delivered: every fill went out with it
         if self._stood:
@@ -174,7 +192,11 @@ class Fills:
         known = self._filled.get(order_id)
         trades: list[Trade] = []
         if filled:
-            new = (pair(filled), pair(order["cost"] or 0.0))
+            info = order["info"]
+            new = (
+                _exact(filled, info.get("tradedAmount")),
+                _exact(order["cost"] or 0.0, info.get("value")),
+            )
             old = known if known is not None else (_ZERO, _ZERO)
             amount = sub(new[0], old[0])
             if amount[0] > 0:
@@ -202,7 +224,7 @@ class Fills:
         when = event_time if event_time is not None else order["lastTradeTimestamp"]
         trade = _TRADE_TEMPLATE.copy()
         trade["info"] = order["info"]
-        trade["id"] = f"{order['id']}:{to_str(norm(cumulative))}"
+        trade["id"] = f"{order['id']}:{to_str(cumulative)}"
         trade["order"] = order["id"]
         trade["timestamp"] = when
         trade["datetime"] = iso8601(when)
@@ -403,7 +425,7 @@ class Fills:
         ``amount`` of it, when the live stream saw the rest)."""
         trade = history_trade(record, self.symbols, self.close_side)
         whole = pair(record.get("traded_qty"))
-        trade["id"] = f"{record.get('order_id')}:{to_str(norm(cumulative))}"
+        trade["id"] = f"{record.get('order_id')}:{to_str(cumulative)}"
         if symbol is not None:
             trade["symbol"] = symbol
         if amount != whole:
