@@ -40,6 +40,7 @@ from bitmusa_hookspecs import (
     Order,
     Position,
     StreamState,
+    Trade,
     error_info,
     hookimpl,
 )
@@ -161,6 +162,10 @@ class RedisSink:
     @hookimpl
     async def on_order(self, order: Order, event: Event) -> None:
         await self._add({"hook": "on_order", "order": order, "event": event}, event["account"])
+
+    @hookimpl
+    async def on_trade(self, trade: Trade, event: Event) -> None:
+        await self._add({"hook": "on_trade", "trade": trade, "event": event}, event["account"])
 
     @hookimpl
     async def on_position(self, position: Position, event: Event) -> None:
