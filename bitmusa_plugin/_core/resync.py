@@ -339,6 +339,10 @@ def plan_fills(
             # the history shows it wholly filled: it closed during the gap
             done = dict(delivery.obj, status="closed", filled=amount, remaining=0.0)
             done["cost"] = to_float(got.cost)
+            if done["side"] is None:
+                # the ledger records an order before the side gate learns its side
+                # (pipeline.ingest); the history's records just told it (Fills.recover)
+                done["side"] = fills.side(order_id)
             done["average"] = to_float(div(got.cost, got.filled))
             done["info"] = {
                 "resync": "absent from GET /future/order; the trade history shows it filled"

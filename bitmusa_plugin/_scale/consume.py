@@ -33,6 +33,7 @@ from bitmusa_plugin._scale.sink import DEFAULT_STREAM
 _OBJECT_KEYS = {
     "on_wallet": "balance",
     "on_order": "order",
+    "on_trade": "trade",
     "on_position": "position",
     "on_stream_state": "state",
     "on_error": "error",

@@ -5,7 +5,9 @@ Entries have two fields: ``id`` (the idempotency id) and ``json`` (the jsonl rec
 id is ``account:stream:eventTime:digest``, the digest a BLAKE2b of the record's payload
 (the unified object without ``event.receivedAt``, which differs between two workers that
 received the same frame): two deliveries of one exchange event get the same id, so a
-consumer can drop the second. States and errors carry ids too (their digest covers what
+consumer can drop the second. A trade's id is its fill's (``account:trade:<trade id>``):
+one fill learnt live by one worker and from the trade history by the next is one trade.
+States and errors carry ids too (their digest covers what
 they say).
 
 Writes are batched: the hooks append to a bounded buffer and one writer task sends it in
@@ -40,6 +42,7 @@ from bitmusa_hookspecs import (
     Order,
     Position,
     StreamState,
+    Trade,
     error_info,
     hookimpl,
 )
@@ -52,8 +55,17 @@ DEFAULT_MAXLEN = 1_000_000
 
 
 def idempotency_id(record: dict[str, Any]) -> str:
-    """``account:stream:eventTime:digest`` for a jsonl record (see the module doc)."""
+    """``account:stream:eventTime:digest`` for a jsonl record (see the module doc); for a
+    trade ``account:trade:<trade id>``."""
     event = record.get("event") or {}
+    trade = record.get("trade") if record["hook"] == "on_trade" else None
+    if trade is not None and trade.get("id") is not None:
+        # A trade's id is its fill (order id and cumulative filled, _core/fills.py),
+        # however it was learnt; the record is not: after a SIGKILL the next owner's resync
+        # reads the trade history from a margin before the last event written, and
+        # re-delivers, as history records, fills the dead owner had written from the
+        # order stream (tests/test_fills_handover.py). One fill, one id.
+        return f"{event.get('account') or '-'}:trade:{trade['id']}"
     # not the fence either: two owners delivering one event must give it one id
     payload = {k: v for k, v in record.items() if k not in ("event", "fence")}
     if event:
@@ -161,6 +173,10 @@ class RedisSink:
     @hookimpl
     async def on_order(self, order: Order, event: Event) -> None:
         await self._add({"hook": "on_order", "order": order, "event": event}, event["account"])
+
+    @hookimpl
+    async def on_trade(self, trade: Trade, event: Event) -> None:
+        await self._add({"hook": "on_trade", "trade": trade, "event": event}, event["account"])
 
     @hookimpl
     async def on_position(self, position: Position, event: Event) -> None:
