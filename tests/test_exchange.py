@@ -151,24 +151,34 @@ async def test_positions_cache_keeps_one_row_per_symbol_for_one_way_accounts() -
 
 
 async def test_closed_positions_leave_no_stale_rows(sim: Simulator) -> None:
+    """Once the account stops moving, the cache's open rows are the engine's positions,
+    one row per symbol. The last updates land within a bound: a position that opened just
+    before the pause waits for its market's first price, which a paused market does not
+    send, so up to ``publicWindow`` (10 s) before it goes out unpriced."""
+
+    def open_rows() -> dict[str, tuple[Any, Any]]:
+        return {p["symbol"]: (p["side"], p["contracts"]) for p in rows if p["contracts"]}
+
     exchange = make(sim)
     try:
         for _ in range(40):
             await asyncio.wait_for(exchange.watch_positions(), 5)
         sim.paused = True
-        await asyncio.sleep(0.3)  # the last updates land
-        rows = list(exchange.positions)
+        scenario = sim.account().scenario.positions
+        expected = {
+            t[:-4] + "/USDT:USDT": ("long" if p.side == "BUY" else "short", float(p.amount))
+            for t, p in scenario.items()
+        }
+        for _ in range(300):  # bounded: 15 s
+            rows = list(exchange.positions)
+            if open_rows() == expected:
+                break
+            await asyncio.sleep(0.05)
     finally:
         await exchange.close()
     symbols = [p["symbol"] for p in rows]
     assert len(symbols) == len(set(symbols))  # one row per symbol
-    open_now = {p["symbol"]: (p["side"], p["contracts"]) for p in rows if p["contracts"]}
-    scenario = sim.account().scenario.positions
-    expected = {
-        t[:-4] + "/USDT:USDT": ("long" if p.side == "BUY" else "short", float(p.amount))
-        for t, p in scenario.items()
-    }
-    assert open_now == expected  # every row is current: no stale row beside a new one
+    assert open_rows() == expected  # every row is current: no stale row beside a new one
 
 
 async def test_an_outage_heals_silently_and_resync_catches_up(sim: Simulator) -> None:

@@ -432,3 +432,26 @@ async def test_verbose_prints_each_request_and_answer_as_ccxt_does_and_never_a_s
     for secret in (DEMO_API_KEY, DEMO_AUTH_KEY, key):
         assert secret not in out
     assert "'x-api-key': '***'" in out.lower()
+
+
+async def test_a_moved_price_leaves_rest_positions_margins_as_ccxt_defines_them(
+    sim: Simulator, exchange: Any
+) -> None:
+    """ccxt's ``collateral`` is the margin plus the unrealized PnL, and ``positionMargin``
+    what the position posted: once the price has moved, a collateral that is the bare
+    margin fails ccxt's isolated-margin check (remaining collateral at the liquidation
+    price against ``maintenanceMargin``)."""
+    engine = sim.engine()
+    await exchange.create_order(ETH, "market", "sell", 1.0)
+    await sim.set_price("ETHUSDT", "3010", volume=0)
+    await exchange.create_order(ETH, "market", "sell", 0.8)  # margin != value / leverage
+    await sim.set_price("ETHUSDT", "2900", volume=0)  # a short's PnL
+    (held,) = engine.positions.values()
+    upnl = engine.unrealized(held)
+    assert upnl > 0
+    (position,) = [p for p in await exchange.fetch_positions() if p["symbol"] == ETH]
+    assert D(position["unrealizedPnl"]) == upnl
+    assert D(position["positionMargin"]) == held.margin
+    assert D(position["collateral"]) == held.margin + upnl
+    assert D(position["maintenanceMargin"]) == engine.maintenance_margin(held)
+    assert await ccxt_test("fetch_positions")(exchange, {}, ETH)

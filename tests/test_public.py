@@ -354,6 +354,32 @@ async def test_positions_carry_a_mark_price_recomputed_as_it_moves(sim: Simulato
         await exchange.close()
 
 
+async def test_a_one_way_flip_is_priced_at_once_with_the_closed_sides_mark(
+    sim: Simulator,
+) -> None:
+    """A flip closes the long (its price subscription goes) and opens the short: the short
+    takes the mark the long closed with, at once, rather than waiting for the new
+    subscription's first candle (none comes here: the market is paused)."""
+    exchange = exchange_on(sim)
+    try:
+        mark = (await _open_long(sim, exchange))["markPrice"]
+        sim.paused = True  # no market move, no candle from now on
+        await exchange.create_order(SYMBOL, "market", "sell", 0.02)
+
+        async def short() -> dict[str, Any]:
+            while True:
+                for p in await exchange.watch_positions([SYMBOL]):
+                    if p["side"] == "short" and p["contracts"]:
+                        found: dict[str, Any] = p
+                        return found
+
+        flipped = await asyncio.wait_for(short(), 3)  # publicWindow is 10 s
+        assert flipped["markPrice"] == mark
+        _consistent(flipped)
+    finally:
+        await exchange.close()
+
+
 @pytest.mark.bitmusa_simulator(public_ws_path="none")
 async def test_positions_are_priced_from_the_rest_ticker_without_a_stream(
     sim: Simulator,

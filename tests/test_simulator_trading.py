@@ -479,6 +479,18 @@ def test_a_limit_child_without_a_price_is_3008() -> None:
     assert raised.value.code == 3008
 
 
+def test_an_order_that_grows_a_position_uses_the_positions_leverage() -> None:
+    """A position has one leverage: its margin stays its value / leverage, as the stream's
+    positions (which carry no margin) let a client derive it."""
+    engine = make()
+    engine.place(market_order(BUY, "0.1"), T0)  # at the default 10x
+    engine.set_leverage("BTCUSDT", 100)
+    engine.place(market_order(BUY, "0.1"), T0 + 1)
+    position = engine.positions[("BTCUSDT", BUY)]
+    assert (position.leverage, position.margin) == (10, D(2000))
+    assert ledger_holds(engine)
+
+
 def test_liquidation_when_the_mark_price_reaches_the_liquidation_price() -> None:
     engine = make()
     engine.set_leverage("BTCUSDT", 100)

@@ -84,6 +84,10 @@ class Public(Streams, Markets):
         self._public_rejected = 0
         #: symbol -> (price, which price): the positions' mark
         self._marks: dict[str, tuple[float, str]] = {}
+        #: symbol -> (price, which price, loop time): the mark of a subscription a closed
+        #: position let go, which prices at once a position that reopens soon after (a
+        #: one-way flip: the close, then the other side's open)
+        self._let_go: dict[str, tuple[float, str, float]] = {}
         #: symbol -> the latest position of an open mark-less symbol, until its price comes
         #: open positions waiting for their market's first price, by (symbol, side): a
         #: hedged account's long and short wait side by side
@@ -271,6 +275,7 @@ class Public(Streams, Markets):
         self._stop(keys, ExchangeClosedByUser("bitmusa: close() was called"))
         self._unpriced.clear()
         self._marks.clear()
+        self._let_go.clear()
         if self._hub is not None:
             self._hub.unsubscribe(self._public_feed)
             self._hub = None
@@ -557,7 +562,8 @@ class Public(Streams, Markets):
 
     def _on_position(self, position: dict[str, Any]) -> None:
         """A position from the user stream: priced with its market's price before it
-        reaches the cache (an open one waits for its first price). An open one keeps that
+        reaches the cache (an open one waits for its first price, or takes the mark its
+        symbol's last position closed with moments ago: a flip). An open one keeps that
         price watched: the stream's 1-minute candle, or the REST ticker while the stream is
         absent; a closed one lets it go. Nothing of this spends the REST allowance while
         the stream is up (issue 21: 1,000 accounts start on the REST allowance alone)."""
@@ -567,11 +573,15 @@ class Public(Streams, Markets):
             self._unpriced.pop((symbol, position["side"]), None)
             if key in self._watched and not self._open_position(symbol, position["side"]):
                 self._stop([key], UnsubscribeError("bitmusa: the position closed"))
-                self._marks.pop(symbol, None)
+                last = self._marks.pop(symbol, None)
+                if last is not None:
+                    self._let_go[symbol] = (*last, asyncio.get_running_loop().time())
                 self._sync_hub()
             super()._on_position(position)
             return
         mark = self._marks.get(symbol)
+        if mark is None:
+            mark = self._recent_mark(symbol)
         if mark is not None:
             super()._on_position(self._priced(position, *mark))
         else:
@@ -592,6 +602,17 @@ class Public(Streams, Markets):
             self._watched[key] = None  # the REST ticker, polled
         if self._watched[key] is None or self._polling:
             self._start_poller(key)
+
+    def _recent_mark(self, symbol: str) -> tuple[float, str] | None:
+        """The mark ``symbol`` had when its last position closed, if that was within
+        ``publicPollInterval`` seconds (a price as fresh as a poll's); it stands until the
+        new subscription's first price re-derives the position."""
+        let_go = self._let_go.pop(symbol, None)
+        interval = float(self.safe_number(self.options, "publicPollInterval", 2.0))
+        if let_go is None or asyncio.get_running_loop().time() - let_go[2] > interval:
+            return None
+        self._marks[symbol] = let_go[:2]
+        return let_go[:2]
 
     def _open_position(self, symbol: str, closed_side: str | None) -> bool:
         """Does the cache still hold an open position of ``symbol`` (the other side of a

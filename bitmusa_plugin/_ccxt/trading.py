@@ -28,6 +28,7 @@ from ccxt.base.errors import (
     OrderNotFound,
     RequestTimeout,
 )
+from ccxt.base.precise import Precise
 
 from bitmusa_plugin._core import build, wire
 from bitmusa_plugin._core import errors as bm
@@ -348,10 +349,15 @@ class Trading(Streams):
             for key, field in (
                 ("markPrice", "mark_price"),
                 ("maintenanceMargin", "maintenance_margin"),
-                ("collateral", "position_margin"),
+                ("positionMargin", "position_margin"),
             ):
                 if position.get(key) is None:
                     position[key] = self.safe_number(record, field)
+            # ccxt's collateral is the margin plus the unrealized PnL (not the bare margin)
+            margin = self.safe_string(record, "position_margin")
+            pnl = self.safe_string(position, "unrealizedPnl")
+            if position.get("collateral") is None and margin is not None and pnl is not None:
+                position["collateral"] = self.parse_number(Precise.string_add(margin, pnl))
             positions.append(position)
         return self.filter_by_array_positions(positions, "symbol", symbols)  # type: ignore[no-any-return]
 

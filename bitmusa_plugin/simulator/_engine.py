@@ -395,7 +395,9 @@ class Engine:
             leverage = position.leverage
         else:
             position_side = side
-            leverage = self.leverage_for(ticker, side)
+            # a position has one leverage: an order that grows it uses it
+            grows = self.positions.get((ticker, side))
+            leverage = grows.leverage if grows else self.leverage_for(ticker, side)
         if len(self.open_orders) >= MAX_OPEN_ORDERS_PER_ACCOUNT:
             raise ApiError(1014, f"at most {MAX_OPEN_ORDERS_PER_ACCOUNT} open orders")
         last = self.market.prices[ticker]

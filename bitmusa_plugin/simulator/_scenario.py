@@ -218,10 +218,16 @@ class Scenario:
         return self._place(request, now)
 
     def _risky(self, now: int) -> list[Frame]:
-        """A market order at 100x: it is liquidated after a move of about half a percent."""
-        ticker = self._pick_ticker()
-        side = self.rng.choice([BUY, SELL])
+        """A market order at 100x: it is liquidated after a move of about half a percent.
+        It opens a position of its own, on a ticker with no position and no order (a
+        position has one leverage: orders that grow it use it)."""
         engine = self.engine
+        busy = {t for t, _ in engine.positions} | {o.ticker for o in engine.open_orders.values()}
+        free = [t for t in sorted(self.market.specs) if t not in busy]
+        if not free:
+            return self._market(now)
+        ticker = self.rng.choice(free)
+        side = self.rng.choice([BUY, SELL])
         kind = "ONEWAY" if engine.mode(ticker) == ONEWAY else f"HEDGE_{side}"
         before = engine.leverages[ticker][kind]
         engine.leverages[ticker][kind] = 100  # for this order only: restored at once
