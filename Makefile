@@ -74,11 +74,12 @@ fuzz: $(STAMP)
 
 # The chaos soak's full profile: a simulated week of storms and calm days on two accounts,
 # 1,000 reconnect cycles under tracemalloc, four hostile plugins (about 6 minutes); then
-# the fills property test's long profile (tests/test_fills_property.py, random seeds).
+# the fills property tests' long profiles (tests/test_fills_property.py, and through worker
+# handovers tests/test_fills_handover.py; random seeds).
 # `make test` runs the reduced profile. BITMUSA_SOAK_SEED=N reruns a reported seed.
 soak: $(STAMP)
 	BITMUSA_SOAK_PROFILE=week $(BIN)/pytest tests/chaos -s -p no:cacheprovider
-	BITMUSA_FILLS_PROFILE=long $(BIN)/pytest tests/test_fills_property.py -p no:cacheprovider
+	BITMUSA_FILLS_PROFILE=long $(BIN)/pytest tests/test_fills_property.py tests/test_fills_handover.py -p no:cacheprovider
 
 # Known vulnerabilities in the installed set. Needs the PyPI JSON API or OSV on the
 # network, which the build machines do not reach, so it is not part of `make test`.
