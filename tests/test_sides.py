@@ -125,6 +125,49 @@ async def test_ccxt_watch_my_trades_passes_unskipped_for_orders_another_client_p
     assert all(t["side"] in ("buy", "sell") for t in exchange.myTrades)
 
 
+@SIM
+async def test_this_processs_market_orders_keep_their_side_when_the_lookup_is_slow(
+    sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A market order's FILLED frame comes before its POST's answer, so the engine holds it
+    as another client's; the lookup cannot answer here (its GETs time out). The POST's
+    answer settles it at once: the order and its trades carry the side sent, and no
+    ``side_unknown`` is reported (before, a done order's learnt side was not found, and
+    it went out after ``sideWait`` with None)."""
+    await sim.set_price("BTCUSDT", "1000")
+    exchange = make_exchange(sim, options={"sideWait": 3.0})
+    try:
+        await exchange.load_markets()
+        await exchange.watch_balance()  # the stream is up
+        sides = itertools.cycle(["buy", "sell"])
+        placed = {}
+        for _ in range(4):
+            sim.fail_rest("timeout", 2, method="GET", path="/future/order")
+            sim.fail_rest("timeout", 2, method="GET", path="/future/trade/history")
+            side = next(sides)
+            order = await exchange.create_order("BTC/USDT:USDT", "market", side, 0.001)
+            placed[order["id"]] = side
+
+        def settled() -> bool:
+            seen = {o["id"]: o for o in exchange.orders or ()}
+            return all(i in seen and seen[i]["status"] == "closed" for i in placed)
+
+        await asyncio.wait_for(_watch_until(exchange, settled), 2)  # within sideWait
+        seen = {o["id"]: o for o in exchange.orders}
+        assert {i: seen[i]["side"] for i in placed} == placed
+        mine = [t for t in exchange.myTrades or () if t["order"] in placed]
+        assert {t["order"] for t in mine} == set(placed)
+        assert all(t["side"] == placed[t["order"]] for t in mine)
+    finally:
+        await exchange.close()
+    assert not [r for r in caplog.records if "side_unknown" in r.getMessage()]
+
+
+async def _watch_until(exchange: Any, done: Any) -> None:
+    while not done():
+        await exchange.watch_orders()
+
+
 # -- the gate itself: a lookup that fails oddly, a side learnt while it waited ------------
 
 
@@ -210,4 +253,33 @@ async def test_a_burst_of_orders_on_one_ticker_shares_its_reads(sim: Simulator) 
     assert [side for side, _ in found] == ["buy", "sell"] * 3
     assert 1 <= len(reads) <= 2, reads
     await client.aclose()
+    await pipeline.stop()
+
+
+async def test_idle_waits_for_the_holds_there_are_not_for_later_ones() -> None:
+    """A resync or a stop waits for the orders held when it starts: another client's orders
+    that keep coming must not keep it waiting (each later hold ends within its own wait)."""
+    from bitmusa_plugin.testing import order_frame
+
+    answers: dict[str, asyncio.Future[tuple[str | None, str]]] = {}
+
+    async def slow(order: dict[str, Any]) -> tuple[str | None, str]:
+        answers[order["id"]] = asyncio.get_running_loop().create_future()
+        return await answers[order["id"]]
+
+    pipeline, gate, seen = _gate_pipeline(slow)
+    gate.wait = 30.0  # only the answers end the holds
+    pipeline.ingest("acct", order_frame("F1", side=None, amount="1", status="TRADING"))
+    await asyncio.sleep(0)
+    waiting = asyncio.ensure_future(gate.idle())
+    pipeline.ingest("acct", order_frame("F2", side=None, amount="1", status="TRADING"))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    answers["F1"].set_result(("buy", ""))
+    await asyncio.wait_for(waiting, 2)  # F2 still held: not waited for
+    assert "F2" in gate.pending
+    answers["F2"].set_result(("sell", ""))
+    await asyncio.wait_for(gate.idle(), 2)
+    await pipeline.dispatcher.drain(2.0)
+    assert [(o["id"], o["side"]) for o in seen.updates] == [("F1", "buy"), ("F2", "sell")]
     await pipeline.stop()

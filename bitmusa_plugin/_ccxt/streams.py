@@ -340,5 +340,9 @@ class Streams(Base):
             if trade["order"] == order_id and trade["side"] is None:
                 trade["side"] = side
         if self._engine is not None and (cached is None or cached["status"] == "open"):
-            self._engine.pipeline.mapper(self._label)  # the account's fills exist
-            self._engine.pipeline.fills[self._label].learn(order_id, side)
+            pipeline = self._engine.pipeline
+            pipeline.mapper(self._label)  # the account's fills exist
+            pipeline.fills[self._label].learn(order_id, side)
+            gate = pipeline.side_gates.get(self._label)
+            if gate is not None:  # its frame, held for its side, goes out with it now
+                gate.settle(order_id, side)

@@ -21,8 +21,10 @@ Pairing with the position update of the same execution was not used: a one-way a
 position frame does not tell an opening buy from a closing buy of the other side's
 position reliably enough to prove it in both modes.
 
-A resync waits for the gate to be idle before it plans (:meth:`SideGate.idle`): the
-frames the gate holds are older than the snapshot. So does a stream that stops.
+A resync waits for the orders the gate holds when it plans (:meth:`SideGate.idle`):
+their frames are older than the snapshot. So does a stream that stops. An order this
+process placed, held because its frame beat its POST's answer, goes out as soon as the
+answer comes (:meth:`SideGate.settle`), with the side it was sent with.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -158,8 +160,7 @@ class SideGate:
         self.pending: dict[str, _Pending] = {}
         self._given_up: OrderedDict[str, None] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._learning: dict[str, asyncio.Task[None]] = {}  # order id -> its lookup
         self.waits = 0  # orders held for their side
         self.unknown = 0  # of those, delivered with side None
 
@@ -177,13 +178,30 @@ class SideGate:
         except RuntimeError:
             return False  # replay without a loop: nothing to ask
         self.waits += 1
-        self._idle.clear()
         self.pending[order["id"]] = _Pending(order, event, trades)
         self.pipeline.held[self.account] = self
-        task = loop.create_task(self._learn(order["id"]))
+        order_id = order["id"]
+        task = loop.create_task(self._learn(order_id))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._learning[order_id] = task
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            if self._learning.get(order_id) is task:
+                del self._learning[order_id]
+
+        task.add_done_callback(done)
         return True
+
+    def settle(self, order_id: str, side: str) -> None:
+        """An order this process placed, whose frame beat its POST's answer: if it is held,
+        it goes out now with ``side`` (its lookup is not waited for)."""
+        if order_id not in self.pending:
+            return
+        self._release(order_id, side, "")
+        task = self._learning.pop(order_id, None)
+        if task is not None:
+            task.cancel()
 
     def queue(self, raw: str | bytes, received_at: int | None) -> bool:
         """Queue ``raw`` behind its order if that order is held (True), else leave it."""
@@ -200,9 +218,17 @@ class SideGate:
         pending.queued.append((raw, received_at))
         return True
 
-    async def idle(self) -> None:
-        """Wait until nothing is held (each hold ends within ``wait``)."""
-        await self._idle.wait()
+    def idle(self) -> Coroutine[Any, Any, None]:
+        """Wait until the orders held at this call have gone out (each within ``wait``).
+        Holds that begin meanwhile are not waited for: another client's orders coming one
+        after another would otherwise keep a resync or a stop waiting for ever."""
+        holds = set(self._tasks)  # now, not when the waiting starts
+
+        async def gone() -> None:
+            if holds:
+                await asyncio.wait(holds)
+
+        return gone()
 
     def close(self) -> None:
         for task in list(self._tasks):
@@ -218,11 +244,13 @@ class SideGate:
         except BitmusaError as exc:
             why = f"the REST call failed: {exc.message}"
         except asyncio.CancelledError:
-            self._release(order_id, None, "the stream stopped")
+            if order_id in self.pending:  # not settled: the stream stops
+                self._release(order_id, None, "the stream stopped")
             raise
         except Exception as exc:  # a record it could not read: the order still goes out
             why = f"its REST records could not be read ({type(exc).__name__}: {exc})"
-        self._release(order_id, side, why)
+        if order_id in self.pending:
+            self._release(order_id, side, why)
 
     def _release(self, order_id: str, side: str | None, why: str) -> None:
         pipeline, account = self.pipeline, self.account
@@ -260,5 +288,3 @@ class SideGate:
                 pipeline.publish_order(account, later, later_event, later_trades)
             else:
                 pipeline.ingest(account, item[0], item[1])
-        if not self.pending:
-            self._idle.set()
