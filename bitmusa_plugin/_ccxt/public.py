@@ -84,9 +84,11 @@ class Public(Streams, Markets):
         self._public_rejected = 0
         #: symbol -> (price, which price): the positions' mark
         self._marks: dict[str, tuple[float, str]] = {}
-        #: symbol -> (price, which price, loop time): the mark of a subscription a closed
-        #: position let go, which prices at once a position that reopens soon after (a
-        #: one-way flip: the close, then the other side's open)
+        #: symbol -> when (loop time) its mark came
+        self._mark_at: dict[str, float] = {}
+        #: symbol -> (price, which price, when it came): the mark of a subscription a
+        #: closed position let go, which prices at once a position that reopens soon after
+        #: (a one-way flip: the close, then the other side's open)
         self._let_go: dict[str, tuple[float, str, float]] = {}
         #: symbol -> the latest position of an open mark-less symbol, until its price comes
         #: open positions waiting for their market's first price, by (symbol, side): a
@@ -276,6 +278,7 @@ class Public(Streams, Markets):
         self._unpriced.clear()
         self._marks.clear()
         self._let_go.clear()
+        self._mark_at.clear()
         if self._hub is not None:
             self._hub.unsubscribe(self._public_feed)
             self._hub = None
@@ -574,8 +577,9 @@ class Public(Streams, Markets):
             if key in self._watched and not self._open_position(symbol, position["side"]):
                 self._stop([key], UnsubscribeError("bitmusa: the position closed"))
                 last = self._marks.pop(symbol, None)
-                if last is not None:
-                    self._let_go[symbol] = (*last, asyncio.get_running_loop().time())
+                at = self._mark_at.pop(symbol, None)
+                if last is not None and at is not None:
+                    self._let_go[symbol] = (*last, at)
                 self._sync_hub()
             super()._on_position(position)
             return
@@ -604,14 +608,19 @@ class Public(Streams, Markets):
             self._start_poller(key)
 
     def _recent_mark(self, symbol: str) -> tuple[float, str] | None:
-        """The mark ``symbol`` had when its last position closed, if that was within
-        ``publicPollInterval`` seconds (a price as fresh as a poll's); it stands until the
-        new subscription's first price re-derives the position."""
+        """The mark ``symbol`` had when its last position closed, if that price came at most
+        ``publicPollInterval`` seconds ago, and never more than 2 s (a price as fresh as a
+        poll's); it stands until the new subscription's first price re-derives the
+        position. Expired marks of other symbols go too."""
+        now = asyncio.get_running_loop().time()
+        bound = min(2.0, float(self.safe_number(self.options, "publicPollInterval", 2.0)))
+        for stale in [s for s, (_, _, at) in self._let_go.items() if now - at > bound]:
+            del self._let_go[stale]
         let_go = self._let_go.pop(symbol, None)
-        interval = float(self.safe_number(self.options, "publicPollInterval", 2.0))
-        if let_go is None or asyncio.get_running_loop().time() - let_go[2] > interval:
+        if let_go is None:
             return None
         self._marks[symbol] = let_go[:2]
+        self._mark_at[symbol] = let_go[2]
         return let_go[:2]
 
     def _open_position(self, symbol: str, closed_side: str | None) -> bool:
@@ -627,6 +636,7 @@ class Public(Streams, Markets):
         (``watch_positions`` returns them), unless the price did not move."""
         previous = self._marks.get(symbol)
         self._marks[symbol] = (price, which)
+        self._mark_at[symbol] = asyncio.get_running_loop().time()
         waiting = [k for k in self._unpriced if k[0] == symbol]
         for k in waiting:
             super()._on_position(self._priced(self._unpriced.pop(k), price, which))

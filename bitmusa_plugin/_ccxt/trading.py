@@ -355,7 +355,7 @@ class Trading(Streams):
                     position[key] = self.safe_number(record, field)
             # ccxt's collateral is the margin plus the unrealized PnL (not the bare margin)
             margin = self.safe_string(record, "position_margin")
-            pnl = self.safe_string(position, "unrealizedPnl")
+            pnl = self.safe_string(record, "unpnl")  # the record's own text: exact
             if position.get("collateral") is None and margin is not None and pnl is not None:
                 position["collateral"] = self.parse_number(Precise.string_add(margin, pnl))
             positions.append(position)
