@@ -110,9 +110,11 @@ async def test_a_short_outage_closes_no_socket_and_a_fence_loses_no_frame(
             )
 
             # 2. Redis away past the self-fence (9 s after the last renewal): every
-            # stream stops; what reached a socket before that is delivered and buffered
-            down_at = time.monotonic()
+            # stream stops; what reached a socket before that is delivered and buffered.
+            # Counted from when Redis is gone: this Redis keeps nothing across a restart,
+            # so what it acknowledged while it was stopping went with it (not the sink's)
             await asyncio.to_thread(redis_server.stop)
+            down_at = time.monotonic()
 
             async def fenced() -> bool:
                 return all(not sim.live(a) for a in accounts)
