@@ -159,7 +159,6 @@ class SideGate:
         self.wait = wait
         self.pending: dict[str, _Pending] = {}
         self._given_up: OrderedDict[str, None] = OrderedDict()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._learning: dict[str, asyncio.Task[None]] = {}  # order id -> its lookup
         self.waits = 0  # orders held for their side
         self.unknown = 0  # of those, delivered with side None
@@ -178,15 +177,13 @@ class SideGate:
         except RuntimeError:
             return False  # replay without a loop: nothing to ask
         self.waits += 1
-        self.pending[order["id"]] = _Pending(order, event, trades)
-        self.pipeline.held[self.account] = self
         order_id = order["id"]
+        self.pending[order_id] = _Pending(order, event, trades)
+        self.pipeline.held[self.account] = self
         task = loop.create_task(self._learn(order_id))
-        self._tasks.add(task)
         self._learning[order_id] = task
 
         def done(task: asyncio.Task[None]) -> None:
-            self._tasks.discard(task)
             if self._learning.get(order_id) is task:
                 del self._learning[order_id]
 
@@ -222,7 +219,7 @@ class SideGate:
         """Wait until the orders held at this call have gone out (each within ``wait``).
         Holds that begin meanwhile are not waited for: another client's orders coming one
         after another would otherwise keep a resync or a stop waiting for ever."""
-        holds = set(self._tasks)  # now, not when the waiting starts
+        holds = set(self._learning.values())  # now, not when the waiting starts
 
         async def gone() -> None:
             if holds:
@@ -231,7 +228,7 @@ class SideGate:
         return gone()
 
     def close(self) -> None:
-        for task in list(self._tasks):
+        for task in list(self._learning.values()):
             task.cancel()
 
     async def _learn(self, order_id: str) -> None:
