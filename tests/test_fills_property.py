@@ -170,12 +170,18 @@ class Fills(RuleBasedStateMachine):
         })  # fmt: skip
         self.sim.refuse(1000)
         self.sim.drop()
-        await self._until(lambda: self.seen.states[-1] in DOWN, "the disconnection")
+        await self._down()
         for _ in range(parts):
             await self.sim.set_price("BTCUSDT", price, volume="0.001")
         if fault is not None:
             self.sim.fail_rest(fault, faults, method="GET", path="/future/trade/history")  # type: ignore[arg-type]
         self.sim.accept()
+        await self._back(connected)
+
+    async def _down(self) -> None:
+        await self._until(lambda: self.seen.states[-1] in DOWN, "the disconnection")
+
+    async def _back(self, connected: int) -> None:
         await self._until(
             lambda: self.seen.states.count("connected") > connected, "the reconnection"
         )

@@ -87,6 +87,32 @@ async def test_the_sink_writes_every_event_as_its_jsonl_record_with_a_stable_id(
     assert idempotency_id(other) == events[1]["_id"]
 
 
+async def test_the_time_a_takeover_resumes_from_never_passes_a_gap_not_written_whole(
+    redis_server: RedisServer, client: Any
+) -> None:
+    """The ``last`` hash (where a takeover's gap starts after a worker dies) is held at the
+    start of the account's unfinished gap, and a resync's deliveries (a gap's trades,
+    written over several batches) never move it: a death in between loses none of them."""
+    unfinished: dict[str, int | None] = {"a": None}
+    sink = RedisSink(redis_server.url, maxlen=None)
+    sink.bind(lambda error: None, None, "last", unfinished.get)
+
+    async def written(at: int, stream: str = "future_wallet") -> int:
+        event = {"account": "a", "stream": stream, "eventTime": at, "receivedAt": at}
+        await sink.on_wallet({}, {**event, "data": {}})  # type: ignore[typeddict-item]
+        assert await sink.flush(5)
+        return int(await client.hget("last", "a"))
+
+    assert await written(1000) == 1000
+    unfinished["a"] = 1500  # the stream went down at 1500
+    assert await written(2000) == 1500  # delivered live before the resync held its frames
+    assert await written(3000, "resync") == 1500
+    unfinished["a"] = None  # the resync delivered: its last entries are still being written
+    assert await written(3100, "resync") == 1500
+    assert await written(4000) == 4000  # live, after every one of the gap's
+    await sink.close()
+
+
 def test_the_example_consumer_service_reads_the_stream_from_another_process(
     redis_server: RedisServer,
 ) -> None:

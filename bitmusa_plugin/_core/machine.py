@@ -280,6 +280,13 @@ class AccountMachine:
         drains it as it closes, so that what reached its socket is delivered."""
         return self._primary
 
+    def unfinished_gap(self) -> float | None:
+        """Since when the fills may not all have been delivered: the start of the outage
+        under way, or of a gap whose resync has not delivered yet (None: none). Whoever
+        takes the account over from here must read the trade history back that far."""
+        marks = [t for t in (self._gap_since, self._resync_since) if t is not None]
+        return min(marks, default=None)
+
     def held(self, conn_id: int) -> list[str]:
         """The frames ``conn_id`` holds back now, in order (a resync leaves the objects
         they update to them)."""

@@ -263,6 +263,12 @@ class AccountStream:
             await self._teardown()
         return self.result
 
+    def unfinished_gap_ms(self) -> int | None:
+        """The wall ms since which this stream's fills may not all be delivered yet (an
+        outage, or a resync not done), or None: where a successor's history read starts
+        when this stream hands its account over or dies (worker mode)."""
+        return self._wall_ms(self.machine.unfinished_gap())
+
     def stop(self) -> None:
         """Ask the stream to close: DELETE the key (unless kept) and end ``run``."""
         self._post(self.machine.stop)

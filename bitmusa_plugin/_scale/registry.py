@@ -10,10 +10,13 @@ Every key lives under ``bitmusa:<group>:``:
 * ``lease:<label>`` (string, with a TTL): ``<worker id>:<fencing token>``, the account's
   owner.
 * ``fence:<label>`` (counter): the fencing token, incremented on every acquisition.
-* ``last`` (hash): label -> the time (ms) of the last event the owner delivered.
+* ``last`` (hash): label -> the time (ms) of the last event the owner's sink wrote, held
+  at the start of a gap whose fills are not all written (``_scale/sink.py``).
 * ``live`` (hash): label -> the holder whose stream delivers (a handing-over worker stops
   once a later fence shows here); ``handover:<label>``: a hand-back's promise;
-  ``unconfirmed`` (hash): takeovers on trust not yet confirmed (``_core/lease.py``).
+  ``unconfirmed`` (hash): takeovers on trust not yet confirmed (``_core/lease.py``);
+  ``pinned`` (hash): label -> the start (ms) of the gap a hand-back's stream had not
+  delivered yet: the next owner reads it, and takes nothing on trust.
 * ``state`` (hash): label -> JSON ``{worker, status, reason, at}``, what ``worker status``
   shows: the stream's state and, when it failed or is retrying, why (a URL and a code,
   never a key).

@@ -119,6 +119,7 @@ class RedisSink:
         #: (stream key, idempotency id, record, account, received at ms)
         self._buffer: deque[tuple[str, bytes, bytes, str | None, int | None]] = deque()
         self._last_key: str | None = None
+        self._unfinished: Callable[[str], int | None] | None = None
         self._wake = asyncio.Event()
         self._room = asyncio.Event()  # set while the buffer has room
         self._room.set()
@@ -139,14 +140,22 @@ class RedisSink:
         report: Callable[[ErrorInfo], None],
         fence: Callable[[str], int | None] | None = None,
         last_key: str | None = None,
+        unfinished: Callable[[str], int | None] | None = None,
     ) -> None:
         """Where outages are reported (the host's ``report``), and, in worker mode, the
         fencing token of each account's lease, written into its entries, and the hash
         where each account's last written event time goes (``HSET``, in the same
-        pipeline: what a takeover resumes from is exactly what reached Redis)."""
+        pipeline: what a takeover resumes from is exactly what reached Redis).
+
+        That time never passes a gap whose fills are not all written: ``unfinished``
+        gives the start of an account's gap not delivered yet (an outage, a resync under
+        way), and the resync's own deliveries (a gap's trades among them, written over
+        several batches) never move it. A takeover after a death in the middle of a gap
+        then reads that gap's history again."""
         self._report = report
         self._fence = fence
         self._last_key = last_key
+        self._unfinished = unfinished
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -161,7 +170,9 @@ class RedisSink:
             record["fence"] = self._fence(account)
         key = self.stream.replace("{account}", account or "-")
         event = record.get("event")
-        received = event.get("receivedAt") if isinstance(event, dict) else None
+        received = None  # what moves the account's last written time (see ``bind``)
+        if isinstance(event, dict) and event.get("stream") != "resync":
+            received = event.get("receivedAt")
         body = orjson.dumps(record)
         self._buffer.append((key, idempotency_id(record).encode(), body, account, received))
         self._wake.set()
@@ -227,7 +238,7 @@ class RedisSink:
                     if account is not None and received is not None:
                         latest[account] = max(received, latest.get(account, 0))
                 if self._last_key is not None and latest:
-                    pipe.hset(self._last_key, mapping=latest)
+                    pipe.hset(self._last_key, mapping=self._resume_points(latest))
                 if self.wait_replicas:
                     pipe.wait(self.wait_replicas, int(self.wait_timeout * 1000))
                 replies = await pipe.execute()
@@ -258,6 +269,15 @@ class RedisSink:
                     len(chunk),
                 )
                 self._down_since = None
+
+    def _resume_points(self, latest: dict[str, int]) -> dict[str, int]:
+        """Each account's last written time, held at the start of its unfinished gap."""
+        if self._unfinished is not None:
+            for account, at in latest.items():
+                gap = self._unfinished(account)
+                if gap is not None and gap < at:
+                    latest[account] = gap
+        return latest
 
     def _replicated(self, acked: int, entries: int) -> None:
         """What ``WAIT`` said. Fewer replicas than asked within ``wait_timeout``: the

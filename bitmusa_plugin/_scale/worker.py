@@ -55,8 +55,10 @@ T = TypeVar("T")
 # handover marker: fresh enough (ARGV[5] ms of its promise left) and nothing unconfirmed
 # before it, it is taken on trust, and the gap it would be is recorded in ``unconfirmed``
 # until the new owner confirms; otherwise the gap starts at the last event written (or an
-# unconfirmed record, whichever is earlier).
-# KEYS: lease, fence, handover marker, live, last, unconfirmed
+# unconfirmed record, or the gap the previous owner handed over unfinished, whichever is
+# earliest). A handover with an unfinished gap (``pinned``) is never taken on trust: the
+# previous owner may stop before its resync delivers, so the new owner reads that gap.
+# KEYS: lease, fence, handover marker, live, last, unconfirmed, pinned
 # ARGV: worker id, lease ttl ms, fence floor, label, min promise ms (-1: taken again by the
 #       worker that streams it)
 # -> nil if taken, else {fence, trusted marker or nil, its ms left, gap since ms or nil}
@@ -80,6 +82,8 @@ if fence <= floor then
 end
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. fence, 'NX', 'PX', ARGV[2])
 redis.call('DEL', KEYS[3])
+local pinned = tonumber(redis.call('HGET', KEYS[7], ARGV[4]))
+redis.call('HDEL', KEYS[7], ARGV[4])
 local min_promise = tonumber(ARGV[5])
 if min_promise < 0 then
   return {fence, false, 0, false}
@@ -87,7 +91,7 @@ end
 local last = tonumber(redis.call('HGET', KEYS[5], ARGV[4]))
 local pending = tonumber(redis.call('HGET', KEYS[6], ARGV[4]))
 redis.call('HDEL', KEYS[6], ARGV[4])
-if marker and not pending and left >= min_promise then
+if marker and not pending and not pinned and left >= min_promise then
   local now = redis.call('TIME')
   local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
   local record = now_ms - (2 * tonumber(ARGV[2]) - left)
@@ -97,6 +101,7 @@ if marker and not pending and left >= min_promise then
 end
 local since = last
 if pending and (not since or pending < since) then since = pending end
+if pinned and (not since or pinned < since) then since = pinned end
 return {fence, false, 0, since or false}
 """
 # Compare-and-extend. KEYS: lease; ARGV: holder, ttl ms -> 1, or what the lease holds
@@ -109,8 +114,10 @@ end
 return current
 """
 # Make-before-break: the marker (our promise to stream until the successor delivers) and
-# the lease given up, together or not at all. KEYS: lease, handover marker, unconfirmed;
-# ARGV: holder, marker life ms, label -> 1, or what the lease holds
+# the lease given up, together or not at all; with them, the start of a gap our stream has
+# not delivered yet (-1: none), which the successor then reads (see _ACQUIRE).
+# KEYS: lease, handover marker, unconfirmed, pinned;
+# ARGV: holder, marker life ms, label, unfinished gap ms or -1 -> 1, or what the lease holds
 _HAND_BACK = """
 local current = redis.call('GET', KEYS[1])
 if current ~= ARGV[1] then
@@ -119,6 +126,11 @@ end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 redis.call('DEL', KEYS[1])
 redis.call('HDEL', KEYS[3], ARGV[3])
+if tonumber(ARGV[4]) < 0 then
+  redis.call('HDEL', KEYS[4], ARGV[3])
+else
+  redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
+end
 return 1
 """
 # Compare-and-delete the lease and the marker. KEYS: lease, handover marker; ARGV: holder
@@ -237,6 +249,12 @@ class Worker:
         """The fencing token of the lease under which ``label``'s events are delivered
         (while handing over, the one it held)."""
         return self.planner.fence(label)
+
+    def unfinished_gap(self, label: str) -> int | None:
+        """The wall ms since which ``label``'s stream here has not delivered every fill
+        (an outage, a resync under way), or None."""
+        stream = self.session.streams.get(label)
+        return None if stream is None else stream.unfinished_gap_ms()
 
     def stop(self) -> None:
         self._stop.set()
@@ -392,6 +410,7 @@ class Worker:
                     self._key("live"),
                     self._key("last"),
                     self._key("unconfirmed"),
+                    self._key("pinned"),
                 ]
                 promise_ms = -1 if min_promise is None else int(min_promise * 1000)
                 args = [self.id, ttl_ms, floor, label, promise_ms]
@@ -423,8 +442,10 @@ class Worker:
                     self._key("lease", label),
                     self._key("handover", label),
                     self._key("unconfirmed"),
+                    self._key("pinned"),
                 ]
-                args = [holder, 2 * ttl_ms, label]
+                gap = self.unfinished_gap(label)
+                args = [holder, 2 * ttl_ms, label, -1 if gap is None else gap]
                 result = await self._redis(self._hand_back(keys=keys, args=args))
                 if result == 1:
                     log.info("worker %s: handing %s over", self.id, label)
@@ -665,7 +686,12 @@ async def run_worker(
     if options.wait_replicas is None:
         options = dataclasses.replace(options, wait_replicas=1 if is_sentinel(redis_url) else 0)
     worker = Worker(client, session, options, ident or registry.worker_id())
-    sink.bind(session.pipeline.report, worker.fence, key(options.group, "last"))
+    sink.bind(
+        session.pipeline.report,
+        worker.fence,
+        key(options.group, "last"),
+        worker.unfinished_gap,
+    )
     loop = asyncio.get_running_loop()
     if handle_signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
