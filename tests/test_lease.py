@@ -44,6 +44,7 @@ class FakeRedis:
     live: dict[str, str] = field(default_factory=dict)
     last: dict[str, int] = field(default_factory=dict)
     unconfirmed: dict[str, int] = field(default_factory=dict)
+    pinned: dict[str, int] = field(default_factory=dict)
     workers: dict[str, float] = field(default_factory=dict)
     draining: dict[str, float] = field(default_factory=dict)
 
@@ -85,12 +86,14 @@ class FakeRedis:
         self.fences[label] = fence
         self.leases[label] = (ls.holder_of(worker, fence), self.now + self.ttl)
         self.markers.pop(label, None)
+        pinned = self.pinned.pop(label, None)
         if min_promise is None:  # taken again by the worker streaming it
             return fence, None, 0.0, None
         last = self.last.get(label)
         pending = self.unconfirmed.pop(label, None)
-        since = min((t for t in (last, pending) if t is not None), default=None)
-        if marker is not None and pending is None and marker[1] - self.now >= min_promise:
+        since = min((t for t in (last, pending, pinned) if t is not None), default=None)
+        trusted = pending is None and pinned is None
+        if marker is not None and trusted and marker[1] - self.now >= min_promise:
             left = marker[1] - self.now
             handed = round((self.now - (2 * self.ttl - left)) * 1000)
             record = max(handed, last or 0)
@@ -102,13 +105,21 @@ class FakeRedis:
         if self.unconfirmed.get(label) == since_ms:
             del self.unconfirmed[label]
 
-    def hand_back(self, label: str, holder: str) -> int | str | None:
+    def unpin(self, label: str, since_ms: int) -> None:
+        if self.pinned.get(label) == since_ms:
+            del self.pinned[label]
+
+    def hand_back(self, label: str, holder: str, gap: int | None = None) -> int | str | None:
         current = self.lease(label)
         if current != holder:
             return current
         self.markers[label] = (holder, self.now + 2 * self.ttl)
         del self.leases[label]
         self.unconfirmed.pop(label, None)
+        if gap is None:
+            self.pinned.pop(label, None)
+        else:
+            self.pinned[label] = gap
         return 1
 
     def release(self, label: str, holder: str) -> str | None:
@@ -127,6 +138,7 @@ class FakeRedis:
         self.live.clear()
         self.last.clear()
         self.unconfirmed.clear()
+        self.pinned.clear()
         self.workers.clear()
         self.draining.clear()
 
@@ -175,6 +187,8 @@ class Sim:
     #: not to have happened / happened, answer lost)
     fail: object = None
     bad_credentials: set[str] = field(default_factory=set)
+    #: label -> the start (ms) of a gap its stream here has not delivered
+    gaps: dict[str, int] = field(default_factory=dict)
 
     @property
     def redis(self) -> FakeRedis:
@@ -206,6 +220,7 @@ class Sim:
             rejoined=rejoined,
             wall_ms=self.world.now_ms,
             draining={w: now - t for w, t in r.draining.items()},
+            pinned=dict(r.pinned),
         )
         self.carry(self.planner.tick(now, view))
 
@@ -260,6 +275,11 @@ class Sim:
                 r.confirmed(label, since_ms)
                 self._answered(action)
                 return []
+            case ls.Unpin(label, since_ms):
+                self._redis_call(action)
+                r.unpin(label, since_ms)
+                self._answered(action)
+                return []
             case ls.Start(label, fence, resume):
                 if label in self.bad_credentials:
                     return p.start_failed(now, label, "ACCT_API is not set")
@@ -275,7 +295,7 @@ class Sim:
                 return []
             case ls.HandBack(label, holder):
                 self._redis_call(action)
-                result = r.hand_back(label, holder)
+                result = r.hand_back(label, holder, self.gaps.get(label))
                 self._answered(action)
                 if result == 1:
                     return p.handed_back(now, label)
@@ -787,6 +807,39 @@ def test_a_clean_stop_hands_everything_over_and_stops_once_the_successors_delive
     assert not leaving.reports
     assert not world.dark_since
     assert all(s.resume_since_ms is None for s in world.starts if s.started > stopping_at)
+
+
+def test_a_hand_back_with_a_gap_in_flight_is_not_taken_on_trust() -> None:
+    """The stream handed over has a gap it has not delivered (its resync is reading the
+    history): the successor reports a gap from that gap's start, and reads it."""
+    world = started_world(4, 2)
+    world.run(3)
+    leaving = world.workers["w0"]
+    mine = sorted(label for label, w in world.owners().items() if w == "w0")
+    leaving.gaps[mine[0]] = 777
+    leaving.planner.stop()
+    leaving.next_tick = world.now
+    while not leaving.planner.idle:
+        world.run(0.2)
+        leaving.next_tick = world.now
+    taken = [s for s in world.starts if s.label in mine and s.worker == "w1"]
+    assert {s.label: s.resume_since_ms for s in taken} == {mine[0]: 777, mine[1]: None}
+    assert not world.redis.pinned
+
+
+def test_a_gap_the_previous_owner_left_unread_restarts_the_new_owners_stream_from_it() -> None:
+    """The previous owner's connection dropped after it handed the account over: it wrote
+    that gap's start (``pinned``) after the takeover, and the new owner restarts its
+    stream with that gap, once."""
+    world = started_world(4, 2)
+    label = next(la for la, w in world.owners().items() if w == "w1")
+    world.redis.pinned[label] = 1234
+    world.run(3 * TICK)
+    restarts = [s for s in world.starts if s.label == label and s.resume_since_ms == 1234]
+    assert [s.worker for s in restarts] == ["w1"]
+    assert label not in world.redis.pinned
+    assert any("reads that gap" in r.message for r in world.workers["w1"].reports)
+    assert world.owners()[label] == "w1"
 
 
 def test_the_last_worker_stopping_releases_everything_and_leaves_no_marker() -> None:

@@ -20,8 +20,10 @@ counter that only grows, taken in the same atomic script as the lease. Each tick
 4. **Make-before-break handovers**: a worker above its fair share gives a lease up
    (:class:`HandBack`: a marker, then the lease deleted, atomically) and streams on until
    a later owner says in the ``live`` hash that it delivers; a successor that finds a
-   fresh marker reports no gap. Nobody took it within ``lease_ttl``: take it back. Nobody
-   delivered within ``2 * lease_ttl`` (the marker's life): stop.
+   fresh marker reports no gap, unless the stream handed over had a gap it had not
+   delivered (``pinned``, written by the shell with the hand-back or after it): the
+   successor's stream then reads that gap. Nobody took it within ``lease_ttl``: take it
+   back. Nobody delivered within ``2 * lease_ttl`` (the marker's life): stop.
 5. **Fair share** ``ceil(accounts / live workers)``: above it, hand back at most
    ``handovers_per_tick`` per tick; below it, take free accounts (in random order, so that
    workers starting together do not race for the same ones). A takeover that found no
@@ -95,6 +97,9 @@ class View:
     #: worker id -> seconds since the heartbeat of a worker shutting down (it streams what
     #: it hands over until the successors deliver, but takes no share)
     draining: Mapping[str, float] = field(default_factory=dict)
+    #: label -> the start (wall ms) of a gap a previous owner's stream had not delivered
+    #: when it stopped streaming the account (the ``pinned`` hash)
+    pinned: Mapping[str, int] = field(default_factory=dict)
 
 
 # -- actions ---------------------------------------------------------------------------
@@ -153,6 +158,15 @@ class Confirmed:
 
 
 @dataclass(frozen=True)
+class Unpin:
+    """The gap a previous owner handed over unfinished is being read: delete the
+    ``pinned`` record, if it still holds ``since_ms``."""
+
+    label: str
+    since_ms: int
+
+
+@dataclass(frozen=True)
 class HandBack:
     """Make-before-break: if the lease still holds ``holder``, leave the handover marker
     (alive ``2 * lease_ttl``) and delete the lease, atomically. The stream runs on. Answer
@@ -191,10 +205,10 @@ class Report:
     kind: ReportKind | None = None
 
 
-Action = Renew | Acquire | Start | MarkLive | Confirmed | HandBack | Release | Stop | Report
+Action = Renew | Acquire | Start | MarkLive | Confirmed | Unpin | HandBack | Release | Stop | Report
 
 #: actions that need Redis (the others are carried out in the process)
-REDIS_ACTIONS = (Renew, Acquire, MarkLive, Confirmed, HandBack, Release)
+REDIS_ACTIONS = (Renew, Acquire, MarkLive, Confirmed, Unpin, HandBack, Release)
 
 
 # -- state -----------------------------------------------------------------------------
@@ -401,6 +415,25 @@ class LeasePlanner:
         confirm_local, confirm_redis = self._confirm(now, view)
         local += confirm_local
         redis += confirm_redis
+
+        # 4b. a gap the previous owner's stream had not delivered, written by it after we
+        #     took the account over (its connection dropped while it handed over): ours
+        #     restarts with that gap, and its resync reads it
+        for label, since_ms in view.pinned.items():
+            mine = self.owned.get(label)
+            if mine is None or mine.renewing_at != now:
+                continue
+            local += [
+                Stop(label, "restarting, to read a gap"),
+                Start(label, mine.fence, since_ms),
+                Report(
+                    label,
+                    f"worker {self.worker}: {label}'s previous owner stopped streaming it "
+                    f"with a gap since {since_ms} (ms) not delivered: its stream restarts "
+                    "and reads that gap",
+                ),
+            ]
+            redis.append(Unpin(label, since_ms))
 
         # 5. say which of ours deliver (a handing-over worker waits for it)
         for label, own in self.owned.items():

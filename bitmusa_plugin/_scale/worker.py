@@ -144,8 +144,9 @@ if redis.call('GET', KEYS[2]) == ARGV[1] then
 end
 return redis.call('GET', KEYS[1])
 """
-# KEYS: unconfirmed; ARGV: label, since ms
-_CONFIRMED = """
+# Compare-and-delete a hash field (``unconfirmed`` once a trust is settled, ``pinned`` once
+# a gap is being read). KEYS: the hash; ARGV: label, since ms
+_FORGET = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   return redis.call('HDEL', KEYS[1], ARGV[1])
 end
@@ -240,7 +241,9 @@ class Worker:
         self._renew = client.register_script(_RENEW)
         self._hand_back = client.register_script(_HAND_BACK)
         self._release = client.register_script(_RELEASE)
-        self._confirmed = client.register_script(_CONFIRMED)
+        self._forget = client.register_script(_FORGET)
+        #: label -> the unfinished gap last written to ``pinned`` while handing it over
+        self._pins: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"Worker({self.id!r}, accounts={len(self.planner.owned)})"
@@ -337,6 +340,16 @@ class Worker:
         written_ms = int(self._wall() * 1000)
         prune = written_ms - int(6 * self.options.lease_ttl * 1000)
         pipe = self.client.pipeline(transaction=False)
+        # What we hand over with a gap our stream has not delivered (its connection dropped
+        # after the hand-back): said before the heartbeat that lets the successor confirm
+        # the handover, so that it reads that gap (``View.pinned``).
+        pins = {
+            label: gap
+            for label in self.planner.releasing
+            if (gap := self.unfinished_gap(label)) is not None and self._pins.get(label) != gap
+        }
+        if pins:
+            pipe.hset(self._key("pinned"), mapping=pins)
         if self.planner.stopping:  # no share any more, but alive while handing over
             pipe.zrem(workers, self.id)
             pipe.zadd(draining, {self.id: written_ms})
@@ -349,7 +362,12 @@ class Worker:
         pipe.zrange(draining, 0, -1, withscores=True)
         pipe.hgetall(self._key("accounts"))
         pipe.hgetall(self._key("live"))
-        added, _, _, _, beats, drains, accounts, live = await self._redis(pipe.execute())
+        pipe.hgetall(self._key("pinned"))
+        replies = await self._redis(pipe.execute())
+        added, _, _, _, beats, drains, accounts, live, pinned = replies[-9:]
+        self._pins.update(pins)
+        for label in [la for la in self._pins if la not in self.planner.releasing]:
+            del self._pins[label]
         self._registry = {k.decode(): v for k, v in accounts.items()}
         labels = sorted(set(self._registry) | self.planner.labels())
         leases = [self._key("lease", la) for la in labels]
@@ -366,6 +384,7 @@ class Worker:
             rejoined=not self.planner.stopping and added == 1,
             wall_ms=wall_ms,
             draining={w.decode(): (wall_ms - score) / 1000 for w, score in drains},
+            pinned={k.decode(): int(v) for k, v in pinned.items()},
         )
 
     # -- carrying actions out -------------------------------------------------------------
@@ -435,7 +454,11 @@ class Worker:
                 return []
             case ls.Confirmed(label, since_ms):
                 args = [label, since_ms]
-                await self._redis(self._confirmed(keys=[self._key("unconfirmed")], args=args))
+                await self._redis(self._forget(keys=[self._key("unconfirmed")], args=args))
+                return []
+            case ls.Unpin(label, since_ms):
+                args = [label, since_ms]
+                await self._redis(self._forget(keys=[self._key("pinned")], args=args))
                 return []
             case ls.HandBack(label, holder):
                 keys = [
@@ -449,6 +472,8 @@ class Worker:
                 result = await self._redis(self._hand_back(keys=keys, args=args))
                 if result == 1:
                     log.info("worker %s: handing %s over", self.id, label)
+                    if gap is not None:  # written with the hand-back: not again
+                        self._pins[label] = gap
                     return p.handed_back(self._clock(), label)
                 return p.handback_refused(self._clock(), label, _text(result))
             case ls.Release(label, holder):
