@@ -93,9 +93,9 @@ async def test_the_time_a_takeover_resumes_from_never_passes_a_gap_not_written_w
     """The ``last`` hash (where a takeover's gap starts after a worker dies) is held at the
     start of the account's unfinished gap, and a resync's deliveries (a gap's trades,
     written over several batches) never move it: a death in between loses none of them."""
-    unfinished: dict[str, int | None] = {"a": None}
+    ceiling: dict[str, int | None] = {"a": None}
     sink = RedisSink(redis_server.url, maxlen=None)
-    sink.bind(lambda error: None, None, "last", unfinished.get)
+    sink.bind(lambda error: None, None, "last", ceiling.get)
 
     async def written(at: int, stream: str = "future_wallet") -> int:
         event = {"account": "a", "stream": stream, "eventTime": at, "receivedAt": at}
@@ -104,12 +104,14 @@ async def test_the_time_a_takeover_resumes_from_never_passes_a_gap_not_written_w
         return int(await client.hget("last", "a"))
 
     assert await written(1000) == 1000
-    unfinished["a"] = 1500  # the stream went down at 1500
+    ceiling["a"] = 1500  # the stream went down at 1500
     assert await written(2000) == 1500  # delivered live before the resync held its frames
     assert await written(3000, "resync") == 1500
-    unfinished["a"] = None  # the resync delivered: its last entries are still being written
+    ceiling["a"] = None  # the resync delivered: its last entries are still being written
     assert await written(3100, "resync") == 1500
     assert await written(4000) == 4000  # live, after every one of the gap's
+    ceiling["a"] = -1  # its stream stopped here (handed over): what is left moves nothing
+    assert await written(5000) == 4000
     await sink.close()
 
 

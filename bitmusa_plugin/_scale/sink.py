@@ -119,7 +119,7 @@ class RedisSink:
         #: (stream key, idempotency id, record, account, received at ms)
         self._buffer: deque[tuple[str, bytes, bytes, str | None, int | None]] = deque()
         self._last_key: str | None = None
-        self._unfinished: Callable[[str], int | None] | None = None
+        self._ceiling: Callable[[str], int | None] | None = None
         self._wake = asyncio.Event()
         self._room = asyncio.Event()  # set while the buffer has room
         self._room.set()
@@ -140,22 +140,24 @@ class RedisSink:
         report: Callable[[ErrorInfo], None],
         fence: Callable[[str], int | None] | None = None,
         last_key: str | None = None,
-        unfinished: Callable[[str], int | None] | None = None,
+        ceiling: Callable[[str], int | None] | None = None,
     ) -> None:
         """Where outages are reported (the host's ``report``), and, in worker mode, the
         fencing token of each account's lease, written into its entries, and the hash
         where each account's last written event time goes (``HSET``, in the same
         pipeline: what a takeover resumes from is exactly what reached Redis).
 
-        That time never passes a gap whose fills are not all written: ``unfinished``
-        gives the start of an account's gap not delivered yet (an outage, a resync under
-        way), and the resync's own deliveries (a gap's trades among them, written over
-        several batches) never move it. A takeover after a death in the middle of a gap
-        then reads that gap's history again."""
+        That time never passes a gap whose fills are not all written: ``ceiling`` says,
+        when a batch is written, how far an account's time may move (None: as far as
+        the batch; a wall ms: the start of its gap not delivered yet, an outage or a
+        resync under way; -1: not at all, its stream is not here any more), and the
+        resync's own deliveries (a gap's trades among them, written over several batches)
+        never move it. A takeover after a death in the middle of a gap then reads that
+        gap's history again."""
         self._report = report
         self._fence = fence
         self._last_key = last_key
-        self._unfinished = unfinished
+        self._ceiling = ceiling
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -237,8 +239,9 @@ class RedisSink:
                     pipe.xadd(key, fields, maxlen=self.maxlen, approximate=True)
                     if account is not None and received is not None:
                         latest[account] = max(received, latest.get(account, 0))
-                if self._last_key is not None and latest:
-                    pipe.hset(self._last_key, mapping=self._resume_points(latest))
+                points = self._resume_points(latest) if self._last_key is not None else {}
+                if points:
+                    pipe.hset(self._last_key, mapping=points)
                 if self.wait_replicas:
                     pipe.wait(self.wait_replicas, int(self.wait_timeout * 1000))
                 replies = await pipe.execute()
@@ -271,13 +274,17 @@ class RedisSink:
                 self._down_since = None
 
     def _resume_points(self, latest: dict[str, int]) -> dict[str, int]:
-        """Each account's last written time, held at the start of its unfinished gap."""
-        if self._unfinished is not None:
-            for account, at in latest.items():
-                gap = self._unfinished(account)
-                if gap is not None and gap < at:
-                    latest[account] = gap
-        return latest
+        """Each account's last written time, held below its ceiling (see ``bind``)."""
+        if self._ceiling is None:
+            return latest
+        points = {}
+        for account, at in latest.items():
+            cap = self._ceiling(account)
+            if cap is None or cap >= at:
+                points[account] = at
+            elif cap >= 0:
+                points[account] = cap
+        return points
 
     def _replicated(self, acked: int, entries: int) -> None:
         """What ``WAIT`` said. Fewer replicas than asked within ``wait_timeout``: the

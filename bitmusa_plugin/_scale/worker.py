@@ -259,6 +259,14 @@ class Worker:
         stream = self.session.streams.get(label)
         return None if stream is None else stream.unfinished_gap_ms()
 
+    def last_ceiling(self, label: str) -> int | None:
+        """How far the sink may move ``label``'s time in ``last`` (where a takeover after
+        our death starts its gap): None, as far as what it writes; the start of the
+        stream's unfinished gap; -1, not at all (no stream here any more: the account is
+        someone else's, with whatever gap it had)."""
+        stream = self.session.streams.get(label)
+        return -1 if stream is None else stream.unfinished_gap_ms()
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -715,7 +723,7 @@ async def run_worker(
         session.pipeline.report,
         worker.fence,
         key(options.group, "last"),
-        worker.unfinished_gap,
+        worker.last_ceiling,
     )
     loop = asyncio.get_running_loop()
     if handle_signals:
