@@ -147,13 +147,11 @@ class RedisSink:
         where each account's last written event time goes (``HSET``, in the same
         pipeline: what a takeover resumes from is exactly what reached Redis).
 
-        That time never passes a gap whose fills are not all written: ``ceiling`` says,
+        That time never passes a gap whose fills are not all delivered: ``ceiling`` says,
         when a batch is written, how far an account's time may move (None: as far as
         the batch; a wall ms: the start of its gap not delivered yet, an outage or a
-        resync under way; -1: not at all, its stream is not here any more), and the
-        resync's own deliveries (a gap's trades among them, written over several batches)
-        never move it. A takeover after a death in the middle of a gap then reads that
-        gap's history again."""
+        resync under way; -1: not at all, its stream is not here any more). A takeover
+        after a death in the middle of a gap then reads that gap's history again."""
         self._report = report
         self._fence = fence
         self._last_key = last_key
@@ -172,9 +170,7 @@ class RedisSink:
             record["fence"] = self._fence(account)
         key = self.stream.replace("{account}", account or "-")
         event = record.get("event")
-        received = None  # what moves the account's last written time (see ``bind``)
-        if isinstance(event, dict) and event.get("stream") != "resync":
-            received = event.get("receivedAt")
+        received = event.get("receivedAt") if isinstance(event, dict) else None
         body = orjson.dumps(record)
         self._buffer.append((key, idempotency_id(record).encode(), body, account, received))
         self._wake.set()
