@@ -77,9 +77,11 @@ fuzz: $(STAMP)
 # the fills property tests' long profiles (tests/test_fills_property.py, and through worker
 # handovers tests/test_fills_handover.py; random seeds).
 # `make test` runs the reduced profile. BITMUSA_SOAK_SEED=N reruns a reported seed.
+# (--timeout=0: the suite's 300 s per test would cut a long profile short, and hypothesis
+# then reports the cut example as flaky data generation.)
 soak: $(STAMP)
-	BITMUSA_SOAK_PROFILE=week $(BIN)/pytest tests/chaos -s -p no:cacheprovider
-	BITMUSA_FILLS_PROFILE=long $(BIN)/pytest tests/test_fills_property.py tests/test_fills_handover.py -p no:cacheprovider
+	BITMUSA_SOAK_PROFILE=week $(BIN)/pytest tests/chaos -s -p no:cacheprovider --timeout=0
+	BITMUSA_FILLS_PROFILE=long $(BIN)/pytest tests/test_fills_property.py tests/test_fills_handover.py -p no:cacheprovider --timeout=0
 
 # Known vulnerabilities in the installed set. Needs the PyPI JSON API or OSV on the
 # network, which the build machines do not reach, so it is not part of `make test`.
