@@ -8,12 +8,15 @@ import gc
 import tracemalloc
 from decimal import Decimal
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bitmusa_plugin._core import numbers
+from bitmusa_plugin._core import build, numbers, wire
+from bitmusa_plugin._core.mapping import Mapped, Mapper
 from bitmusa_plugin._core.numbers import Reject, norm, number, pair, read, to_float
+from bitmusa_plugin._core.symbols import SymbolMap
 from bitmusa_plugin._engine.inbox import Inbox
 from bitmusa_plugin._engine.pipeline import Pipeline
 from bitmusa_plugin._engine.plugins import PluginRegistry
@@ -21,6 +24,7 @@ from bitmusa_plugin._engine.rest import http_client
 from bitmusa_plugin._engine.secrets import Credentials
 from bitmusa_plugin._engine.stream import AccountConfig, AccountStream
 
+SORT = orjson.OPT_SORT_KEYS
 VALUES: list[object] = ["0.5155", "2", "0", "0.0000", "54.0", " 2.50", "1e-7", "-3.140", "null"]
 VALUES += ["NULL", "", None, 7, 0.25, 1e-7, 12345678901234567890]
 
@@ -69,6 +73,65 @@ def test_to_float_and_norm_equal_the_decimal_string_round_trip(i: int, d: int) -
     assert j == 0 or e == 0 or j % 10 != 0  # no trailing zero left
     if i == 0:
         assert (j, e) == (0, 0)
+
+
+# An order's frames from small pools of values, of every JSON type (a code 1, a 1.0, a true
+# and a "1" must never stand for one another), so that the repeated fields recur.
+_ORDER_POOLS: dict[str, list[object]] = {
+    "orderId": ["C1715581995021", "C1715581995022", 7, 7.0, True, "null"],
+    "ticker": ["XRPUSDT", "BTCUSDC", 1, None],
+    "status": ["TRADING", "PARTIAL", "FILLED", "CANCELLED", 1, True, "weird", [1]],
+    "type": ["LIMIT", "MARKET", "limit", 1, 1.0, True, None, {"a": 1}],
+    "position": ["BUY", "SELL", 0, 0.0, False, None, "null"],
+    "direction": ["OPEN", "CLOSE", 1, 1.0, True, None, "close"],
+    "tif": ["GTC", "IOC", 1, 1.0, True, None, "po"],
+    "price": ["0.5", "0.50", 0.5, "0", None, True, 1, 1.0, "-1", "1e-3", [1]],
+    "amount": ["2", "2.0", 2, 2.0, "0", None, True, "-2", "3"],
+    "tradedAmount": ["0", "1", "1.0", 1, "2", "2.5", None, "-1", "null"],
+    "value": ["0", "0.5", "1.25", 0.5, None, "-1"],
+    "createdTime": [1715581995021, 1715581995021.0, True, 1, "1715581995021", None, -1],
+    "completedTime": [None, 1715581995099, "x"],
+}
+#: the long way's first pick for each field: every frame starts from a valid order
+_VALID = {key: pool[0] for key, pool in _ORDER_POOLS.items()}
+
+
+@st.composite
+def _order_frames(draw: st.DrawFn) -> list[bytes]:
+    """One order's frames: each the one before with a few fields drawn again."""
+    data = dict(_VALID)
+    frames = []
+    for _ in range(draw(st.integers(1, 12))):
+        for key in draw(st.lists(st.sampled_from(list(_ORDER_POOLS)), max_size=3)):
+            data[key] = draw(st.sampled_from(_ORDER_POOLS[key]))
+        event_time = draw(st.sampled_from([1715581995100, None, "1715581995100"]))
+        frame = {"data": data, "stream": "future_order", "eventTime": event_time}
+        frames.append(orjson.dumps(frame))
+    return frames
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(_order_frames(), min_size=1, max_size=4))
+def test_an_orders_repeated_fields_read_once_give_what_reading_them_again_gives(
+    orders: list[list[bytes]],
+) -> None:
+    """``Mapper.feed`` reuses an order's repeated fields (``build.ORDER_MEMO``); each frame
+    maps to what the builder gives without the memo, or is rejected for the same reason."""
+    build.ORDER_MEMO.clear()
+    mapper = Mapper()
+    for raw in (frame for frames in orders for frame in frames):
+        result = mapper.feed(raw, 0)
+        try:
+            _, data, event_time, fields = wire.decode(raw, wire.DEFAULT_MAX_FRAME_BYTES)
+            expected: tuple[object, ...] = (
+                orjson.dumps(build.order(fields, event_time, SymbolMap(), data), option=SORT),
+            )
+        except Reject as exc:
+            expected = (exc.kind, exc.message)
+        if isinstance(result, Mapped):
+            assert (orjson.dumps(result.obj, option=SORT),) == expected, raw
+        else:
+            assert (result.error["kind"], result.error["message"]) == expected, raw
 
 
 async def test_the_inbox_hands_items_over_in_order_and_times_out() -> None:

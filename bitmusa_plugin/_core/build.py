@@ -69,10 +69,31 @@ class Asset(NamedTuple):
     total: float
 
 
+#: Per order, what its frames repeat, read once: the raw (id, type, position, direction,
+#: tif, price, amount, createdTime) of a frame -> (the order's template: the unified keys
+#: with id, timestamp, datetime, type, timeInForce, postOnly, reduceOnly and side set; its
+#: type; price, its pair; amount, its pair and normal form). An
+#: order's updates resend these unchanged (only its status, fill and value move), so its
+#: later frames skip a third of the builder (the field checks, five enums, two reads, the
+#: ISO date). Only keys of exact ``str`` (or None) and an int time are stored: such a key
+#: equals no other types' (``1 == 1.0 == True`` would mix a valid code with a rejected
+#: bool), so a hit is a frame whose fields read exactly as the stored one's did. Bounded:
+#: cleared when full, as the read cache.
+ORDER_MEMO: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+ORDER_MEMO_SIZE = 4096
+
+
 def order(
-    f: OrderFields, event_time: int | None, symbols: SymbolMap, info: dict[str, Any]
+    f: OrderFields,
+    event_time: int | None,
+    symbols: SymbolMap,
+    info: dict[str, Any],
+    *,
+    memo: bool = False,
 ) -> Order:
-    """An order's fields -> ccxt order, with ``safe_order``'s derivations."""
+    """An order's fields -> ccxt order, with ``safe_order``'s derivations. ``memo``: use
+    :data:`ORDER_MEMO` (only for fields as orjson decodes them: exact types, so a hit
+    cannot stand for a value of another type)."""
     (
         order_id,
         ticker,
@@ -88,61 +109,110 @@ def order(
         created,
         completed,
     ) = f
-    if type(order_id) is not str or len(order_id) <= 4:  # "", "null", "none", or ints
-        order_id = required_str(order_id, "orderId")
-    symbol = symbols.known.get(ticker) if type(ticker) is str else None
-    if symbol is None:
-        symbol = symbols(required_str(ticker, "ticker"))
-    # enum fast path: a documented string is one dict lookup; anything else -> enum()
-    v = status_v
-    status = ORDER_STATUS.get(v) if type(v) is str else None
-    if status is None:
-        status = enum(v, ORDER_STATUS, "status")
-    v = type_v
-    otype = ORDER_TYPE.get(v) if type(v) is str else None
-    if otype is None:
-        otype = enum(v, ORDER_TYPE, "type")
-    v = side_v
-    side = ORDER_SIDE.get(v) if type(v) is str else None
-    if side is None:
-        side = enum(v, ORDER_SIDE, "position")
-    v = direction_v
-    reduce_only = REDUCE_ONLY.get(v) if type(v) is str else None
-    if reduce_only is None and not is_missing(v):
-        reduce_only = REDUCE_ONLY.get(enum_key(v))
-    v = tif_v
-    tif = TIME_IN_FORCE.get(v) if type(v) is str else None
-    if tif is None and v is not None:
-        tif = enum(v, TIME_IN_FORCE, "tif")
-        if tif is not None:
-            tif = tif.upper()
-    # number() and pair() of each field at once, through the readers' cache: an order's
-    # price and amount recur in each of its updates, its fill in the next one
-    r = _READ.get(raw_price) if type(raw_price) is str else None
-    price, price_p, _ = r if r is not None else read(raw_price, "price")
-    r = _READ.get(raw_amount) if type(raw_amount) is str else None
-    amount, amount_p, amount_n = r if r is not None else read(raw_amount, "amount")
-    r = _READ.get(raw_filled) if type(raw_filled) is str else None
-    filled, filled_p, filled_n = r if r is not None else read(raw_filled, "tradedAmount")
-    r = _READ.get(raw_cost) if type(raw_cost) is str else None
-    cost, cost_p, _ = r if r is not None else read(raw_cost, "value")
-    if (
-        (price is not None and price < 0)
-        or (amount is not None and amount < 0)
-        or (filled is not None and filled < 0)
-        or (cost is not None and cost < 0)
-    ):
-        raise Reject("invalid_value", "price, amount, tradedAmount and value must be >= 0")
-    if type(created) is not int or not 0 <= created <= MAX_TIMESTAMP:
-        created = timestamp(created, "createdTime")
-    if completed is not None:
-        completed = timestamp(completed, "completedTime")
+    key: tuple[Any, ...] | None = None
+    base: dict[str, Any]
+    static: tuple[Any, ...] | None = None
+    if memo and type(created) is int:
+        key = (order_id, type_v, side_v, direction_v, tif_v, raw_price, raw_amount, created)
+        try:
+            static = ORDER_MEMO.get(key)
+        except TypeError:  # an unhashable field (a JSON object or array): the long way
+            key = None
+    if static is not None:
+        # the repeated fields were read, and accepted, before: the others are read in the
+        # long way's order, so a frame is rejected for the same field and reason
+        base, otype, price, price_p, amount, amount_p, amount_n = static
+        symbol = symbols.known.get(ticker) if type(ticker) is str else None
+        if symbol is None:
+            symbol = symbols(required_str(ticker, "ticker"))
+        v = status_v
+        status = ORDER_STATUS.get(v) if type(v) is str else None
+        if status is None:
+            status = enum(v, ORDER_STATUS, "status")
+        r = _READ.get(raw_filled) if type(raw_filled) is str else None
+        filled, filled_p, filled_n = r if r is not None else read(raw_filled, "tradedAmount")
+        r = _READ.get(raw_cost) if type(raw_cost) is str else None
+        cost, cost_p, _ = r if r is not None else read(raw_cost, "value")
+        if (filled is not None and filled < 0) or (cost is not None and cost < 0):
+            raise Reject("invalid_value", "price, amount, tradedAmount and value must be >= 0")
+        if completed is not None:
+            completed = timestamp(completed, "completedTime")
+    else:
+        if type(order_id) is not str or len(order_id) <= 4:  # "", "null", "none", or ints
+            order_id = required_str(order_id, "orderId")
+        symbol = symbols.known.get(ticker) if type(ticker) is str else None
+        if symbol is None:
+            symbol = symbols(required_str(ticker, "ticker"))
+        # enum fast path: a documented string is one dict lookup; anything else -> enum()
+        v = status_v
+        status = ORDER_STATUS.get(v) if type(v) is str else None
+        if status is None:
+            status = enum(v, ORDER_STATUS, "status")
+        v = type_v
+        otype = ORDER_TYPE.get(v) if type(v) is str else None
+        if otype is None:
+            otype = enum(v, ORDER_TYPE, "type")
+        v = side_v
+        side = ORDER_SIDE.get(v) if type(v) is str else None
+        if side is None:
+            side = enum(v, ORDER_SIDE, "position")
+        v = direction_v
+        reduce_only = REDUCE_ONLY.get(v) if type(v) is str else None
+        if reduce_only is None and not is_missing(v):
+            reduce_only = REDUCE_ONLY.get(enum_key(v))
+        v = tif_v
+        tif = TIME_IN_FORCE.get(v) if type(v) is str else None
+        if tif is None and v is not None:
+            tif = enum(v, TIME_IN_FORCE, "tif")
+            if tif is not None:
+                tif = tif.upper()
+        # number() and pair() of each field at once, through the readers' cache: an
+        # order's price and amount recur in each of its updates, its fill in the next one
+        r = _READ.get(raw_price) if type(raw_price) is str else None
+        price, price_p, _ = r if r is not None else read(raw_price, "price")
+        r = _READ.get(raw_amount) if type(raw_amount) is str else None
+        amount, amount_p, amount_n = r if r is not None else read(raw_amount, "amount")
+        r = _READ.get(raw_filled) if type(raw_filled) is str else None
+        filled, filled_p, filled_n = r if r is not None else read(raw_filled, "tradedAmount")
+        r = _READ.get(raw_cost) if type(raw_cost) is str else None
+        cost, cost_p, _ = r if r is not None else read(raw_cost, "value")
+        if (
+            (price is not None and price < 0)
+            or (amount is not None and amount < 0)
+            or (filled is not None and filled < 0)
+            or (cost is not None and cost < 0)
+        ):
+            raise Reject("invalid_value", "price, amount, tradedAmount and value must be >= 0")
+        if type(created) is not int or not 0 <= created <= MAX_TIMESTAMP:
+            created = timestamp(created, "createdTime")
+        if completed is not None:
+            completed = timestamp(completed, "completedTime")
+        # safe_order: a zero price or amount means none was given.
+        if not price:
+            price = None
+        if not amount:
+            amount = amount_p = amount_n = None
+        post_only = None
+        if tif is None:
+            if otype == "market":
+                tif = "IOC"
+        else:
+            post_only = tif == "PO"
+        base = _ORDER_TEMPLATE.copy()
+        base["id"] = order_id
+        base["timestamp"] = created
+        base["datetime"] = iso8601(created)
+        base["type"] = otype
+        base["timeInForce"] = tif
+        base["postOnly"] = post_only
+        base["reduceOnly"] = reduce_only
+        base["side"] = side
+        # the key as sent (an int id was made a str above): exact str or None, or no memo
+        if key is not None and all(type(v) is str or v is None for v in key[:7]):
+            if len(ORDER_MEMO) >= ORDER_MEMO_SIZE:
+                ORDER_MEMO.clear()
+            ORDER_MEMO[key] = (base, otype, price, price_p, amount, amount_p, amount_n)
 
-    # safe_order: a zero price or amount means none was given.
-    if not price:
-        price = None
-    if not amount:
-        amount = amount_p = amount_n = None
     closed = status == "closed"
     if amount is None and closed:
         amount, amount_p, amount_n = filled, filled_p, filled_n
@@ -169,26 +239,13 @@ def order(
             cost = to_float(mul(filled_n, price_p))
     if price is None and otype == "market":
         price = average
-    post_only = None
-    if tif is None:
-        if otype == "market":
-            tif = "IOC"
-    else:
-        post_only = tif == "PO"
-    # A template copy plus assignments is twice as fast as a 28-key dict literal.
-    result = _ORDER_TEMPLATE.copy()
+    # A template copy plus assignments is twice as fast as a 28-key dict literal; the
+    # order's own template (``base``, its repeated fields set) spares eight of them.
+    result: dict[str, Any] = base.copy()
     result["info"] = info
-    result["id"] = order_id
-    result["timestamp"] = created
-    result["datetime"] = iso8601(created)
     result["lastTradeTimestamp"] = completed
     result["lastUpdateTimestamp"] = event_time
     result["symbol"] = symbol
-    result["type"] = otype
-    result["timeInForce"] = tif
-    result["postOnly"] = post_only
-    result["reduceOnly"] = reduce_only
-    result["side"] = side
     result["price"] = price
     result["amount"] = amount
     result["cost"] = cost

@@ -76,7 +76,8 @@ class Mapper:
             stream, data, event_time, fields = decode(raw, self.max_frame_bytes)
             obj: dict[str, Any]
             if stream == "future_order":
-                obj = build_order(fields, event_time, self.symbols, data)  # type: ignore[assignment]
+                # memo: the fields are orjson's, of exact types (build.ORDER_MEMO)
+                obj = build_order(fields, event_time, self.symbols, data, memo=True)  # type: ignore[assignment]
             elif stream == "future_position":
                 obj = build_position(fields, event_time, self.symbols, data)  # type: ignore[assignment]
             else:
