@@ -122,7 +122,7 @@ class AccountConfig:
         require_secure(self.ws_url, insecure=self.insecure)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Connection:
     conn_id: int
     task: asyncio.Task[None] | None = None
@@ -130,6 +130,11 @@ class _Connection:
     planned_close: bool = False
     last_alive: float = 0.0
     resync: asyncio.Task[None] | None = None
+    #: the heartbeat between pings is a timer, not a sleeping task: a task, its coroutine
+    #: and its sleep held 1.9 KiB of every idle stream (issue 21); a ping is a task while
+    #: its pong is awaited
+    beat: asyncio.TimerHandle | None = None
+    ping: asyncio.Task[None] | None = None
     #: the reader waits for a lossless plugin (backpressure): it reads nothing meanwhile,
     #: pongs included, so the heartbeat does not count that time against the link
     paused: bool = False
@@ -695,7 +700,7 @@ class AccountStream:
         conn.ws = ws
         conn.last_alive = self._clock()
         self._post(lambda now: self.machine.connected(now, conn_id))
-        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(conn, ws))
+        self._schedule_beat(conn, ws)
         reason = "closed"
         machine, dispatcher, trace = self.machine, self.pipeline.dispatcher, self.trace
         if trace is not None:
@@ -726,7 +731,7 @@ class AccountStream:
         except ConnectionClosed:
             reason = _close_reason(ws)
         finally:
-            heartbeat.cancel()
+            self._stop_beats(conn)
             if conn.resync is not None:
                 conn.resync.cancel()  # the next gap brings its own resync
             if not conn.planned_close:
@@ -753,19 +758,30 @@ class AccountStream:
             conn.last_alive = self._clock()
             self._post(functools.partial(self.machine.reader_resumed, conn_id=conn.conn_id))
 
-    async def _heartbeat(self, conn: _Connection, ws: ClientConnection) -> None:
+    def _schedule_beat(self, conn: _Connection, ws: ClientConnection) -> None:
+        """The next ping, ``heartbeat.interval`` from now."""
+        conn.beat = asyncio.get_running_loop().call_later(
+            self.heartbeat.interval, self._beat, conn, ws
+        )
+
+    def _beat(self, conn: _Connection, ws: ClientConnection) -> None:
+        conn.beat = None
+        if conn.paused:  # we are not reading: no pong could be seen
+            self._schedule_beat(conn, ws)
+            return
+        conn.ping = asyncio.get_running_loop().create_task(self._ping(conn, ws))
+
+    async def _ping(self, conn: _Connection, ws: ClientConnection) -> None:
+        """One ping: a pong within ``heartbeat.timeout`` or the connection is dead. The
+        next is scheduled when this one is answered (as the loop of sleeps it replaces
+        did)."""
+        pauses = conn.pauses
         try:
-            while True:
-                await asyncio.sleep(self.heartbeat.interval)
-                if conn.paused:
-                    continue  # we are not reading: no pong could be seen
-                pauses = conn.pauses
-                pong = await ws.ping()
-                try:
-                    await within(asyncio.shield(pong), self.heartbeat.timeout)
-                except asyncio.TimeoutError:
-                    if conn.paused or conn.pauses != pauses:
-                        continue  # the reader paused meanwhile: not evidence of a dead link
+            pong = await ws.ping()
+            try:
+                await within(asyncio.shield(pong), self.heartbeat.timeout)
+            except asyncio.TimeoutError:
+                if not (conn.paused or conn.pauses != pauses):
                     log.warning(
                         "%s: no pong within %.1f s: connection is dead",
                         self.account,
@@ -773,9 +789,24 @@ class AccountStream:
                     )
                     ws.transport.abort()  # the reader ends with ConnectionClosed
                     return
+                # the reader paused meanwhile: not evidence of a dead link
+            else:
                 conn.last_alive = self._clock()
         except ConnectionClosed:
             return
+        finally:
+            if conn.ping is asyncio.current_task():
+                conn.ping = None
+        self._schedule_beat(conn, ws)
+
+    @staticmethod
+    def _stop_beats(conn: _Connection) -> None:
+        if conn.beat is not None:
+            conn.beat.cancel()
+            conn.beat = None
+        if conn.ping is not None:
+            conn.ping.cancel()
+            conn.ping = None
 
     def _deliver(self, text: str) -> None:
         if self.record is not None:
