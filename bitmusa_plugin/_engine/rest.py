@@ -166,10 +166,11 @@ class _Client:
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.rest_url = rest_url.rstrip("/")
-        self._hint = urls.rest_hint(self.rest_url)
         self.timeout = timeout
         self._limiter = limiter
-        self._inflight: set[asyncio.Future[httpx.Response]] = set()
+        # Made by the first request and dropped once none runs: an empty set that held
+        # requests is 216 B, and an idle stream has two clients (issue 21).
+        self._inflight: set[asyncio.Future[httpx.Response]] | None = None
         self._prepaid = 0  # limiter permits taken ahead by reserve()
         self._auth = BitmusaAuth(credentials)  # per request: a shared pool has no one auth
         self._owns_client = client is None
@@ -184,7 +185,7 @@ class _Client:
     def inflight(self) -> int:
         """Requests under way, those whose callers gave up included (they run to their own
         timeout, never cancelled midway)."""
-        return len(self._inflight)
+        return len(self._inflight or ())
 
     def ready(self, n: int = 1) -> bool:
         """Would ``n`` calls go out now, without waiting for the shared limiter?"""
@@ -205,14 +206,19 @@ class _Client:
         timeout: cancelling one would cost the others a pool slot."""
         if not self._owns_client:
             return
-        for request in list(self._inflight):
+        running = list(self._inflight or ())
+        for request in running:
             request.cancel()
-        if self._inflight:
-            await asyncio.wait(self._inflight, timeout=1.0)
+        if running:
+            await asyncio.wait(running, timeout=1.0)
         await self._client.aclose()
 
     def _request_done(self, request: asyncio.Future[httpx.Response]) -> None:
-        self._inflight.discard(request)
+        inflight = self._inflight
+        if inflight is not None:
+            inflight.discard(request)
+            if not inflight:
+                self._inflight = None
         if not request.cancelled():
             request.exception()  # retrieved: an abandoned request's failure is not news
 
@@ -253,6 +259,8 @@ class _Client:
         request = asyncio.ensure_future(
             self._send(method, url, params, json, timeout=timeout or self.timeout, budget=budget)
         )
+        if self._inflight is None:
+            self._inflight = set()
         self._inflight.add(request)
         running = _RUNNING.setdefault(self._client, set())
         running.add(request)
@@ -277,7 +285,10 @@ class _Client:
             # exception escaping here would leave the stream waiting for an answer forever.
             log.debug("%s raised %r", what, exc, exc_info=True)
             raise NetworkError(f"{what}: failed ({type(exc).__name__})") from None
-        return parse_envelope(what, response.status_code, response.content, self._hint)
+        # the hint is made per answer, not kept per client: an idle stream's two copies
+        # were 0.25 KiB (issue 21)
+        hint = urls.rest_hint(self.rest_url)
+        return parse_envelope(what, response.status_code, response.content, hint)
 
     async def _send(
         self,
