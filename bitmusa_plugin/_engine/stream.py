@@ -242,13 +242,15 @@ class AccountStream:
     async def run(self) -> lc.Finish:
         """Run until :meth:`stop` or a permanent failure; returns how it ended."""
         self.pipeline.mapper(self.account)  # registers the account's counters
-        gate = SideGate(
-            self.pipeline,
-            self.account,
-            rest_lookup(self.snapshots, self.pipeline, self.account),
-            self.side_wait,
-        )
-        self.pipeline.side_gates[self.account] = gate
+        if self.side_wait > 0:
+            # Without a wait a gate holds nothing (``SideGate.hold``): none is made, and its
+            # maps and lookup closure (0.9 KiB) are not kept per idle account (issue 21).
+            self.pipeline.side_gates[self.account] = SideGate(
+                self.pipeline,
+                self.account,
+                rest_lookup(self.snapshots, self.pipeline, self.account),
+                self.side_wait,
+            )
         try:
             now = self._clock()
             since = None
