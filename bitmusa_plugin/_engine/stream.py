@@ -25,9 +25,7 @@ import httpx
 import websockets
 from typing_extensions import assert_never
 from websockets.asyncio.client import ClientConnection
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.http11 import Response
 
 from bitmusa_hookspecs import StreamState, error_info
 from bitmusa_plugin._core import machine as lc
@@ -713,12 +711,12 @@ class AccountStream:
         conn.last_alive = self._clock()
         # The handshake's request and response headers are start-up-only data that
         # websockets keeps for the connection's life: 2.2 KiB of an idle stream (issue 21).
-        # The response stays (its status line, no headers): websockets reads an unset
-        # response as "the handshake is still under way" and would take the next frame
-        # for it.
+        # The response stays, its headers emptied in place: websockets reads an unset
+        # response as "the handshake is still under way" (and would take the next frame
+        # for it), and its parser's frame holds the same object.
         ws.request = None
         if ws.response is not None:
-            ws.response = Response(ws.response.status_code, ws.response.reason_phrase, Headers())
+            ws.response.headers.clear()
         self._post(lambda now: self.machine.connected(now, conn_id))
         self._schedule_beat(conn, ws)
         reason = "closed"
