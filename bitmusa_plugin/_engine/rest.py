@@ -269,7 +269,7 @@ class _Client:
         try:
             # httpx's timeouts bound each phase; this bounds the whole call, so that no
             # transport trouble can leave the lifecycle waiting for an answer forever.
-            response = await within(asyncio.shield(request), budget)
+            response = await within(request, budget, cancel=False)
         except asyncio.TimeoutError:
             raise TimedOutError(f"{what}: no answer within {budget:g} s") from None
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:

@@ -797,7 +797,7 @@ class AccountStream:
         try:
             pong = await ws.ping()
             try:
-                await within(asyncio.shield(pong), self.heartbeat.timeout)
+                await within(pong, self.heartbeat.timeout, cancel=False)
             except asyncio.TimeoutError:
                 if not (conn.paused or conn.pauses != pauses):
                     log.warning(
