@@ -19,6 +19,7 @@ any other :class:`NetworkError` (it may have been carried out).
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import socket
@@ -123,14 +124,48 @@ def http_client(
         transport=transport,
         headers={"Content-Type": "application/json"},
     )
-    _SLOTS[client] = asyncio.Semaphore(connections)
+    _SLOTS[client] = _Slots(connections)
     return client
 
 
+class _Slots:
+    """A pool's free connections: what ``asyncio.Semaphore`` does, first come first served,
+    with a deadline on the wait that needs no task of its own. ``within(semaphore.acquire(),
+    t)`` took a task, its coroutine and the semaphore's future for every request waiting
+    for a connection, and 1,000 accounts starting at once keep hundreds waiting: that peak
+    stays in the process's memory once they are idle (issue 21)."""
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self, timeout: float) -> None:
+        """A slot, or ``asyncio.TimeoutError`` after ``timeout`` seconds."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await within(waiter, timeout)  # cancelled on a timeout or our cancellation
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot just as it gave up: it passes on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # not one that gave up
+                waiter.set_result(None)  # the slot passes to it
+                return
+        self._free += 1
+
+
 #: one slot per connection of each pool made by :func:`http_client`
-_SLOTS: weakref.WeakKeyDictionary[httpx.AsyncClient, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
+_SLOTS: weakref.WeakKeyDictionary[httpx.AsyncClient, _Slots] = weakref.WeakKeyDictionary()
 #: the requests running on each pool, whichever client sent them (see :func:`close_pool`)
 _RUNNING: weakref.WeakKeyDictionary[httpx.AsyncClient, set[asyncio.Future[Any]]] = (
     weakref.WeakKeyDictionary()
@@ -307,7 +342,7 @@ class _Client:
             return await self._client.request(
                 method, url, params=params, json=json, timeout=timeout, auth=self._auth
             )
-        await within(slots.acquire(), budget)
+        await slots.acquire(budget)
         try:
             return await self._client.request(
                 method, url, params=params, json=json, timeout=timeout, auth=self._auth
