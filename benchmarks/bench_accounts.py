@@ -13,7 +13,9 @@ which with Bitmusa's documented 8/s and 200/min would take 20 minutes for 1,000 
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
+import functools
 import gc
 import json
 import os
@@ -74,13 +76,43 @@ async def bare_connections(sim: SimProcess, n: int) -> tuple[int, list[ClientCon
     return settle() - before, conns
 
 
+def _our_function(frame: tracemalloc.Frame) -> str:
+    """``module:function`` of a frame of ours (the innermost function around its line)."""
+    best: tuple[int, str] | None = None
+    for node in ast.walk(_parsed(frame.filename)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            end = node.end_lineno or node.lineno
+            if node.lineno <= frame.lineno <= end and (best is None or node.lineno > best[0]):
+                best = (node.lineno, node.name)
+    name = "/".join(Path(frame.filename).parts[-2:])
+    return f"{name}:{best[1] if best else '<module>'}"
+
+
+@functools.cache
+def _parsed(filename: str) -> ast.Module:
+    return ast.parse(Path(filename).read_text())
+
+
 def top_sites(before: tracemalloc.Snapshot, n: int, limit: int) -> None:
-    """What the idle streams hold, by where it was allocated (``--trace``): bytes a stream."""
+    """What the idle streams hold (``--trace``), bytes a stream: by the innermost function
+    of ours on each block's allocation stack (the holder: a block allocated under no frame
+    of ours is asyncio's or websockets', from a callback), then by allocation site."""
     after = tracemalloc.take_snapshot()
-    stats = after.compare_to(before, "lineno")
+    peak = tracemalloc.get_traced_memory()[1]
+    stats = after.compare_to(before, "traceback")
     total = sum(s.size_diff for s in stats)
-    print(f"tracemalloc: {total / n:,.0f} B a stream on the Python heap; the largest sites:")
-    for stat in stats[:limit]:
+    print(
+        f"tracemalloc: {total / n:,.0f} B a stream on the Python heap (the traced heap's "
+        f"peak during start-up: {peak / n:,.0f} B a stream); by holder:"
+    )
+    holders: Counter[str] = Counter()
+    for stat in stats:
+        ours = [f for f in stat.traceback if f"{os.sep}bitmusa_plugin{os.sep}" in f.filename]
+        holders[_our_function(ours[-1]) if ours else "(no frame of ours)"] += stat.size_diff
+    for holder, size in holders.most_common(limit):
+        print(f"  {size / n:8,.0f} B  {holder}")
+    print("the largest sites:")
+    for stat in after.compare_to(before, "lineno")[:limit]:
         frame = stat.traceback[0]
         name = "/".join(Path(frame.filename).parts[-2:])
         print(
@@ -113,7 +145,7 @@ async def main(
         http = http_client(connections=32)
         before = settle()
         if trace:
-            tracemalloc.start()
+            tracemalloc.start(25)  # deep enough to reach a frame of ours
             traced = tracemalloc.take_snapshot()
         start = time.monotonic()
         streams = [

@@ -183,7 +183,7 @@ class _Conn:
     delivered: Counter[str] = field(default_factory=Counter)  # standby: what the other did
 
 
-@dataclass
+@dataclass(slots=True)
 class Counters:
     reconnects: int = 0
     gaps: int = 0
@@ -195,7 +195,9 @@ class Counters:
     resync_failures: int = 0
 
 
-@dataclass
+# slots: one machine per account, and its ~40 fields in an instance dict cost 2.3 KiB of
+# an idle stream's memory (issue 21; docs/benchmarks.md section 9), in slots 0.4 KiB
+@dataclass(slots=True)
 class AccountMachine:
     """One account's stream. Methods take ``now`` (seconds, any monotonic origin), except
     :meth:`frame`, the hot path, which only decides."""

@@ -122,7 +122,7 @@ class AccountConfig:
         require_secure(self.ws_url, insecure=self.insecure)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Connection:
     conn_id: int
     task: asyncio.Task[None] | None = None
@@ -130,6 +130,11 @@ class _Connection:
     planned_close: bool = False
     last_alive: float = 0.0
     resync: asyncio.Task[None] | None = None
+    #: the heartbeat between pings is a timer, not a sleeping task: a task, its coroutine
+    #: and its sleep held 1.9 KiB of every idle stream (issue 21); a ping is a task while
+    #: its pong is awaited
+    beat: asyncio.TimerHandle | None = None
+    ping: asyncio.Task[None] | None = None
     #: the reader waits for a lossless plugin (backpressure): it reads nothing meanwhile,
     #: pongs included, so the heartbeat does not count that time against the link
     paused: bool = False
@@ -222,7 +227,8 @@ class AccountStream:
         self.resume_since_ms = resume_since_ms
         self._inbox: Inbox[Event] = Inbox()
         self._conns: dict[int, _Connection] = {}
-        self._rest_tasks: set[asyncio.Task[None]] = set()
+        #: None while no REST call runs (an idle stream): an emptied set stays 216 B
+        self._rest_tasks: set[asyncio.Task[None]] | None = None
         self._record_flush: asyncio.TimerHandle | None = None
         self._creating: asyncio.Task[None] | None = None  # the POST under way, if any
 
@@ -234,13 +240,15 @@ class AccountStream:
     async def run(self) -> lc.Finish:
         """Run until :meth:`stop` or a permanent failure; returns how it ended."""
         self.pipeline.mapper(self.account)  # registers the account's counters
-        gate = SideGate(
-            self.pipeline,
-            self.account,
-            rest_lookup(self.snapshots, self.pipeline, self.account),
-            self.side_wait,
-        )
-        self.pipeline.side_gates[self.account] = gate
+        if self.side_wait > 0:
+            # Without a wait a gate holds nothing (``SideGate.hold``): none is made, and its
+            # maps and lookup closure (0.9 KiB) are not kept per idle account (issue 21).
+            self.pipeline.side_gates[self.account] = SideGate(
+                self.pipeline,
+                self.account,
+                rest_lookup(self.snapshots, self.pipeline, self.account),
+                self.side_wait,
+            )
         try:
             now = self._clock()
             since = None
@@ -389,12 +397,19 @@ class AccountStream:
 
     def _rest(self, coro: Any) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
+        if self._rest_tasks is None:
+            self._rest_tasks = set()
         self._rest_tasks.add(task)
         task.add_done_callback(self._rest_done)
         return task
 
     def _rest_done(self, task: asyncio.Task[None]) -> None:
-        self._rest_tasks.discard(task)
+        if self._rest_tasks is not None:
+            self._rest_tasks.discard(task)
+            if not self._rest_tasks:
+                self._rest_tasks = None
+        if task is self._creating:  # a finished task holds its coroutine: 0.6 KiB
+            self._creating = None
         if not task.cancelled() and task.exception() is not None:
             # A bug of ours, not a REST failure (those are handled in the task): say so
             # loudly, and stop, rather than wait forever for an answer that will not come.
@@ -700,8 +715,16 @@ class AccountStream:
         self._ws_settled = True
         conn.ws = ws
         conn.last_alive = self._clock()
+        # The handshake's request and response headers are start-up-only data that
+        # websockets keeps for the connection's life: 2.2 KiB of an idle stream (issue 21).
+        # The response stays, its headers emptied in place: websockets reads an unset
+        # response as "the handshake is still under way" (and would take the next frame
+        # for it), and its parser's frame holds the same object.
+        ws.request = None
+        if ws.response is not None:
+            ws.response.headers.clear()
         self._post(lambda now: self.machine.connected(now, conn_id))
-        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(conn, ws))
+        self._schedule_beat(conn, ws)
         reason = "closed"
         machine, dispatcher, trace = self.machine, self.pipeline.dispatcher, self.trace
         if trace is not None:
@@ -732,7 +755,7 @@ class AccountStream:
         except ConnectionClosed:
             reason = _close_reason(ws)
         finally:
-            heartbeat.cancel()
+            self._stop_beats(conn)
             if conn.resync is not None:
                 conn.resync.cancel()  # the next gap brings its own resync
             if not conn.planned_close:
@@ -759,19 +782,30 @@ class AccountStream:
             conn.last_alive = self._clock()
             self._post(functools.partial(self.machine.reader_resumed, conn_id=conn.conn_id))
 
-    async def _heartbeat(self, conn: _Connection, ws: ClientConnection) -> None:
+    def _schedule_beat(self, conn: _Connection, ws: ClientConnection) -> None:
+        """The next ping, ``heartbeat.interval`` from now."""
+        conn.beat = asyncio.get_running_loop().call_later(
+            self.heartbeat.interval, self._beat, conn, ws
+        )
+
+    def _beat(self, conn: _Connection, ws: ClientConnection) -> None:
+        conn.beat = None
+        if conn.paused:  # we are not reading: no pong could be seen
+            self._schedule_beat(conn, ws)
+            return
+        conn.ping = asyncio.get_running_loop().create_task(self._ping(conn, ws))
+
+    async def _ping(self, conn: _Connection, ws: ClientConnection) -> None:
+        """One ping: a pong within ``heartbeat.timeout`` or the connection is dead. The
+        next is scheduled when this one is answered (as the loop of sleeps it replaces
+        did)."""
+        pauses = conn.pauses
         try:
-            while True:
-                await asyncio.sleep(self.heartbeat.interval)
-                if conn.paused:
-                    continue  # we are not reading: no pong could be seen
-                pauses = conn.pauses
-                pong = await ws.ping()
-                try:
-                    await within(asyncio.shield(pong), self.heartbeat.timeout)
-                except asyncio.TimeoutError:
-                    if conn.paused or conn.pauses != pauses:
-                        continue  # the reader paused meanwhile: not evidence of a dead link
+            pong = await ws.ping()
+            try:
+                await within(pong, self.heartbeat.timeout, cancel=False)
+            except asyncio.TimeoutError:
+                if not (conn.paused or conn.pauses != pauses):
                     log.warning(
                         "%s: no pong within %.1f s: connection is dead",
                         self.account,
@@ -779,9 +813,24 @@ class AccountStream:
                     )
                     ws.transport.abort()  # the reader ends with ConnectionClosed
                     return
+                # the reader paused meanwhile: not evidence of a dead link
+            else:
                 conn.last_alive = self._clock()
         except ConnectionClosed:
             return
+        finally:
+            if conn.ping is asyncio.current_task():
+                conn.ping = None
+        self._schedule_beat(conn, ws)
+
+    @staticmethod
+    def _stop_beats(conn: _Connection) -> None:
+        if conn.beat is not None:
+            conn.beat.cancel()
+            conn.beat = None
+        if conn.ping is not None:
+            conn.ping.cancel()
+            conn.ping = None
 
     def _deliver(self, text: str) -> None:
         if self.record is not None:
@@ -861,10 +910,11 @@ class AccountStream:
                 await within(gate.idle(), gate.wait + 1.0)
             gate.close()
             del self.pipeline.side_gates[self.account]
-        for task in list(self._rest_tasks):
+        running = list(self._rest_tasks or ())
+        for task in running:
             task.cancel()
-        if self._rest_tasks:
-            await asyncio.wait(self._rest_tasks, timeout=0.5)
+        if running:
+            await asyncio.wait(running, timeout=0.5)
         await self.listen_key.aclose()
         await self.snapshots.aclose()
         if self._owns_http:
