@@ -95,9 +95,11 @@ async def test_ccxt_watch_my_trades_passes_unskipped_for_orders_another_client_p
 ) -> None:
     """ccxt.pro's ``test_watch_my_trades`` as shipped, ``skipped_properties={}``: before
     each call another client of the account (not this exchange object) places a market
-    order, so the drop-in has never seen the order it reports trades of."""
+    order, so the drop-in has never seen the order it reports trades of. The side is
+    learnt or reported within ``sideWait`` (0.25 s by default, a latency setting); this
+    proves it is learnt, so the bound is one a loaded machine's lookups meet."""
     await sim.set_price("BTCUSDT", "1000")
-    exchange = make_exchange(sim)
+    exchange = make_exchange(sim, options={"sideWait": 3.0})
     real = exchange.milliseconds
     start = real()
     exchange.milliseconds = lambda: real() + 10 * (real() - start)
