@@ -656,6 +656,8 @@ def test_a_resync_holds_frames_only_for_the_snapshot_and_releases_them_in_order(
     machine.key_created(0.0, "key")
     actions = machine.connected(1.0, 1)
     assert lc.Fetch(1) in actions
+    assert machine.frame(1, "early") is False  # held for the snapshot to come first...
+    assert machine.unhold(1.0, 1) == [lc.Deliver(("early",))]  # ...which waits for its turns
     assert machine.frame(1, "waiting") is True  # the snapshot waits for its turns: flow
     machine.hold(1.1, 1)  # its turns came: it is fetched now
     assert machine.frame(1, "held-1") is False
@@ -664,6 +666,29 @@ def test_a_resync_holds_frames_only_for_the_snapshot_and_releases_them_in_order(
     assert machine.snapshot_done(1.2, 1) == [lc.Deliver(("held-1", "held-2"))]
     assert machine.frame(1, "after") is True
     assert machine.counters.resyncs == 1
+
+
+def test_frames_read_before_the_shell_handled_connected_come_after_the_gaps_snapshot() -> None:
+    # The reader runs ahead of the supervisor: frames the new connection read before
+    # ``connected`` was handled are the new connection's, and the resync's snapshot comes
+    # before them (docs/stream.md, resync), not just before the ones read after.
+    machine = lc.AccountMachine(rng=random.Random(1), resync=True)
+    machine.start(0.0)
+    machine.key_created(0.0, "key")
+    machine.connected(1.0, 1)
+    machine.snapshot_done(1.1, 1)  # the start-up's resync
+    actions = machine.closed(2.0, 1, "reset", 1.9)
+    assert lc.CreateKey() in machine.tick(2.5)  # the reconnect, after its backoff
+    [connect] = [a for a in machine.key_created(2.6, "key2") if isinstance(a, lc.Connect)]
+    assert machine.frame(connect.conn, "early") is False
+    actions = machine.connected(3.0, connect.conn)
+    assert [type(a) for a in actions] == [lc.EmitState, lc.EmitState, lc.Fetch]
+    assert actions[1] == lc.EmitState("gap", since=1.9, until=3.0, reason="outage")
+    machine.hold(3.0, connect.conn)  # the allowance is there: nothing changes
+    assert machine.frame(connect.conn, "later") is False
+    assert machine.held(connect.conn) == ["early", "later"]
+    assert machine.snapshot_done(3.2, connect.conn) == [lc.Deliver(("early", "later"))]
+    assert machine.frame(connect.conn, "live") is True
 
 
 def test_held_frames_of_a_connection_lost_mid_resync_are_delivered_not_lost() -> None:

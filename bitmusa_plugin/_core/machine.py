@@ -36,8 +36,10 @@ The lifecycle:
 
 The delivery gate: every frame goes through :meth:`AccountMachine.frame`, which says whether
 to deliver it now. A connection's frames are *held* while it is pending (its gap state not
-yet out), while the snapshot of a resync is in flight (so a snapshot never overwrites a
-newer event), and while it is the standby of a rotation; held frames are released by a
+yet out), from then until its resync's snapshot is delivered (so a snapshot never overwrites
+a newer event, and comes before the new connection's first event; released meanwhile only
+if the snapshot waits for the REST allowance), while the snapshot of a later resync is in
+flight, and while it is the standby of a rotation; held frames are released by a
 ``Deliver`` action, in order, when the reason ends, or when their connection goes away with
 no other delivering (they were real events). During a rotation, each frame the delivering
 connection delivers is counted against the standby's, so that the switch delivers exactly
@@ -122,7 +124,9 @@ class Connect:
 @dataclass(frozen=True)
 class Fetch:
     """Resync on ``conn``: once the REST allowance has turns for the snapshot, call
-    ``hold``, fetch it, deliver what it changed, then answer snapshot_done/_failed."""
+    ``hold``, fetch it, deliver what it changed, then answer snapshot_done/_failed. A new
+    connection's ``Fetch`` comes with its frames held: ``unhold`` them if the allowance
+    makes the snapshot wait."""
 
     conn: int
     #: the gap this resync closes began then (None: the start-up's, which recovers no
@@ -388,28 +392,41 @@ class AccountMachine:
             self.counters.gaps += 1
             actions.append(EmitState("gap", since=self._gap_since, until=now, reason="outage"))
             self._gap_since = None
+        first = not self._connected_once
+        self._connected_once = True
+        if self.resync and (gap or first):
+            # What arrived before this call (the reader runs ahead of the shell) is the new
+            # connection's and stays held with what follows, for the snapshot to come
+            # first: the shell calls ``unhold`` if the snapshot must wait for its turn.
+            conn.state = "held"
+            self._resync_at, self._resync_attempt = None, 0  # this one supersedes a retry
+            self._resync_conn = conn_id
+            self._resync_since = gap_since
+            actions.append(Fetch(conn_id, gap_since))
+            return actions
         # the gap state is out: what arrived meanwhile flows, then everything live
         if conn.buffer:
             actions.append(Deliver(tuple(conn.buffer)))
             conn.buffer.clear()
         conn.state = "live"
-        first = not self._connected_once
-        self._connected_once = True
-        if self.resync and (gap or first):
-            self._resync_at, self._resync_attempt = None, 0  # this one supersedes a retry
-            self._resync_conn = conn_id
-            self._resync_since = gap_since
-            actions.append(Fetch(conn_id, gap_since))
         return actions
 
     def hold(self, now: float, conn_id: int) -> list[Action]:
         """The snapshot of a resync is about to be fetched on ``conn_id``: hold its frames
-        until it is delivered (then they are at least as new as it). Until now they flowed:
-        a snapshot that waits for the REST allowance never holds events back."""
+        until it is delivered (then they are at least as new as it). Until now they flowed
+        (after an ``unhold``): a snapshot that waits for the REST allowance never holds
+        events back. Held already (the ``Fetch`` of a new connection): nothing changes."""
         conn = self._conns.get(conn_id)
         if conn is not None and conn_id == self._resync_conn and conn.state == "live":
             conn.state = "held"
         return []
+
+    def unhold(self, now: float, conn_id: int) -> list[Action]:
+        """The snapshot of ``conn_id``'s resync waits for the REST allowance: what the
+        connection holds goes out now, and its frames flow until ``hold``."""
+        if conn_id != self._resync_conn:
+            return []
+        return self._release(conn_id)
 
     def snapshot_done(self, now: float, conn_id: int) -> list[Action]:
         """The snapshot was fetched and delivered: the gap is closed; release the held."""

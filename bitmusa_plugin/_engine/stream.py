@@ -336,7 +336,7 @@ class AccountStream:
                         self._connection(conn, key), name=f"bitmusa:{self.account}:ws"
                     )
                 case lc.Fetch(conn_id, gap_since):
-                    self._start_resync(conn_id, gap_since)
+                    await self._execute(self._start_resync(conn_id, gap_since))
                 case lc.Close(conn_id, reason):
                     await self._close(conn_id, reason)
                 case lc.DeleteKey():
@@ -464,17 +464,23 @@ class AccountStream:
 
     # -- resync -----------------------------------------------------------------------------
 
-    def _start_resync(self, conn_id: int, gap_since: float | None) -> None:
+    def _start_resync(self, conn_id: int, gap_since: float | None) -> list[lc.Action]:
+        """Start the resync's task; what the connection holds goes out first (the actions
+        returned) unless the snapshot can go at once."""
         conn = self._conns.get(conn_id)
         if conn is None:
-            return
+            return []
         if conn.resync is not None:
             conn.resync.cancel()
+        now = self._clock()
         if self.snapshots.ready(SNAPSHOT_CALLS):
             # the allowance is there: hold from now, so that the snapshot comes before the
             # new connection's first event (the task starts a loop turn later)
-            self.machine.hold(self._clock(), conn_id)
+            actions = self.machine.hold(now, conn_id)
+        else:  # its turn may take long: the connection's events flow meanwhile
+            actions = self.machine.unhold(now, conn_id)
         conn.resync = asyncio.get_running_loop().create_task(self._resync(conn, gap_since))
+        return actions
 
     async def _resync(self, conn: _Connection, gap_since: float | None) -> None:
         conn_id = conn.conn_id
