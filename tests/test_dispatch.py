@@ -502,3 +502,43 @@ def test_replay_gives_a_latest_plugin_every_call() -> None:
     frames = [order_frame(n, orderId="same", amount=str(n + 1)) for n in range(3000)]
     replay(plugin, frames, account="acct")
     assert len(plugin.states()) == 3000
+
+
+@pytest.mark.parametrize("behind", [False, True], ids=["keeping-up", "merging"])
+async def test_a_mark_runs_when_the_plugins_queue_reaches_it_not_before(
+    stop_hosts: list[Pipeline], behind: bool
+) -> None:
+    # The worker's sink learns this way when a gap's records are all in its hands: a mark
+    # must run after every call published before it and before any published after, also
+    # while a ``latest`` plugin is behind and merging, and only for the plugin it names.
+    gated, sync_recorder = Gated(), SyncRecorder()
+    host = await make_host(
+        {"gated": gated, "sync": sync_recorder}, conflate_after=5 if behind else 1000
+    )
+    stop_hosts.append(host)
+    reached: list[tuple[str, int]] = []
+    for n in range(20):
+        host.ingest("acct", order_frame(n, orderId=f"o{n % 3}", amount="100", tradedAmount=str(n)))
+        if n == 9:
+            dispatcher = host.dispatcher
+            dispatcher.mark("gated", lambda: reached.append(("gated", len(gated.calls))))
+            dispatcher.mark("sync", lambda: reached.append(("sync", len(sync_recorder.orders))))
+    await asyncio.sleep(0.05)
+    assert ("gated", 0) not in reached  # the plugin took nothing yet: nor did the mark run
+    gated.gate.set()
+    assert await host.dispatcher.drain(5)
+    # the mark ran between the calls published before it and those published after (a
+    # state merged into a newer one is delivered at the newer one's place)
+    [(_, seen)] = [r for r in reached if r[0] == "gated"]
+    times = [item[1] for hook, item in gated.calls if hook == "on_order"]
+    first_after = len([c for c in gated.calls[:seen] if c[0] == "on_order"])
+    assert all(at <= 1700000000009 for at in times[:first_after])
+    assert all(at > 1700000000009 for at in times[first_after:])
+    assert times[first_after:]  # and something came after it
+    assert [r[0] for r in reached] == ["sync", "gated"]
+    stats = host.dispatcher.stats()["gated"]
+    assert stats["merged"] > 0 if behind else stats["merged"] == 0
+    assert stats["published"] == stats["delivered"] + stats["merged"]  # marks are not calls
+    called: list[int] = []
+    host.dispatcher.mark("nobody", lambda: called.append(1))  # nothing was published to it
+    assert called == [1]

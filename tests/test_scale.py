@@ -23,10 +23,14 @@ import pytest
 from bitmusa_hookspecs import hookimpl
 from bitmusa_plugin._engine.pipeline import Pipeline
 from bitmusa_plugin._engine.plugins import PluginRegistry
+from bitmusa_plugin._engine.secrets import Credentials
+from bitmusa_plugin._engine.session import Session
+from bitmusa_plugin._engine.stream import AccountConfig, AccountStream
 from bitmusa_plugin._scale import registry
 from bitmusa_plugin._scale.consume import consume
 from bitmusa_plugin._scale.sink import RedisSink, idempotency_id
-from bitmusa_plugin.simulator import Simulator
+from bitmusa_plugin._scale.worker import Worker, WorkerOptions
+from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
 from bitmusa_plugin.testing import RedisServer, order_frame, wallet_frame
 
 pytestmark = pytest.mark.skipif(
@@ -111,6 +115,53 @@ async def test_the_time_a_takeover_resumes_from_never_passes_an_unfinished_gap(
     assert await written(4000) == 4000
     ceiling["a"] = -1  # its stream stopped here (handed over): what is left moves nothing
     assert await written(5000) == 4000
+    await sink.close()
+
+
+async def test_a_record_taken_while_a_gap_was_open_never_moves_last_past_it_written_later(
+    redis_server: RedisServer, client: Any
+) -> None:
+    """Each record carries the bound it had when the sink took it: a record delivered
+    while a gap was open (its fills still to come behind it in the sink's queue), written
+    after the gap closed, moves ``last`` only to the gap's start; a batch split between
+    the two must not let a takeover resume past the fills not written yet."""
+    ceiling: dict[str, int | None] = {"a": 1500}
+    sink = RedisSink(redis_server.url, maxlen=None)
+    sink.bind(lambda error: None, None, "last", ceiling.get)
+    event = {"account": "a", "stream": "future_wallet", "eventTime": 2000, "receivedAt": 2000}
+    await sink.on_wallet({}, {**event, "data": {}})  # type: ignore[typeddict-item]
+    ceiling["a"] = None  # the gap's records reached the sink (they are written after)
+    assert await sink.flush(5)
+    assert int(await client.hget("last", "a")) == 1500
+    await sink.close()
+
+
+async def test_a_gaps_cap_lifts_only_when_the_sinks_queue_reaches_its_last_record(
+    redis_server: RedisServer, client: Any
+) -> None:
+    """The worker's ceiling for an account whose resync published a gap's records holds
+    the gap's start until the sink's worker has taken every one of them (a mark in its
+    queue), not when the stream is done with the gap."""
+    sink = RedisSink(redis_server.url, maxlen=None)
+    session = Session({"redis-sink": sink}, command="worker")
+    worker = Worker(client, session, WorkerOptions(), "w1")
+    worker.sink_name = "redis-sink"
+    sink.bind(session.pipeline.report, worker.fence, "last", worker.last_ceiling)
+    config = AccountConfig("a", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), "http://127.0.0.1:9")
+    session.streams["a"] = AccountStream(config, session.pipeline)  # not run: no gap of its own
+    assert worker.last_ceiling("a") is None
+    # the resync published the gap's records; the sink has not taken them (not started)
+    record = {"account": "a", "stream": "resync", "eventTime": None, "receivedAt": 9000}
+    session.pipeline.dispatcher.publish("on_wallet", {"balance": {}, "event": record})
+    worker._gap_delivered("a", 1500)
+    assert worker.last_ceiling("a") == 1500
+    session.pipeline.dispatcher.start()
+    assert await session.pipeline.dispatcher.drain(5)
+    assert worker.last_ceiling("a") is None  # its records are in the sink's hands
+    assert await sink.flush(5)
+    assert int(await client.hget("last", "a")) == 1500  # the record was taken under the cap
+    del session.streams["a"]
+    await session.pipeline.dispatcher.close()
     await sink.close()
 
 

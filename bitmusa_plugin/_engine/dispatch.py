@@ -34,6 +34,10 @@ are dropped, counted and reported (``queue_overflow``). A handler still running 
 ``slow_after`` seconds is reported once per call (``plugin_slow``). Every episode is
 reported once through ``on_error`` and the log, and counted in :meth:`Dispatcher.stats`:
 each call published to a plugin is delivered, merged, summarised, dropped or still queued.
+
+A *mark* (:meth:`Dispatcher.mark`) is a callback queued for one plugin like a call: it
+runs when that plugin's worker reaches it, after every call published before it. The
+worker's Redis sink learns that way when a gap's last record is in its hands.
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ Reporter = Callable[[ErrorInfo, Any], None]
 
 #: Hooks whose calls carry the state of one object, and may be merged under ``latest``.
 STATE_HOOKS = frozenset(("on_order", "on_position", "on_wallet"))
+#: The queued call of a mark: never merged, summarised or dropped, not counted as a call.
+MARK = "bitmusa:mark"
 
 
 def state_key(hook: str, kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
@@ -289,8 +295,8 @@ class Dispatcher:
         for task in tasks:
             task.cancel()
         for sub in self._subscribers.values():
-            if len(sub):  # one line per plugin, however far behind it was
-                hooks = Counter(call[0] for call in self._calls(sub))
+            hooks = Counter(call[0] for call in self._calls(sub) if call[0] != MARK)
+            if hooks:  # one line per plugin, however far behind it was
                 summary = ", ".join(f"{n} {hook}" for hook, n in sorted(hooks.items()))
                 log.warning("plugin %s: not delivered before shutdown: %s", sub.name, summary)
             if sub.thread is not None:
@@ -339,6 +345,23 @@ class Dispatcher:
                 sub.wakeup.set()
             elif n >= sub.limit:
                 self._pressure(sub)
+
+    def mark(self, plugin: str, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the loop when ``plugin``'s worker reaches this point of its
+        queue: after every call published to it before, before any published after. At
+        once if the plugin is not subscribed (nothing was published to it)."""
+        sub = self._subscribers.get(plugin)
+        if sub is None:
+            callback()
+            return
+        if MARK not in sub.impls:
+            sub.impls[MARK] = _Impl(_run_mark, ("callback",), True)
+        args = {"callback": callback}
+        if sub.backlog is not None:  # never merged (not a state), nor dropped
+            sub.backlog[("event", next(self._tokens))] = (MARK, args)
+        else:
+            sub.queue.append((MARK, args))
+        sub.wakeup.set()
 
     def stats(self) -> dict[str, dict[str, Any]]:
         now = self._clock()
@@ -475,7 +498,7 @@ class Dispatcher:
         if backlog is None:
             return sub.queue.popleft()
         key, call = backlog.popitem(last=False)
-        if key[0] == "event":
+        if key[0] == "event" and call[0] != MARK:
             sub.unmergeable -= 1
             if call[0] == "on_error":
                 sub.errors_queued -= 1
@@ -538,7 +561,8 @@ class Dispatcher:
                 except BaseException as exc:  # SystemExit from a plugin stops only its call
                     self._failed(sub, hook, kwargs, exc)
                 else:
-                    sub.delivered += 1
+                    if hook is not MARK:
+                        sub.delivered += 1
             else:
                 batch = [(hook, kwargs)]
                 while len(batch) < SYNC_BATCH and len(sub) and not self._peek_async(sub):
@@ -667,3 +691,7 @@ def _run_batch(
             results.append(None)
         sub.last_progress = clock()
     return results
+
+
+async def _run_mark(callback: Callable[[], None]) -> None:
+    callback()

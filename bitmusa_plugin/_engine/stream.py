@@ -148,6 +148,11 @@ class AccountStream:
     stopped. ``http`` (a shared pool) and ``limiter`` come from the session; without them
     the stream has its own."""
 
+    #: ``gap_delivered(since_ms)``, called once a gap's resync has published every record
+    #: it has (what it recovered of the gap since then): the worker's sink learns, in its
+    #: queue's order, when a takeover may resume past that gap (``_scale/worker.py``)
+    gap_delivered: Callable[[int], None] | None = None
+
     def __init__(
         self,
         config: AccountConfig,
@@ -510,6 +515,10 @@ class AccountStream:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await within(gate.idle(), gate.wait + 1.0)
             self._apply_snapshot(conn_id, wallet, positions, orders, history, gap=gap_since)
+            if gap_since is not None and self.gap_delivered is not None:
+                since_ms = self._wall_ms(gap_since)
+                assert since_ms is not None
+                self.gap_delivered(since_ms)
             self._post(lambda now: self.machine.snapshot_done(now, conn_id))
         finally:
             if conn.resync is asyncio.current_task():

@@ -116,7 +116,8 @@ class RedisSink:
         self.retry = retry
         self._report = report
         self._fence = fence  # worker mode: the account's lease fencing token
-        #: (stream key, idempotency id, record, account, received at ms)
+        #: (stream key, idempotency id, record, account, how far it may move ``last``:
+        #: its receipt in ms, held below the account's ceiling when the sink took it)
         self._buffer: deque[tuple[str, bytes, bytes, str | None, int | None]] = deque()
         self._last_key: str | None = None
         self._ceiling: Callable[[str], int | None] | None = None
@@ -147,11 +148,14 @@ class RedisSink:
         where each account's last written event time goes (``HSET``, in the same
         pipeline: what a takeover resumes from is exactly what reached Redis).
 
-        That time never passes a gap whose fills are not all delivered: ``ceiling`` says,
-        when a batch is written, how far an account's time may move (None: as far as
-        the batch; a wall ms: the start of its gap not delivered yet, an outage or a
-        resync under way; -1: not at all, its stream is not here any more). A takeover
-        after a death in the middle of a gap then reads that gap's history again."""
+        That time never passes a gap whose fills are not all in the sink's hands:
+        ``ceiling`` says how far an account's time may move (None: as far as its
+        records; a wall ms: the start of a gap not delivered yet, an outage, a resync
+        under way or one whose records are still queued for the sink; -1: not at all,
+        its stream is not here any more). It is asked when the sink takes a record (in
+        delivery order: the record's own bound) and again when a batch is written. A
+        takeover after a death in the middle of a gap then reads that gap's history
+        again."""
         self._report = report
         self._fence = fence
         self._last_key = last_key
@@ -171,6 +175,10 @@ class RedisSink:
         key = self.stream.replace("{account}", account or "-")
         event = record.get("event")
         received = event.get("receivedAt") if isinstance(event, dict) else None
+        if received is not None and account is not None and self._ceiling is not None:
+            cap = self._ceiling(account)
+            if cap is not None and cap < received:
+                received = None if cap < 0 else cap
         body = orjson.dumps(record)
         self._buffer.append((key, idempotency_id(record).encode(), body, account, received))
         self._wake.set()
@@ -230,11 +238,11 @@ class RedisSink:
             try:
                 pipe = self._client.pipeline(transaction=False)
                 latest: dict[str, int] = {}
-                for key, ident, body, account, received in chunk:
+                for key, ident, body, account, point in chunk:
                     fields = {b"id": ident, b"json": body}
                     pipe.xadd(key, fields, maxlen=self.maxlen, approximate=True)
-                    if account is not None and received is not None:
-                        latest[account] = max(received, latest.get(account, 0))
+                    if account is not None and point is not None:
+                        latest[account] = max(point, latest.get(account, 0))
                 points = self._resume_points(latest) if self._last_key is not None else {}
                 if points:
                     pipe.hset(self._last_key, mapping=points)
@@ -270,7 +278,8 @@ class RedisSink:
                 self._down_since = None
 
     def _resume_points(self, latest: dict[str, int]) -> dict[str, int]:
-        """Each account's last written time, held below its ceiling (see ``bind``)."""
+        """Each account's last written time (each record's held below the ceiling when
+        the sink took it), held below its ceiling now (see ``bind``)."""
         if self._ceiling is None:
             return latest
         points = {}

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import signal
 import time
@@ -244,6 +245,11 @@ class Worker:
         self._forget = client.register_script(_FORGET)
         #: label -> the unfinished gap last written to ``pinned`` while handing it over
         self._pins: dict[str, int] = {}
+        #: the sink's plugin name (``run_worker``), for the marks that lift a gap's cap
+        self.sink_name: str | None = None
+        #: label -> the starts (wall ms) of gaps whose records are all published but not
+        #: yet all in the sink's hands: its queue has not reached their mark
+        self._closing: dict[str, list[int]] = {}
 
     def __repr__(self) -> str:
         return f"Worker({self.id!r}, accounts={len(self.planner.owned)})"
@@ -261,11 +267,36 @@ class Worker:
 
     def last_ceiling(self, label: str) -> int | None:
         """How far the sink may move ``label``'s time in ``last`` (where a takeover after
-        our death starts its gap): None, as far as what it writes; the start of the
-        stream's unfinished gap; -1, not at all (no stream here any more: the account is
-        someone else's, with whatever gap it had)."""
+        our death starts its gap), for the record the sink takes now: None, as far as
+        what it writes; the start of the earliest gap whose fills are not all in the
+        sink's hands yet (the stream's unfinished gap, or one whose resync published
+        its records, still queued for the sink); -1, not at all (no stream here any
+        more: the account is someone else's, with whatever gap it had)."""
         stream = self.session.streams.get(label)
-        return -1 if stream is None else stream.unfinished_gap_ms()
+        if stream is None:
+            return -1
+        gap = stream.unfinished_gap_ms()
+        closing = self._closing.get(label)
+        if closing:
+            return min(closing) if gap is None else min(gap, *closing)
+        return gap
+
+    def _gap_delivered(self, label: str, since_ms: int) -> None:
+        """``label``'s stream published every record of the gap since ``since_ms``: its
+        cap holds until the sink's queue reaches this point (a mark), so that a record
+        the sink takes before those records never moves ``last`` past the gap."""
+        closing = self._closing.setdefault(label, [])
+        closing.append(since_ms)
+
+        def reached() -> None:
+            closing.remove(since_ms)
+            if not closing and self._closing.get(label) is closing:
+                del self._closing[label]
+
+        if self.sink_name is None:
+            reached()
+        else:
+            self.session.pipeline.dispatcher.mark(self.sink_name, reached)
 
     def stop(self) -> None:
         self._stop.set()
@@ -545,12 +576,20 @@ class Worker:
             self._failed[label] = reason
             return self.planner.start_failed(self._clock(), label, reason)
         if label in self.session.streams:  # a restart: the old stream goes first
+            # what it had not delivered of a gap is the new one's to read, whatever time
+            # the restart was asked from
+            unfinished = self.unfinished_gap(label)
+            if unfinished is not None:
+                resume_since_ms = (
+                    unfinished if resume_since_ms is None else min(resume_since_ms, unfinished)
+                )
             self._stop_stream(label, "restarted")
         pending = self._stopping.pop(label, None)
         if pending is not None:  # the session takes one stream per account
             await pending
         self._failed.pop(label, None)
-        self.session.add(config, resume_since_ms=resume_since_ms, keep_listen_key=True)
+        stream = self.session.add(config, resume_since_ms=resume_since_ms, keep_listen_key=True)
+        stream.gap_delivered = functools.partial(self._gap_delivered, label)
         if resume_since_ms is not None:
             log.info("worker %s: streams %s, gap since %d", self.id, label, resume_since_ms)
         return []
@@ -719,6 +758,7 @@ async def run_worker(
     if options.wait_replicas is None:
         options = dataclasses.replace(options, wait_replicas=1 if is_sentinel(redis_url) else 0)
     worker = Worker(client, session, options, ident or registry.worker_id())
+    worker.sink_name = session.registry.pm.get_name(sink)
     sink.bind(
         session.pipeline.report,
         worker.fence,
