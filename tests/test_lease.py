@@ -86,9 +86,9 @@ class FakeRedis:
         self.fences[label] = fence
         self.leases[label] = (ls.holder_of(worker, fence), self.now + self.ttl)
         self.markers.pop(label, None)
-        pinned = self.pinned.pop(label, None)
-        if min_promise is None:  # taken again by the worker streaming it
+        if min_promise is None:  # taken again by the worker streaming it (a pin stays)
             return fence, None, 0.0, None
+        pinned = self.pinned.pop(label, None)
         last = self.last.get(label)
         pending = self.unconfirmed.pop(label, None)
         since = min((t for t in (last, pending, pinned) if t is not None), default=None)
@@ -116,10 +116,8 @@ class FakeRedis:
         self.markers[label] = (holder, self.now + 2 * self.ttl)
         del self.leases[label]
         self.unconfirmed.pop(label, None)
-        if gap is None:
-            self.pinned.pop(label, None)
-        else:
-            self.pinned[label] = gap
+        if gap is not None and (label not in self.pinned or gap < self.pinned[label]):
+            self.pinned[label] = gap  # a pin there already stays where it is earlier
         return 1
 
     def release(self, label: str, holder: str) -> str | None:

@@ -165,6 +165,46 @@ async def test_a_gaps_cap_lifts_only_when_the_sinks_queue_reaches_its_last_recor
     await sink.close()
 
 
+async def test_a_pin_stays_where_it_is_earliest_whoever_hands_back_or_retakes(
+    client: Any,
+) -> None:
+    """The worker's Lua on a real Redis: a pinned gap (one a previous owner handed over
+    unread) is never replaced by a later one, never deleted by a hand-back that has no
+    gap of its own, nor by a worker retaking its own lapsed lease (its planner then
+    restarts the stream with the pin)."""
+    from bitmusa_plugin._scale import worker as w
+
+    hand_back = client.register_script(w._HAND_BACK)
+    pin = client.register_script(w._PIN)
+    acquire = client.register_script(w._ACQUIRE)
+    back_keys = ["lease", "marker", "unconfirmed", "pinned"]
+
+    async def handed(holder: str, gap: int) -> int | None:
+        await client.set("lease", holder)
+        assert await hand_back(keys=back_keys, args=[holder, 20_000, "a", gap]) == 1
+        got = await client.hget("pinned", "a")
+        return None if got is None else int(got)
+
+    await client.hset("pinned", "a", 1000)  # left by the previous owner, not read here yet
+    assert await handed("w1:1", -1) == 1000  # our stream had no gap: the pin stays
+    assert await handed("w1:2", 2000) == 1000  # ours is later: the earlier one stays
+    await client.hdel("pinned", "a")
+    assert await handed("w1:3", 2000) == 2000
+    assert await pin(keys=["pinned"], args=["a", 3000, "b", 500]) == 1  # b only
+    assert {k: int(v) for k, v in (await client.hgetall("pinned")).items()} == {
+        b"a": 2000,
+        b"b": 500,
+    }
+    acquire_keys = ["lease", "fence", "marker", "live", "last", "unconfirmed", "pinned"]
+    await client.delete("lease", "marker")
+    await acquire(keys=acquire_keys, args=["w1", 10_000, 0, "a", -1])  # our own, retaken
+    assert int(await client.hget("pinned", "a")) == 2000
+    await client.delete("lease")
+    got = await acquire(keys=acquire_keys, args=["w2", 10_000, 0, "a", 0])  # a takeover
+    assert int(got[3]) == 2000  # reads the pinned gap, and consumes the pin
+    assert await client.hget("pinned", "a") is None
+
+
 def test_the_example_consumer_service_reads_the_stream_from_another_process(
     redis_server: RedisServer,
 ) -> None:

@@ -83,12 +83,12 @@ if fence <= floor then
 end
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. fence, 'NX', 'PX', ARGV[2])
 redis.call('DEL', KEYS[3])
-local pinned = tonumber(redis.call('HGET', KEYS[7], ARGV[4]))
-redis.call('HDEL', KEYS[7], ARGV[4])
 local min_promise = tonumber(ARGV[5])
 if min_promise < 0 then
-  return {fence, false, 0, false}
+  return {fence, false, 0, false}  -- a pin stays: the planner restarts the stream with it
 end
+local pinned = tonumber(redis.call('HGET', KEYS[7], ARGV[4]))
+redis.call('HDEL', KEYS[7], ARGV[4])
 local last = tonumber(redis.call('HGET', KEYS[5], ARGV[4]))
 local pending = tonumber(redis.call('HGET', KEYS[6], ARGV[4]))
 redis.call('HDEL', KEYS[6], ARGV[4])
@@ -116,7 +116,8 @@ return current
 """
 # Make-before-break: the marker (our promise to stream until the successor delivers) and
 # the lease given up, together or not at all; with them, the start of a gap our stream has
-# not delivered yet (-1: none), which the successor then reads (see _ACQUIRE).
+# not delivered yet (-1: none), which the successor then reads (see _ACQUIRE). A pin there
+# already (a gap the previous owner left, not read here yet) stays where it is earlier.
 # KEYS: lease, handover marker, unconfirmed, pinned;
 # ARGV: holder, marker life ms, label, unfinished gap ms or -1 -> 1, or what the lease holds
 _HAND_BACK = """
@@ -127,12 +128,28 @@ end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 redis.call('DEL', KEYS[1])
 redis.call('HDEL', KEYS[3], ARGV[3])
-if tonumber(ARGV[4]) < 0 then
-  redis.call('HDEL', KEYS[4], ARGV[3])
-else
-  redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
+local gap = tonumber(ARGV[4])
+if gap >= 0 then
+  local pinned = tonumber(redis.call('HGET', KEYS[4], ARGV[3]))
+  if not pinned or gap < pinned then
+    redis.call('HSET', KEYS[4], ARGV[3], gap)
+  end
 end
 return 1
+"""
+# Pin the gaps of accounts being handed over, each kept where it is earliest.
+# KEYS: pinned; ARGV: label, gap ms, label, gap ms, ... -> the number written
+_PIN = """
+local written = 0
+for i = 1, #ARGV, 2 do
+  local gap = tonumber(ARGV[i + 1])
+  local pinned = tonumber(redis.call('HGET', KEYS[1], ARGV[i]))
+  if not pinned or gap < pinned then
+    redis.call('HSET', KEYS[1], ARGV[i], gap)
+    written = written + 1
+  end
+end
+return written
 """
 # Compare-and-delete the lease and the marker. KEYS: lease, handover marker; ARGV: holder
 # -> what the lease holds afterwards
@@ -243,6 +260,7 @@ class Worker:
         self._hand_back = client.register_script(_HAND_BACK)
         self._release = client.register_script(_RELEASE)
         self._forget = client.register_script(_FORGET)
+        self._pin = client.register_script(_PIN)
         #: label -> the unfinished gap last written to ``pinned`` while handing it over
         self._pins: dict[str, int] = {}
         #: the sink's plugin name (``run_worker``), for the marks that lift a gap's cap
@@ -388,7 +406,8 @@ class Worker:
             if (gap := self.unfinished_gap(label)) is not None and self._pins.get(label) != gap
         }
         if pins:
-            pipe.hset(self._key("pinned"), mapping=pins)
+            args = [x for label, gap in pins.items() for x in (label, gap)]
+            await self._pin(keys=[self._key("pinned")], args=args, client=pipe)  # queued
         if self.planner.stopping:  # no share any more, but alive while handing over
             pipe.zrem(workers, self.id)
             pipe.zadd(draining, {self.id: written_ms})
