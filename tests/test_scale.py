@@ -21,6 +21,7 @@ import orjson
 import pytest
 
 from bitmusa_hookspecs import hookimpl
+from bitmusa_plugin._core.mapping import Mapped
 from bitmusa_plugin._engine.pipeline import Pipeline
 from bitmusa_plugin._engine.plugins import PluginRegistry
 from bitmusa_plugin._engine.secrets import Credentials
@@ -203,6 +204,60 @@ async def test_a_pin_stays_where_it_is_earliest_whoever_hands_back_or_retakes(
     got = await acquire(keys=acquire_keys, args=["w2", 10_000, 0, "a", 0])  # a takeover
     assert int(got[3]) == 2000  # reads the pinned gap, and consumes the pin
     assert await client.hget("pinned", "a") is None
+
+
+async def test_each_orders_last_state_is_kept_for_the_next_owner_until_done_and_behind(
+    redis_server: RedisServer, client: Any
+) -> None:
+    """Worker mode: the sink keeps each order's last record in its account's orders hash,
+    written after the record itself, until the order is done and ``ORDER_KEEP_MS`` behind
+    the account's resume point; a new owner starts its fills and open orders from it."""
+    from bitmusa_plugin._scale.sink import ORDER_KEEP_MS
+
+    sink = RedisSink(redis_server.url, maxlen=None)
+    session = Session({"redis-sink": sink}, command="worker")
+    worker = Worker(client, session, WorkerOptions(), "w1")
+    sink.bind(
+        session.pipeline.report,
+        None,
+        "bitmusa:default:last",
+        None,
+        "bitmusa:default:orders:{account}",
+    )
+    mapper = session.pipeline.mapper("a")
+    hash_key = "bitmusa:default:orders:a"
+
+    async def deliver(at: int, **fields: Any) -> None:
+        result = mapper.feed(order_frame(**fields), at)
+        assert isinstance(result, Mapped)
+        event = {**result.event, "account": "a"}
+        await sink.on_order(result.obj, event)  # type: ignore[arg-type]
+        assert await sink.flush(5)
+
+    await deliver(1000, order_id="F1", amount="1", status="PARTIAL", filled="0.4", value="0.2")
+    await deliver(1100, order_id="F2", amount="1", status="PARTIAL", filled="0.1", value="0.05")
+    await deliver(2000, order_id="F1", amount="1", status="FILLED", filled="1", value="0.5")
+    kept = await client.hgetall(hash_key)
+    assert {k.decode(): orjson.loads(v)["order"]["status"] for k, v in kept.items()} == {
+        "F1": "closed",
+        "F2": "open",
+    }
+    # the next owner: F1 done (its fills are not brought back), F2 open at 0.1
+    session.pipeline.reset("a")
+    await worker._inherit("a")
+    fills = session.pipeline.fills["a"]
+    assert fills.finished("F1")
+    assert fills.known("F2") == ((1, 1), (5, 2))
+    assert set(session.pipeline.ledgers["a"].orders) == {"F2"}
+    # once the resume point is ORDER_KEEP_MS past its receipt, a done order is let go
+    await deliver(2000 + ORDER_KEEP_MS, order_id="F2", amount="1", status="PARTIAL",
+                  filled="0.2", value="0.1")  # fmt: skip
+    assert await client.hget(hash_key, "F1") is not None  # not yet past: >= the bound
+    await deliver(2001 + ORDER_KEEP_MS, order_id="F2", amount="1", status="PARTIAL",
+                  filled="0.3", value="0.15")  # fmt: skip
+    assert await client.hget(hash_key, "F1") is None
+    assert orjson.loads(await client.hget(hash_key, "F2"))["order"]["filled"] == 0.3
+    await sink.close()
 
 
 def test_the_example_consumer_service_reads_the_stream_from_another_process(

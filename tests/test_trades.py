@@ -9,6 +9,7 @@ from decimal import Decimal as D
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from recording import Recorder, place, until
 
@@ -403,6 +404,52 @@ def test_an_old_order_that_vanished_in_the_gap_keeps_its_cumulative_ids() -> Non
     trades = [(d.obj["id"], d.obj["amount"]) for d in plan.deliveries if d.hook == "on_trade"]
     assert trades == [("F5:0.01", 0.006)]
     assert [d.obj["status"] for d in plan.deliveries if d.hook == "on_order"] == ["closed"]
+
+
+@pytest.mark.parametrize("inherited", [True, False], ids=["inherited", "from-nothing"])
+def test_a_takeover_that_inherits_the_order_states_counts_no_delivered_fill_again(
+    inherited: bool,
+) -> None:
+    """A worker takes an account over after the previous owner died, and reads the trade
+    history from a margin before the last event it wrote. Its orders, filled before that
+    window and again in it, are unknown here: without their last delivered states (the
+    Redis sink's orders hash) their fills are counted from zero, under other ids than the
+    previous owner gave them, and counted twice."""
+    previous = Mapper("a")
+    delivered = [  # what the previous owner delivered last of each order, as jsonl records
+        mapped_order(previous, order_id="F7", ticker="BTCUSDT", amount="0.005", price="100",
+                     status="FILLED", filled="0.005", value="0.5", event_time=1),
+        mapped_order(previous, order_id="F8", ticker="BTCUSDT", amount="0.01", price="100",
+                     status="PARTIAL", filled="0.004", value="0.4", event_time=2,
+                     created_time=1_796_119_000_000),
+    ]  # fmt: skip
+    records = [
+        orjson.loads(orjson.dumps({"hook": "on_order", "order": o, "event": {"eventTime": t}}))
+        for t, o in enumerate(delivered, 1)
+    ]
+    mapper = Mapper("a")
+    ledger = resync.Ledger()
+    fills = Fills(mapper.symbols)
+    if inherited:
+        assert resync.inherit(ledger, fills, [*records, {"hook": "on_order"}]) == 2
+    plan = resync.plan(ledger, mapper.assets, mapper.symbols, wallet=[], positions=[],
+                       orders=[], held=set())  # fmt: skip
+    gap_ms = 1_796_119_201_500  # history(n) is 2026-12-01T10:00:n: n=0 is before the gap
+    window = [
+        history("F7", "0.002", "0.2", 0),  # F7 filled 0.001 long before, then these two
+        history("F7", "0.002", "0.2", 1),
+        history("F8", "0.003", "0.3", 0),  # F8 filled 0.001 long before, then 0.003...
+        history("F8", "0.006", "0.6", 2),  # ...and in the gap the rest: it is gone
+    ]
+    plan = resync.plan_fills(plan, ledger, fills, window, window_start_ms=gap_ms - 5_000,
+                             gap_ms=gap_ms)  # fmt: skip
+    trades = [(d.obj["id"], d.obj["amount"]) for d in plan.deliveries if d.hook == "on_trade"]
+    if inherited:
+        assert trades == [("F8:0.01", 0.006)]  # only the gap's fill, under its true id
+        assert [d.obj["status"] for d in plan.deliveries if d.hook == "on_order"] == ["closed"]
+    else:  # what a takeover did before: F7's and F8's delivered fills again, other ids
+        assert ("F7:0.004", 0.002) in trades
+        assert ("F8:0.003", 0.003) in trades
 
 
 # -- trading against the simulator, with a gap ----------------------------------------------

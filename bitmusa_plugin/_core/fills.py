@@ -293,6 +293,35 @@ class Fills:
             self._filled.pop(oldest, None)
             self._sides.pop(oldest, None)
 
+    def inherit(self, orders: Iterable[Mapping[str, Any]], latest: int | None) -> None:
+        """Take over what another process delivered of this account's orders: each one's
+        last delivered state (a worker's takeover, from the Redis sink), as if delivered
+        here. An open order stands at its fill, one delivered done is remembered as done
+        (as of ``latest``, the newest event time they carry: the resync that follows
+        must not bring its fills back), one gone with its end unknown stands at its fill."""
+        if latest is not None and latest > self._latest:
+            self._latest = latest
+        for order in orders:
+            order_id = str(order["id"])
+            self.learn(order_id, order["side"])
+            filled = order["filled"]
+            status = order["status"]
+            if status == "open" or (status is None and filled):
+                if not filled:
+                    continue
+                info = order["info"] if isinstance(order["info"], Mapping) else {}
+                at = (
+                    _exact(filled, info.get("tradedAmount")),
+                    _exact(order["cost"] or 0.0, info.get("value")),
+                )
+                if status == "open":
+                    self._filled[order_id] = at
+                    self._seen[order_id] = filled
+                else:
+                    self.stand(order_id, *at)
+            elif status in ("closed", "canceled"):
+                self._forget(order_id, finished=bool(filled))
+
     def _forget(self, order_id: str, *, finished: bool) -> None:
         self._filled.pop(order_id, None)
         self._seen.pop(order_id, None)

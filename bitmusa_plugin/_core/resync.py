@@ -66,6 +66,8 @@ POSITION_FIELDS = (
 # Tuples of those fields, taken in C: a dict comprehension per event cost ~2 µs on the hot
 # path (issue 12's profile of `listen --output jsonl`).
 _order_fields = operator.itemgetter(*ORDER_FIELDS)
+#: what an inherited order record must hold (:func:`inherit`)
+_INHERITED = frozenset((*ORDER_FIELDS, "id", "timestamp", "info"))
 _position_fields = operator.itemgetter(*POSITION_FIELDS)
 Fields = tuple[Any, ...]
 
@@ -406,6 +408,34 @@ def apply(result: Plan, ledger: Ledger, mapper: Mapper, fills: Fills | None = No
             fills.snapshot(order)
         for order_id, (filled, cost) in result.stands.items():
             fills.stand(order_id, filled, cost)
+
+
+def inherit(ledger: Ledger, fills: Fills, records: Iterable[Mapping[str, Any]]) -> int:
+    """Take over an account from another process: ``records`` are the last ``on_order``
+    record it delivered of each recent order (jsonl records, as the Redis sink keeps
+    them). The ledger's open orders and what ``fills`` knows become what it delivered,
+    so that the resync of the takeover's gap treats them as it would have: the fills of
+    an order it finished, or delivered up to some fill, read again from the trade
+    history's margin, are not counted again, and keep their ids. An order delivered
+    here already is left as it is (what this process delivered of it is newer); records
+    that do not hold an order are skipped. Returns how many were taken."""
+    orders: list[dict[str, Any]] = []
+    latest: int | None = None
+    for record in records:
+        order, event = record.get("order"), record.get("event")
+        if not isinstance(order, dict) or not order.keys() >= _INHERITED:
+            continue
+        order_id = str(order["id"])
+        if order_id in ledger.orders or fills.known(order_id) or fills.finished(order_id):
+            continue
+        orders.append(order)
+        at = event.get("eventTime") if isinstance(event, Mapping) else None
+        if isinstance(at, int) and (latest is None or at > latest):
+            latest = at
+    for order in orders:
+        ledger.record("on_order", order)
+    fills.inherit(orders, latest)
+    return len(orders)
 
 
 def _unknown_end(filled: Pair, amount: Any, history: object, cut: str | None) -> str:

@@ -128,10 +128,19 @@ class Pipeline:
                 symbols=self.symbols,
                 max_frame_bytes=self.max_frame_bytes,
             )
-            self.accounts[account] = AccountStats()
+            if account not in self.accounts:  # kept through a reset
+                self.accounts[account] = AccountStats()
             self.ledgers[account] = Ledger()
             self.fills[account] = Fills(self.symbols, self.close_side)
         return mapper
+
+    def reset(self, account: str) -> None:
+        """Forget what was delivered of ``account`` (its wallet entries, ledger and fills;
+        not its counters): a worker taking an account back after another streamed it
+        knows none of what that one delivered, and starts from what it is told of it."""
+        self._mappers.pop(account, None)
+        self.ledgers.pop(account, None)
+        self.fills.pop(account, None)
 
     # -- the data path ----------------------------------------------------------------------
 

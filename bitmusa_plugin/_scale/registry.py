@@ -17,6 +17,10 @@ Every key lives under ``bitmusa:<group>:``:
   ``unconfirmed`` (hash): takeovers on trust not yet confirmed (``_core/lease.py``);
   ``pinned`` (hash): label -> the start (ms) of the gap a hand-back's stream had not
   delivered yet: the next owner reads it, and takes nothing on trust.
+* ``orders:<label>`` (hash): order id -> the last ``on_order`` record the owner's sink
+  wrote of it, until the order is done and a minute behind ``last``: a new owner starts
+  its fills from them (``resync.inherit``), so that a fill it reads again is not counted
+  twice.
 * ``state`` (hash): label -> JSON ``{worker, status, reason, at}``, what ``worker status``
   shows: the stream's state and, when it failed or is retrying, why (a URL and a code,
   never a key).

@@ -52,6 +52,14 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STREAM = "bitmusa:events"
 DEFAULT_MAXLEN = 1_000_000
+#: worker mode: how long an order's last state stays in its account's orders hash once it
+#: is done, in ms of receipt behind the account's resume point (``last``): a takeover
+#: reads the trade history from a margin (5 s) before that point, and needs the state of
+#: every order whose fills it may read again there (``resync.inherit``)
+ORDER_KEEP_MS = 60_000
+
+#: a buffered order record: (its id, done (no longer open), its receipt in ms)
+_OrderRef = tuple[str, bool, int]
 
 
 def idempotency_id(record: dict[str, Any]) -> str:
@@ -117,10 +125,16 @@ class RedisSink:
         self._report = report
         self._fence = fence  # worker mode: the account's lease fencing token
         #: (stream key, idempotency id, record, account, how far it may move ``last``:
-        #: its receipt in ms, held below the account's ceiling when the sink took it)
-        self._buffer: deque[tuple[str, bytes, bytes, str | None, int | None]] = deque()
+        #: its receipt in ms, held below the account's ceiling when the sink took it;
+        #: for an order record in worker mode, what the orders hash needs of it)
+        self._buffer: deque[tuple[str, bytes, bytes, str | None, int | None, _OrderRef | None]]
+        self._buffer = deque()
         self._last_key: str | None = None
         self._ceiling: Callable[[str], int | None] | None = None
+        self._orders_key: str | None = None  # holds "{account}"
+        #: done orders written to their hash, oldest first: (receipt ms, account, id)
+        self._done: deque[tuple[int, str, str]] = deque()
+        self._points: dict[str, int] = {}  # each account's resume point, as last written
         self._wake = asyncio.Event()
         self._room = asyncio.Event()  # set while the buffer has room
         self._room.set()
@@ -142,6 +156,7 @@ class RedisSink:
         fence: Callable[[str], int | None] | None = None,
         last_key: str | None = None,
         ceiling: Callable[[str], int | None] | None = None,
+        orders_key: str | None = None,
     ) -> None:
         """Where outages are reported (the host's ``report``), and, in worker mode, the
         fencing token of each account's lease, written into its entries, and the hash
@@ -155,11 +170,18 @@ class RedisSink:
         its stream is not here any more). It is asked when the sink takes a record (in
         delivery order: the record's own bound) and again when a batch is written. A
         takeover after a death in the middle of a gap then reads that gap's history
-        again."""
+        again.
+
+        ``orders_key`` (holding ``{account}``): the hash where each order's last record
+        goes, in the same pipeline as the record, kept until the order is done and
+        ``ORDER_KEEP_MS`` behind the resume point: the next owner starts from those
+        states (``resync.inherit``), so that the fills it reads again are not counted
+        twice."""
         self._report = report
         self._fence = fence
         self._last_key = last_key
         self._ceiling = ceiling
+        self._orders_key = orders_key
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -174,13 +196,17 @@ class RedisSink:
             record["fence"] = self._fence(account)
         key = self.stream.replace("{account}", account or "-")
         event = record.get("event")
-        received = event.get("receivedAt") if isinstance(event, dict) else None
-        if received is not None and account is not None and self._ceiling is not None:
+        received = point = event.get("receivedAt") if isinstance(event, dict) else None
+        if point is not None and account is not None and self._ceiling is not None:
             cap = self._ceiling(account)
-            if cap is not None and cap < received:
-                received = None if cap < 0 else cap
+            if cap is not None and cap < point:
+                point = None if cap < 0 else cap
+        order: _OrderRef | None = None
+        if self._orders_key is not None and record["hook"] == "on_order" and received:
+            state = record["order"]
+            order = (str(state["id"]), state["status"] != "open", received)
         body = orjson.dumps(record)
-        self._buffer.append((key, idempotency_id(record).encode(), body, account, received))
+        self._buffer.append((key, idempotency_id(record).encode(), body, account, point, order))
         self._wake.set()
 
     @hookimpl
@@ -238,12 +264,24 @@ class RedisSink:
             try:
                 pipe = self._client.pipeline(transaction=False)
                 latest: dict[str, int] = {}
-                for key, ident, body, account, point in chunk:
+                states: dict[str, dict[str, bytes]] = {}
+                done: list[tuple[int, str, str]] = []
+                for key, ident, body, account, point, order in chunk:
                     fields = {b"id": ident, b"json": body}
                     pipe.xadd(key, fields, maxlen=self.maxlen, approximate=True)
                     if account is not None and point is not None:
                         latest[account] = max(point, latest.get(account, 0))
+                    if order is not None and account is not None:
+                        states.setdefault(account, {})[order[0]] = body
+                        if order[1]:
+                            done.append((order[2], account, order[0]))
+                # after the records they stand for: a new owner never takes a state for
+                # delivered whose record is not in the stream
+                for account, orders in states.items():
+                    assert self._orders_key is not None
+                    pipe.hset(self._orders_key.replace("{account}", account), mapping=orders)
                 points = self._resume_points(latest) if self._last_key is not None else {}
+                pruned = self._prune(pipe, points)
                 if points:
                     pipe.hset(self._last_key, mapping=points)
                 if self.wait_replicas:
@@ -267,6 +305,10 @@ class RedisSink:
                 self._replicated(int(replies[-1]), len(chunk))
             for _ in chunk:  # written: only now do they leave the buffer
                 self._buffer.popleft()
+            for _ in range(pruned):
+                self._done.popleft()
+            self._done.extend(done)
+            self._points.update(points)
             self.written += len(chunk)
             self._room.set()
             if self._down_since is not None:
@@ -290,6 +332,21 @@ class RedisSink:
             elif cap >= 0:
                 points[account] = cap
         return points
+
+    def _prune(self, pipe: Any, points: dict[str, int]) -> int:
+        """``HDEL`` from the orders hashes the done orders received ``ORDER_KEEP_MS``
+        before their account's resume point (``points``: the ones this batch writes);
+        how many, from the head of ``_done`` (taken off once the batch is written)."""
+        n = 0
+        if self._orders_key is None:
+            return 0
+        for received, account, order_id in self._done:
+            point = points.get(account, self._points.get(account))
+            if point is None or received >= point - ORDER_KEEP_MS:
+                break  # in receipt order, nearly: the rest is pruned by a later batch
+            pipe.hdel(self._orders_key.replace("{account}", account), order_id)
+            n += 1
+        return n
 
     def _replicated(self, acked: int, entries: int) -> None:
         """What ``WAIT`` said. Fewer replicas than asked within ``wait_timeout``: the

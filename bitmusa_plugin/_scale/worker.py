@@ -37,6 +37,7 @@ from typing_extensions import assert_never
 
 from bitmusa_hookspecs import error_info
 from bitmusa_plugin._core import lease as ls
+from bitmusa_plugin._core import resync
 from bitmusa_plugin._core.redis_url import is_sentinel
 from bitmusa_plugin._engine.aio import within
 from bitmusa_plugin._engine.rest import DEFAULT_REST_URL
@@ -594,7 +595,8 @@ class Worker:
             reason = redact(str(exc))
             self._failed[label] = reason
             return self.planner.start_failed(self._clock(), label, reason)
-        if label in self.session.streams:  # a restart: the old stream goes first
+        restart = label in self.session.streams
+        if restart:  # the old stream goes first
             # what it had not delivered of a gap is the new one's to read, whatever time
             # the restart was asked from
             unfinished = self.unfinished_gap(label)
@@ -607,11 +609,43 @@ class Worker:
         if pending is not None:  # the session takes one stream per account
             await pending
         self._failed.pop(label, None)
+        if not restart:  # taken over: what it knew of the account here may be stale
+            self.session.pipeline.reset(label)
+        if resume_since_ms is not None:  # a gap to read: from what was delivered
+            await self._inherit(label)
         stream = self.session.add(config, resume_since_ms=resume_since_ms, keep_listen_key=True)
         stream.gap_delivered = functools.partial(self._gap_delivered, label)
         if resume_since_ms is not None:
             log.info("worker %s: streams %s, gap since %d", self.id, label, resume_since_ms)
         return []
+
+    async def _inherit(self, label: str) -> None:
+        """Start ``label``'s fills and open orders from the last state of each order the
+        previous owners delivered (the sink's orders hash): the takeover's gap reads the
+        trade history from before their last written event, and without those states
+        the fills of an order they delivered would be counted again, under other ids.
+        If Redis cannot say, the stream starts anyway, and says what that risks."""
+        key = self._key("orders", label)
+        try:
+            raw = await self._redis(self.client.hgetall(key))
+        except self._errors as exc:
+            log.warning(
+                "worker %s: %s: the order states the previous owner delivered could not be "
+                "read (%s); a fill it delivered that the gap's trade history shows again "
+                "may be delivered twice, under another id",
+                self.id,
+                label,
+                _describe(exc),
+            )
+            return
+        records = []
+        for value in raw.values():
+            with contextlib.suppress(orjson.JSONDecodeError):
+                records.append(orjson.loads(value))
+        pipeline = self.session.pipeline
+        pipeline.mapper(label)
+        taken = resync.inherit(pipeline.ledgers[label], pipeline.fills[label], records)
+        log.info("worker %s: %s: took over %d order states", self.id, label, taken)
 
     def _stop_stream(self, label: str, reason: str) -> None:
         """Stop at once (``stream.stop()`` is synchronous: self-fencing takes effect here);
@@ -783,6 +817,7 @@ async def run_worker(
         worker.fence,
         key(options.group, "last"),
         worker.last_ceiling,
+        key(options.group, "orders", "{account}"),
     )
     loop = asyncio.get_running_loop()
     if handle_signals:
