@@ -423,16 +423,15 @@ class LeasePlanner:
             mine = self.owned.get(label)
             if mine is None or mine.renewing_at != now:
                 continue
-            local += [
-                Stop(label, "restarting, to read a gap"),
-                Start(label, mine.fence, since_ms),
-                Report(
-                    label,
-                    f"worker {self.worker}: {label}'s previous owner stopped streaming it "
-                    f"with a gap since {since_ms} (ms) not delivered: its stream restarts "
-                    "and reads that gap",
-                ),
-            ]
+            local += _restart(
+                label,
+                mine.fence,
+                since_ms,
+                "restarting, to read a gap",
+                f"worker {self.worker}: {label}'s previous owner stopped streaming it "
+                f"with a gap since {since_ms} (ms) not delivered: its stream restarts "
+                "and reads that gap",
+            )
             redis.append(Unpin(label, since_ms))
 
         # 5. say which of ours deliver (a handing-over worker waits for it)
@@ -782,16 +781,15 @@ class LeasePlanner:
             # from the latest moment it was surely streaming (it handed over, or wrote)
             del self._trusting[label]
             why = "its promise ran out first" if not in_time else "it stopped heartbeating"
-            local += [
-                Stop(label, "restarting, to report a gap"),
-                Start(label, own.fence, trust.since_ms),
-                Report(
-                    label,
-                    f"worker {self.worker}: {label} was handed over by {trust.previous}, "
-                    f"which may have stopped streaming it before this worker delivered "
-                    f"({why}): its stream restarts, reporting the gap",
-                ),
-            ]
+            local += _restart(
+                label,
+                own.fence,
+                trust.since_ms,
+                "restarting, to report a gap",
+                f"worker {self.worker}: {label} was handed over by {trust.previous}, "
+                f"which may have stopped streaming it before this worker delivered "
+                f"({why}): its stream restarts, reporting the gap",
+            )
             redis.append(Confirmed(label, trust.since_ms))
         return local, redis
 
@@ -821,3 +819,9 @@ class LeasePlanner:
 
     def _wall(self, t: float) -> int:
         return round(t * 1000 + self._wall_offset)
+
+
+def _restart(label: str, fence: int, since_ms: int, stop: str, report: str) -> list[Action]:
+    """Restart an owned account's stream with a gap since ``since_ms`` (its resync reads
+    it), and say why."""
+    return [Stop(label, stop), Start(label, fence, since_ms), Report(label, report)]
