@@ -825,3 +825,21 @@ async def test_a_slow_latest_plugin_ends_with_every_final_state_within_its_bound
     lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
     live = [r for r in lines if r["hook"] in hooks and r["event"]["stream"] != "resync"]
     assert [r["event"]["eventTime"] for r in live] == [1_700_000_000_000 + n for n in range(count)]
+
+
+async def test_a_hand_back_pins_where_a_silently_dead_link_was_last_alive(sim: Simulator) -> None:
+    # Worker mode: a link that died without a word (no frame, no pong) delivers nothing,
+    # and the heartbeat notices it only after its timeout: a hand-back meanwhile must not
+    # let the successor trust it, but read from the last moment it was known alive.
+    rig = await make_rig(sim, heartbeat=STEADY)
+    await wait_for(lambda: len(rig.recorder.data) > 5)
+    assert await rig.stream.unproven_since_ms(2.0) is None  # it answers: nothing to pin
+    before = int(time.time() * 1000)
+    sim.stall(5.0)
+    since = await rig.stream.unproven_since_ms(0.3)
+    after = int(time.time() * 1000)
+    assert since is not None  # pinned: the successor reads from there
+    assert before - 2_000 <= since < after  # its last frame or pong
+    assert rig.stream.status == "connected"  # not noticed by the heartbeat yet
+    sim.stall(0.0)
+    await rig.finish()

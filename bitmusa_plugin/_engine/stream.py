@@ -282,6 +282,27 @@ class AccountStream:
         when this stream hands its account over or dies (worker mode)."""
         return self._wall_ms(self.machine.unfinished_gap())
 
+    async def unproven_since_ms(self, timeout: float) -> int | None:
+        """Where a successor's history read must start if this stream hands its account
+        over now (worker mode): its unfinished gap; else, unless a ping of the delivering
+        connection is answered within ``timeout``, the last moment that connection was
+        known alive (a link that died silently, not noticed yet, delivers nothing); else
+        None. A stream not connected yet has nothing to prove."""
+        gap = self.unfinished_gap_ms()
+        if gap is not None:
+            return gap
+        primary = self.machine.primary
+        conn = self._conns.get(primary) if primary is not None else None
+        if conn is None or conn.ws is None:
+            return None
+        try:
+            pong = await conn.ws.ping()
+            await within(pong, timeout, cancel=False)
+        except (asyncio.TimeoutError, ConnectionClosed):
+            return self._wall_ms(conn.last_alive)
+        conn.last_alive = self._clock()
+        return self.unfinished_gap_ms()  # one may have opened meanwhile
+
     def stop(self) -> None:
         """Ask the stream to close: DELETE the key (unless kept) and end ``run``."""
         self._post(self.machine.stop)

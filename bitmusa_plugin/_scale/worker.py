@@ -174,6 +174,8 @@ return 0
 
 #: after a tick that failed on Redis, the next one starts this soon (seconds)
 RETRY_AFTER_OUTAGE = 0.25
+#: how long a hand-back waits for its stream's connection to answer a ping (seconds)
+HANDBACK_PROBE = 1.0
 
 #: stream states in which a connection is up and delivering
 _DELIVERING = ("connected", "gap", "rotating", "rotated")
@@ -283,6 +285,16 @@ class Worker:
         (an outage, a resync under way), or None."""
         stream = self.session.streams.get(label)
         return None if stream is None else stream.unfinished_gap_ms()
+
+    async def _unproven_since(self, label: str) -> int | None:
+        """What a hand-back pins: the gap ``label``'s stream here has not delivered, or
+        the last moment its connection was known alive if it does not answer a ping
+        within HANDBACK_PROBE (it died silently, unnoticed yet: the successor reads from
+        there instead of trusting it)."""
+        stream = self.session.streams.get(label)
+        if stream is None:
+            return None
+        return await stream.unproven_since_ms(HANDBACK_PROBE)
 
     def last_ceiling(self, label: str) -> int | None:
         """How far the sink may move ``label``'s time in ``last`` (where a takeover after
@@ -526,7 +538,7 @@ class Worker:
                     self._key("unconfirmed"),
                     self._key("pinned"),
                 ]
-                gap = self.unfinished_gap(label)
+                gap = await self._unproven_since(label)
                 args = [holder, 2 * ttl_ms, label, -1 if gap is None else gap]
                 result = await self._redis(self._hand_back(keys=keys, args=args))
                 if result == 1:
