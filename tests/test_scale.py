@@ -590,8 +590,8 @@ async def test_three_workers_share_thirty_accounts_and_survive_a_sigkill(
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
             for proc in workers:
-                try:
-                    proc.wait(15)
+                try:  # off the loop: the simulator answers the hand-backs' pings meanwhile
+                    await asyncio.to_thread(proc.wait, 15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
     # a clean stop hands the leases back

@@ -266,6 +266,8 @@ class Worker:
         self._pin = client.register_script(_PIN)
         #: label -> the unfinished gap last written to ``pinned`` while handing it over
         self._pins: dict[str, int] = {}
+        #: the tick's hand-backs, probed together: label -> what to pin (``_carry_out``)
+        self._probed: dict[str, int | None] = {}
         #: the sink's plugin name (``run_worker``), for the marks that lift a gap's cap
         self.sink_name: str | None = None
         #: label -> the starts (wall ms) of gaps whose records are all published but not
@@ -286,15 +288,16 @@ class Worker:
         stream = self.session.streams.get(label)
         return None if stream is None else stream.unfinished_gap_ms()
 
-    async def _unproven_since(self, label: str) -> int | None:
-        """What a hand-back pins: the gap ``label``'s stream here has not delivered, or
-        the last moment its connection was known alive if it does not answer a ping
-        within HANDBACK_PROBE (it died silently, unnoticed yet: the successor reads from
-        there instead of trusting it)."""
-        stream = self.session.streams.get(label)
-        if stream is None:
-            return None
-        return await stream.unproven_since_ms(HANDBACK_PROBE)
+    async def _unproven_since(self, labels: list[str]) -> dict[str, int | None]:
+        """What each hand-back pins: the gap the account's stream here has not
+        delivered, or the last moment its connection was known alive if it does not
+        answer a ping within HANDBACK_PROBE (it died silently, unnoticed yet: the
+        successor reads from there instead of trusting it). The pings go out together:
+        a tick's hand-backs wait one HANDBACK_PROBE at most."""
+        streams = [(la, self.session.streams.get(la)) for la in labels]
+        probes = [s.unproven_since_ms(HANDBACK_PROBE) for _, s in streams if s is not None]
+        answers = iter(await asyncio.gather(*probes))
+        return {la: None if s is None else next(answers) for la, s in streams}
 
     def last_ceiling(self, label: str) -> int | None:
         """How far the sink may move ``label``'s time in ``last`` (where a takeover after
@@ -466,6 +469,8 @@ class Worker:
         fails once the local work is done."""
         queue = deque(actions)
         failed: BaseException | None = None
+        backs = [a.label for a in actions if isinstance(a, ls.HandBack)]
+        self._probed = await self._unproven_since(backs) if backs else {}
         while queue:
             action = queue.popleft()
             name = type(action).__name__
@@ -538,7 +543,10 @@ class Worker:
                     self._key("unconfirmed"),
                     self._key("pinned"),
                 ]
-                gap = await self._unproven_since(label)
+                if label in self._probed:  # probed with the tick's other hand-backs
+                    gap = self._probed.pop(label)
+                else:
+                    gap = (await self._unproven_since([label]))[label]
                 args = [holder, 2 * ttl_ms, label, -1 if gap is None else gap]
                 result = await self._redis(self._hand_back(keys=keys, args=args))
                 if result == 1:
