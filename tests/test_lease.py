@@ -70,7 +70,12 @@ class FakeRedis:
         return current
 
     def acquire(
-        self, label: str, worker: str, floor: int, min_promise: float | None
+        self,
+        label: str,
+        worker: str,
+        floor: int,
+        min_promise: float | None,
+        own_pin: int | None = None,
     ) -> tuple[int, str | None, float, int | None] | None:
         """The acquire script: (fence, trusted marker holder, its life left, since ms)."""
         if self.lease(label) is not None:
@@ -86,7 +91,9 @@ class FakeRedis:
         self.fences[label] = fence
         self.leases[label] = (ls.holder_of(worker, fence), self.now + self.ttl)
         self.markers.pop(label, None)
-        if min_promise is None:  # taken again by the worker streaming it (a pin stays)
+        if min_promise is None:  # taken again by the worker streaming it: a pin stays,
+            if own_pin is not None and self.pinned.get(label) == own_pin:  # but its own
+                del self.pinned[label]
             return fence, None, 0.0, None
         pinned = self.pinned.pop(label, None)
         last = self.last.get(label)
@@ -99,13 +106,22 @@ class FakeRedis:
             record = max(handed, last or 0)
             self.unconfirmed[label] = record
             return fence, marker[0], left, record
+        if since is not None and last is not None and since < last:
+            self.last[label] = since  # a death before the new owner writes: read from here
         return fence, None, 0.0, since
 
-    def confirmed(self, label: str, since_ms: int) -> None:
+    def _lower(self, label: str, since_ms: int) -> None:
+        if label in self.last and since_ms < self.last[label]:
+            self.last[label] = since_ms
+
+    def confirmed(self, label: str, since_ms: int, restarted: bool = False) -> None:
+        if restarted:
+            self._lower(label, since_ms)
         if self.unconfirmed.get(label) == since_ms:
             del self.unconfirmed[label]
 
     def unpin(self, label: str, since_ms: int) -> None:
+        self._lower(label, since_ms)
         if self.pinned.get(label) == since_ms:
             del self.pinned[label]
 
@@ -260,7 +276,8 @@ class Sim:
                 return p.renew_refused(now, label, result if isinstance(result, str) else None)
             case ls.Acquire(label, floor, min_promise):
                 self._redis_call(action)
-                got = r.acquire(label, self.name, floor, min_promise)
+                own = self.gaps.get(label) if min_promise is None else None
+                got = r.acquire(label, self.name, floor, min_promise, own)
                 self._answered(action)
                 if got is None:
                     return p.acquire_refused(now, label)
@@ -268,9 +285,9 @@ class Sim:
                 return p.acquired(
                     now, label, fence, previous=previous, promised=left, since_ms=since
                 )
-            case ls.Confirmed(label, since_ms):
+            case ls.Confirmed(label, since_ms, restarted):
                 self._redis_call(action)
-                r.confirmed(label, since_ms)
+                r.confirmed(label, since_ms, restarted)
                 self._answered(action)
                 return []
             case ls.Unpin(label, since_ms):

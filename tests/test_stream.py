@@ -845,3 +845,40 @@ async def test_a_hand_back_pins_where_a_silently_dead_link_was_last_alive(sim: S
     assert rig.stream.status == "connected"  # not noticed by the heartbeat yet
     sim.stall(0.0)
     await rig.finish()
+
+
+async def test_a_bug_in_the_resync_releases_the_held_frames_and_the_resync_is_retried(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The frames are held from the connection's opening until its snapshot is delivered:
+    # an unexpected exception in the resync (not a REST failure) must not hold them, and
+    # the account's gap, for ever.
+    from bitmusa_plugin._core import resync
+
+    real = resync.plan
+    failures: list[int] = []
+
+    def failing_once(*args: Any, **kwargs: Any) -> Any:
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("a bug in the plan")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(resync, "plan", failing_once)
+    rig = await make_rig(sim, heartbeat=STEADY)
+    await wait_for(lambda: len(rig.recorder.data) > 20)  # the held frames went out
+    await wait_for(lambda: rig.stream.machine.counters.resyncs >= 1)  # and it was retried
+    await rig.finish()
+    assert failures == [1]
+    assert rig.stream.machine.counters.resync_failures == 1
+    assert "internal error in the resync: RuntimeError('a bug in the plan')" in caplog.text
+    assert rig.recorder.data == rig.sent_live()
+
+
+def test_a_stream_added_to_read_a_gap_says_so_before_it_runs() -> None:
+    # Worker mode: between session.add and the stream task's first step, the sink's
+    # ceiling asks the new stream where its gap starts: already the gap it will read.
+    config = AccountConfig("acct", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), "http://127.0.0.1:9")
+    pipeline = Pipeline(PluginRegistry(), command="test")
+    assert AccountStream(config, pipeline, resume_since_ms=1234).unfinished_gap_ms() == 1234
+    assert AccountStream(config, pipeline).unfinished_gap_ms() is None

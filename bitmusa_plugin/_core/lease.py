@@ -151,10 +151,12 @@ class MarkLive:
 @dataclass(frozen=True)
 class Confirmed:
     """A takeover on trust is confirmed (or its gap reported): delete the ``unconfirmed``
-    record it left, if it still holds ``since_ms``."""
+    record it left, if it still holds ``since_ms``. ``restarted``: the stream restarts
+    to read the gap from ``since_ms``, and ``last`` comes down to it."""
 
     label: str
     since_ms: int
+    restarted: bool = False
 
 
 @dataclass(frozen=True)
@@ -790,7 +792,7 @@ class LeasePlanner:
                 f"which may have stopped streaming it before this worker delivered "
                 f"({why}): its stream restarts, reporting the gap",
             )
-            redis.append(Confirmed(label, trust.since_ms))
+            redis.append(Confirmed(label, trust.since_ms, restarted=True))
         return local, redis
 
     def _lost(self, now: float, label: str, why: str) -> list[Action]:

@@ -346,6 +346,10 @@ class Dispatcher:
             elif n >= sub.limit:
                 self._pressure(sub)
 
+    def subscribed(self, plugin: str) -> bool:
+        """Is ``plugin`` one of the plugins delivered to?"""
+        return plugin in self._subscribers
+
     def mark(self, plugin: str, callback: Callable[[], None]) -> None:
         """Run ``callback`` on the loop when ``plugin``'s worker reaches this point of its
         queue: after every call published to it before, before any published after. At
@@ -561,7 +565,7 @@ class Dispatcher:
                 except BaseException as exc:  # SystemExit from a plugin stops only its call
                     self._failed(sub, hook, kwargs, exc)
                 else:
-                    if hook is not MARK:
+                    if hook != MARK:
                         sub.delivered += 1
             else:
                 batch = [(hook, kwargs)]
@@ -569,7 +573,8 @@ class Dispatcher:
                     batch.append(self._pop(sub))
                 await self._run_sync(sub, batch)
             sub.busy_since = None
-            sub.idle_pending = True
+            if hook != MARK:  # a mark is not a call: no on_idle for it
+                sub.idle_pending = True
             if sub.blocking:
                 self._progress(sub)
 

@@ -279,7 +279,10 @@ class AccountStream:
     def unfinished_gap_ms(self) -> int | None:
         """The wall ms since which this stream's fills may not all be delivered yet (an
         outage, or a resync not done), or None: where a successor's history read starts
-        when this stream hands its account over or dies (worker mode)."""
+        when this stream hands its account over or dies (worker mode). Before it runs,
+        the gap it was added to read (``resume_since_ms``)."""
+        if self.machine.phase == "idle" and self.resume_since_ms is not None:
+            return self.resume_since_ms
         return self._wall_ms(self.machine.unfinished_gap())
 
     async def unproven_since_ms(self, timeout: float) -> int | None:
@@ -526,16 +529,25 @@ class AccountStream:
             failure = exc.failure
             self._post(lambda now: self.machine.snapshot_failed(now, conn_id, failure))
         else:
-            history: GapHistory | None = None
-            if gap_since is not None:
-                history = await self._gap_history(gap_since, orders)
-            gate = self.pipeline.side_gates.get(self.account)
-            if gate is not None:  # the frames it holds are older than the snapshot
-                # each hold ends within its wait; new holds that keep coming (another
-                # client's orders, one after another) must not keep the account in its gap
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await within(gate.idle(), gate.wait + 1.0)
-            self._apply_snapshot(conn_id, wallet, positions, orders, history, gap=gap_since)
+            try:
+                history: GapHistory | None = None
+                if gap_since is not None:
+                    history = await self._gap_history(gap_since, orders)
+                gate = self.pipeline.side_gates.get(self.account)
+                if gate is not None:  # the frames it holds are older than the snapshot
+                    # each hold ends within its wait; new holds that keep coming (another
+                    # client's orders, one after another) must not keep the account in
+                    # its gap
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await within(gate.idle(), gate.wait + 1.0)
+                self._apply_snapshot(conn_id, wallet, positions, orders, history, gap=gap_since)
+            except Exception as exc:
+                # A bug of ours, not a REST failure: say so loudly, and never leave the
+                # connection's frames held (and the gap open) for ever: they go out, and
+                # the machine retries the resync
+                log.error("%s: internal error in the resync: %r", self.account, exc, exc_info=exc)
+                self._post(lambda now: self.machine.snapshot_failed(now, conn_id, "transient"))
+                return
             if gap_since is not None and self.gap_delivered is not None:
                 since_ms = self._wall_ms(gap_since)
                 assert since_ms is not None

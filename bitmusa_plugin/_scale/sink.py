@@ -132,8 +132,8 @@ class RedisSink:
         self._last_key: str | None = None
         self._ceiling: Callable[[str], int | None] | None = None
         self._orders_key: str | None = None  # holds "{account}"
-        #: done orders written to their hash, oldest first: (receipt ms, account, id)
-        self._done: deque[tuple[int, str, str]] = deque()
+        #: per account, the done orders written to its hash, oldest first: (receipt, id)
+        self._done: dict[str, deque[tuple[int, str]]] = {}
         self._points: dict[str, int] = {}  # each account's resume point, as last written
         self._wake = asyncio.Event()
         self._room = asyncio.Event()  # set while the buffer has room
@@ -265,7 +265,7 @@ class RedisSink:
                 pipe = self._client.pipeline(transaction=False)
                 latest: dict[str, int] = {}
                 states: dict[str, dict[str, bytes]] = {}
-                done: list[tuple[int, str, str]] = []
+                done: list[tuple[str, int, str]] = []
                 for key, ident, body, account, point, order in chunk:
                     fields = {b"id": ident, b"json": body}
                     pipe.xadd(key, fields, maxlen=self.maxlen, approximate=True)
@@ -274,9 +274,12 @@ class RedisSink:
                     if order is not None and account is not None:
                         states.setdefault(account, {})[order[0]] = body
                         if order[1]:
-                            done.append((order[2], account, order[0]))
+                            done.append((account, order[2], order[0]))
                 # after the records they stand for: a new owner never takes a state for
                 # delivered whose record is not in the stream
+                for account in [a for a in states if self._left(a)]:
+                    del states[account]  # it left meanwhile: its new owner writes these
+                    done = [d for d in done if d[0] != account]
                 for account, orders in states.items():
                     assert self._orders_key is not None
                     pipe.hset(self._orders_key.replace("{account}", account), mapping=orders)
@@ -305,9 +308,12 @@ class RedisSink:
                 self._replicated(int(replies[-1]), len(chunk))
             for _ in chunk:  # written: only now do they leave the buffer
                 self._buffer.popleft()
-            for _ in range(pruned):
-                self._done.popleft()
-            self._done.extend(done)
+            for account, n in pruned.items():
+                queue = self._done[account]
+                for _ in range(n):
+                    queue.popleft()
+            for account, received, order_id in done:
+                self._done.setdefault(account, deque()).append((received, order_id))
             self._points.update(points)
             self.written += len(chunk)
             self._room.set()
@@ -333,20 +339,33 @@ class RedisSink:
                 points[account] = cap
         return points
 
-    def _prune(self, pipe: Any, points: dict[str, int]) -> int:
-        """``HDEL`` from the orders hashes the done orders received ``ORDER_KEEP_MS``
-        before their account's resume point (``points``: the ones this batch writes);
-        how many, from the head of ``_done`` (taken off once the batch is written)."""
-        n = 0
+    def _left(self, account: str) -> bool:
+        """Is ``account``'s stream no longer here (its ceiling -1: handed over)?"""
+        cap = None if self._ceiling is None else self._ceiling(account)
+        return cap is not None and cap < 0
+
+    def _prune(self, pipe: Any, points: dict[str, int]) -> dict[str, int]:
+        """``HDEL`` from each account's orders hash the done orders received
+        ``ORDER_KEEP_MS`` before the resume point this batch writes for it (``points``);
+        how many per account, from the head of its ``_done`` (taken off once the batch is
+        written). What an account holds past that waits for its point to move again: a
+        minute of its orders at most."""
+        pruned: dict[str, int] = {}
         if self._orders_key is None:
-            return 0
-        for received, account, order_id in self._done:
-            point = points.get(account, self._points.get(account))
-            if point is None or received >= point - ORDER_KEEP_MS:
-                break  # in receipt order, nearly: the rest is pruned by a later batch
-            pipe.hdel(self._orders_key.replace("{account}", account), order_id)
-            n += 1
-        return n
+            return pruned
+        for account, point in points.items():
+            queue = self._done.get(account)
+            if not queue:
+                continue
+            ids = []
+            for received, order_id in queue:
+                if received >= point - ORDER_KEEP_MS:
+                    break  # in receipt order: the rest is newer
+                ids.append(order_id)
+            if ids:
+                pipe.hdel(self._orders_key.replace("{account}", account), *ids)
+                pruned[account] = len(ids)
+        return pruned
 
     def _replicated(self, acked: int, entries: int) -> None:
         """What ``WAIT`` said. Fewer replicas than asked within ``wait_timeout``: the

@@ -45,7 +45,7 @@ from bitmusa_plugin._engine.secrets import CredentialsError, InsecureURLError, r
 from bitmusa_plugin._engine.session import Session
 from bitmusa_plugin._scale import registry
 from bitmusa_plugin._scale.registry import key
-from bitmusa_plugin._scale.sink import RedisSink
+from bitmusa_plugin._scale.sink import ORDER_KEEP_MS, RedisSink
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,7 +62,7 @@ T = TypeVar("T")
 # previous owner may stop before its resync delivers, so the new owner reads that gap.
 # KEYS: lease, fence, handover marker, live, last, unconfirmed, pinned
 # ARGV: worker id, lease ttl ms, fence floor, label, min promise ms (-1: taken again by the
-#       worker that streams it)
+#       worker that streams it), the pin that worker wrote handing it back (-1: none)
 # -> nil if taken, else {fence, trusted marker or nil, its ms left, gap since ms or nil}
 _ACQUIRE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -86,7 +86,13 @@ redis.call('SET', KEYS[1], ARGV[1] .. ':' .. fence, 'NX', 'PX', ARGV[2])
 redis.call('DEL', KEYS[3])
 local min_promise = tonumber(ARGV[5])
 if min_promise < 0 then
-  return {fence, false, 0, false}  -- a pin stays: the planner restarts the stream with it
+  -- a pin stays (the planner restarts the stream with it), unless it is the one we wrote
+  -- handing this very stream back: its own gap, which it reads already
+  local own = tonumber(ARGV[6])
+  if own and own >= 0 and tonumber(redis.call('HGET', KEYS[7], ARGV[4])) == own then
+    redis.call('HDEL', KEYS[7], ARGV[4])
+  end
+  return {fence, false, 0, false}
 end
 local pinned = tonumber(redis.call('HGET', KEYS[7], ARGV[4]))
 redis.call('HDEL', KEYS[7], ARGV[4])
@@ -104,6 +110,9 @@ end
 local since = last
 if pending and (not since or pending < since) then since = pending end
 if pinned and (not since or pinned < since) then since = pinned end
+if since and last and since < last then
+  redis.call('HSET', KEYS[5], ARGV[4], since)  -- a death before we write is read from here
+end
 return {fence, false, 0, since or false}
 """
 # Compare-and-extend. KEYS: lease; ARGV: holder, ttl ms -> 1, or what the lease holds
@@ -164,8 +173,16 @@ end
 return redis.call('GET', KEYS[1])
 """
 # Compare-and-delete a hash field (``unconfirmed`` once a trust is settled, ``pinned`` once
-# a gap is being read). KEYS: the hash; ARGV: label, since ms
+# a gap is being read); with ARGV[3] 1 (the stream restarts to read that gap), ``last`` is
+# lowered to it, so that a death before the restarted stream writes is read from there.
+# KEYS: the hash, last; ARGV: label, since ms, 1 or 0
 _FORGET = """
+if ARGV[3] == '1' then
+  local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]))
+  if last and tonumber(ARGV[2]) < last then
+    redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  end
+end
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   return redis.call('HDEL', KEYS[1], ARGV[1])
 end
@@ -266,8 +283,8 @@ class Worker:
         self._pin = client.register_script(_PIN)
         #: label -> the unfinished gap last written to ``pinned`` while handing it over
         self._pins: dict[str, int] = {}
-        #: the tick's hand-backs, probed together: label -> what to pin (``_carry_out``)
-        self._probed: dict[str, int | None] = {}
+        #: the tick's hand-backs' probes, started together: label -> what to pin
+        self._probes: dict[str, asyncio.Task[int | None]] = {}
         #: the sink's plugin name (``run_worker``), for the marks that lift a gap's cap
         self.sink_name: str | None = None
         #: label -> the starts (wall ms) of gaps whose records are all published but not
@@ -288,16 +305,27 @@ class Worker:
         stream = self.session.streams.get(label)
         return None if stream is None else stream.unfinished_gap_ms()
 
-    async def _unproven_since(self, labels: list[str]) -> dict[str, int | None]:
-        """What each hand-back pins: the gap the account's stream here has not
+    def _probe(self, label: str) -> asyncio.Task[int | None] | None:
+        """Start finding what ``label``'s hand-back pins: the gap its stream here has not
         delivered, or the last moment its connection was known alive if it does not
         answer a ping within HANDBACK_PROBE (it died silently, unnoticed yet: the
-        successor reads from there instead of trusting it). The pings go out together:
-        a tick's hand-backs wait one HANDBACK_PROBE at most."""
-        streams = [(la, self.session.streams.get(la)) for la in labels]
-        probes = [s.unproven_since_ms(HANDBACK_PROBE) for _, s in streams if s is not None]
-        answers = iter(await asyncio.gather(*probes))
-        return {la: None if s is None else next(answers) for la, s in streams}
+        successor reads from there instead of trusting it)."""
+        stream = self.session.streams.get(label)
+        if stream is None:
+            return None
+        probe = stream.unproven_since_ms(HANDBACK_PROBE)
+        return asyncio.get_running_loop().create_task(probe)
+
+    async def _pin_for(self, label: str) -> int | None:
+        """What ``label``'s hand-back pins now: its probe's answer (started with the
+        tick's, so that a tick's hand-backs wait one HANDBACK_PROBE at most), or the
+        stream's unfinished gap if that is earlier (one may have opened since)."""
+        task = self._probes.pop(label, None) or self._probe(label)
+        pin = None if task is None else await task
+        gap = self.unfinished_gap(label)
+        if gap is not None and (pin is None or gap < pin):
+            return gap
+        return pin
 
     def last_ceiling(self, label: str) -> int | None:
         """How far the sink may move ``label``'s time in ``last`` (where a takeover after
@@ -468,9 +496,18 @@ class Worker:
         of the Redis work is dropped (the planner says what that means) and the tick
         fails once the local work is done."""
         queue = deque(actions)
+        for action in actions:  # pinged together, not one after another
+            if isinstance(action, ls.HandBack) and (task := self._probe(action.label)):
+                self._probes[action.label] = task
+        try:
+            await self._carry_out_queue(queue)
+        finally:
+            for task in self._probes.values():  # hand-backs the tick did not reach
+                task.cancel()
+            self._probes.clear()
+
+    async def _carry_out_queue(self, queue: deque[ls.Action]) -> None:
         failed: BaseException | None = None
-        backs = [a.label for a in actions if isinstance(a, ls.HandBack)]
-        self._probed = await self._unproven_since(backs) if backs else {}
         while queue:
             action = queue.popleft()
             name = type(action).__name__
@@ -508,7 +545,8 @@ class Worker:
                     self._key("pinned"),
                 ]
                 promise_ms = -1 if min_promise is None else int(min_promise * 1000)
-                args = [self.id, ttl_ms, floor, label, promise_ms]
+                own_pin = self._pins.get(label, -1) if min_promise is None else -1
+                args = [self.id, ttl_ms, floor, label, promise_ms, own_pin]
                 got = await self._redis(self._acquire(keys=keys, args=args))
                 if got is None:
                     return p.acquire_refused(self._clock(), label)
@@ -528,13 +566,15 @@ class Worker:
             case ls.MarkLive(label, holder):
                 await self._redis(self.client.hset(self._key("live"), label, holder))
                 return []
-            case ls.Confirmed(label, since_ms):
-                args = [label, since_ms]
-                await self._redis(self._forget(keys=[self._key("unconfirmed")], args=args))
+            case ls.Confirmed(label, since_ms, restarted):
+                args = [label, since_ms, int(restarted)]
+                keys = [self._key("unconfirmed"), self._key("last")]
+                await self._redis(self._forget(keys=keys, args=args))
                 return []
             case ls.Unpin(label, since_ms):
-                args = [label, since_ms]
-                await self._redis(self._forget(keys=[self._key("pinned")], args=args))
+                args = [label, since_ms, 1]
+                keys = [self._key("pinned"), self._key("last")]
+                await self._redis(self._forget(keys=keys, args=args))
                 return []
             case ls.HandBack(label, holder):
                 keys = [
@@ -543,10 +583,7 @@ class Worker:
                     self._key("unconfirmed"),
                     self._key("pinned"),
                 ]
-                if label in self._probed:  # probed with the tick's other hand-backs
-                    gap = self._probed.pop(label)
-                else:
-                    gap = (await self._unproven_since([label]))[label]
+                gap = await self._pin_for(label)
                 args = [holder, 2 * ttl_ms, label, -1 if gap is None else gap]
                 result = await self._redis(self._hand_back(keys=keys, args=args))
                 if result == 1:
@@ -632,14 +669,14 @@ class Worker:
         if not restart:  # taken over: what it knew of the account here may be stale
             self.session.pipeline.reset(label)
         if resume_since_ms is not None:  # a gap to read: from what was delivered
-            await self._inherit(label)
+            await self._inherit(label, resume_since_ms)
         stream = self.session.add(config, resume_since_ms=resume_since_ms, keep_listen_key=True)
         stream.gap_delivered = functools.partial(self._gap_delivered, label)
         if resume_since_ms is not None:
             log.info("worker %s: streams %s, gap since %d", self.id, label, resume_since_ms)
         return []
 
-    async def _inherit(self, label: str) -> None:
+    async def _inherit(self, label: str, since_ms: int) -> None:
         """Start ``label``'s fills and open orders from the last state of each order the
         previous owners delivered (the sink's orders hash): the takeover's gap reads the
         trade history from before their last written event, and without those states
@@ -658,14 +695,24 @@ class Worker:
                 _describe(exc),
             )
             return
-        records = []
-        for value in raw.values():
-            with contextlib.suppress(orjson.JSONDecodeError):
-                records.append(orjson.loads(value))
+        records, stale = [], []
+        for order_id, value in raw.items():
+            try:
+                record = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                stale.append(order_id)
+                continue
+            if _stale(record, since_ms - ORDER_KEEP_MS):
+                stale.append(order_id)  # done before the history can reach: let go
+            else:
+                records.append(record)
         pipeline = self.session.pipeline
         pipeline.mapper(label)
         taken = resync.inherit(pipeline.ledgers[label], pipeline.fills[label], records)
         log.info("worker %s: %s: took over %d order states", self.id, label, taken)
+        if stale:
+            with contextlib.suppress(*self._errors):
+                await self._redis(self.client.hdel(key, *stale))
 
     def _stop_stream(self, label: str, reason: str) -> None:
         """Stop at once (``stream.stop()`` is synchronous: self-fencing takes effect here);
@@ -765,6 +812,18 @@ class Worker:
             await asyncio.wait(set(self._stopping.values()), timeout=6)
 
 
+def _stale(record: Any, before_ms: int) -> bool:
+    """Is this orders-hash record of an order done (no longer open) and received before
+    ``before_ms``?"""
+    if not isinstance(record, dict):
+        return True
+    order, event = record.get("order"), record.get("event")
+    if not isinstance(order, dict) or not isinstance(event, dict):
+        return True
+    received = event.get("receivedAt")
+    return order.get("status") != "open" and isinstance(received, int) and received < before_ms
+
+
 def _text(value: Any) -> str | None:
     if value is None:
         return None
@@ -832,6 +891,9 @@ async def run_worker(
         options = dataclasses.replace(options, wait_replicas=1 if is_sentinel(redis_url) else 0)
     worker = Worker(client, session, options, ident or registry.worker_id())
     worker.sink_name = session.registry.pm.get_name(sink)
+    if worker.sink_name is None or not session.pipeline.dispatcher.subscribed(worker.sink_name):
+        # without it a gap's bound on ``last`` would lift before its records are written
+        raise ValueError("the worker's Redis sink must be one of the session's plugins")
     sink.bind(
         session.pipeline.report,
         worker.fence,
