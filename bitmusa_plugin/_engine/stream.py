@@ -298,10 +298,14 @@ class AccountStream:
         conn = self._conns.get(primary) if primary is not None else None
         if conn is None or conn.ws is None:
             return None
-        try:
-            pong = await conn.ws.ping()
-            await within(pong, timeout, cancel=False)
-        except (asyncio.TimeoutError, ConnectionClosed):
+        ws = conn.ws
+
+        async def answered() -> None:
+            await within(await ws.ping(), timeout, cancel=False)
+
+        try:  # the ping's own send (a full socket buffer) counts against the timeout too
+            await within(answered(), timeout + 0.5)
+        except Exception:  # no pong, closed, or anything else: nothing proves it delivers
             return self._wall_ms(conn.last_alive)
         conn.last_alive = self._clock()
         return self.unfinished_gap_ms()  # one may have opened meanwhile

@@ -276,10 +276,11 @@ class RedisSink:
                         if order[1]:
                             done.append((account, order[2], order[0]))
                 # after the records they stand for: a new owner never takes a state for
-                # delivered whose record is not in the stream
-                for account in [a for a in states if self._left(a)]:
-                    del states[account]  # it left meanwhile: its new owner writes these
-                    done = [d for d in done if d[0] != account]
+                # delivered whose record is not in the stream. Written also while the
+                # account's stream restarts or has left: an older state a late batch
+                # leaves is still true (a fill's id is its cumulative amount, so what a
+                # new owner re-reads from it gets the ids it had), a dropped one is not
+                # there at all
                 for account, orders in states.items():
                     assert self._orders_key is not None
                     pipe.hset(self._orders_key.replace("{account}", account), mapping=orders)
@@ -338,11 +339,6 @@ class RedisSink:
             elif cap >= 0:
                 points[account] = cap
         return points
-
-    def _left(self, account: str) -> bool:
-        """Is ``account``'s stream no longer here (its ceiling -1: handed over)?"""
-        cap = None if self._ceiling is None else self._ceiling(account)
-        return cap is not None and cap < 0
 
     def _prune(self, pipe: Any, points: dict[str, int]) -> dict[str, int]:
         """``HDEL`` from each account's orders hash the done orders received

@@ -881,6 +881,10 @@ async def run_worker(
 
     from bitmusa_plugin._scale import connect
 
+    sink_name = session.registry.pm.get_name(sink)
+    if sink_name is None or not session.pipeline.dispatcher.subscribed(sink_name):
+        # without it a gap's bound on ``last`` would lift before its records are written
+        raise ValueError("the worker's Redis sink must be one of the session's plugins")
     # One immediate retry (a pooled connection Redis dropped), no backoff: the tick is the
     # retry loop, and a worker that heartbeats on time after an outage is what the
     # planner's grace counts on (redis-py's default retries for seconds).
@@ -890,10 +894,7 @@ async def run_worker(
     if options.wait_replicas is None:
         options = dataclasses.replace(options, wait_replicas=1 if is_sentinel(redis_url) else 0)
     worker = Worker(client, session, options, ident or registry.worker_id())
-    worker.sink_name = session.registry.pm.get_name(sink)
-    if worker.sink_name is None or not session.pipeline.dispatcher.subscribed(worker.sink_name):
-        # without it a gap's bound on ``last`` would lift before its records are written
-        raise ValueError("the worker's Redis sink must be one of the session's plugins")
+    worker.sink_name = sink_name
     sink.bind(
         session.pipeline.report,
         worker.fence,
