@@ -289,7 +289,7 @@ class Sim:
                 self._redis_call(action)
                 r.confirmed(label, since_ms, restarted)
                 self._answered(action)
-                return []
+                return p.settled(now, label, since_ms)
             case ls.Unpin(label, since_ms):
                 self._redis_call(action)
                 r.unpin(label, since_ms)
@@ -670,6 +670,29 @@ def test_a_redis_failure_during_a_hand_back_leaves_no_silent_gap(when: str) -> N
     assert sorted(Counter(world.owners().values()).values()) == [4, 4]
     if when == "after":  # handed back, answer lost: it streamed on as promised
         assert any("handing" in r.message and "failed" in r.message for r in w0.reports)
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_confirmation_redis_failed_on_is_sent_again_until_the_record_is_gone(
+    when: str,
+) -> None:
+    """A takeover on trust, confirmed, whose ``Confirmed`` fails (not carried out, or its
+    answer lost): its ``unconfirmed`` record must not stay behind, or the next owner would
+    read the trade history from it, far behind what was delivered. It is sent again on the
+    next tick, and only until it is answered."""
+    world = started_world(4, 1)
+    w0 = world.workers["w0"]
+    w1 = world.add("w1", phase=0.5)
+    w1.fail = lambda a: when if isinstance(a, ls.Confirmed) else None
+    world.settle(2, 40)
+    world.run(3 * TTL)
+    assert sorted(Counter(world.owners().values()).values()) == [2, 2]
+    assert not world.redis.unconfirmed
+    sent = Counter(a.label for _, a in w1.log if isinstance(a, ls.Confirmed))
+    assert len(sent) == 2  # both taken on trust
+    assert sorted(sent.values()) == [1, 2]  # the one that failed, once more
+    assert not w0.reports  # nothing was missed: nothing to report
+    assert not w1.reports
 
 
 def test_an_acquisition_answered_too_late_is_released_not_kept() -> None:

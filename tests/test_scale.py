@@ -166,6 +166,108 @@ async def test_a_gaps_cap_lifts_only_when_the_sinks_queue_reaches_its_last_recor
     await sink.close()
 
 
+class _Gated:
+    """The sink's real Redis client, whose pipelines wait for ``gate`` before they are
+    sent: a batch held in flight, as a slow network holds it."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.gate = asyncio.Event()
+        self.held = asyncio.Event()  # a batch waits at the gate
+
+    def pipeline(self, **options: Any) -> Any:
+        pipe = self.client.pipeline(**options)
+        send = pipe.execute
+
+        async def execute() -> Any:
+            self.held.set()
+            await self.gate.wait()
+            return await send()
+
+        pipe.execute = execute
+        return pipe
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+async def test_last_lowered_for_a_restarted_gap_is_not_raised_by_a_batch_in_flight(
+    redis_server: RedisServer, client: Any
+) -> None:
+    """A stream restarts to read a gap (a pin seen late, a trust not confirmed), and the
+    worker brings ``last`` down to the gap's start. A batch the sink built before the
+    restart, still in flight, must land before that, not after: it would raise ``last``
+    above the gap again, and a death then would lose the gap."""
+    sink = RedisSink(redis_server.url, maxlen=None)
+    session = Session({"redis-sink": sink}, command="worker")
+    worker = Worker(client, session, WorkerOptions(), "w1")
+    worker.sink_landed = sink.landed
+    sink.bind(session.pipeline.report, None, "bitmusa:default:last", worker.last_ceiling)
+    config = AccountConfig("a", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), "http://127.0.0.1:9")
+    session.streams["a"] = AccountStream(config, session.pipeline)  # not run: no gap
+    await client.hset("bitmusa:default:last", "a", 4000)
+    await client.hset("bitmusa:default:pinned", "a", 3000)
+    event = {"account": "a", "stream": "future_wallet", "eventTime": 5000, "receivedAt": 5000}
+    await sink.on_wallet({}, {**event, "data": {}})  # type: ignore[typeddict-item]
+    gated = _Gated(sink._client)
+    sink._client = gated
+    await asyncio.wait_for(gated.held.wait(), 5)  # built under no cap: it moves last to 5000
+    # the restart: the new stream reads the gap from 3000, and last comes down to it
+    session.streams["a"] = AccountStream(config, session.pipeline, resume_since_ms=3000)
+    assert worker.last_ceiling("a") == 3000
+    forget = asyncio.create_task(worker._forget_record("pinned", "a", 3000, lower=True))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not forget.done()  # it waits for the batch in flight
+    gated.gate.set()
+    await asyncio.wait_for(forget, 5)
+    assert int(await client.hget("bitmusa:default:last", "a")) == 3000
+    assert await client.hget("bitmusa:default:pinned", "a") is None
+    assert len(await client.xrange("bitmusa:events")) == 1
+    # sent again after the gap was delivered (the ceiling lifted), it lowers nothing
+    del session.streams["a"]
+    session.streams["a"] = AccountStream(config, session.pipeline)
+    await client.hset("bitmusa:default:last", "a", 6000)
+    await client.hset("bitmusa:default:unconfirmed", "a", 2000)
+    await worker._forget_record("unconfirmed", "a", 2000, lower=True)
+    assert int(await client.hget("bitmusa:default:last", "a")) == 6000
+    assert await client.hget("bitmusa:default:unconfirmed", "a") is None
+    del session.streams["a"]
+    await sink.close()
+
+
+async def test_a_stream_handed_over_with_a_gap_pins_it_before_the_heartbeat_once(
+    client: Any,
+) -> None:
+    """While an account is being handed over and its stream here has a gap it has not
+    delivered, each tick's reading pins that gap (where the successor's read must start),
+    written once per value, lowered when an earlier gap opens, and forgotten once the
+    account is no longer being handed over from here."""
+    from bitmusa_plugin._core import lease as ls
+
+    session = Session({}, command="worker")
+    worker = Worker(client, session, WorkerOptions(), "w1")
+    config = AccountConfig("a", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), "http://127.0.0.1:9")
+    session.streams["a"] = AccountStream(config, session.pipeline, resume_since_ms=1500)
+    pinned = "bitmusa:default:pinned"
+    view = await worker._read()
+    assert await client.hget(pinned, "a") is None  # not being handed over: nothing pinned
+    assert view.pinned == {}
+    worker.planner.releasing["a"] = ls._Releasing("w1:1", 1, 0.0, 0.0)
+    view = await worker._read()
+    assert view.pinned == {"a": 1500}  # written before the heartbeat, read in the same tick
+    await client.hdel(pinned, "a")  # (as a successor's takeover consumes it)
+    await worker._read()
+    assert await client.hget(pinned, "a") is None  # the same gap: not written again
+    session.streams["a"] = AccountStream(config, session.pipeline, resume_since_ms=1200)
+    await worker._read()
+    assert int(await client.hget(pinned, "a")) == 1200  # an earlier gap: pinned
+    del worker.planner.releasing["a"]
+    await worker._read()
+    assert "a" not in worker._pins
+    del session.streams["a"]
+
+
 async def test_a_pin_stays_where_it_is_earliest_and_last_never_stays_above_a_gap_taken(
     client: Any,
 ) -> None:
@@ -217,11 +319,20 @@ async def test_a_pin_stays_where_it_is_earliest_and_last_never_stays_above_a_gap
     forget = client.register_script(w._FORGET)
     await client.hset("last", "a", 5000)
     await client.hset("unconfirmed", "a", 3000)
-    assert await forget(keys=["unconfirmed", "last"], args=["a", 3000, 0]) == 1
+    assert await forget(keys=["unconfirmed", "last"], args=["a", 3000, -1]) == 1
     assert int(await client.hget("last", "a")) == 5000
     await client.hset("pinned", "a", 4000)
-    assert await forget(keys=["pinned", "last"], args=["a", 4000, 1]) == 1
+    assert await forget(keys=["pinned", "last"], args=["a", 4000, 4000]) == 1
     assert int(await client.hget("last", "a")) == 4000
+    # down to where the restarted stream has not delivered (an earlier gap of its own)
+    await client.hset("pinned", "a", 4500)
+    assert await forget(keys=["pinned", "last"], args=["a", 4500, 3500]) == 1
+    assert int(await client.hget("last", "a")) == 3500
+    # never up, and another's record stays
+    await client.hset("pinned", "a", 9000)
+    assert await forget(keys=["pinned", "last"], args=["a", 4500, 3900]) == 0
+    assert int(await client.hget("last", "a")) == 3500
+    assert int(await client.hget("pinned", "a")) == 9000
 
 
 async def test_each_orders_last_state_is_kept_for_the_next_owner_until_done_and_behind(

@@ -152,7 +152,10 @@ class MarkLive:
 class Confirmed:
     """A takeover on trust is confirmed (or its gap reported): delete the ``unconfirmed``
     record it left, if it still holds ``since_ms``. ``restarted``: the stream restarts
-    to read the gap from ``since_ms``, and ``last`` comes down to it."""
+    to read the gap from ``since_ms``, and ``last`` comes down to where the stream has
+    not delivered yet. Answer :meth:`LeasePlanner.settled`; until then every tick sends
+    it again while the lease is ours (a record left behind would make the next owner read
+    from it, far behind what was delivered)."""
 
     label: str
     since_ms: int
@@ -280,6 +283,9 @@ class LeasePlanner:
     _wall_offset: float = field(default=0.0, init=False)  # wall ms - now * 1000
     _retry_at: dict[str, float] = field(default_factory=dict, init=False)  # start failed
     _trusting: dict[str, _Trust] = field(default_factory=dict, init=False)
+    #: trusts settled here whose ``unconfirmed`` record Redis has not been told to delete
+    #: yet (the :class:`Confirmed` failed, or is unanswered): label -> it, sent again
+    _settling: dict[str, Confirmed] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         if self.grace is None:
@@ -643,6 +649,13 @@ class LeasePlanner:
             ),
         ]
 
+    def settled(self, now: float, label: str, since_ms: int) -> list[Action]:
+        """A :class:`Confirmed` was carried out (the record is gone, whoever deleted it)."""
+        confirmed = self._settling.get(label)
+        if confirmed is not None and confirmed.since_ms == since_ms:
+            del self._settling[label]
+        return []
+
     def handed_back(self, now: float, label: str) -> list[Action]:
         own = self.owned.get(label)
         if own is None or own.handing_back is None:
@@ -774,7 +787,7 @@ class LeasePlanner:
             in_time = trust.seen_at <= trust.until
             if in_time and beat is not None and beat >= trust.seen_at:
                 del self._trusting[label]  # it streamed until ours delivered: no gap
-                redis.append(Confirmed(label, trust.since_ms))
+                self._settling[label] = Confirmed(label, trust.since_ms)
                 continue
             overdue = now >= trust.seen_at + 3 * self.tick_interval and not self.in_grace(now)
             if in_time and not overdue:
@@ -792,7 +805,14 @@ class LeasePlanner:
                 f"which may have stopped streaming it before this worker delivered "
                 f"({why}): its stream restarts, reporting the gap",
             )
-            redis.append(Confirmed(label, trust.since_ms, restarted=True))
+            self._settling[label] = Confirmed(label, trust.since_ms, restarted=True)
+        for label, confirmed in list(self._settling.items()):
+            if label not in self.owned:
+                # not ours any more: a takeover consumed the record (or will, and reads
+                # from it), and one written since is another trust's
+                del self._settling[label]
+            else:
+                redis.append(confirmed)
         return local, redis
 
     def _lost(self, now: float, label: str, why: str) -> list[Action]:

@@ -135,6 +135,9 @@ class RedisSink:
         #: per account, the done orders written to its hash, oldest first: (receipt, id)
         self._done: dict[str, deque[tuple[int, str]]] = {}
         self._points: dict[str, int] = {}  # each account's resume point, as last written
+        #: the batch being written: done when it landed or failed, and the resume points
+        #: it writes (``landed``)
+        self._in_flight: tuple[asyncio.Future[None], dict[str, int]] | None = None
         self._wake = asyncio.Event()
         self._room = asyncio.Event()  # set while the buffer has room
         self._room.set()
@@ -290,7 +293,13 @@ class RedisSink:
                     pipe.hset(self._last_key, mapping=points)
                 if self.wait_replicas:
                     pipe.wait(self.wait_replicas, int(self.wait_timeout * 1000))
-                replies = await pipe.execute()
+                landed = asyncio.get_running_loop().create_future()
+                self._in_flight = (landed, points)
+                try:
+                    replies = await pipe.execute()
+                finally:
+                    self._in_flight = None
+                    landed.set_result(None)
             except (RedisError, OSError) as exc:
                 self.retries += 1
                 if self._down_since is None:
@@ -325,6 +334,16 @@ class RedisSink:
                     len(chunk),
                 )
                 self._down_since = None
+
+    async def landed(self, account: str) -> None:
+        """Wait until the batch being written now, if it moves ``account``'s resume point,
+        has landed or failed. Worker mode calls it before a script of its own lowers that
+        point (a restart to read a gap): the batch, built before the restart, would raise
+        it again. What is built afterwards is held below the ceiling, and a failed batch
+        is built again."""
+        flight = self._in_flight
+        if flight is not None and account in flight[1]:
+            await asyncio.shield(flight[0])
 
     def _resume_points(self, latest: dict[str, int]) -> dict[str, int]:
         """Each account's last written time (each record's held below the ceiling when

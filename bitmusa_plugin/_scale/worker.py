@@ -173,14 +173,16 @@ end
 return redis.call('GET', KEYS[1])
 """
 # Compare-and-delete a hash field (``unconfirmed`` once a trust is settled, ``pinned`` once
-# a gap is being read); with ARGV[3] 1 (the stream restarts to read that gap), ``last`` is
-# lowered to it, so that a death before the restarted stream writes is read from there.
-# KEYS: the hash, last; ARGV: label, since ms, 1 or 0
+# a gap is being read); with ARGV[3] a wall ms (the stream restarted to read that gap, and
+# has not delivered since then), ``last`` is lowered to it first, so that a death before
+# the restarted stream writes is read from there.
+# KEYS: the hash, last; ARGV: label, since ms, the ms to lower last to or -1
 _FORGET = """
-if ARGV[3] == '1' then
+local lower = tonumber(ARGV[3])
+if lower >= 0 then
   local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]))
-  if last and tonumber(ARGV[2]) < last then
-    redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  if last and lower < last then
+    redis.call('HSET', KEYS[2], ARGV[1], lower)
   end
 end
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
@@ -287,6 +289,9 @@ class Worker:
         self._probes: dict[str, asyncio.Task[int | None]] = {}
         #: the sink's plugin name (``run_worker``), for the marks that lift a gap's cap
         self.sink_name: str | None = None
+        #: the sink's :meth:`RedisSink.landed` (``run_worker``): waits for a batch in
+        #: flight that moves an account's ``last``, before a script lowers it
+        self.sink_landed: Callable[[str], Awaitable[None]] | None = None
         #: label -> the starts (wall ms) of gaps whose records are all published but not
         #: yet all in the sink's hands: its queue has not reached their mark
         self._closing: dict[str, list[int]] = {}
@@ -547,6 +552,7 @@ class Worker:
                 promise_ms = -1 if min_promise is None else int(min_promise * 1000)
                 own_pin = self._pins.get(label, -1) if min_promise is None else -1
                 args = [self.id, ttl_ms, floor, label, promise_ms, own_pin]
+                await self._sink_landed(label)  # the script may lower last
                 got = await self._redis(self._acquire(keys=keys, args=args))
                 if got is None:
                     return p.acquire_refused(self._clock(), label)
@@ -567,14 +573,11 @@ class Worker:
                 await self._redis(self.client.hset(self._key("live"), label, holder))
                 return []
             case ls.Confirmed(label, since_ms, restarted):
-                args = [label, since_ms, int(restarted)]
-                keys = [self._key("unconfirmed"), self._key("last")]
-                await self._redis(self._forget(keys=keys, args=args))
-                return []
+                await self._forget_record("unconfirmed", label, since_ms, lower=restarted)
+                return p.settled(self._clock(), label, since_ms)
             case ls.Unpin(label, since_ms):
-                args = [label, since_ms, 1]
-                keys = [self._key("pinned"), self._key("last")]
-                await self._redis(self._forget(keys=keys, args=args))
+                # unanswered: the pin stays, and the next tick restarts the stream again
+                await self._forget_record("pinned", label, since_ms, lower=True)
                 return []
             case ls.HandBack(label, holder):
                 keys = [
@@ -612,6 +615,28 @@ class Worker:
                 return []
             case _:
                 assert_never(action)
+
+    async def _forget_record(self, name: str, label: str, since_ms: int, *, lower: bool) -> None:
+        """Delete ``label``'s field of the ``name`` hash if it still holds ``since_ms``;
+        ``lower``: bring ``last`` down to where the stream here has not delivered (its
+        ceiling: where the restarted stream's gap starts, until that gap is in the sink's
+        hands; sent again later, nothing if it is)."""
+        ceiling = self.last_ceiling(label) if lower else None
+        if ceiling is not None and ceiling >= 0:
+            await self._sink_landed(label)
+        args = [label, since_ms, -1 if ceiling is None else ceiling]
+        keys = [self._key(name), self._key("last")]
+        await self._redis(self._forget(keys=keys, args=args))
+
+    async def _sink_landed(self, label: str) -> None:
+        """Before ``last`` is lowered: wait for a batch the sink is writing that moves
+        ``label``'s time, built before its stream restarted (or left). Landing after the
+        lowering, on the sink's own connection, it would raise ``last`` above the gap
+        again; a batch built after the restart is held below the ceiling, and a failed one
+        is built again. Bounded like any Redis call (then the action is tried again on a
+        later tick)."""
+        if self.sink_landed is not None:
+            await self._redis(self.sink_landed(label))
 
     async def _replicated(self, label: str) -> None:
         """Wait (up to half a tick) until the replicas have the lease just taken. Not in
@@ -895,6 +920,7 @@ async def run_worker(
         options = dataclasses.replace(options, wait_replicas=1 if is_sentinel(redis_url) else 0)
     worker = Worker(client, session, options, ident or registry.worker_id())
     worker.sink_name = sink_name
+    worker.sink_landed = sink.landed
     sink.bind(
         session.pipeline.report,
         worker.fence,
