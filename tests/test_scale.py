@@ -268,6 +268,45 @@ async def test_a_stream_handed_over_with_a_gap_pins_it_before_the_heartbeat_once
     del session.streams["a"]
 
 
+async def test_a_stream_being_handed_over_whose_link_died_silently_pins_its_last_sign(
+    sim: Simulator, client: Any
+) -> None:
+    """A link that dies without a word after the hand-back (no frame, no pong) delivers
+    nothing, and its heartbeat notices only after its timeout; meanwhile the successor
+    confirms the handover by this worker's heartbeats. So each tick's reading pings the
+    streams being handed over first, and pins the last moment a silent one was heard,
+    before the heartbeat: the successor then reads from there."""
+    from bitmusa_plugin._core import lease as ls
+    from bitmusa_plugin._core import machine as lc
+    from bitmusa_plugin._engine.stream import Heartbeat
+
+    # the simulator's time is scaled: the listenKey is kept alive as often as it needs
+    timing = lc.Timing(keepalive_interval=0.25, key_validity=1.0, rotate_after=600.0)
+    session = Session({}, command="worker", timing=timing, heartbeat=Heartbeat(2.0, 10.0))
+    creds = Credentials(DEMO_API_KEY, DEMO_AUTH_KEY)
+    stream = session.add(AccountConfig("a", creds, sim.rest_url, sim.ws_url))
+    try:
+        for _ in range(1000):  # connected, and its first resync delivered
+            if stream.status == "connected" and stream.unfinished_gap_ms() is None:
+                break
+            await asyncio.sleep(0.01)
+        assert stream.status == "connected"
+        worker = Worker(client, session, WorkerOptions(), "w1")
+        worker.planner.releasing["a"] = ls._Releasing("w1:1", 1, 0.0, 0.0)
+        pinned = "bitmusa:default:pinned"
+        assert (await worker._read()).pinned == {}  # it answers: it vouches for itself
+        before = int(time.time() * 1000)
+        sim.stall(10.0)
+        view = await worker._read()
+        assert stream.status == "connected"  # not noticed by the stream's heartbeat yet
+        assert set(view.pinned) == {"a"}  # pinned in the same reading as the heartbeat
+        assert view.pinned["a"] <= before  # at its last sign of life, before the stall
+        assert int(await client.hget(pinned, "a")) == view.pinned["a"]
+    finally:
+        sim.stall(0.0)
+        await session.aclose()
+
+
 async def test_a_pin_stays_where_it_is_earliest_and_last_never_stays_above_a_gap_taken(
     client: Any,
 ) -> None:

@@ -321,6 +321,12 @@ class Worker:
         probe = stream.unproven_since_ms(HANDBACK_PROBE)
         return asyncio.get_running_loop().create_task(probe)
 
+    async def _releasing_gaps(self) -> dict[str, int | None]:
+        """What each account being handed over would pin now (see :meth:`_probe`), its
+        probes run together: one HANDBACK_PROBE at most for all."""
+        probes = {label: task for label in self.planner.releasing if (task := self._probe(label))}
+        return {label: await task for label, task in probes.items()}  # they never raise
+
     async def _pin_for(self, label: str) -> int | None:
         """What ``label``'s hand-back pins now: its probe's answer (started with the
         tick's, so that a tick's hand-backs wait one HANDBACK_PROBE at most), or the
@@ -447,12 +453,15 @@ class Worker:
         prune = written_ms - int(6 * self.options.lease_ttl * 1000)
         pipe = self.client.pipeline(transaction=False)
         # What we hand over with a gap our stream has not delivered (its connection dropped
-        # after the hand-back): said before the heartbeat that lets the successor confirm
-        # the handover, so that it reads that gap (``View.pinned``).
+        # after the hand-back), or whose link no longer answers a ping (it died silently,
+        # not noticed yet: it delivers nothing since it was last heard): said before the
+        # heartbeat that lets the successor confirm the handover, so that it reads that
+        # gap (``View.pinned``). Each heartbeat while handing over thus vouches for a
+        # stream that delivered until then.
         pins = {
             label: gap
-            for label in self.planner.releasing
-            if (gap := self.unfinished_gap(label)) is not None and self._pins.get(label) != gap
+            for label, gap in (await self._releasing_gaps()).items()
+            if gap is not None and self._pins.get(label) != gap
         }
         if pins:
             args = [x for label, gap in pins.items() for x in (label, gap)]
