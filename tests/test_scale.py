@@ -307,6 +307,31 @@ async def test_a_stream_being_handed_over_whose_link_died_silently_pins_its_last
         await session.aclose()
 
 
+async def test_a_restart_from_a_later_time_still_reads_the_gap_its_stream_had_not_read(
+    sim: Simulator, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream restarted to read a gap (a pin seen late, a trust not confirmed) while
+    the stream it replaces has not delivered an earlier gap: the new one reads from the
+    earlier of the two, never from the later time alone."""
+    monkeypatch.setenv("A_API", DEMO_API_KEY)
+    monkeypatch.setenv("A_AUTH", DEMO_AUTH_KEY)
+    record = registry.AccountRecord(
+        "a", api_key_env="A_API", auth_key_env="A_AUTH", rest_url=sim.rest_url, ws_url=sim.ws_url
+    )
+    session = Session({}, command="worker")
+    worker = Worker(client, session, WorkerOptions(), "w1")
+    worker._registry = {"a": record.to_json()}
+    try:
+        assert await worker._start("a", 5000) == []  # taken over with a gap since 5000
+        assert worker.unfinished_gap("a") == 5000  # not read yet
+        assert await worker._start("a", 9000) == []  # restarted to read one since 9000
+        assert session.streams["a"].resume_since_ms == 5000
+        assert await worker._start("a", 2000) == []  # an earlier one: from there
+        assert session.streams["a"].resume_since_ms == 2000
+    finally:
+        await session.aclose()
+
+
 async def test_a_pin_stays_where_it_is_earliest_and_last_never_stays_above_a_gap_taken(
     client: Any,
 ) -> None:
