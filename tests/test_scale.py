@@ -198,6 +198,8 @@ async def test_last_lowered_for_a_restarted_gap_is_not_raised_by_a_batch_in_flig
     worker brings ``last`` down to the gap's start. A batch the sink built before the
     restart, still in flight, must land before that, not after: it would raise ``last``
     above the gap again, and a death then would lose the gap."""
+    from bitmusa_plugin._core import lease as ls
+
     sink = RedisSink(redis_server.url, maxlen=None)
     session = Session({"redis-sink": sink}, command="worker")
     worker = Worker(client, session, WorkerOptions(), "w1")
@@ -215,7 +217,7 @@ async def test_last_lowered_for_a_restarted_gap_is_not_raised_by_a_batch_in_flig
     # the restart: the new stream reads the gap from 3000, and last comes down to it
     session.streams["a"] = AccountStream(config, session.pipeline, resume_since_ms=3000)
     assert worker.last_ceiling("a") == 3000
-    forget = asyncio.create_task(worker._forget_record("pinned", "a", 3000, lower=True))
+    forget = asyncio.create_task(worker._do(ls.Unpin("a", 3000)))
     for _ in range(20):
         await asyncio.sleep(0)
     assert not forget.done()  # it waits for the batch in flight
@@ -229,7 +231,13 @@ async def test_last_lowered_for_a_restarted_gap_is_not_raised_by_a_batch_in_flig
     session.streams["a"] = AccountStream(config, session.pipeline)
     await client.hset("bitmusa:default:last", "a", 6000)
     await client.hset("bitmusa:default:unconfirmed", "a", 2000)
-    await worker._forget_record("unconfirmed", "a", 2000, lower=True)
+    assert await worker._do(ls.Confirmed("a", 2000, restarted=True)) == []
+    assert int(await client.hget("bitmusa:default:last", "a")) == 6000
+    assert await client.hget("bitmusa:default:unconfirmed", "a") is None
+    # a plain confirmation never lowers it, even while the stream has a gap
+    session.streams["a"] = AccountStream(config, session.pipeline, resume_since_ms=1000)
+    await client.hset("bitmusa:default:unconfirmed", "a", 2500)
+    assert await worker._do(ls.Confirmed("a", 2500)) == []
     assert int(await client.hget("bitmusa:default:last", "a")) == 6000
     assert await client.hget("bitmusa:default:unconfirmed", "a") is None
     del session.streams["a"]
