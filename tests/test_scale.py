@@ -30,7 +30,7 @@ from bitmusa_plugin._engine.stream import AccountConfig, AccountStream
 from bitmusa_plugin._scale import registry
 from bitmusa_plugin._scale.consume import consume
 from bitmusa_plugin._scale.sink import RedisSink, idempotency_id
-from bitmusa_plugin._scale.worker import Worker, WorkerOptions
+from bitmusa_plugin._scale.worker import HANDBACK_PROBE, Worker, WorkerOptions
 from bitmusa_plugin.simulator import DEMO_API_KEY, DEMO_AUTH_KEY, Simulator
 from bitmusa_plugin.testing import RedisServer, order_frame, wallet_frame
 
@@ -203,7 +203,7 @@ async def test_last_lowered_for_a_restarted_gap_is_not_raised_by_a_batch_in_flig
     sink = RedisSink(redis_server.url, maxlen=None)
     session = Session({"redis-sink": sink}, command="worker")
     worker = Worker(client, session, WorkerOptions(), "w1")
-    worker.sink_landed = sink.landed
+    worker.sink = sink
     sink.bind(session.pipeline.report, None, "bitmusa:default:last", worker.last_ceiling)
     config = AccountConfig("a", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), "http://127.0.0.1:9")
     session.streams["a"] = AccountStream(config, session.pipeline)  # not run: no gap
@@ -226,16 +226,18 @@ async def test_last_lowered_for_a_restarted_gap_is_not_raised_by_a_batch_in_flig
     assert int(await client.hget("bitmusa:default:last", "a")) == 3000
     assert await client.hget("bitmusa:default:pinned", "a") is None
     assert len(await client.xrange("bitmusa:events")) == 1
-    # sent again after the gap was delivered (the ceiling lifted), it lowers nothing
+    # sent again after the gap was delivered (its cap lifted): still down to the gap's
+    # start, which the sink's writes could not pass meanwhile (the owed lowering)
     del session.streams["a"]
     session.streams["a"] = AccountStream(config, session.pipeline)
     await client.hset("bitmusa:default:last", "a", 6000)
     await client.hset("bitmusa:default:unconfirmed", "a", 2000)
     assert await worker._do(ls.Confirmed("a", 2000, restarted=True)) == []
-    assert int(await client.hget("bitmusa:default:last", "a")) == 6000
+    assert int(await client.hget("bitmusa:default:last", "a")) == 2000
     assert await client.hget("bitmusa:default:unconfirmed", "a") is None
     # a plain confirmation never lowers it, even while the stream has a gap
     session.streams["a"] = AccountStream(config, session.pipeline, resume_since_ms=1000)
+    await client.hset("bitmusa:default:last", "a", 6000)
     await client.hset("bitmusa:default:unconfirmed", "a", 2500)
     assert await worker._do(ls.Confirmed("a", 2500)) == []
     assert int(await client.hget("bitmusa:default:last", "a")) == 6000
@@ -303,12 +305,13 @@ async def test_a_stream_being_handed_over_whose_link_died_silently_pins_its_last
         worker.planner.releasing["a"] = ls._Releasing("w1:1", 1, 0.0, 0.0)
         pinned = "bitmusa:default:pinned"
         assert (await worker._read()).pinned == {}  # it answers: it vouches for itself
-        before = int(time.time() * 1000)
         sim.stall(10.0)
         view = await worker._read()
+        after = int(time.time() * 1000)
         assert stream.status == "connected"  # not noticed by the stream's heartbeat yet
         assert set(view.pinned) == {"a"}  # pinned in the same reading as the heartbeat
-        assert view.pinned["a"] <= before  # at its last sign of life, before the stall
+        # at its last sign of life: a frame or pong, before the unanswered ping's wait
+        assert view.pinned["a"] <= after - 1000 * HANDBACK_PROBE // 2
         assert int(await client.hget(pinned, "a")) == view.pinned["a"]
     finally:
         sim.stall(0.0)
@@ -338,6 +341,87 @@ async def test_a_restart_from_a_later_time_still_reads_the_gap_its_stream_had_no
         assert session.streams["a"].resume_since_ms == 2000
     finally:
         await session.aclose()
+
+
+async def test_a_restarts_lowering_of_last_is_owed_until_redis_has_done_it(
+    sim: Simulator, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restart to read a gap from the past owes Redis the lowering of ``last``. Until
+    a script has done it (the first may fail on Redis, and is sent again), the sink's
+    ceiling holds at the gap's start, also once the gap is delivered: else the sink
+    would move ``last`` on past the gap while Redis still holds the record and the old
+    ``last``, and a resend would have to bring it back down over what was written. What
+    the sink holds of the account is capped at the restart too."""
+    from bitmusa_plugin._core import lease as ls
+
+    monkeypatch.setenv("A_API", DEMO_API_KEY)
+    monkeypatch.setenv("A_AUTH", DEMO_AUTH_KEY)
+    record = registry.AccountRecord(
+        "a", api_key_env="A_API", auth_key_env="A_AUTH", rest_url=sim.rest_url, ws_url=sim.ws_url
+    )
+    sink = RedisSink("redis://127.0.0.1:9", maxlen=None)  # never written: held
+    session = Session({}, command="worker")
+    worker = Worker(client, session, WorkerOptions(), "w1")
+    worker.sink = sink
+    worker._registry = {"a": record.to_json()}
+    sink._buffer.append(("k", b"i", b"{}", "a", 5000, None))  # taken before the restart
+    await client.hset("bitmusa:default:last", "a", 4000)
+    await client.hset("bitmusa:default:unconfirmed", "a", 3000)
+    try:
+        await worker._start("a", None)
+        stream = session.streams["a"]
+        assert await worker._start("a", 3000) == []  # the trust was found wanting
+        assert sink._buffer[0][4] == 3000  # what the sink holds: capped
+        for _ in range(1000):  # the restarted stream delivers its gap
+            if session.streams["a"].unfinished_gap_ms() is None and not worker._closing:
+                break
+            await asyncio.sleep(0.01)
+        assert session.streams["a"] is not stream
+        assert session.streams["a"].unfinished_gap_ms() is None
+        assert worker.last_ceiling("a") == 3000  # owed: held until Redis has lowered it
+        assert await worker._do(ls.Confirmed("a", 3000, restarted=True)) == []
+        assert int(await client.hget("bitmusa:default:last", "a")) == 3000
+        assert await client.hget("bitmusa:default:unconfirmed", "a") is None
+        assert worker.last_ceiling("a") is None  # paid: the sink moves it on from here
+        # a restart whose stream could not start (it left the worker): the gap's start
+        await session.remove("a")
+        await client.hset("bitmusa:default:last", "a", 6000)
+        await client.hset("bitmusa:default:pinned", "a", 2600)
+        assert await worker._do(ls.Unpin("a", 2600)) == []
+        assert int(await client.hget("bitmusa:default:last", "a")) == 2600
+    finally:
+        await session.aclose()
+
+
+async def test_a_lowering_whose_sink_batch_does_not_land_in_time_is_put_off_not_an_outage(
+    redis_server: RedisServer, client: Any
+) -> None:
+    """The sink's batch in flight must land before a script lowers ``last``; when it is
+    slow (half a tick), the action waits for a later tick, and the worker does not take
+    that for Redis being unreachable (which would fence its streams)."""
+    from bitmusa_plugin._core import lease as ls
+
+    sink = RedisSink(redis_server.url, maxlen=None)
+    session = Session({"redis-sink": sink}, command="worker")
+    worker = Worker(client, session, WorkerOptions(tick=0.2), "w1")
+    worker.sink = sink
+    sink.bind(session.pipeline.report, None, "bitmusa:default:last", worker.last_ceiling)
+    config = AccountConfig("a", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), "http://127.0.0.1:9")
+    session.streams["a"] = AccountStream(config, session.pipeline, resume_since_ms=3000)
+    await client.hset("bitmusa:default:pinned", "a", 3000)
+    event = {"account": "a", "stream": "future_wallet", "eventTime": 5000, "receivedAt": 2000}
+    await sink.on_wallet({}, {**event, "data": {}})  # type: ignore[typeddict-item]
+    gated = _Gated(sink._client)
+    sink._client = gated
+    await asyncio.wait_for(gated.held.wait(), 5)
+    await worker._carry_out([ls.Unpin("a", 3000)])  # no _TickFailed: put off
+    assert worker.redis_ok
+    assert int(await client.hget("bitmusa:default:pinned", "a")) == 3000  # still to do
+    gated.gate.set()
+    await worker._carry_out([ls.Unpin("a", 3000)])  # the next tick's
+    assert await client.hget("bitmusa:default:pinned", "a") is None
+    del session.streams["a"]
+    await sink.close()
 
 
 async def test_a_pin_stays_where_it_is_earliest_and_last_never_stays_above_a_gap_taken(

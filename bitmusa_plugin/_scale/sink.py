@@ -345,6 +345,22 @@ class RedisSink:
         if flight is not None and account in flight[1]:
             await asyncio.shield(flight[0])
 
+    def lower(self, account: str, ms: int) -> None:
+        """Hold the resume points of ``account``'s records not written yet at ``ms`` at
+        most. Worker mode calls it when a stream starts to read a gap from the past (a
+        restart, a takeover): records taken before, ahead of the gap's in the buffer,
+        would otherwise move ``last`` past the gap in a batch written once its cap has
+        lifted, with the gap's records still in a later one."""
+        if any(e[3] == account and e[4] is not None and e[4] > ms for e in self._buffer):
+            # in one pass (a deque's middle is slow to index); the writer holds no
+            # reference to it across an await, only its length
+            self._buffer = deque(
+                (key, ident, body, owner, ms, order)
+                if owner == account and point is not None and point > ms
+                else (key, ident, body, owner, point, order)
+                for key, ident, body, owner, point, order in self._buffer
+            )
+
     def _resume_points(self, latest: dict[str, int]) -> dict[str, int]:
         """Each account's last written time (each record's held below the ceiling when
         the sink took it), held below its ceiling now (see ``bind``)."""

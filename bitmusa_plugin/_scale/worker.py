@@ -182,7 +182,7 @@ local lower = tonumber(ARGV[3])
 if lower >= 0 then
   local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]))
   if last and lower < last then
-    redis.call('HSET', KEYS[2], ARGV[1], lower)
+    redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
   end
 end
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
@@ -195,6 +195,8 @@ return 0
 RETRY_AFTER_OUTAGE = 0.25
 #: how long a hand-back waits for its stream's connection to answer a ping (seconds)
 HANDBACK_PROBE = 1.0
+#: what a probe may take beyond its wait (the ping's own send: ``unproven_since_ms``)
+_PROBE_SEND = 0.5
 
 #: stream states in which a connection is up and delivering
 _DELIVERING = ("connected", "gap", "rotating", "rotated")
@@ -222,6 +224,12 @@ class WorkerOptions:
 
 class _TickFailed(Exception):
     """Redis failed while actions were carried out (the planner has been told)."""
+
+
+class _Deferred(Exception):
+    """An action put off to a later tick: the sink's batch in flight, which must land
+    before the action's script lowers ``last``, did not in time (Redis is slow for the
+    sink; nothing says it is gone)."""
 
 
 @dataclass
@@ -289,9 +297,18 @@ class Worker:
         self._probes: dict[str, asyncio.Task[int | None]] = {}
         #: the sink's plugin name (``run_worker``), for the marks that lift a gap's cap
         self.sink_name: str | None = None
-        #: the sink's :meth:`RedisSink.landed` (``run_worker``): waits for a batch in
-        #: flight that moves an account's ``last``, before a script lowers it
-        self.sink_landed: Callable[[str], Awaitable[None]] | None = None
+        #: the Redis sink (``run_worker``): a script that lowers an account's ``last``
+        #: waits for its batch in flight first (``RedisSink.landed``), and a restart
+        #: caps the points of what it holds (``RedisSink.lower``)
+        self.sink: RedisSink | None = None
+        #: label -> where ``last`` must come down to for a gap a restart reads from the
+        #: past (a pin seen late, a trust not confirmed), until a script has lowered it:
+        #: till then the sink's ceiling holds there too, so that it never writes a point
+        #: above a gap whose lowering Redis has not done
+        self._owed: dict[str, int] = {}
+        from redis.exceptions import ResponseError
+
+        self._refused = ResponseError  # a command Redis refused: not an outage
         #: label -> the starts (wall ms) of gaps whose records are all published but not
         #: yet all in the sink's hands: its queue has not reached their mark
         self._closing: dict[str, list[int]] = {}
@@ -310,7 +327,7 @@ class Worker:
         stream = self.session.streams.get(label)
         return None if stream is None else stream.unfinished_gap_ms()
 
-    def _probe(self, label: str) -> asyncio.Task[int | None] | None:
+    def _probe(self, label: str, wait: float = HANDBACK_PROBE) -> asyncio.Task[int | None] | None:
         """Start finding what ``label``'s hand-back pins: the gap its stream here has not
         delivered, or the last moment its connection was known alive if it does not
         answer a ping within HANDBACK_PROBE (it died silently, unnoticed yet: the
@@ -318,14 +335,29 @@ class Worker:
         stream = self.session.streams.get(label)
         if stream is None:
             return None
-        probe = stream.unproven_since_ms(HANDBACK_PROBE)
+        probe = stream.unproven_since_ms(wait)
         return asyncio.get_running_loop().create_task(probe)
 
     async def _releasing_gaps(self) -> dict[str, int | None]:
         """What each account being handed over would pin now (see :meth:`_probe`), its
-        probes run together: one HANDBACK_PROBE at most for all."""
-        probes = {label: task for label in self.planner.releasing if (task := self._probe(label))}
-        return {label: await task for label, task in probes.items()}  # they never raise
+        probes run together: HANDBACK_PROBE + _PROBE_SEND at most for all, and never
+        past the self-fencing deadline (without the time for one: the unfinished gaps)."""
+        wait = HANDBACK_PROBE
+        deadline = self.planner.fence_deadline()
+        if deadline is not None:
+            wait = min(wait, deadline - self._clock() - _PROBE_SEND - RETRY_AFTER_OUTAGE)
+        if wait < 0.05:
+            return {label: self.unfinished_gap(label) for label in self.planner.releasing}
+        probes = {
+            label: task
+            for label in self.planner.releasing
+            if (task := self._probe(label, wait)) is not None
+        }
+        try:
+            return {label: await task for label, task in probes.items()}  # they never raise
+        finally:
+            for task in probes.values():  # the tick was cancelled: theirs too
+                task.cancel()
 
     async def _pin_for(self, label: str) -> int | None:
         """What ``label``'s hand-back pins now: its probe's answer (started with the
@@ -348,11 +380,12 @@ class Worker:
         stream = self.session.streams.get(label)
         if stream is None:
             return -1
-        gap = stream.unfinished_gap_ms()
-        closing = self._closing.get(label)
-        if closing:
-            return min(closing) if gap is None else min(gap, *closing)
-        return gap
+        bounds = [*self._closing.get(label, ())]
+        if (owed := self._owed.get(label)) is not None:
+            bounds.append(owed)
+        if (gap := stream.unfinished_gap_ms()) is not None:
+            bounds.append(gap)
+        return min(bounds) if bounds else None
 
     def _gap_delivered(self, label: str, since_ms: int) -> None:
         """``label``'s stream published every record of the gap since ``since_ms``: its
@@ -528,6 +561,9 @@ class Worker:
             self.stats.actions[name] = self.stats.actions.get(name, 0) + 1
             try:
                 follow = await self._do(action)
+            except _Deferred as exc:  # tried again on a later tick (see _sink_landed)
+                log.info("worker %s: %s put off: %s", self.id, name, exc)
+                follow = []
             except self._errors as exc:
                 failed = exc
                 dropped = [a for a in queue if isinstance(a, ls.REDIS_ACTIONS)]
@@ -561,7 +597,8 @@ class Worker:
                 promise_ms = -1 if min_promise is None else int(min_promise * 1000)
                 own_pin = self._pins.get(label, -1) if min_promise is None else -1
                 args = [self.id, ttl_ms, floor, label, promise_ms, own_pin]
-                await self._sink_landed(label)  # the script may lower last
+                if min_promise is not None:  # a takeover's script may lower last
+                    await self._sink_landed(label)
                 got = await self._redis(self._acquire(keys=keys, args=args))
                 if got is None:
                     return p.acquire_refused(self._clock(), label)
@@ -582,7 +619,16 @@ class Worker:
                 await self._redis(self.client.hset(self._key("live"), label, holder))
                 return []
             case ls.Confirmed(label, since_ms, restarted):
-                await self._forget_record("unconfirmed", label, since_ms, lower=restarted)
+                try:
+                    await self._forget_record("unconfirmed", label, since_ms, lower=restarted)
+                except self._refused as exc:  # not an outage: sent again, it fails again
+                    log.warning(
+                        "worker %s: Redis refused to settle %s's takeover (%s); its "
+                        "unconfirmed record stays, and a later owner reads from it",
+                        self.id,
+                        label,
+                        _describe(exc),
+                    )
                 return p.settled(self._clock(), label, since_ms)
             case ls.Unpin(label, since_ms):
                 # unanswered: the pin stays, and the next tick restarts the stream again
@@ -627,25 +673,39 @@ class Worker:
 
     async def _forget_record(self, name: str, label: str, since_ms: int, *, lower: bool) -> None:
         """Delete ``label``'s field of the ``name`` hash if it still holds ``since_ms``;
-        ``lower``: bring ``last`` down to where the stream here has not delivered (its
-        ceiling: where the restarted stream's gap starts, until that gap is in the sink's
-        hands; sent again later, nothing if it is)."""
-        ceiling = self.last_ceiling(label) if lower else None
-        if ceiling is not None and ceiling >= 0:
+        ``lower``: first bring ``last`` down to the gap's start, or lower to where the
+        stream here has not delivered (its ceiling, which holds the owed lowering until
+        this is done); with no stream here any more (its restart failed), to the gap's
+        start."""
+        target = -1
+        if lower:
+            ceiling = self.last_ceiling(label)
+            target = since_ms if ceiling is None or ceiling < 0 else min(since_ms, ceiling)
             await self._sink_landed(label)
-        args = [label, since_ms, -1 if ceiling is None else ceiling]
         keys = [self._key(name), self._key("last")]
-        await self._redis(self._forget(keys=keys, args=args))
+        await self._redis(self._forget(keys=keys, args=[label, since_ms, target]))
+        owed = self._owed.get(label)
+        if lower and owed is not None and target <= owed:
+            del self._owed[label]
 
     async def _sink_landed(self, label: str) -> None:
         """Before ``last`` is lowered: wait for a batch the sink is writing that moves
         ``label``'s time, built before its stream restarted (or left). Landing after the
         lowering, on the sink's own connection, it would raise ``last`` above the gap
-        again; a batch built after the restart is held below the ceiling, and a failed one
-        is built again. Bounded like any Redis call (then the action is tried again on a
-        later tick)."""
-        if self.sink_landed is not None:
-            await self._redis(self.sink_landed(label))
+        again; what the sink writes after that is held below the ceiling and the owed
+        lowering, and a failed batch is built again. Bounded by half a tick and the
+        self-fencing deadline: not in time, the action is put off to a later tick
+        (``_Deferred``), and nothing is judged unreachable."""
+        if self.sink is None:
+            return
+        wait = self.options.tick / 2
+        deadline = self.planner.fence_deadline()
+        if deadline is not None:
+            wait = min(wait, deadline - self._clock())
+        try:
+            await within(self.sink.landed(label), max(0.0, wait))
+        except asyncio.TimeoutError:
+            raise _Deferred(f"the sink's batch in flight for {label} has not landed") from None
 
     async def _replicated(self, label: str) -> None:
         """Wait (up to half a tick) until the replicas have the lease just taken. Not in
@@ -702,6 +762,14 @@ class Worker:
         self._failed.pop(label, None)
         if not restart:  # taken over: what it knew of the account here may be stale
             self.session.pipeline.reset(label)
+            self._owed.pop(label, None)  # a takeover's script lowered last itself
+        elif resume_since_ms is not None:  # a gap from the past: last must come down
+            owed = self._owed.get(label)
+            self._owed[label] = resume_since_ms if owed is None else min(owed, resume_since_ms)
+        if resume_since_ms is not None and self.sink is not None:
+            # what the sink holds of the account, taken before this gap was known, must
+            # not move last past it once the gap's cap lifts: its records come after
+            self.sink.lower(label, resume_since_ms)
         if resume_since_ms is not None:  # a gap to read: from what was delivered
             await self._inherit(label, resume_since_ms)
         stream = self.session.add(config, resume_since_ms=resume_since_ms, keep_listen_key=True)
@@ -929,7 +997,7 @@ async def run_worker(
         options = dataclasses.replace(options, wait_replicas=1 if is_sentinel(redis_url) else 0)
     worker = Worker(client, session, options, ident or registry.worker_id())
     worker.sink_name = sink_name
-    worker.sink_landed = sink.landed
+    worker.sink = sink
     sink.bind(
         session.pipeline.report,
         worker.fence,
