@@ -290,3 +290,27 @@ def test_no_help_says_default_none(command: str) -> None:
     text = parser.format_help()
     assert "default: None" not in text
     assert "(default: )" not in text
+
+
+def test_every_option_of_a_command_is_in_its_row_of_cli_md() -> None:
+    """The command table's usage column lists every option the command takes (the help
+    and verbosity flags, and options hidden from the help, aside), so that it never falls
+    behind the parser."""
+    rows = _table((ROOT / "docs" / "cli.md").read_text(), "| command |")
+    usage: dict[str, str] = {}
+    for row in rows:
+        name = re.match(r"`([\w-]+)", row[0]).group(1)  # type: ignore[union-attr]
+        usage[name] = usage.get(name, "") + row[0]
+    missing = {
+        command: sorted(
+            flag
+            for action in parser._actions
+            if action.help != argparse.SUPPRESS
+            for flag in action.option_strings
+            if flag.startswith("--")
+            and flag not in ("--help", "--verbose")
+            and flag not in usage[command]
+        )
+        for command, parser in _subparsers().items()
+    }
+    assert {command: flags for command, flags in missing.items() if flags} == {}
