@@ -289,12 +289,12 @@ class Sim:
                 self._redis_call(action)
                 r.confirmed(label, since_ms, restarted)
                 self._answered(action)
-                return p.settled(now, label, since_ms)
+                return p.settled(now, action)
             case ls.Unpin(label, since_ms):
                 self._redis_call(action)
                 r.unpin(label, since_ms)
                 self._answered(action)
-                return []
+                return p.settled(now, action)
             case ls.Start(label, fence, resume):
                 if label in self.bad_credentials:
                     return p.start_failed(now, label, "ACCT_API is not set")
@@ -877,6 +877,26 @@ def test_a_gap_the_previous_owner_left_unread_restarts_the_new_owners_stream_fro
     assert [s.worker for s in restarts] == ["w1"]
     assert label not in world.redis.pinned
     assert any("reads that gap" in r.message for r in world.workers["w1"].reports)
+    assert world.owners()[label] == "w1"
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_an_unpin_redis_failed_on_is_sent_again_without_restarting_the_stream_again(
+    when: str,
+) -> None:
+    """The restart a pin asks for happens once: an Unpin that fails (not carried out, or
+    its answer lost) is sent again on the next ticks until answered, and the pin still
+    in Redis meanwhile does not restart the stream once more."""
+    world = started_world(4, 2)
+    label = next(la for la, w in world.owners().items() if w == "w1")
+    w1 = world.workers["w1"]
+    w1.fail = lambda a: when if isinstance(a, ls.Unpin) else None
+    world.redis.pinned[label] = 1234
+    world.run(4 * TICK)
+    restarts = [s for s in world.starts if s.label == label and s.resume_since_ms == 1234]
+    assert [s.worker for s in restarts] == ["w1"]
+    assert label not in world.redis.pinned
+    assert len([a for _, a in w1.log if isinstance(a, ls.Unpin)]) == 2
     assert world.owners()[label] == "w1"
 
 

@@ -191,61 +191,6 @@ class _Gated:
         await self.client.aclose()
 
 
-async def test_last_lowered_for_a_restarted_gap_is_not_raised_by_a_batch_in_flight(
-    redis_server: RedisServer, client: Any
-) -> None:
-    """A stream restarts to read a gap (a pin seen late, a trust not confirmed), and the
-    worker brings ``last`` down to the gap's start. A batch the sink built before the
-    restart, still in flight, must land before that, not after: it would raise ``last``
-    above the gap again, and a death then would lose the gap."""
-    from bitmusa_plugin._core import lease as ls
-
-    sink = RedisSink(redis_server.url, maxlen=None)
-    session = Session({"redis-sink": sink}, command="worker")
-    worker = Worker(client, session, WorkerOptions(), "w1")
-    worker.sink = sink
-    sink.bind(session.pipeline.report, None, "bitmusa:default:last", worker.last_ceiling)
-    config = AccountConfig("a", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), "http://127.0.0.1:9")
-    session.streams["a"] = AccountStream(config, session.pipeline)  # not run: no gap
-    await client.hset("bitmusa:default:last", "a", 4000)
-    await client.hset("bitmusa:default:pinned", "a", 3000)
-    event = {"account": "a", "stream": "future_wallet", "eventTime": 5000, "receivedAt": 5000}
-    await sink.on_wallet({}, {**event, "data": {}})  # type: ignore[typeddict-item]
-    gated = _Gated(sink._client)
-    sink._client = gated
-    await asyncio.wait_for(gated.held.wait(), 5)  # built under no cap: it moves last to 5000
-    # the restart: the new stream reads the gap from 3000, and last comes down to it
-    session.streams["a"] = AccountStream(config, session.pipeline, resume_since_ms=3000)
-    assert worker.last_ceiling("a") == 3000
-    forget = asyncio.create_task(worker._do(ls.Unpin("a", 3000)))
-    for _ in range(20):
-        await asyncio.sleep(0)
-    assert not forget.done()  # it waits for the batch in flight
-    gated.gate.set()
-    await asyncio.wait_for(forget, 5)
-    assert int(await client.hget("bitmusa:default:last", "a")) == 3000
-    assert await client.hget("bitmusa:default:pinned", "a") is None
-    assert len(await client.xrange("bitmusa:events")) == 1
-    # sent again after the gap was delivered (its cap lifted): still down to the gap's
-    # start, which the sink's writes could not pass meanwhile (the owed lowering)
-    del session.streams["a"]
-    session.streams["a"] = AccountStream(config, session.pipeline)
-    await client.hset("bitmusa:default:last", "a", 6000)
-    await client.hset("bitmusa:default:unconfirmed", "a", 2000)
-    assert await worker._do(ls.Confirmed("a", 2000, restarted=True)) == []
-    assert int(await client.hget("bitmusa:default:last", "a")) == 2000
-    assert await client.hget("bitmusa:default:unconfirmed", "a") is None
-    # a plain confirmation never lowers it, even while the stream has a gap
-    session.streams["a"] = AccountStream(config, session.pipeline, resume_since_ms=1000)
-    await client.hset("bitmusa:default:last", "a", 6000)
-    await client.hset("bitmusa:default:unconfirmed", "a", 2500)
-    assert await worker._do(ls.Confirmed("a", 2500)) == []
-    assert int(await client.hget("bitmusa:default:last", "a")) == 6000
-    assert await client.hget("bitmusa:default:unconfirmed", "a") is None
-    del session.streams["a"]
-    await sink.close()
-
-
 async def test_a_stream_handed_over_with_a_gap_pins_it_before_the_heartbeat_once(
     client: Any,
 ) -> None:
@@ -287,12 +232,8 @@ async def test_a_stream_being_handed_over_whose_link_died_silently_pins_its_last
     streams being handed over first, and pins the last moment a silent one was heard,
     before the heartbeat: the successor then reads from there."""
     from bitmusa_plugin._core import lease as ls
-    from bitmusa_plugin._core import machine as lc
-    from bitmusa_plugin._engine.stream import Heartbeat
 
-    # the simulator's time is scaled: the listenKey is kept alive as often as it needs
-    timing = lc.Timing(keepalive_interval=0.25, key_validity=1.0, rotate_after=600.0)
-    session = Session({}, command="worker", timing=timing, heartbeat=Heartbeat(2.0, 10.0))
+    session = _session({})
     creds = Credentials(DEMO_API_KEY, DEMO_AUTH_KEY)
     stream = session.add(AccountConfig("a", creds, sim.rest_url, sim.ws_url))
     try:
@@ -324,14 +265,9 @@ async def test_a_restart_from_a_later_time_still_reads_the_gap_its_stream_had_no
     """A stream restarted to read a gap (a pin seen late, a trust not confirmed) while
     the stream it replaces has not delivered an earlier gap: the new one reads from the
     earlier of the two, never from the later time alone."""
-    monkeypatch.setenv("A_API", DEMO_API_KEY)
-    monkeypatch.setenv("A_AUTH", DEMO_AUTH_KEY)
-    record = registry.AccountRecord(
-        "a", api_key_env="A_API", auth_key_env="A_AUTH", rest_url=sim.rest_url, ws_url=sim.ws_url
-    )
-    session = Session({}, command="worker")
+    session = _session({})
     worker = Worker(client, session, WorkerOptions(), "w1")
-    worker._registry = {"a": record.to_json()}
+    worker._registry = {"a": _record(sim, monkeypatch)}
     try:
         assert await worker._start("a", 5000) == []  # taken over with a gap since 5000
         assert worker.unfinished_gap("a") == 5000  # not read yet
@@ -343,47 +279,119 @@ async def test_a_restart_from_a_later_time_still_reads_the_gap_its_stream_had_no
         await session.aclose()
 
 
-async def test_a_restarts_lowering_of_last_is_owed_until_redis_has_done_it(
-    sim: Simulator, client: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A restart to read a gap from the past owes Redis the lowering of ``last``. Until
-    a script has done it (the first may fail on Redis, and is sent again), the sink's
-    ceiling holds at the gap's start, also once the gap is delivered: else the sink
-    would move ``last`` on past the gap while Redis still holds the record and the old
-    ``last``, and a resend would have to bring it back down over what was written. What
-    the sink holds of the account is capped at the restart too."""
-    from bitmusa_plugin._core import lease as ls
+def _session(plugins: dict[str, object]) -> Session:
+    """A worker's session on the simulator, whose time is scaled: the listenKey is kept
+    alive as often as it needs, and the heartbeat is steady under load."""
+    from bitmusa_plugin._core import machine as lc
+    from bitmusa_plugin._engine.stream import Heartbeat
 
+    timing = lc.Timing(keepalive_interval=0.25, key_validity=1.0, rotate_after=600.0)
+    return Session(plugins, command="worker", timing=timing, heartbeat=Heartbeat(2.0, 10.0))
+
+
+def _record(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> bytes:
     monkeypatch.setenv("A_API", DEMO_API_KEY)
     monkeypatch.setenv("A_AUTH", DEMO_AUTH_KEY)
-    record = registry.AccountRecord(
+    return registry.AccountRecord(
         "a", api_key_env="A_API", auth_key_env="A_AUTH", rest_url=sim.rest_url, ws_url=sim.ws_url
-    )
-    sink = RedisSink("redis://127.0.0.1:9", maxlen=None)  # never written: held
-    session = Session({}, command="worker")
+    ).to_json()
+
+
+async def test_a_restart_owes_the_lowering_of_last_until_no_batch_sent_before_can_undo_it(
+    sim: Simulator, redis_server: RedisServer, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream restarts to read a gap from the past (a trust found wanting, a pin seen
+    late): ``last`` must come down to the gap's start, and stay there until the gap's
+    records are written. So what the sink holds of the account is capped there; a batch
+    it sent before the restart, still in flight, would raise ``last`` again if it landed
+    after the lowering (on the sink's own connection), so the lowering waits for it, and
+    the restart's Confirmed, which must not delete the record before ``last`` is down, is
+    put off meanwhile; till the lowering is done, the sink's ceiling holds at the gap's
+    start (else it would move ``last`` on past the gap while Redis still has the old)."""
+    from bitmusa_plugin._core import lease as ls
+    from bitmusa_plugin._scale.worker import _Deferred
+
+    sink = RedisSink(redis_server.url, maxlen=None)
+    session = _session({"redis-sink": sink})
     worker = Worker(client, session, WorkerOptions(), "w1")
-    worker.sink = sink
-    worker._registry = {"a": record.to_json()}
-    sink._buffer.append(("k", b"i", b"{}", "a", 5000, None))  # taken before the restart
-    await client.hset("bitmusa:default:last", "a", 4000)
-    await client.hset("bitmusa:default:unconfirmed", "a", 3000)
+    worker.sink = worker_sink = sink
+    worker.sink_name = "redis-sink"
+    sink.bind(session.pipeline.report, None, "bitmusa:default:last", worker.last_ceiling)
+    worker._registry = {"a": _record(sim, monkeypatch)}
     try:
         await worker._start("a", None)
-        stream = session.streams["a"]
+        event = {"account": "a", "stream": "future_wallet", "eventTime": 1, "receivedAt": 9000}
+        await sink.on_wallet({}, {**event, "data": {}})  # type: ignore[typeddict-item]
+        assert await sink.flush(5)
+        gated = _Gated(sink._client)
+        sink._client = gated
+        await sink.on_wallet({}, {**event, "receivedAt": 9500, "data": {}})  # type: ignore[typeddict-item]
+        await asyncio.wait_for(gated.held.wait(), 5)  # in flight: it moves last to 9500
+        await sink.on_wallet({}, {**event, "receivedAt": 9600, "data": {}})  # type: ignore[typeddict-item]
+        await client.hset("bitmusa:default:unconfirmed", "a", 3000)
         assert await worker._start("a", 3000) == []  # the trust was found wanting
-        assert sink._buffer[0][4] == 3000  # what the sink holds: capped
+        held = [entry[4] for entry in worker_sink._buffer]  # the batch in flight among them
+        assert len(held) >= 2
+        assert all(point is None or point <= 3000 for point in held)  # capped
+        assert worker.last_ceiling("a") == 3000
+        with pytest.raises(_Deferred):  # the batch in flight could undo the lowering
+            await worker._do(ls.Confirmed("a", 3000, restarted=True))
+        await worker._read()  # nor does the tick's reading lower it yet
+        assert await client.hget("bitmusa:default:unconfirmed", "a") == b"3000"
+        gated.gate.set()
+        assert await sink.flush(5)
+        # capped at the gap's start (the stream's own clock may put it a ms earlier)
+        assert 2990 <= int(await client.hget("bitmusa:default:last", "a")) <= 3000
+
+        def past_the_gap() -> bool:  # (a later gap of its own may open: a reconnect)
+            gap = session.streams["a"].unfinished_gap_ms()
+            closing = worker._closing.get("a", [])
+            return (gap is None or gap > 3000) and all(at > 3000 for at in closing)
+
         for _ in range(1000):  # the restarted stream delivers its gap
-            if session.streams["a"].unfinished_gap_ms() is None and not worker._closing:
+            if past_the_gap():
                 break
             await asyncio.sleep(0.01)
-        assert session.streams["a"] is not stream
-        assert session.streams["a"].unfinished_gap_ms() is None
+        assert past_the_gap()
         assert worker.last_ceiling("a") == 3000  # owed: held until Redis has lowered it
+        await client.hset("bitmusa:default:last", "a", 9500)  # (as if the batch had won)
         assert await worker._do(ls.Confirmed("a", 3000, restarted=True)) == []
-        assert int(await client.hget("bitmusa:default:last", "a")) == 3000
+        assert int(await client.hget("bitmusa:default:last", "a")) == 3000  # lowered first
         assert await client.hget("bitmusa:default:unconfirmed", "a") is None
-        assert worker.last_ceiling("a") is None  # paid: the sink moves it on from here
-        # a restart whose stream could not start (it left the worker): the gap's start
+        ceiling = worker.last_ceiling("a")  # paid: the sink moves it on from here
+        assert ceiling is None or ceiling > 3000
+    finally:
+        await session.aclose()
+        await sink.close()
+
+
+async def test_the_ticks_reading_pays_an_owed_lowering_and_a_failed_restart_lowers_too(
+    sim: Simulator, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lowering a restart owes is paid by the next reading of Redis that can (in its
+    pipeline, before the heartbeat), whatever becomes of the restart's Confirmed or
+    Unpin, which then only deletes its record. A restart whose stream could not start
+    brings ``last`` down to the gap's start for whoever takes the account next."""
+    from bitmusa_plugin._core import lease as ls
+
+    session = _session({})
+    worker = Worker(client, session, WorkerOptions(), "w1")
+    worker.sink = RedisSink("redis://127.0.0.1:9", maxlen=None)  # holds nothing
+    worker._registry = {"a": _record(sim, monkeypatch)}
+    try:
+        await worker._start("a", None)
+        await client.hset("bitmusa:default:last", "a", 9000)
+        await client.hset("bitmusa:default:pinned", "a", 3000)
+        await worker._start("a", 3000)  # the pin, seen late
+        assert worker.last_ceiling("a") == 3000
+        await worker._read()
+        assert int(await client.hget("bitmusa:default:last", "a")) == 3000  # paid
+        assert "a" not in worker._owed
+        await client.hset("bitmusa:default:last", "a", 3500)  # the sink wrote the gap
+        assert await worker._do(ls.Unpin("a", 3000)) == []
+        assert int(await client.hget("bitmusa:default:last", "a")) == 3500  # not again
+        assert await client.hget("bitmusa:default:pinned", "a") is None
+        # the restart could not start (it left the worker): down to the gap's start
         await session.remove("a")
         await client.hset("bitmusa:default:last", "a", 6000)
         await client.hset("bitmusa:default:pinned", "a", 2600)
@@ -393,34 +401,37 @@ async def test_a_restarts_lowering_of_last_is_owed_until_redis_has_done_it(
         await session.aclose()
 
 
-async def test_a_lowering_whose_sink_batch_does_not_land_in_time_is_put_off_not_an_outage(
+async def test_a_takeover_with_a_batch_of_ours_in_flight_is_put_off_not_an_outage(
     redis_server: RedisServer, client: Any
 ) -> None:
-    """The sink's batch in flight must land before a script lowers ``last``; when it is
-    slow (half a tick), the action waits for a later tick, and the worker does not take
-    that for Redis being unreachable (which would fence its streams)."""
+    """A takeover's script may lower ``last``; a batch this worker's sink sent for the
+    account when it streamed it before, still in flight, would raise it again. The
+    takeover is put off to a later tick, without waiting, and that is not taken for
+    Redis being unreachable (which would fence the worker's streams)."""
     from bitmusa_plugin._core import lease as ls
+    from bitmusa_plugin._scale.worker import _Deferred
 
     sink = RedisSink(redis_server.url, maxlen=None)
-    session = Session({"redis-sink": sink}, command="worker")
-    worker = Worker(client, session, WorkerOptions(tick=0.2), "w1")
+    session = Session({}, command="worker")
+    worker = Worker(client, session, WorkerOptions(), "w1")
     worker.sink = sink
-    sink.bind(session.pipeline.report, None, "bitmusa:default:last", worker.last_ceiling)
-    config = AccountConfig("a", Credentials(DEMO_API_KEY, DEMO_AUTH_KEY), "http://127.0.0.1:9")
-    session.streams["a"] = AccountStream(config, session.pipeline, resume_since_ms=3000)
-    await client.hset("bitmusa:default:pinned", "a", 3000)
-    event = {"account": "a", "stream": "future_wallet", "eventTime": 5000, "receivedAt": 2000}
-    await sink.on_wallet({}, {**event, "data": {}})  # type: ignore[typeddict-item]
+    sink.bind(session.pipeline.report, None, "bitmusa:default:last", lambda account: None)
+    event = {"account": "a", "stream": "future_wallet", "eventTime": 1, "receivedAt": 5000}
+    sink._start()
     gated = _Gated(sink._client)
     sink._client = gated
+    await sink.on_wallet({}, {**event, "data": {}})  # type: ignore[typeddict-item]
     await asyncio.wait_for(gated.held.wait(), 5)
-    await worker._carry_out([ls.Unpin("a", 3000)])  # no _TickFailed: put off
-    assert worker.redis_ok
-    assert int(await client.hget("bitmusa:default:pinned", "a")) == 3000  # still to do
+    with pytest.raises(_Deferred):
+        await worker._do(ls.Acquire("a", 0, 5.0))
+    await worker._carry_out([ls.Acquire("a", 0, 5.0)])  # put off: no _TickFailed
+    assert worker.planner._reachable
+    assert await client.get("bitmusa:default:lease:a") is None  # not taken yet
+    # a re-take of a lease (the worker streams the account) never lowers last: not put off
+    await worker._do(ls.Acquire("a", 0, None))
+    assert await client.get("bitmusa:default:lease:a") is not None
     gated.gate.set()
-    await worker._carry_out([ls.Unpin("a", 3000)])  # the next tick's
-    assert await client.hget("bitmusa:default:pinned", "a") is None
-    del session.streams["a"]
+    assert await sink.flush(5)
     await sink.close()
 
 

@@ -152,10 +152,10 @@ class MarkLive:
 class Confirmed:
     """A takeover on trust is confirmed (or its gap reported): delete the ``unconfirmed``
     record it left, if it still holds ``since_ms``. ``restarted``: the stream restarts
-    to read the gap from ``since_ms``, and ``last`` comes down to where the stream has
-    not delivered yet. Answer :meth:`LeasePlanner.settled`; until then every tick sends
-    it again while the lease is ours (a record left behind would make the next owner read
-    from it, far behind what was delivered)."""
+    to read the gap from ``since_ms``, and ``last`` comes down to it. Answer
+    :meth:`LeasePlanner.settled`; until then every tick sends it again while the lease is
+    ours (a record left behind would make the next owner read from it, far behind what
+    was delivered), and the account is not handed back."""
 
     label: str
     since_ms: int
@@ -165,7 +165,9 @@ class Confirmed:
 @dataclass(frozen=True)
 class Unpin:
     """The gap a previous owner handed over unfinished is being read: delete the
-    ``pinned`` record, if it still holds ``since_ms``."""
+    ``pinned`` record, if it still holds ``since_ms``, and bring ``last`` down to it.
+    Answer :meth:`LeasePlanner.settled`; until then every tick sends it again (the stream
+    is not restarted again for that pin) and the account is not handed back."""
 
     label: str
     since_ms: int
@@ -283,9 +285,10 @@ class LeasePlanner:
     _wall_offset: float = field(default=0.0, init=False)  # wall ms - now * 1000
     _retry_at: dict[str, float] = field(default_factory=dict, init=False)  # start failed
     _trusting: dict[str, _Trust] = field(default_factory=dict, init=False)
-    #: trusts settled here whose ``unconfirmed`` record Redis has not been told to delete
-    #: yet (the :class:`Confirmed` failed, or is unanswered): label -> it, sent again
-    _settling: dict[str, Confirmed] = field(default_factory=dict, init=False)
+    #: records Redis has not been told to delete yet (a trust settled here, a pin being
+    #: read: the :class:`Confirmed` or :class:`Unpin` failed, was put off, or is
+    #: unanswered): (kind, label) -> it, sent again each tick while the lease is ours
+    _settling: dict[tuple[str, str], Confirmed | Unpin] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         if self.grace is None:
@@ -420,9 +423,7 @@ class LeasePlanner:
 
         # 4. handovers we took on trust: was the previous owner still streaming when ours
         #    began to deliver? (it may have died in between: then say so with a gap)
-        confirm_local, confirm_redis = self._confirm(now, view)
-        local += confirm_local
-        redis += confirm_redis
+        local += self._confirm(now, view)  # what Redis is told: in 4c
 
         # 4b. a gap the previous owner's stream had not delivered, written by it after we
         #     took the account over (its connection dropped while it handed over): ours
@@ -431,6 +432,9 @@ class LeasePlanner:
             mine = self.owned.get(label)
             if mine is None or mine.renewing_at != now:
                 continue
+            unpin = self._settling.get(("Unpin", label))
+            if unpin is not None and unpin.since_ms <= since_ms:
+                continue  # its stream reads it already: the Unpin is sent again below
             local += _restart(
                 label,
                 mine.fence,
@@ -440,7 +444,14 @@ class LeasePlanner:
                 f"with a gap since {since_ms} (ms) not delivered: its stream restarts "
                 "and reads that gap",
             )
-            redis.append(Unpin(label, since_ms))
+            self._settling[("Unpin", label)] = Unpin(label, since_ms)
+
+        # 4c. what Redis has not been told yet of 4 and 4b: sent (again) while ours
+        for key, settle in list(self._settling.items()):
+            if key[1] in self.owned:
+                redis.append(settle)
+            else:  # not ours any more: a takeover consumed the record (or reads from it)
+                del self._settling[key]
 
         # 5. say which of ours deliver (a handing-over worker waits for it)
         for label, own in self.owned.items():
@@ -474,10 +485,10 @@ class LeasePlanner:
             # Redis lost, whose owner streams on and takes it again on its first tick.
             return local + redis
         share = math.ceil(len(view.accounts) / max(1, len(live_workers | {me})))
-        held = [  # a takeover still to be confirmed stays until it is
+        held = [  # a takeover still to be confirmed or settled stays until it is
             label
             for label, own in self.owned.items()
-            if own.renewing_at == now and label not in self._trusting
+            if own.renewing_at == now and label not in self._trusting and not self._unsettled(label)
         ]
         extra = max(0, min(len(self.owned) - share, self.handovers_per_tick))
         for label in held[:extra]:
@@ -498,8 +509,8 @@ class LeasePlanner:
         release it (whoever starts next resumes it, with a gap report)."""
         actions: list[Action] = []
         for label, own in list(self.owned.items()):
-            if own.renewing_at != now or label in self._trusting:
-                continue  # being taken again, or to be confirmed: on a later tick
+            if own.renewing_at != now or label in self._trusting or self._unsettled(label):
+                continue  # being taken again, or to be confirmed or settled: on a later tick
             if others:
                 own.handing_back = now
                 actions.append(HandBack(label, own.holder))
@@ -649,11 +660,12 @@ class LeasePlanner:
             ),
         ]
 
-    def settled(self, now: float, label: str, since_ms: int) -> list[Action]:
-        """A :class:`Confirmed` was carried out (the record is gone, whoever deleted it)."""
-        confirmed = self._settling.get(label)
-        if confirmed is not None and confirmed.since_ms == since_ms:
-            del self._settling[label]
+    def settled(self, now: float, action: Confirmed | Unpin) -> list[Action]:
+        """A :class:`Confirmed` or :class:`Unpin` was carried out (the record is gone,
+        whoever deleted it)."""
+        key = (type(action).__name__, action.label)
+        if self._settling.get(key) == action:
+            del self._settling[key]
         return []
 
     def handed_back(self, now: float, label: str) -> list[Action]:
@@ -767,11 +779,10 @@ class LeasePlanner:
                 ]
         return actions
 
-    def _confirm(self, now: float, view: View) -> tuple[list[Action], list[Action]]:
+    def _confirm(self, now: float, view: View) -> list[Action]:
         """Takeovers on trust: confirmed once the previous owner is seen alive after ours
         delivered (within its promise); otherwise ours restarts, reporting the gap."""
         local: list[Action] = []
-        redis: list[Action] = []
         for label, trust in list(self._trusting.items()):
             own = self.owned.get(label)
             if own is None:
@@ -787,7 +798,7 @@ class LeasePlanner:
             in_time = trust.seen_at <= trust.until
             if in_time and beat is not None and beat >= trust.seen_at:
                 del self._trusting[label]  # it streamed until ours delivered: no gap
-                self._settling[label] = Confirmed(label, trust.since_ms)
+                self._settling[("Confirmed", label)] = Confirmed(label, trust.since_ms)
                 continue
             overdue = now >= trust.seen_at + 3 * self.tick_interval and not self.in_grace(now)
             if in_time and not overdue:
@@ -805,15 +816,8 @@ class LeasePlanner:
                 f"which may have stopped streaming it before this worker delivered "
                 f"({why}): its stream restarts, reporting the gap",
             )
-            self._settling[label] = Confirmed(label, trust.since_ms, restarted=True)
-        for label, confirmed in list(self._settling.items()):
-            if label not in self.owned:
-                # not ours any more: a takeover consumed the record (or will, and reads
-                # from it), and one written since is another trust's
-                del self._settling[label]
-            else:
-                redis.append(confirmed)
-        return local, redis
+            self._settling[("Confirmed", label)] = Confirmed(label, trust.since_ms, restarted=True)
+        return local
 
     def _lost(self, now: float, label: str, why: str) -> list[Action]:
         message = (
@@ -831,6 +835,9 @@ class LeasePlanner:
                 "(ms) may be missing"
             )
         return [Stop(label, why), Report(label, message, "lease_lost")]
+
+    def _unsettled(self, label: str) -> bool:
+        return ("Confirmed", label) in self._settling or ("Unpin", label) in self._settling
 
     def _unconfirmed(self, label: str) -> int | None:
         """Forget a takeover on trust that was not confirmed; the wall ms since which

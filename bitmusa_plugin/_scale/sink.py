@@ -136,7 +136,7 @@ class RedisSink:
         self._done: dict[str, deque[tuple[int, str]]] = {}
         self._points: dict[str, int] = {}  # each account's resume point, as last written
         #: the batch being written: done when it landed or failed, and the resume points
-        #: it writes (``landed``)
+        #: it writes (``in_flight``)
         self._in_flight: tuple[asyncio.Future[None], dict[str, int]] | None = None
         self._wake = asyncio.Event()
         self._room = asyncio.Event()  # set while the buffer has room
@@ -335,15 +335,15 @@ class RedisSink:
                 )
                 self._down_since = None
 
-    async def landed(self, account: str) -> None:
-        """Wait until the batch being written now, if it moves ``account``'s resume point,
-        has landed or failed. Worker mode calls it before a script of its own lowers that
-        point (a restart to read a gap): the batch, built before the restart, would raise
-        it again. What is built afterwards is held below the ceiling, and a failed batch
-        is built again."""
+    def in_flight(self, account: str, above: int = -1) -> asyncio.Future[None] | None:
+        """The batch being written now, if it moves ``account``'s resume point above
+        ``above``: done once it has landed or failed (a failed batch is built again, under
+        the ceilings of then). Worker mode lowers that point only after it: landing later,
+        it would raise the point again."""
         flight = self._in_flight
-        if flight is not None and account in flight[1]:
-            await asyncio.shield(flight[0])
+        if flight is not None and flight[1].get(account, -1) > above:
+            return flight[0]
+        return None
 
     def lower(self, account: str, ms: int) -> None:
         """Hold the resume points of ``account``'s records not written yet at ``ms`` at

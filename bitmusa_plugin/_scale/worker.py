@@ -147,6 +147,17 @@ if gap >= 0 then
 end
 return 1
 """
+# Bring ``last`` down to each gap's start where it is above (the lowerings restarts owe).
+# KEYS: last; ARGV: label, ms, label, ms, ...
+_LOWER = """
+for i = 1, #ARGV, 2 do
+  local last = tonumber(redis.call('HGET', KEYS[1], ARGV[i]))
+  if last and tonumber(ARGV[i + 1]) < last then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return 0
+"""
 # Pin the gaps of accounts being handed over, each kept where it is earliest.
 # KEYS: pinned; ARGV: label, gap ms, label, gap ms, ... -> the number written
 _PIN = """
@@ -227,9 +238,22 @@ class _TickFailed(Exception):
 
 
 class _Deferred(Exception):
-    """An action put off to a later tick: the sink's batch in flight, which must land
-    before the action's script lowers ``last``, did not in time (Redis is slow for the
-    sink; nothing says it is gone)."""
+    """An action put off to a later tick (its planner sends it again), without waiting:
+    a batch the sink sent before the account's gap was known, which could raise ``last``
+    above it, has not landed yet (Redis is slow for the sink; nothing says it is gone)."""
+
+
+@dataclass(eq=False)
+class _Debt:
+    """``last`` must come down to ``ms`` (a restart reads a gap from the past), once the
+    sink's batch that was in flight then (``flight``, moving the account above ``ms``) has
+    landed or failed; till then the sink's ceiling holds at ``ms`` too."""
+
+    ms: int
+    flight: asyncio.Future[None] | None
+
+    def payable(self) -> bool:
+        return self.flight is None or self.flight.done()
 
 
 @dataclass
@@ -290,6 +314,7 @@ class Worker:
         self._hand_back = client.register_script(_HAND_BACK)
         self._release = client.register_script(_RELEASE)
         self._forget = client.register_script(_FORGET)
+        self._lower = client.register_script(_LOWER)
         self._pin = client.register_script(_PIN)
         #: label -> the unfinished gap last written to ``pinned`` while handing it over
         self._pins: dict[str, int] = {}
@@ -297,18 +322,13 @@ class Worker:
         self._probes: dict[str, asyncio.Task[int | None]] = {}
         #: the sink's plugin name (``run_worker``), for the marks that lift a gap's cap
         self.sink_name: str | None = None
-        #: the Redis sink (``run_worker``): a script that lowers an account's ``last``
-        #: waits for its batch in flight first (``RedisSink.landed``), and a restart
-        #: caps the points of what it holds (``RedisSink.lower``)
+        #: the Redis sink (``run_worker``): a gap from the past caps the points of what
+        #: it holds (``RedisSink.lower``), and ``last`` is lowered only once its batch
+        #: in flight then has landed (``RedisSink.in_flight``)
         self.sink: RedisSink | None = None
-        #: label -> where ``last`` must come down to for a gap a restart reads from the
-        #: past (a pin seen late, a trust not confirmed), until a script has lowered it:
-        #: till then the sink's ceiling holds there too, so that it never writes a point
-        #: above a gap whose lowering Redis has not done
-        self._owed: dict[str, int] = {}
-        from redis.exceptions import ResponseError
-
-        self._refused = ResponseError  # a command Redis refused: not an outage
+        #: label -> the lowering of ``last`` a restart owes Redis (see ``_Debt``): paid by
+        #: the next reading that can (``_read``), or by the restart's Confirmed or Unpin
+        self._owed: dict[str, _Debt] = {}
         #: label -> the starts (wall ms) of gaps whose records are all published but not
         #: yet all in the sink's hands: its queue has not reached their mark
         self._closing: dict[str, list[int]] = {}
@@ -327,47 +347,49 @@ class Worker:
         stream = self.session.streams.get(label)
         return None if stream is None else stream.unfinished_gap_ms()
 
-    def _probe(self, label: str, wait: float = HANDBACK_PROBE) -> asyncio.Task[int | None] | None:
+    def _probe(self, label: str) -> asyncio.Task[int | None] | None:
         """Start finding what ``label``'s hand-back pins: the gap its stream here has not
         delivered, or the last moment its connection was known alive if it does not
-        answer a ping within HANDBACK_PROBE (it died silently, unnoticed yet: the
-        successor reads from there instead of trusting it)."""
+        answer a ping in time (it died silently, unnoticed yet: the successor reads from
+        there instead of trusting it). The wait is HANDBACK_PROBE, less what the
+        self-fencing deadline leaves (none: the last sign of life is pinned), and the
+        ping's send takes _PROBE_SEND at most on top."""
         stream = self.session.streams.get(label)
         if stream is None:
             return None
-        probe = stream.unproven_since_ms(wait)
-        return asyncio.get_running_loop().create_task(probe)
-
-    async def _releasing_gaps(self) -> dict[str, int | None]:
-        """What each account being handed over would pin now (see :meth:`_probe`), its
-        probes run together: HANDBACK_PROBE + _PROBE_SEND at most for all, and never
-        past the self-fencing deadline (without the time for one: the unfinished gaps)."""
         wait = HANDBACK_PROBE
         deadline = self.planner.fence_deadline()
         if deadline is not None:
-            wait = min(wait, deadline - self._clock() - _PROBE_SEND - RETRY_AFTER_OUTAGE)
-        if wait < 0.05:
-            return {label: self.unfinished_gap(label) for label in self.planner.releasing}
-        probes = {
-            label: task
-            for label in self.planner.releasing
-            if (task := self._probe(label, wait)) is not None
-        }
+            left = deadline - self._clock() - _PROBE_SEND - RETRY_AFTER_OUTAGE
+            wait = max(0.0, min(wait, left))
+        return asyncio.get_running_loop().create_task(stream.unproven_since_ms(wait))
+
+    async def _releasing_gaps(self) -> dict[str, int | None]:
+        """What each account being handed over would pin now (see :meth:`_pin_for`),
+        its probes run together."""
+        probes = {label: self._probe(label) for label in self.planner.releasing}
+        gaps: dict[str, int | None] = {}
         try:
-            return {label: await task for label, task in probes.items()}  # they never raise
+            for label, task in probes.items():  # they never raise
+                gaps[label] = self._bounded(label, None if task is None else await task)
         finally:
             for task in probes.values():  # the tick was cancelled: theirs too
-                task.cancel()
+                if task is not None:
+                    task.cancel()
+        return gaps
 
     async def _pin_for(self, label: str) -> int | None:
         """What ``label``'s hand-back pins now: its probe's answer (started with the
-        tick's, so that a tick's hand-backs wait one HANDBACK_PROBE at most), or the
-        stream's unfinished gap if that is earlier (one may have opened since)."""
+        tick's, so that a tick's hand-backs wait one probe at most), or the sink's ceiling
+        if that is earlier (a gap opened since, one whose records are not all in the
+        sink's hands, a lowering of ``last`` still owed)."""
         task = self._probes.pop(label, None) or self._probe(label)
-        pin = None if task is None else await task
-        gap = self.unfinished_gap(label)
-        if gap is not None and (pin is None or gap < pin):
-            return gap
+        return self._bounded(label, None if task is None else await task)
+
+    def _bounded(self, label: str, pin: int | None) -> int | None:
+        ceiling = self.last_ceiling(label)
+        if ceiling is not None and ceiling >= 0 and (pin is None or ceiling < pin):
+            return ceiling
         return pin
 
     def last_ceiling(self, label: str) -> int | None:
@@ -382,7 +404,7 @@ class Worker:
             return -1
         bounds = [*self._closing.get(label, ())]
         if (owed := self._owed.get(label)) is not None:
-            bounds.append(owed)
+            bounds.append(owed.ms)
         if (gap := stream.unfinished_gap_ms()) is not None:
             bounds.append(gap)
         return min(bounds) if bounds else None
@@ -499,6 +521,15 @@ class Worker:
         if pins:
             args = [x for label, gap in pins.items() for x in (label, gap)]
             await self._pin(keys=[self._key("pinned")], args=args, client=pipe)  # queued
+        # The lowerings of last that restarts owe, once nothing in flight can undo them;
+        # those of streams that have left (the account is another's now, with whatever
+        # gap its takeover read) are let go.
+        for label in [label for label in self._owed if label not in self.session.streams]:
+            del self._owed[label]
+        debts = {label: debt for label, debt in self._owed.items() if debt.payable()}
+        if debts:
+            args = [x for label, debt in debts.items() for x in (label, debt.ms)]
+            await self._lower(keys=[self._key("last")], args=args, client=pipe)  # queued
         if self.planner.stopping:  # no share any more, but alive while handing over
             pipe.zrem(workers, self.id)
             pipe.zadd(draining, {self.id: written_ms})
@@ -515,6 +546,9 @@ class Worker:
         replies = await self._redis(pipe.execute())
         added, _, _, _, beats, drains, accounts, live, pinned = replies[-9:]
         self._pins.update(pins)
+        for label, debt in debts.items():  # paid (unless a later restart owes again)
+            if self._owed.get(label) is debt:
+                del self._owed[label]
         for label in [la for la in self._pins if la not in self.planner.releasing]:
             del self._pins[label]
         self._registry = {k.decode(): v for k, v in accounts.items()}
@@ -561,7 +595,7 @@ class Worker:
             self.stats.actions[name] = self.stats.actions.get(name, 0) + 1
             try:
                 follow = await self._do(action)
-            except _Deferred as exc:  # tried again on a later tick (see _sink_landed)
+            except _Deferred as exc:  # sent again on a later tick (see _Debt)
                 log.info("worker %s: %s put off: %s", self.id, name, exc)
                 follow = []
             except self._errors as exc:
@@ -597,8 +631,10 @@ class Worker:
                 promise_ms = -1 if min_promise is None else int(min_promise * 1000)
                 own_pin = self._pins.get(label, -1) if min_promise is None else -1
                 args = [self.id, ttl_ms, floor, label, promise_ms, own_pin]
-                if min_promise is not None:  # a takeover's script may lower last
-                    await self._sink_landed(label)
+                if min_promise is not None and self._in_flight(label) is not None:
+                    # a takeover's script may lower last, and a batch of ours from when we
+                    # streamed it before, still in flight, could raise it again after
+                    raise _Deferred(f"a batch of {label}'s is still in flight")
                 got = await self._redis(self._acquire(keys=keys, args=args))
                 if got is None:
                     return p.acquire_refused(self._clock(), label)
@@ -619,21 +655,11 @@ class Worker:
                 await self._redis(self.client.hset(self._key("live"), label, holder))
                 return []
             case ls.Confirmed(label, since_ms, restarted):
-                try:
-                    await self._forget_record("unconfirmed", label, since_ms, lower=restarted)
-                except self._refused as exc:  # not an outage: sent again, it fails again
-                    log.warning(
-                        "worker %s: Redis refused to settle %s's takeover (%s); its "
-                        "unconfirmed record stays, and a later owner reads from it",
-                        self.id,
-                        label,
-                        _describe(exc),
-                    )
-                return p.settled(self._clock(), label, since_ms)
+                await self._forget_record("unconfirmed", label, since_ms, lower=restarted)
+                return p.settled(self._clock(), action)
             case ls.Unpin(label, since_ms):
-                # unanswered: the pin stays, and the next tick restarts the stream again
                 await self._forget_record("pinned", label, since_ms, lower=True)
-                return []
+                return p.settled(self._clock(), action)
             case ls.HandBack(label, holder):
                 keys = [
                     self._key("lease", label),
@@ -672,40 +698,26 @@ class Worker:
                 assert_never(action)
 
     async def _forget_record(self, name: str, label: str, since_ms: int, *, lower: bool) -> None:
-        """Delete ``label``'s field of the ``name`` hash if it still holds ``since_ms``;
-        ``lower``: first bring ``last`` down to the gap's start, or lower to where the
-        stream here has not delivered (its ceiling, which holds the owed lowering until
-        this is done); with no stream here any more (its restart failed), to the gap's
-        start."""
-        target = -1
-        if lower:
-            ceiling = self.last_ceiling(label)
-            target = since_ms if ceiling is None or ceiling < 0 else min(since_ms, ceiling)
-            await self._sink_landed(label)
+        """Delete ``label``'s field of the ``name`` hash if it still holds ``since_ms``
+        (a record, once gone, no longer makes a takeover read from there); ``lower``: the
+        restart's lowering of ``last``, if still owed, in the same script and first. Its
+        stream gone (the restart failed to start), ``last`` comes down to ``since_ms``
+        instead, for whoever takes the account next. Put off while the lowering must wait
+        for the sink (see ``_Debt``)."""
+        target, debt = -1, self._owed.get(label) if lower else None
+        if debt is not None:
+            if not debt.payable():
+                raise _Deferred(f"a batch of {label}'s sent before its restart is in flight")
+            target = debt.ms
+        elif lower and (label not in self.session.streams or label in self._stopping):
+            target = since_ms
         keys = [self._key(name), self._key("last")]
         await self._redis(self._forget(keys=keys, args=[label, since_ms, target]))
-        owed = self._owed.get(label)
-        if lower and owed is not None and target <= owed:
+        if debt is not None and self._owed.get(label) is debt:
             del self._owed[label]
 
-    async def _sink_landed(self, label: str) -> None:
-        """Before ``last`` is lowered: wait for a batch the sink is writing that moves
-        ``label``'s time, built before its stream restarted (or left). Landing after the
-        lowering, on the sink's own connection, it would raise ``last`` above the gap
-        again; what the sink writes after that is held below the ceiling and the owed
-        lowering, and a failed batch is built again. Bounded by half a tick and the
-        self-fencing deadline: not in time, the action is put off to a later tick
-        (``_Deferred``), and nothing is judged unreachable."""
-        if self.sink is None:
-            return
-        wait = self.options.tick / 2
-        deadline = self.planner.fence_deadline()
-        if deadline is not None:
-            wait = min(wait, deadline - self._clock())
-        try:
-            await within(self.sink.landed(label), max(0.0, wait))
-        except asyncio.TimeoutError:
-            raise _Deferred(f"the sink's batch in flight for {label} has not landed") from None
+    def _in_flight(self, label: str, above: int = -1) -> asyncio.Future[None] | None:
+        return None if self.sink is None else self.sink.in_flight(label, above)
 
     async def _replicated(self, label: str) -> None:
         """Wait (up to half a tick) until the replicas have the lease just taken. Not in
@@ -765,7 +777,8 @@ class Worker:
             self._owed.pop(label, None)  # a takeover's script lowered last itself
         elif resume_since_ms is not None:  # a gap from the past: last must come down
             owed = self._owed.get(label)
-            self._owed[label] = resume_since_ms if owed is None else min(owed, resume_since_ms)
+            ms = resume_since_ms if owed is None else min(owed.ms, resume_since_ms)
+            self._owed[label] = _Debt(ms, self._in_flight(label, above=ms))
         if resume_since_ms is not None and self.sink is not None:
             # what the sink holds of the account, taken before this gap was known, must
             # not move last past it once the gap's cap lifts: its records come after
