@@ -93,7 +93,7 @@ async def test_a_history_that_fails_for_good_gives_estimated_trades_that_close_t
 ) -> None:
     await sim.set_price("BTCUSDT", "1000")
     seen = Recorder()
-    async with streaming(sim, seen) as client:
+    async with streaming(sim, seen, history_budget=3.0) as client:
         order = await place(client, order_type=1, order_price="990", order_qty="1")
         await fill_in_parts(sim, 1, "0.1")
         await until(lambda: len(seen.trades) == 1, 30.0, seen)
@@ -109,6 +109,33 @@ async def test_a_history_that_fails_for_good_gives_estimated_trades_that_close_t
     assert estimated[0]["amount"] == pytest.approx(0.3)
     assert order in seen.kinds("trade_estimated")[0]
     assert "could not be fetched" in seen.kinds("trade_estimated")[0]
+
+
+@pytest.mark.bitmusa_simulator(script=False, event_interval=None, seed=7, time_scale=1)
+async def test_a_history_page_that_fails_many_times_is_read_while_the_time_bound_lasts(
+    sim: Simulator,
+) -> None:
+    """The read is bounded by time, not by a count: a page that fails six times in a row
+    (a 429, then 5xx: what the fills property test's long profile met) and then answers
+    gives the gap's fills. Before, the fifth failure ended the read, and an order that
+    had filled and left the open orders in the gap was reported with its end unknown,
+    its fills never delivered."""
+    await sim.set_price("BTCUSDT", "1000")
+    seen = Recorder()
+    async with streaming(sim, seen) as client:
+        order = await place(client, order_type=1, order_price="990", order_qty="0.3")
+        await until(lambda: order in seen.orders, 30.0, seen)
+        await outage(sim, seen)
+        await fill_in_parts(sim, 3, "0.1")  # filled whole in the gap: not open any more
+        sim.fail_rest("429", 1, method="GET", path="/future/trade/history")
+        sim.fail_rest("500", 5, method="GET", path="/future/trade/history")
+        sim.accept()
+        await until(lambda: seen.orders[order]["filled"] == 0.3, 30.0, seen)
+        await until(lambda: len(seen.trades) == 3, 30.0, seen)
+    trades = assert_exact(sim, seen, order)
+    assert not any(t["info"].get("estimated") for t in trades)
+    assert not seen.kinds("resync_incomplete")
+    assert len([m for m in seen.kinds("rest_error") if "6 failed page reads" in m]) == 1
 
 
 @pytest.mark.bitmusa_simulator(script=False, event_interval=None, seed=7, time_scale=1)

@@ -41,6 +41,7 @@ GAP_HISTORY_PAGE = 100
 DEFAULT_HISTORY_BUDGET = 30.0
 #: history reads, at most, to prove where each open order's records start
 PROOF_ROUNDS = 3
+#: the pauses before a failed page is read again; then the last, until the time bound
 _BACKOFF = (0.1, 0.2, 0.5, 1.0)
 
 
@@ -92,10 +93,12 @@ async def read_pages(
             failures.append(exc.message)
             if exc.failure in ("permanent", "misconfigured"):
                 return records, f"page {page} failed: {exc.message}", page - 1, failures
-            if attempt == len(_BACKOFF) or clock() + _BACKOFF[attempt] >= deadline:
+            # bounded by time, never by a count of failures: a page that fails five
+            # times and then answers still gives the gap's fills, not an unknown end
+            pause = _BACKOFF[min(attempt, len(_BACKOFF) - 1)]
+            if clock() + pause >= deadline:
                 why = f"page {page} kept failing ({exc.message})"
                 return records, why, page - 1, failures
-            pause = _BACKOFF[attempt]
             attempt += 1
             await asyncio.sleep(pause)
             continue
