@@ -304,11 +304,11 @@ class _Client:
         try:
             # httpx's timeouts bound each phase; this bounds the whole call, so that no
             # transport trouble can leave the lifecycle waiting for an answer forever.
-            # The shield stays (``cancel=False`` would save its future): without it, ccxt's
-            # own watchOrders test (tests/test_ccxt_suite.py) fails every time, an order
-            # listed ahead of an older one; the answer is then seen a loop turn sooner.
-            # Why that reorders is not understood yet (the side gate's releases?).
-            response = await within(asyncio.shield(request), budget)
+            # ``cancel=False``, not ``asyncio.shield``: the request runs on either way, and
+            # the shield's second future and callbacks were 3 KiB of RSS an idle stream at
+            # 200 accounts, from the start-up's peak (issue 21). (The turn it cost every
+            # answer had hidden a side-gate delay: ``_engine/sides.py``, ``listing``.)
+            response = await within(request, budget, cancel=False)
         except asyncio.TimeoutError:
             raise TimedOutError(f"{what}: no answer within {budget:g} s") from None
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
