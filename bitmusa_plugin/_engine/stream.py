@@ -255,6 +255,7 @@ class AccountStream:
             timeout=rest_timeout,
             limiter=limiter,
             client=self._http,
+            auth=self.listen_key.auth,
         )
         self.open_timeout = open_timeout
         self.record = record
