@@ -285,3 +285,80 @@ async def test_idle_waits_for_the_holds_there_are_not_for_later_ones() -> None:
     await pipeline.dispatcher.drain(2.0)
     assert [(o["id"], o["side"]) for o in seen.updates] == [("F1", "buy"), ("F2", "sell")]
     await pipeline.stop()
+
+
+class _Reads:
+    """An ``AccountClient`` whose open-orders and trade-history reads answer when the test
+    answers them (``answer``), in the order they were sent."""
+
+    def __init__(self) -> None:
+        self.sent: asyncio.Queue[asyncio.Future[list[dict[str, Any]]]] = asyncio.Queue()
+
+    async def _read(self) -> list[dict[str, Any]]:
+        answer: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        self.sent.put_nowait(answer)
+        return await answer
+
+    async def open_orders(self, ticker: str | None = None, size: int = 50) -> list[dict[str, Any]]:
+        return await self._read()
+
+    async def trade_history_page(self, page: int, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return await self._read()
+
+    async def sent_one(self) -> asyncio.Future[list[dict[str, Any]]]:
+        """The next read sent (its lookup starts a loop turn after the hold)."""
+        return await self.sent.get()
+
+
+async def test_a_held_order_goes_out_on_the_turn_a_read_lists_it() -> None:
+    """Another client's order F1 waits for its side; the open-orders read its lookup sent
+    answers, listing it. F1 goes out on that loop turn, not after the lookups waiting for
+    the read have resumed (five turns): this process's own order F2, whose frame comes
+    next and whose POST's answer settles it a turn later, must not overtake it. ccxt's
+    watchOrders test saw the two out of time order (issue 21, docs/benchmarks.md §9c)."""
+    from bitmusa_plugin._engine.sides import rest_lookup
+    from bitmusa_plugin.testing import order_frame
+
+    reads = _Reads()
+    pipeline, gate, seen = _gate_pipeline(None)
+    gate.lookup = rest_lookup(reads, pipeline, "acct")  # type: ignore[arg-type]
+    gate.wait = 30.0  # only the answers end the holds
+    pipeline.ingest("acct", order_frame("F1", side=None, created_time=1))
+    answer = await asyncio.wait_for(reads.sent_one(), 2)
+    answer.set_result([{"order_id": "F1", "position": 0, "direction": 0}])
+    await asyncio.sleep(0)  # one turn: the read's own task sees its answer
+    pipeline.ingest("acct", order_frame("F2", side=None, created_time=2))
+    pipeline.fills["acct"].learn("F2", "sell")  # what the drop-in does with its POST's answer
+    gate.settle("F2", "sell")
+    await asyncio.wait_for(gate.idle(), 2)
+    await pipeline.dispatcher.drain(2.0)
+    assert [(o["id"], o["side"]) for o in seen.updates] == [("F1", "buy"), ("F2", "sell")]
+    assert not [e for e in seen.errors if e["kind"] == "side_unknown"]
+    await pipeline.stop()
+
+
+async def test_held_orders_one_read_lists_go_out_in_the_order_they_were_held() -> None:
+    """Two orders of another client held on one read (the second joins the first's):
+    the read lists them newest first, as Bitmusa does; they go out in the order their
+    frames came, each with its side."""
+    from bitmusa_plugin._engine.sides import rest_lookup
+    from bitmusa_plugin.testing import order_frame
+
+    reads = _Reads()
+    pipeline, gate, seen = _gate_pipeline(None)
+    gate.lookup = rest_lookup(reads, pipeline, "acct")  # type: ignore[arg-type]
+    gate.wait = 30.0
+    pipeline.ingest("acct", order_frame("F1", side=None, created_time=1))
+    answer = await asyncio.wait_for(reads.sent_one(), 2)
+    pipeline.ingest("acct", order_frame("F2", side=None, created_time=2))
+    await asyncio.sleep(0)  # F2's lookup joins the read in flight
+    listed = [
+        {"order_id": "F2", "position": 1, "direction": 0},
+        {"order_id": "F1", "position": 0, "direction": 0},
+    ]
+    answer.set_result(listed)
+    await asyncio.wait_for(gate.idle(), 2)
+    await pipeline.dispatcher.drain(2.0)
+    assert [(o["id"], o["side"]) for o in seen.updates] == [("F1", "buy"), ("F2", "sell")]
+    assert reads.sent.empty()  # F2 sent no read of its own
+    await pipeline.stop()

@@ -188,7 +188,21 @@ class _Client:
     """What every REST client of one account shares: the two credentials (added to each
     request by :class:`BitmusaAuth`), the base URL, the process-wide limiter, the pool, and
     reading the envelope. Its own pool, or ``client`` (shared by many accounts, which then
-    closes with its owner, not here)."""
+    closes with its owner, not here). ``auth``: the account's other client's, to share
+    (one fewer object an idle stream; it only reads the credentials)."""
+
+    # slots, not an instance dict, here and in the subclasses: an idle stream has two
+    # clients (issue 21)
+    __slots__ = (
+        "_auth",
+        "_client",
+        "_inflight",
+        "_limiter",
+        "_owns_client",
+        "_prepaid",
+        "rest_url",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -199,6 +213,7 @@ class _Client:
         limiter: RateLimiter | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         client: httpx.AsyncClient | None = None,
+        auth: BitmusaAuth | None = None,
     ) -> None:
         self.rest_url = rest_url.rstrip("/")
         self.timeout = timeout
@@ -207,7 +222,8 @@ class _Client:
         # requests is 216 B, and an idle stream has two clients (issue 21).
         self._inflight: set[asyncio.Future[httpx.Response]] | None = None
         self._prepaid = 0  # limiter permits taken ahead by reserve()
-        self._auth = BitmusaAuth(credentials)  # per request: a shared pool has no one auth
+        # per request: a shared pool has no one auth
+        self._auth = auth if auth is not None else BitmusaAuth(credentials)
         self._owns_client = client is None
         # a resync sends three requests at once; 4 connections, 2 kept idle (httpx's own
         # default keeps 20 idle sockets per client)
@@ -215,6 +231,11 @@ class _Client:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.rest_url!r})"
+
+    @property
+    def auth(self) -> BitmusaAuth:
+        """The two headers' source (``auth`` of another client of the same account)."""
+        return self._auth
 
     @property
     def inflight(self) -> int:
@@ -304,11 +325,11 @@ class _Client:
         try:
             # httpx's timeouts bound each phase; this bounds the whole call, so that no
             # transport trouble can leave the lifecycle waiting for an answer forever.
-            # The shield stays (``cancel=False`` would save its future): without it, ccxt's
-            # own watchOrders test (tests/test_ccxt_suite.py) fails every time, an order
-            # listed ahead of an older one; the answer is then seen a loop turn sooner.
-            # Why that reorders is not understood yet (the side gate's releases?).
-            response = await within(asyncio.shield(request), budget)
+            # ``cancel=False``, not ``asyncio.shield``: the request runs on either way, and
+            # the shield's second future and callbacks were 3 KiB of RSS an idle stream at
+            # 200 accounts, from the start-up's peak (issue 21). (The turn it cost every
+            # answer had hidden a side-gate delay: ``_engine/sides.py``, ``listing``.)
+            response = await within(request, budget, cancel=False)
         except asyncio.TimeoutError:
             raise TimedOutError(f"{what}: no answer within {budget:g} s") from None
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -411,6 +432,8 @@ class ListenKeyClient(_Client):
     A 405 counts as a 404: it is how a server of the other reading answers a PUT on the
     path it serves only for POST."""
 
+    __slots__ = ("_label", "_settled", "fallback", "keepalive_prefix")
+
     def __init__(
         self,
         credentials: Credentials,
@@ -497,6 +520,8 @@ class ListenKeyClient(_Client):
 class AccountClient(_Client):
     """The account's state over REST: the snapshots a resync takes (GET ``/future/wallet``,
     ``/future/position``, ``/future/order``), and the ccxt drop-in's fetches."""
+
+    __slots__ = ()
 
     async def wallet(self) -> list[dict[str, Any]]:
         """GET /future/wallet: one record per margin asset."""

@@ -12,7 +12,9 @@ page, another bot, a previous run) is new to it. The rule (docs/hooks.md, on_ord
 2. while that is asked, the order's own later frames wait behind it, in order; nothing
    else waits (the account's other orders, wallet and positions flow on, and so does
    every other account: each has its own gate); the order and its trades go out with the
-   side, and it is remembered for the order's later frames;
+   side on the loop turn a read lists it (whichever order's lookup sent that read; the
+   orders one read lists, in the order they were held), and it is remembered for the
+   order's later frames;
 3. when neither says within ``side_wait`` (or the REST calls fail), the order and its
    trades go out with ``side`` None, reported once (``side_unknown``, with why), and the
    order's later frames do not wait again.
@@ -72,6 +74,35 @@ def rest_lookup(client: AccountClient, pipeline: Pipeline, account: str) -> Look
     stamps = itertools.count()
     inflight: dict[tuple[str, str], tuple[int, asyncio.Future[Any]]] = {}
 
+    def release(listed: list[dict[str, Any]]) -> None:
+        """The held orders ``listed`` names go out now, in the order they were held."""
+        gate = pipeline.held.get(account)
+        if gate is None:
+            return
+        sides: dict[str, str] = {}
+        close_side = pipeline.close_side
+        for record in listed:
+            order_id = str(record.get("order_id"))
+            if order_id in gate.pending and order_id not in sides:
+                try:
+                    side = side_of(record.get("position"), record.get("direction"), close_side)
+                except Exception:
+                    continue  # its own lookup reads it again, and reports it
+                if side is not None:
+                    sides[order_id] = side
+        gate.learnt(sides)
+
+    async def listing(call: Awaitable[list[dict[str, Any]] | None]) -> list[dict[str, Any]] | None:
+        listed = await call
+        # On the loop turn the answer comes, not after the lookups that wait for it resume
+        # (the read, its shield, the lookup's task, ``within``'s waiter, ``_learn``: five
+        # turns): an order of this process settled by its POST's answer meanwhile went out
+        # ahead of an older order whose side was already known, and ccxt's watchOrders
+        # test saw the two out of time order (issue 21, docs/benchmarks.md §9c).
+        if listed:
+            release(listed)
+        return listed
+
     def start(key: tuple[str, str]) -> tuple[int, asyncio.Future[Any]]:
         kind, ticker = key
         call: Awaitable[list[dict[str, Any]] | None]
@@ -79,7 +110,7 @@ def rest_lookup(client: AccountClient, pipeline: Pipeline, account: str) -> Look
             call = client.open_orders(ticker=ticker, size=resync.OPEN_ORDERS_PAGE)
         else:
             call = client.trade_history_page(1, {"size": 100, "ticker": ticker})
-        read = (next(stamps), asyncio.ensure_future(call))
+        read = (next(stamps), asyncio.ensure_future(listing(call)))
         inflight[key] = read
 
         def done(future: asyncio.Future[Any]) -> None:
@@ -199,6 +230,13 @@ class SideGate:
         task = self._learning.pop(order_id, None)
         if task is not None:
             task.cancel()
+
+    def learnt(self, sides: dict[str, str]) -> None:
+        """A REST read listed these orders, with their sides: those held go out now, in
+        the order they were held (their lookups, which may wait for that same read, are
+        not waited for)."""
+        for order_id in [held for held in self.pending if held in sides]:
+            self.settle(order_id, sides[order_id])
 
     def queue(self, raw: str | bytes, received_at: int | None) -> bool:
         """Queue ``raw`` behind its order if that order is held (True), else leave it."""

@@ -90,6 +90,12 @@ class Heartbeat:
         return Heartbeat(self.interval / factor, self.timeout / factor)
 
 
+#: The defaults, one for the process: both are frozen, and a stream made without them held
+#: its own copy of each (0.4 KiB with their dicts, issue 21). A session passes its own.
+_HEARTBEAT = Heartbeat()
+_TIMING = lc.Timing()
+
+
 @dataclass
 class AccountConfig:
     """One account to stream. ``credentials`` never appear in a repr.
@@ -148,10 +154,45 @@ class AccountStream:
     stopped. ``http`` (a shared pool) and ``limiter`` come from the session; without them
     the stream has its own."""
 
+    # Slots, not an instance dict: about 30 fields, 1 KiB of dict an idle stream (issue 21)
+    __slots__ = (
+        "_clock",
+        "_conns",
+        "_creating",
+        "_http",
+        "_inbox",
+        "_logged",
+        "_owns_http",
+        "_record_flush",
+        "_rest_tasks",
+        "_wall",
+        "_ws_settled",
+        "account",
+        "config",
+        "gap_delivered",
+        "heartbeat",
+        "history_budget",
+        "last_error",
+        "listen_key",
+        "machine",
+        "open_timeout",
+        "pipeline",
+        "reason",
+        "record",
+        "result",
+        "resume_since_ms",
+        "side_wait",
+        "snapshots",
+        "status",
+        "trace",
+        "ws_path",
+    )
+
     #: ``gap_delivered(since_ms)``, called once a gap's resync has published every record
     #: it has (what it recovered of the gap since then): the worker's sink learns, in its
-    #: queue's order, when a takeover may resume past that gap (``_scale/worker.py``)
-    gap_delivered: Callable[[int], None] | None = None
+    #: queue's order, when a takeover may resume past that gap (``_scale/worker.py``);
+    #: None (the default) for a stream nobody hands over
+    gap_delivered: Callable[[int], None] | None
 
     def __init__(
         self,
@@ -176,6 +217,7 @@ class AccountStream:
         trace: Callable[[str, str | None], None] | None = None,
     ) -> None:
         self.config = config
+        self.gap_delivered = None
         #: how long a gap's trade-history read may take, seconds (its pages are paced by
         #: the shared limiter; past it, what the history did not give is estimated)
         self.history_budget = history_budget
@@ -187,9 +229,9 @@ class AccountStream:
         self.trace = trace
         self.account = config.label
         self.pipeline = pipeline
-        self.heartbeat = heartbeat or Heartbeat()
+        self.heartbeat = heartbeat or _HEARTBEAT
         self.machine = lc.AccountMachine(
-            timing=timing or lc.Timing(),
+            timing=timing or _TIMING,
             rng=rng or _JITTER,
             keep_listen_key=keep_listen_key,
             resync=resync,
@@ -213,6 +255,7 @@ class AccountStream:
             timeout=rest_timeout,
             limiter=limiter,
             client=self._http,
+            auth=self.listen_key.auth,
         )
         self.open_timeout = open_timeout
         self.record = record
