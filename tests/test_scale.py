@@ -217,6 +217,12 @@ async def test_a_stream_handed_over_with_a_gap_pins_it_before_the_heartbeat_once
     session.streams["a"] = AccountStream(config, session.pipeline, resume_since_ms=1200)
     await worker._read()
     assert int(await client.hget(pinned, "a")) == 1200  # an earlier gap: pinned
+    # a gap whose records are published but not all in the sink's hands yet pins too
+    await client.hdel(pinned, "a")
+    session.streams["a"] = AccountStream(config, session.pipeline)  # no gap of its own
+    worker._closing["a"] = [1000]
+    await worker._read()
+    assert int(await client.hget(pinned, "a")) == 1000
     del worker.planner.releasing["a"]
     await worker._read()
     assert "a" not in worker._pins
@@ -318,6 +324,7 @@ async def test_a_restart_owes_the_lowering_of_last_until_no_batch_sent_before_ca
     worker.sink_name = "redis-sink"
     sink.bind(session.pipeline.report, None, "bitmusa:default:last", worker.last_ceiling)
     worker._registry = {"a": _record(sim, monkeypatch)}
+    worker.planner.owned["a"] = ls._Owned("w1:1", 1, time.monotonic())  # its lease: ours
     try:
         await worker._start("a", None)
         event = {"account": "a", "stream": "future_wallet", "eventTime": 1, "receivedAt": 9000}
@@ -336,7 +343,9 @@ async def test_a_restart_owes_the_lowering_of_last_until_no_batch_sent_before_ca
         assert worker.last_ceiling("a") == 3000
         with pytest.raises(_Deferred):  # the batch in flight could undo the lowering
             await worker._do(ls.Confirmed("a", 3000, restarted=True))
+        before = await client.hget("bitmusa:default:last", "a")
         await worker._read()  # nor does the tick's reading lower it yet
+        assert await client.hget("bitmusa:default:last", "a") == before
         assert await client.hget("bitmusa:default:unconfirmed", "a") == b"3000"
         gated.gate.set()
         assert await sink.flush(5)
@@ -378,6 +387,7 @@ async def test_the_ticks_reading_pays_an_owed_lowering_and_a_failed_restart_lowe
     worker = Worker(client, session, WorkerOptions(), "w1")
     worker.sink = RedisSink("redis://127.0.0.1:9", maxlen=None)  # holds nothing
     worker._registry = {"a": _record(sim, monkeypatch)}
+    worker.planner.owned["a"] = ls._Owned("w1:1", 1, time.monotonic())  # its lease: ours
     try:
         await worker._start("a", None)
         await client.hset("bitmusa:default:last", "a", 9000)
@@ -391,12 +401,17 @@ async def test_the_ticks_reading_pays_an_owed_lowering_and_a_failed_restart_lowe
         assert await worker._do(ls.Unpin("a", 3000)) == []
         assert int(await client.hget("bitmusa:default:last", "a")) == 3500  # not again
         assert await client.hget("bitmusa:default:pinned", "a") is None
-        # the restart could not start (it left the worker): down to the gap's start
-        await session.remove("a")
+        # a restart that could not start (its record is gone from the registry): the
+        # lease is let go, and last comes down to the gap's start for the next owner
         await client.hset("bitmusa:default:last", "a", 6000)
         await client.hset("bitmusa:default:pinned", "a", 2600)
+        await worker._do(ls.Stop("a", "restarting, to read a gap"))
+        worker._registry = {}
+        follow = await worker._do(ls.Start("a", 1, 2600))
+        assert any(isinstance(action, ls.Release) for action in follow)
         assert await worker._do(ls.Unpin("a", 2600)) == []
         assert int(await client.hget("bitmusa:default:last", "a")) == 2600
+        assert await client.hget("bitmusa:default:pinned", "a") is None
     finally:
         await session.aclose()
 
@@ -500,6 +515,20 @@ async def test_a_pin_stays_where_it_is_earliest_and_last_never_stays_above_a_gap
     assert await forget(keys=["pinned", "last"], args=["a", 4500, 3900]) == 0
     assert int(await client.hget("last", "a")) == 3500
     assert int(await client.hget("pinned", "a")) == 9000
+    # an account with no last yet (nothing written): the gap's start is set, else a death
+    # before the first write would read no gap at all
+    lower = client.register_script(w._LOWER)
+    await lower(keys=["last"], args=["c", 700, "a", 9999])
+    assert int(await client.hget("last", "c")) == 700
+    assert int(await client.hget("last", "a")) == 3500
+    await client.hset("pinned", "d", 800)
+    assert await forget(keys=["pinned", "last"], args=["d", 800, 800]) == 1
+    assert int(await client.hget("last", "d")) == 800
+    await client.hset("pinned", "e", 900)
+    await client.delete("lease", "marker")
+    got = await acquire(keys=acquire_keys, args=["w2", 10_000, 0, "e", 0])
+    assert int(got[3]) == 900
+    assert int(await client.hget("last", "e")) == 900
 
 
 async def test_each_orders_last_state_is_kept_for_the_next_owner_until_done_and_behind(

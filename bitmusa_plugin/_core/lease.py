@@ -501,7 +501,9 @@ class LeasePlanner:
         for label in free[: max(0, share - len(self.owned))]:
             self._acquiring[label] = now
             redis.append(Acquire(label, self._fenced.get(label, 0), self.lease_ttl / 2))
-        self._fenced.clear()
+        # (a takeover put off by the shell keeps its floor and its place for the next tick)
+        for label in [label for label in self._fenced if label not in self._acquiring]:
+            del self._fenced[label]
         return local + redis
 
     def _leave(self, now: float, others: set[str], view: View) -> list[Action]:

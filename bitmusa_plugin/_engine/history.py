@@ -81,10 +81,12 @@ async def read_pages(
     seen: set[object] = set()
     failures: list[str] = []
     page, attempt = 1, 0
+    failing: str | None = None  # the last read of this page failed so
     while True:
         left = deadline - clock()
         if left <= 0:
-            return records, _bound_cut(records, page - 1), page - 1, failures
+            why = _bound_cut(records, page - 1) if failing is None else failing
+            return records, why, page - 1, failures
         try:
             data = await within(client.trade_history_page(page, params), left)
         except asyncio.TimeoutError:
@@ -94,15 +96,14 @@ async def read_pages(
             if exc.failure in ("permanent", "misconfigured"):
                 return records, f"page {page} failed: {exc.message}", page - 1, failures
             # bounded by time, never by a count of failures: a page that fails five
-            # times and then answers still gives the gap's fills, not an unknown end
+            # times and then answers still gives the gap's fills, not an unknown end;
+            # the last try comes with what the bound leaves
+            failing = f"page {page} kept failing ({exc.message})"
             pause = _BACKOFF[min(attempt, len(_BACKOFF) - 1)]
-            if clock() + pause >= deadline:
-                why = f"page {page} kept failing ({exc.message})"
-                return records, why, page - 1, failures
             attempt += 1
-            await asyncio.sleep(pause)
+            await asyncio.sleep(max(0.0, min(pause, deadline - clock() - 0.01)))
             continue
-        attempt = 0
+        attempt, failing = 0, None
         rows = data or []
         for row in rows:
             key = _identity(row)

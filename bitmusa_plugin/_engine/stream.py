@@ -77,6 +77,10 @@ _JITTER = random.Random()
 Event = Callable[[float], list[lc.Action]]
 
 
+#: what a probe's ping may take to be sent, beyond its wait for the pong (seconds)
+PING_SEND = 0.5
+
+
 @dataclass(frozen=True)
 class Heartbeat:
     """Protocol pings: a connection whose pong does not arrive within ``timeout`` after a
@@ -333,7 +337,9 @@ class AccountStream:
         over now (worker mode): its unfinished gap; else, unless a ping of the delivering
         connection is answered within ``timeout``, the last moment that connection was
         known alive (a link that died silently, not noticed yet, delivers nothing); else
-        None. A stream not connected yet has nothing to prove."""
+        None. A stream not connected yet has nothing to prove. ``timeout`` 0: no ping
+        (there is no time for one), the last sign of life; else the ping's own send takes
+        PING_SEND at most on top."""
         gap = self.unfinished_gap_ms()
         if gap is not None:
             return gap
@@ -341,13 +347,15 @@ class AccountStream:
         conn = self._conns.get(primary) if primary is not None else None
         if conn is None or conn.ws is None:
             return None
+        if timeout <= 0:
+            return self._wall_ms(conn.last_alive)
         ws = conn.ws
 
         async def answered() -> None:
             await within(await ws.ping(), timeout, cancel=False)
 
         try:  # the ping's own send (a full socket buffer) counts against the timeout too
-            await within(answered(), timeout + 0.5)
+            await within(answered(), timeout + PING_SEND)
         except Exception:  # no pong, closed, or anything else: nothing proves it delivers
             return self._wall_ms(conn.last_alive)
         conn.last_alive = self._clock()

@@ -43,6 +43,7 @@ from bitmusa_plugin._engine.aio import within
 from bitmusa_plugin._engine.rest import DEFAULT_REST_URL
 from bitmusa_plugin._engine.secrets import CredentialsError, InsecureURLError, redact
 from bitmusa_plugin._engine.session import Session
+from bitmusa_plugin._engine.stream import PING_SEND
 from bitmusa_plugin._scale import registry
 from bitmusa_plugin._scale.registry import key
 from bitmusa_plugin._scale.sink import ORDER_KEEP_MS, RedisSink
@@ -110,7 +111,7 @@ end
 local since = last
 if pending and (not since or pending < since) then since = pending end
 if pinned and (not since or pinned < since) then since = pinned end
-if since and last and since < last then
+if since and (not last or since < last) then
   redis.call('HSET', KEYS[5], ARGV[4], since)  -- a death before we write is read from here
 end
 return {fence, false, 0, since or false}
@@ -152,7 +153,7 @@ return 1
 _LOWER = """
 for i = 1, #ARGV, 2 do
   local last = tonumber(redis.call('HGET', KEYS[1], ARGV[i]))
-  if last and tonumber(ARGV[i + 1]) < last then
+  if not last or tonumber(ARGV[i + 1]) < last then  -- none yet: the gap is all there is
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   end
 end
@@ -192,7 +193,7 @@ _FORGET = """
 local lower = tonumber(ARGV[3])
 if lower >= 0 then
   local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]))
-  if last and lower < last then
+  if not last or lower < last then  -- none yet: the gap is all there is
     redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
   end
 end
@@ -206,8 +207,6 @@ return 0
 RETRY_AFTER_OUTAGE = 0.25
 #: how long a hand-back waits for its stream's connection to answer a ping (seconds)
 HANDBACK_PROBE = 1.0
-#: what a probe may take beyond its wait (the ping's own send: ``unproven_since_ms``)
-_PROBE_SEND = 0.5
 
 #: stream states in which a connection is up and delivering
 _DELIVERING = ("connected", "gap", "rotating", "rotated")
@@ -353,14 +352,14 @@ class Worker:
         answer a ping in time (it died silently, unnoticed yet: the successor reads from
         there instead of trusting it). The wait is HANDBACK_PROBE, less what the
         self-fencing deadline leaves (none: the last sign of life is pinned), and the
-        ping's send takes _PROBE_SEND at most on top."""
+        ping's send takes PING_SEND at most on top."""
         stream = self.session.streams.get(label)
         if stream is None:
             return None
         wait = HANDBACK_PROBE
         deadline = self.planner.fence_deadline()
         if deadline is not None:
-            left = deadline - self._clock() - _PROBE_SEND - RETRY_AFTER_OUTAGE
+            left = deadline - self._clock() - PING_SEND - RETRY_AFTER_OUTAGE
             wait = max(0.0, min(wait, left))
         return asyncio.get_running_loop().create_task(stream.unproven_since_ms(wait))
 
@@ -524,7 +523,7 @@ class Worker:
         # The lowerings of last that restarts owe, once nothing in flight can undo them;
         # those of streams that have left (the account is another's now, with whatever
         # gap its takeover read) are let go.
-        for label in [label for label in self._owed if label not in self.session.streams]:
+        for label in [label for label in self._owed if label not in self.planner.owned]:
             del self._owed[label]
         debts = {label: debt for label, debt in self._owed.items() if debt.payable()}
         if debts:
@@ -545,7 +544,8 @@ class Worker:
         pipe.hgetall(self._key("pinned"))
         replies = await self._redis(pipe.execute())
         added, _, _, _, beats, drains, accounts, live, pinned = replies[-9:]
-        self._pins.update(pins)
+        for label, gap in pins.items():  # _PIN keeps the earliest: so does what we know
+            self._pins[label] = min(gap, self._pins.get(label, gap))
         for label, debt in debts.items():  # paid (unless a later restart owes again)
             if self._owed.get(label) is debt:
                 del self._owed[label]
@@ -700,17 +700,21 @@ class Worker:
     async def _forget_record(self, name: str, label: str, since_ms: int, *, lower: bool) -> None:
         """Delete ``label``'s field of the ``name`` hash if it still holds ``since_ms``
         (a record, once gone, no longer makes a takeover read from there); ``lower``: the
-        restart's lowering of ``last``, if still owed, in the same script and first. Its
-        stream gone (the restart failed to start), ``last`` comes down to ``since_ms``
-        instead, for whoever takes the account next. Put off while the lowering must wait
-        for the sink (see ``_Debt``)."""
+        restart's lowering of ``last``, if still owed, in the same script and first. The
+        restart failed to start: ``last`` comes down to ``since_ms`` too, for whoever
+        takes the account next. The account another's now: nothing (its takeover
+        consumed the record, or reads from it). Put off while the lowering must wait for
+        the sink (see ``_Debt``)."""
+        failed = label in self._failed  # (its stream may still be stopping)
+        if label not in self.planner.owned and not failed:
+            return
         target, debt = -1, self._owed.get(label) if lower else None
         if debt is not None:
             if not debt.payable():
                 raise _Deferred(f"a batch of {label}'s sent before its restart is in flight")
             target = debt.ms
-        elif lower and (label not in self.session.streams or label in self._stopping):
-            target = since_ms
+        if lower and failed:
+            target = since_ms if target < 0 else min(target, since_ms)
         keys = [self._key(name), self._key("last")]
         await self._redis(self._forget(keys=keys, args=[label, since_ms, target]))
         if debt is not None and self._owed.get(label) is debt:
