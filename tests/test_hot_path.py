@@ -197,3 +197,51 @@ async def test_an_account_stream_holds_no_queue_or_generator_of_its_own() -> Non
         await http.aclose()
     per_stream = sum(stat.size_diff for stat in grown) / len(streams)
     assert per_stream < 6 * 1024, f"{per_stream:.0f} B a stream"
+
+
+_PAIRS = st.tuples(st.integers(-(10**30), 10**30) | st.integers(-999, 999), st.integers(-8, 300))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_PAIRS, _PAIRS)
+def test_the_spelt_out_arithmetic_is_precises(a: tuple[int, int], b: tuple[int, int]) -> None:
+    """add, sub and div (their powers of ten looked up, not called for) against ccxt's
+    ``Precise`` on the same decimals; sub is add of the negation, in the same form."""
+    from ccxt.base.precise import Precise
+
+    text_a, text_b = numbers.to_str(a), numbers.to_str(b)
+    assert numbers.sub(a, b) == numbers.add(a, (-b[0], b[1]))
+    assert Decimal(numbers.to_str(numbers.add(a, b))) == Decimal(Precise.string_add(text_a, text_b))
+    assert Decimal(numbers.to_str(numbers.sub(a, b))) == Decimal(Precise.string_sub(text_a, text_b))
+    if b[0]:
+        quotient = Precise.string_div(text_a, text_b, 18)
+        # in Precise's own form (its parse of the text strips trailing zeros): a negative
+        # quotient truncates by the form, as Precise's does (see norm())
+        assert Decimal(numbers.to_str(numbers.div(norm(a), norm(b)))) == Decimal(quotient)
+
+
+_AMOUNTS = st.builds(
+    lambda i, s: f"{Decimal(i).scaleb(-s):f}", st.integers(0, 10**17), st.integers(0, 20)
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_AMOUNTS, _AMOUNTS, _AMOUNTS)
+def test_an_orders_remaining_and_average_are_to_float_of_their_exact_derivations(
+    amount: str, filled: str, value: str
+) -> None:
+    """The builder's remaining and average, to_float() and div() spelt out, are what the
+    two helpers give (``safe_order``: amount - filled; value / filled at 18 places)."""
+    numbers.READ_CACHE.clear()
+    data = dict(_VALID, amount=amount, tradedAmount=filled, value=value, status="PARTIAL")
+    try:
+        order = build.order(wire.order_fields(data), 0, SymbolMap(), data)
+    except Reject:
+        return  # out of range, or more filled than ordered: not this test's
+    amount_p, filled_p, value_p = pair(amount), pair(filled), pair(value)
+    if order["amount"] is not None:
+        assert order["remaining"] == to_float(numbers.sub(amount_p, filled_p))
+    if order["filled"]:
+        assert order["average"] == to_float(numbers.div(value_p, norm(filled_p)))
+    else:
+        assert order["average"] is None

@@ -14,7 +14,9 @@ from typing import Any, NamedTuple
 
 from bitmusa_hookspecs import Balance, Order, Position
 from bitmusa_plugin._core.numbers import (
+    FPOW10,
     MAX_TIMESTAMP,
+    POW10,
     READ_CACHE,
     Pair,
     Reject,
@@ -59,6 +61,9 @@ _ZERO: Pair = (0, 0)
 _INVERSE: dict[Pair, float | None] = {}  # leverage -> initialMarginPercentage
 _MISSING: Any = object()
 _READ = READ_CACHE
+_TWO53 = 2**53
+_P18 = 10**18
+_KEY_TYPES = frozenset((str, type(None)))
 
 
 class Asset(NamedTuple):
@@ -208,7 +213,7 @@ def order(
         base["reduceOnly"] = reduce_only
         base["side"] = side
         # the key as sent (an int id was made a str above): exact str or None, or no memo
-        if key is not None and all(type(v) is str or v is None for v in key[:7]):
+        if key is not None and {*map(type, key[:7])} <= _KEY_TYPES:  # a set, no generator
             if len(ORDER_MEMO) >= ORDER_MEMO_SIZE:
                 ORDER_MEMO.clear()
             ORDER_MEMO[key] = (base, otype, price, price_p, amount, amount_p, amount_n)
@@ -224,9 +229,11 @@ def order(
             remaining_p: Pair = (amount_p[0] - filled_p[0], amount_p[1])
         else:
             remaining_p = sub(amount_p, filled_p)
-        if remaining_p[0] < 0:
+        i, d = remaining_p
+        if i < 0:
             raise Reject("invalid_value", "tradedAmount exceeds amount")
-        remaining = to_float(remaining_p)
+        # to_float() inlined for the common case (its first branch: exact doubles)
+        remaining = i / FPOW10[d] if 0 < d <= 22 and i < _TWO53 else to_float(remaining_p)
     elif closed:
         remaining = 0.0
     average: float | None = None
@@ -234,7 +241,14 @@ def order(
         # safe_order re-reads filled * contractSize (1) from its string: the normal form
         if cost_p is not None:
             if filled_n[0] > 0:
-                average = to_float(div(cost_p, filled_n))
+                # to_float(div(cost_p, filled_n)) inlined for the common case: both >= 0,
+                # so div's floor is its truncation; the 18-place quotient over 10**18 is
+                # int / int, correctly rounded, which is what to_float() gives for it
+                d = 18 - cost_p[1] + filled_n[1]
+                if 0 <= d < 256 and cost_p[0] >= 0:
+                    average = cost_p[0] * POW10[d] // filled_n[0] / _P18
+                else:
+                    average = to_float(div(cost_p, filled_n))
         elif price_p is not None and price is not None:
             cost = to_float(mul(filled_n, price_p))
     if price is None and otype == "market":
