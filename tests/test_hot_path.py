@@ -39,6 +39,9 @@ def test_a_cached_read_equals_the_readers_it_stands_for(value: object) -> None:
     numbers.READ_CACHE.clear()
     assert read(value, "x") == uncached(value)  # a miss
     assert read(value, "x") == uncached(value)  # then, for a string, a hit
+    numbers.READ_CACHE.clear()
+    assert numbers.read_new(value, "x") == uncached(value)  # the builders' miss
+    assert read(value, "x") == uncached(value)  # which cached it, for a string
 
 
 @pytest.mark.parametrize("value", ["abc", "1" * 80, "1e400", "nan"])
@@ -245,3 +248,10 @@ def test_an_orders_remaining_and_average_are_to_float_of_their_exact_derivations
         assert order["average"] == to_float(numbers.div(value_p, norm(filled_p)))
     else:
         assert order["average"] is None
+
+
+def test_an_order_frame_maps_to_its_streams_hook() -> None:
+    """``Mapper.feed`` spells the order stream's hook out (no ``STREAM_HOOKS`` look-up)."""
+    result = Mapper().feed(orjson.dumps({"data": _VALID, "stream": "future_order"}), 0)
+    assert isinstance(result, Mapped)
+    assert (result.hook, result.key) == wire.STREAM_HOOKS["future_order"]

@@ -28,7 +28,7 @@ from bitmusa_plugin._core.numbers import (
     norm,
     number,
     pair,
-    read,
+    read_new,
     sub,
     timestamp,
     to_float,
@@ -135,9 +135,9 @@ def order(
         if status is None:
             status = enum(v, ORDER_STATUS, "status")
         r = _READ.get(raw_filled) if type(raw_filled) is str else None
-        filled, filled_p, filled_n = r if r is not None else read(raw_filled, "tradedAmount")
+        filled, filled_p, filled_n = r if r is not None else read_new(raw_filled, "tradedAmount")
         r = _READ.get(raw_cost) if type(raw_cost) is str else None
-        cost, cost_p, _ = r if r is not None else read(raw_cost, "value")
+        cost, cost_p, _ = r if r is not None else read_new(raw_cost, "value")
         if (filled is not None and filled < 0) or (cost is not None and cost < 0):
             raise Reject("invalid_value", "price, amount, tradedAmount and value must be >= 0")
         if completed is not None:
@@ -174,13 +174,13 @@ def order(
         # number() and pair() of each field at once, through the readers' cache: an
         # order's price and amount recur in each of its updates, its fill in the next one
         r = _READ.get(raw_price) if type(raw_price) is str else None
-        price, price_p, _ = r if r is not None else read(raw_price, "price")
+        price, price_p, _ = r if r is not None else read_new(raw_price, "price")
         r = _READ.get(raw_amount) if type(raw_amount) is str else None
-        amount, amount_p, amount_n = r if r is not None else read(raw_amount, "amount")
+        amount, amount_p, amount_n = r if r is not None else read_new(raw_amount, "amount")
         r = _READ.get(raw_filled) if type(raw_filled) is str else None
-        filled, filled_p, filled_n = r if r is not None else read(raw_filled, "tradedAmount")
+        filled, filled_p, filled_n = r if r is not None else read_new(raw_filled, "tradedAmount")
         r = _READ.get(raw_cost) if type(raw_cost) is str else None
-        cost, cost_p, _ = r if r is not None else read(raw_cost, "value")
+        cost, cost_p, _ = r if r is not None else read_new(raw_cost, "value")
         if (
             (price is not None and price < 0)
             or (amount is not None and amount < 0)
@@ -257,13 +257,15 @@ def order(
     # order's own template (``base``, its repeated fields set) spares eight of them.
     result: dict[str, Any] = base.copy()
     result["info"] = info
-    result["lastTradeTimestamp"] = completed
+    if completed is not None:  # None in the template: stored only when set (as average)
+        result["lastTradeTimestamp"] = completed
     result["lastUpdateTimestamp"] = event_time
     result["symbol"] = symbol
     result["price"] = price
     result["amount"] = amount
     result["cost"] = cost
-    result["average"] = average
+    if average is not None:
+        result["average"] = average
     result["filled"] = filled
     result["remaining"] = remaining
     result["status"] = status
@@ -307,17 +309,17 @@ def position(
         hedged = HEDGED.get(enum_key(mode))
     # number() and pair() at once, through the readers' cache, as for orders
     r = _READ.get(raw_lev) if type(raw_lev) is str else None
-    leverage, lev_p, _ = r if r is not None else read(raw_lev, "leverage")
+    leverage, lev_p, _ = r if r is not None else read_new(raw_lev, "leverage")
     r = _READ.get(raw_entry) if type(raw_entry) is str else None
-    entry = (r if r is not None else read(raw_entry, "price"))[0]
+    entry = (r if r is not None else read_new(raw_entry, "price"))[0]
     r = _READ.get(raw_contracts) if type(raw_contracts) is str else None
-    contracts, contracts_p, contracts_n = r if r is not None else read(raw_contracts, "amount")
+    contracts, contracts_p, contracts_n = r if r is not None else read_new(raw_contracts, "amount")
     r = _READ.get(raw_notional) if type(raw_notional) is str else None
-    notional, notional_p, _ = r if r is not None else read(raw_notional, "value")
+    notional, notional_p, _ = r if r is not None else read_new(raw_notional, "value")
     r = _READ.get(raw_liq) if type(raw_liq) is str else None
-    liquidation = (r if r is not None else read(raw_liq, "liquidPrice"))[0]
+    liquidation = (r if r is not None else read_new(raw_liq, "liquidPrice"))[0]
     r = _READ.get(raw_upnl) if type(raw_upnl) is str else None
-    upnl, upnl_p, _ = r if r is not None else read(raw_upnl, "unpnl")
+    upnl, upnl_p, _ = r if r is not None else read_new(raw_upnl, "unpnl")
     if (
         (leverage is not None and leverage < 0)
         or (entry is not None and entry < 0)

@@ -122,12 +122,19 @@ READ_CACHE_SIZE = 4096
 def read(value: object, name: str) -> Read:
     """:func:`number`, :func:`pair` and :func:`norm` of one field at once (``Reject`` as
     :func:`number`), cached for strings: the builders' hot path looks ``READ_CACHE`` up
-    itself first and calls this on a miss."""
-    result: Read
+    itself first and calls :func:`read_new` on a miss."""
     if type(value) is str:
         found = READ_CACHE.get(value)
         if found is not None:
             return found
+    return read_new(value, name)
+
+
+def read_new(value: object, name: str) -> Read:
+    """:func:`read` of a value not in ``READ_CACHE`` (any value but a string found there):
+    read, and cached if a string. The builders call it after their own look-up missed."""
+    result: Read
+    if type(value) is str:
         head, dot, tail = value.partition(".")
         digits = head + tail if dot else head
         if len(digits) <= 15 and digits.isdigit() and digits.isascii():
