@@ -101,6 +101,8 @@ class Pipeline:
         self._trades_taken = self.dispatcher.has_subscribers("on_trade")
         self._clock = clock
         self._mappers: dict[str, Mapper] = {}
+        #: per account, what ``ingest`` needs of it, found with one look-up (not four)
+        self._lanes: dict[str, tuple[Mapper, AccountStats, Fills, Ledger]] = {}
         self.ledgers: dict[str, Ledger] = {}
         self.fills: dict[str, Fills] = {}
         #: per account, the wait for an unknown order's side (``_engine/sides.py``; a live
@@ -136,8 +138,9 @@ class Pipeline:
             )
             if account not in self.accounts:  # kept through a reset
                 self.accounts[account] = AccountStats()
-            self.ledgers[account] = Ledger()
-            self.fills[account] = Fills(self.symbols, self.close_side)
+            ledger = self.ledgers[account] = Ledger()
+            fills = self.fills[account] = Fills(self.symbols, self.close_side)
+            self._lanes[account] = (mapper, self.accounts[account], fills, ledger)
         return mapper
 
     def reset(self, account: str) -> None:
@@ -145,6 +148,7 @@ class Pipeline:
         not its counters): a worker taking an account back after another streamed it
         knows none of what that one delivered, and starts from what it is told of it."""
         self._mappers.pop(account, None)
+        self._lanes.pop(account, None)
         self.ledgers.pop(account, None)
         self.fills.pop(account, None)
 
@@ -157,11 +161,12 @@ class Pipeline:
             received_at = int(now * 1000)
         if self.held and account in self.held and self.held[account].queue(raw, received_at):
             return True  # behind its order, whose side is asked for
-        mapper = self._mappers.get(account)
-        if mapper is None:
-            mapper = self.mapper(account)
+        lane = self._lanes.get(account)
+        if lane is None:
+            self.mapper(account)
+            lane = self._lanes[account]
+        mapper, stats, fills, ledger = lane
         result = mapper.feed(raw, received_at)
-        stats = self.accounts[account]
         if isinstance(result, Mapped):
             hook, key, obj, event = result  # a tuple: unpacked at once, not by attribute
             events = stats.events
@@ -172,8 +177,8 @@ class Pipeline:
                 events[stream] = 1
             stats.last_event_at = now
             if hook == "on_order":
-                trades = self.fills[account].on_order(obj, event["eventTime"])
-                self.ledgers[account].record("on_order", obj)
+                trades = fills.on_order(obj, event["eventTime"])
+                ledger.record("on_order", obj)
                 if (
                     obj["side"] is None
                     and account in self.side_gates
@@ -183,7 +188,7 @@ class Pipeline:
                 if trades or self._orders_taken:
                     self.publish_order(account, obj, event, trades)
                 return True
-            self.ledgers[account].record(hook, obj)
+            ledger.record(hook, obj)
             self.dispatcher.publish(hook, {key: obj, "event": event})
             return True
         error = result.error
