@@ -204,9 +204,11 @@ class Fills:
             raw = info.get("tradedAmount")
             read = READ_CACHE.get(raw) if type(raw) is str else None
             exact = read[1] if read is not None and read[0] == filled else None
-            new_filled = (
-                exact if exact is not None and -_DIGITS15 < exact[0] < _DIGITS15 else pair(filled)
-            )
+            normal: Pair | None
+            if exact is not None and -_DIGITS15 < exact[0] < _DIGITS15:
+                new_filled, normal = exact, read[2]  # type: ignore[index]
+            else:
+                new_filled = normal = pair(filled)
             old = known if known is not None else (_ZERO, _ZERO)
             old_filled = old[0]
             if old_filled[1] == new_filled[1]:
@@ -214,13 +216,24 @@ class Fills:
             else:
                 amount = sub(new_filled, old_filled)
             if amount[0] > 0:
-                new = (new_filled, _exact(order["cost"] or 0.0, info.get("value")))
+                # _exact(order["cost"] or 0.0, info.get("value")), inlined as for the fill
+                value = order["cost"] or 0.0
+                raw = info.get("value")
+                read = READ_CACHE.get(raw) if type(raw) is str else None
+                exact = read[1] if read is not None and read[0] == value else None
+                new = (
+                    new_filled,
+                    exact
+                    if exact is not None and -_DIGITS15 < exact[0] < _DIGITS15
+                    else pair(value),
+                )
                 old_cost = old[1]
                 if old_cost[1] == new[1][1]:
                     cost: Pair = (new[1][0] - old_cost[0], old_cost[1])
                 else:
                     cost = sub(new[1], old_cost)
-                trades.append(_trade(order, amount, cost, new_filled, event_time))
+                # the id needs the cumulative fill's normal form: the read's, when it is its
+                trades = [_trade(order, amount, cost, normal or new_filled, event_time)]
                 if not done:
                     self._filled[order_id] = new
                     self._seen[order_id] = filled
