@@ -27,6 +27,7 @@ from bitmusa_plugin._engine.stream import AccountConfig, AccountStream
 SORT = orjson.OPT_SORT_KEYS
 VALUES: list[object] = ["0.5155", "2", "0", "0.0000", "54.0", " 2.50", "1e-7", "-3.140", "null"]
 VALUES += ["NULL", "", None, 7, 0.25, 1e-7, 12345678901234567890]
+VALUES += ["25.24500", "540", "1.10", "100.00", "0.10", "10", ".5", "5."]  # zeros to strip
 
 
 def uncached(value: object) -> object:
@@ -255,3 +256,17 @@ def test_an_order_frame_maps_to_its_streams_hook() -> None:
     result = Mapper().feed(orjson.dumps({"data": _VALID, "stream": "future_order"}), 0)
     assert isinstance(result, Mapped)
     assert (result.hook, result.key) == wire.STREAM_HOOKS["future_order"]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.from_regex(r"[0-9]{0,9}(\.[0-9]{0,8})?", fullmatch=True))
+def test_a_plain_decimal_texts_read_is_the_readers(text: str) -> None:
+    """read_new's plain-digits path (its norm() spelt out for one zero) is the readers'."""
+    numbers.READ_CACHE.clear()
+    try:
+        expected = uncached(text)
+    except Reject:
+        with pytest.raises(Reject):
+            numbers.read_new(text, "x")
+        return
+    assert numbers.read_new(text, "x") == expected

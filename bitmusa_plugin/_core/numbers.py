@@ -143,9 +143,18 @@ def read_new(value: object, name: str) -> Read:
             # itself (integer and power of ten both exact doubles, one correctly rounded
             # division: the same rational rounded once); no range check can fail under 16
             # digits. A third of a miss's cost.
-            p: Pair = (int(digits), len(tail))
-            f: float | None = p[0] / _FPOW10[p[1]]
-            result = (f, p, p if p[0] % 10 else norm(p))  # type: ignore[assignment]
+            i = int(digits)
+            d = len(tail)
+            p: Pair = (i, d)
+            # norm(p) spelt out for nothing or one zero to strip (a miss is each fill's
+            # figures: a call is a third of its cost); norm() for the rest
+            if i % 10:
+                n = p
+            elif i % 100 and d:
+                n = (i // 10, d - 1)
+            else:
+                n = norm(p)
+            result = (i / _FPOW10[d], p, n)
             if len(READ_CACHE) >= READ_CACHE_SIZE:
                 READ_CACHE.clear()
             READ_CACHE[value] = result
