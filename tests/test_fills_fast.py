@@ -131,3 +131,60 @@ def test_a_trades_id_is_the_cumulative_fill_normalised(cumulative: Pair, text: s
     order: dict[str, Any] = {"id": "F1", "info": {}, "symbol": None, "type": "limit"}
     order |= {"side": "buy", "postOnly": False, "lastTradeTimestamp": None}
     assert fills._trade(order, (1, 0), (1, 0), cumulative, 0)["id"] == f"F1:{text}"
+
+
+class _LongForget(Fills):
+    """``Fills`` with ``_forget``'s expiry as it was: the oldest entry looked at each time."""
+
+    __slots__ = ()
+
+    def _forget(self, order_id: str, *, finished: bool) -> None:
+        self._filled.pop(order_id, None)
+        self._seen.pop(order_id, None)
+        side = self._sides.pop(order_id, None)
+        if finished:
+            done, now = self._done, self._latest
+            done[order_id] = (now, side)
+            done.move_to_end(order_id)
+            while done and (
+                len(done) > fills.MAX_FACTS
+                or next(iter(done.values()))[0] < now - fills.DONE_KEEP_MS
+            ):
+                done.popitem(last=False)
+
+
+_STEPS_DONE = st.lists(
+    st.tuples(
+        st.sampled_from(["finish", "learn", "inherit"]),
+        st.sampled_from([f"F{i}" for i in range(6)]),
+        st.integers(0, 12_000),  # how far the newest event time moves on (0: not at all)
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_STEPS_DONE, st.integers(1, 4))
+def test_the_orders_remembered_done_are_those_the_long_way_remembers(
+    steps: list[tuple[str, str, int]], most: int
+) -> None:
+    """``_forget`` looks at the oldest of the orders delivered done only when one may be
+    due (``_done_since``); what it remembers, and for how long, is what looking each time
+    gives, through repeated ends, sides learnt after, a takeover's inherited states and
+    the MAX_FACTS bound."""
+    quick, long_way = Fills(SymbolMap()), _LongForget(SymbolMap())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fills, "MAX_FACTS", most)
+        now = 1_700_703_548_846
+        for action, order_id, later in steps:
+            now += later
+            for book in (quick, long_way):
+                if action == "finish":
+                    book._latest = max(book._latest, now)
+                    book.forget(order_id, finished=True)
+                elif action == "learn":
+                    book.learn(order_id, "buy")
+                else:
+                    order = {"id": order_id, "side": "sell", "filled": 1.0, "status": "closed"}
+                    book.inherit([order | {"cost": 1.0, "info": {}}], now)
+            assert list(quick._done.items()) == list(long_way._done.items())

@@ -122,6 +122,7 @@ class Fills:
 
     __slots__ = (
         "_done",
+        "_done_since",
         "_filled",
         "_latest",
         "_seen",
@@ -144,6 +145,7 @@ class Fills:
         #: (which begins a margin before the gap) or a repeated final frame brings no trade
         #: twice, and that frame gets its side (order frames carry none)
         self._done: OrderedDict[str, tuple[int, str | None]] = OrderedDict()
+        self._done_since = 0  # at or before the oldest time in _done (see _forget)
         self._latest = 0  # the newest event time seen (ms)
         #: orders standing at a fill recovered from the history (:meth:`stand`), until a
         #: live update comes; let go after DONE_KEEP_MS (they were done within the gap)
@@ -355,12 +357,18 @@ class Fills:
         side = self._sides.pop(order_id, None)
         if finished:
             done, now = self._done, self._latest
+            if order_id in done:
+                del done[order_id]  # to the end, with its new time
             done[order_id] = (now, side)
-            done.move_to_end(order_id)
-            while done and (
-                len(done) > MAX_FACTS or next(iter(done.values()))[0] < now - DONE_KEEP_MS
-            ):
-                done.popitem(last=False)
+            # entries go in at the newest time, so the oldest only ages when it goes:
+            # _done_since (never after the oldest's time) spares the look at it (an order's
+            # every end) until something may be due
+            if len(done) > MAX_FACTS or self._done_since < now - DONE_KEEP_MS:
+                while done and (
+                    len(done) > MAX_FACTS or next(iter(done.values()))[0] < now - DONE_KEEP_MS
+                ):
+                    done.popitem(last=False)
+                self._done_since = next(iter(done.values()))[0] if done else now
 
     def recover(
         self,
