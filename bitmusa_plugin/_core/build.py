@@ -225,15 +225,19 @@ def order(
         filled, filled_p, filled_n = amount, amount_p, amount_n
     remaining: float | None = None
     if amount_p is not None and filled_p is not None:
-        if amount_p[1] == filled_p[1]:  # sub() inlined for the common case: one scale
-            remaining_p: Pair = (amount_p[0] - filled_p[0], amount_p[1])
+        # sub() inlined: one scale, or a whole amount ("100") less a fill with decimals
+        a, e = amount_p
+        b, d = filled_p
+        if e == d:
+            i = a - b
+        elif e < d < 256:
+            i = a * POW10[d - e] - b
         else:
-            remaining_p = sub(amount_p, filled_p)
-        i, d = remaining_p
+            i, d = sub(amount_p, filled_p)
         if i < 0:
             raise Reject("invalid_value", "tradedAmount exceeds amount")
         # to_float() inlined for the common case (its first branch: exact doubles)
-        remaining = i / FPOW10[d] if 0 < d <= 22 and i < _TWO53 else to_float(remaining_p)
+        remaining = i / FPOW10[d] if 0 < d <= 22 and i < _TWO53 else to_float((i, d))
     elif closed:
         remaining = 0.0
     average: float | None = None
