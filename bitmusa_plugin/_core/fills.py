@@ -213,8 +213,11 @@ class Fills:
                 new_filled = normal = pair(filled)
             old = known if known is not None else (_ZERO, _ZERO)
             old_filled = old[0]
+            # sub() inlined: one scale, or the first fill's (nothing delivered: (0, 0))
             if old_filled[1] == new_filled[1]:
                 amount: Pair = (new_filled[0] - old_filled[0], new_filled[1])
+            elif old_filled is _ZERO and new_filled[1] > 0:  # what sub() gives then
+                amount = new_filled
             else:
                 amount = sub(new_filled, old_filled)
             if amount[0] > 0:
@@ -232,6 +235,8 @@ class Fills:
                 old_cost = old[1]
                 if old_cost[1] == new[1][1]:
                     cost: Pair = (new[1][0] - old_cost[0], old_cost[1])
+                elif old_cost is _ZERO and new[1][1] > 0:
+                    cost = new[1]
                 else:
                     cost = sub(new[1], old_cost)
                 # the id needs the cumulative fill's normal form: the read's, when it is its
