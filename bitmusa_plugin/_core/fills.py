@@ -368,12 +368,16 @@ class Fills:
             # entries go in at the newest time, so the oldest only ages when it goes:
             # _done_since (never after the oldest's time) spares the look at it (an order's
             # every end) until something may be due
-            if len(done) > MAX_FACTS or self._done_since < now - DONE_KEEP_MS:
-                while done and (
-                    len(done) > MAX_FACTS or next(iter(done.values()))[0] < now - DONE_KEEP_MS
-                ):
+            cutoff = now - DONE_KEEP_MS
+            if len(done) > MAX_FACTS or self._done_since < cutoff:
+                since = now
+                while done:
+                    since = next(iter(done.values()))[0]
+                    if len(done) <= MAX_FACTS and since >= cutoff:
+                        break
                     done.popitem(last=False)
-                self._done_since = next(iter(done.values()))[0] if done else now
+                    since = now
+                self._done_since = since  # the oldest left's time (now when none is left)
 
     def recover(
         self,
