@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bitmusa_plugin import hookimpl
 from bitmusa_plugin._core import build, numbers, wire
 from bitmusa_plugin._core.mapping import Mapped, Mapper
 from bitmusa_plugin._core.numbers import Reject, norm, number, pair, read, to_float
@@ -23,6 +24,7 @@ from bitmusa_plugin._engine.plugins import PluginRegistry
 from bitmusa_plugin._engine.rest import http_client
 from bitmusa_plugin._engine.secrets import Credentials
 from bitmusa_plugin._engine.stream import AccountConfig, AccountStream
+from bitmusa_plugin.testing import order_frame
 
 SORT = orjson.OPT_SORT_KEYS
 VALUES: list[object] = ["0.5155", "2", "0", "0.0000", "54.0", " 2.50", "1e-7", "-3.140", "null"]
@@ -270,3 +272,31 @@ def test_a_plain_decimal_texts_read_is_the_readers(text: str) -> None:
             numbers.read_new(text, "x")
         return
     assert numbers.read_new(text, "x") == expected
+
+
+class _Trades:
+    @hookimpl
+    def on_trade(self, trade: dict[str, object]) -> None:
+        pass
+
+
+async def test_an_accounts_counters_are_the_same_whoever_listens() -> None:
+    """``ingest`` packs no update nobody subscribes to; it counts every frame and trade
+    alike either way (``publish_order`` counts them when someone listens)."""
+    frames = [
+        order_frame("F1", status="TRADING"),
+        order_frame("F1", status="PARTIAL", filled="2", value="1"),
+        order_frame("F1", status="PARTIAL", filled="5", value="2.5"),
+        order_frame("F1", status="CANCELLED", filled="5", value="2.5"),
+    ]
+    counts = []
+    for plugins in ({}, {"trades": _Trades()}):
+        registry = PluginRegistry()
+        for name, plugin in plugins.items():
+            assert registry.register(plugin, name).status == "loaded"
+        host = Pipeline(registry, command="test")
+        host.start(["a"])
+        assert all(host.ingest("a", frame) for frame in frames)
+        counts.append(host.stats()["accounts"]["a"]["events"])
+        await host.stop()
+    assert counts == [{"future_order": 4, "trade": 2}] * 2

@@ -15,6 +15,8 @@ from typing import Any, NamedTuple
 from bitmusa_hookspecs import Balance, Order, Position
 from bitmusa_plugin._core.numbers import (
     FPOW10,
+    ISO_MILLIS,
+    ISO_PREFIX,
     MAX_TIMESTAMP,
     POW10,
     READ_CACHE,
@@ -206,7 +208,11 @@ def order(
         base = _ORDER_TEMPLATE.copy()
         base["id"] = order_id
         base["timestamp"] = created
-        base["datetime"] = iso8601(created)
+        # iso8601(created), its cache looked up here (created may be None: no time given)
+        prefix = ISO_PREFIX.get(created // 1000) if created is not None else None
+        base["datetime"] = (
+            prefix + ISO_MILLIS[created % 1000] if prefix is not None else iso8601(created)
+        )
         base["type"] = otype
         base["timeInForce"] = tif
         base["postOnly"] = post_only

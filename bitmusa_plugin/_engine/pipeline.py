@@ -185,8 +185,10 @@ class Pipeline:
                     and self.side_gates[account].hold(obj, event, trades)
                 ):
                     return True  # published with its side (or None) by the gate
-                if trades or self._orders_taken:
+                if self._orders_taken or self._trades_taken:
                     self.publish_order(account, obj, event, trades)
+                elif trades:  # nobody to tell: only publish_order's count
+                    events["trade"] = events.get("trade", 0) + len(trades)
                 return True
             ledger.record(hook, obj)
             self.dispatcher.publish(hook, {key: obj, "event": event})
