@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bitmusa_plugin import hookimpl
 from bitmusa_plugin._core import build, numbers, wire
 from bitmusa_plugin._core.mapping import Mapped, Mapper
 from bitmusa_plugin._core.numbers import Reject, norm, number, pair, read, to_float
@@ -23,10 +24,12 @@ from bitmusa_plugin._engine.plugins import PluginRegistry
 from bitmusa_plugin._engine.rest import http_client
 from bitmusa_plugin._engine.secrets import Credentials
 from bitmusa_plugin._engine.stream import AccountConfig, AccountStream
+from bitmusa_plugin.testing import order_frame
 
 SORT = orjson.OPT_SORT_KEYS
 VALUES: list[object] = ["0.5155", "2", "0", "0.0000", "54.0", " 2.50", "1e-7", "-3.140", "null"]
 VALUES += ["NULL", "", None, 7, 0.25, 1e-7, 12345678901234567890]
+VALUES += ["25.24500", "540", "1.10", "100.00", "0.10", "10", ".5", "5."]  # zeros to strip
 
 
 def uncached(value: object) -> object:
@@ -39,6 +42,9 @@ def test_a_cached_read_equals_the_readers_it_stands_for(value: object) -> None:
     numbers.READ_CACHE.clear()
     assert read(value, "x") == uncached(value)  # a miss
     assert read(value, "x") == uncached(value)  # then, for a string, a hit
+    numbers.READ_CACHE.clear()
+    assert numbers.read_new(value, "x") == uncached(value)  # the builders' miss
+    assert read(value, "x") == uncached(value)  # which cached it, for a string
 
 
 @pytest.mark.parametrize("value", ["abc", "1" * 80, "1e400", "nan"])
@@ -197,3 +203,100 @@ async def test_an_account_stream_holds_no_queue_or_generator_of_its_own() -> Non
         await http.aclose()
     per_stream = sum(stat.size_diff for stat in grown) / len(streams)
     assert per_stream < 6 * 1024, f"{per_stream:.0f} B a stream"
+
+
+_PAIRS = st.tuples(st.integers(-(10**30), 10**30) | st.integers(-999, 999), st.integers(-8, 300))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_PAIRS, _PAIRS)
+def test_the_spelt_out_arithmetic_is_precises(a: tuple[int, int], b: tuple[int, int]) -> None:
+    """add, sub and div (their powers of ten looked up, not called for) against ccxt's
+    ``Precise`` on the same decimals; sub is add of the negation, in the same form."""
+    from ccxt.base.precise import Precise
+
+    text_a, text_b = numbers.to_str(a), numbers.to_str(b)
+    assert numbers.sub(a, b) == numbers.add(a, (-b[0], b[1]))
+    assert Decimal(numbers.to_str(numbers.add(a, b))) == Decimal(Precise.string_add(text_a, text_b))
+    assert Decimal(numbers.to_str(numbers.sub(a, b))) == Decimal(Precise.string_sub(text_a, text_b))
+    if b[0]:
+        quotient = Precise.string_div(text_a, text_b, 18)
+        # in Precise's own form (its parse of the text strips trailing zeros): a negative
+        # quotient truncates by the form, as Precise's does (see norm())
+        assert Decimal(numbers.to_str(numbers.div(norm(a), norm(b)))) == Decimal(quotient)
+
+
+_AMOUNTS = st.builds(
+    lambda i, s: f"{Decimal(i).scaleb(-s):f}", st.integers(0, 10**17), st.integers(0, 20)
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_AMOUNTS, _AMOUNTS, _AMOUNTS)
+def test_an_orders_remaining_and_average_are_to_float_of_their_exact_derivations(
+    amount: str, filled: str, value: str
+) -> None:
+    """The builder's remaining and average, to_float() and div() spelt out, are what the
+    two helpers give (``safe_order``: amount - filled; value / filled at 18 places)."""
+    numbers.READ_CACHE.clear()
+    data = dict(_VALID, amount=amount, tradedAmount=filled, value=value, status="PARTIAL")
+    try:
+        order = build.order(wire.order_fields(data), 0, SymbolMap(), data)
+    except Reject:
+        return  # out of range, or more filled than ordered: not this test's
+    amount_p, filled_p, value_p = pair(amount), pair(filled), pair(value)
+    if order["amount"] is not None:
+        assert order["remaining"] == to_float(numbers.sub(amount_p, filled_p))
+    if order["filled"]:
+        assert order["average"] == to_float(numbers.div(value_p, norm(filled_p)))
+    else:
+        assert order["average"] is None
+
+
+def test_an_order_frame_maps_to_its_streams_hook() -> None:
+    """``Mapper.feed`` spells the order stream's hook out (no ``STREAM_HOOKS`` look-up)."""
+    result = Mapper().feed(orjson.dumps({"data": _VALID, "stream": "future_order"}), 0)
+    assert isinstance(result, Mapped)
+    assert (result.hook, result.key) == wire.STREAM_HOOKS["future_order"]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.from_regex(r"[0-9]{0,9}(\.[0-9]{0,8})?", fullmatch=True))
+def test_a_plain_decimal_texts_read_is_the_readers(text: str) -> None:
+    """read_new's plain-digits path (its norm() spelt out for one zero) is the readers'."""
+    numbers.READ_CACHE.clear()
+    try:
+        expected = uncached(text)
+    except Reject:
+        with pytest.raises(Reject):
+            numbers.read_new(text, "x")
+        return
+    assert numbers.read_new(text, "x") == expected
+
+
+class _Trades:
+    @hookimpl
+    def on_trade(self, trade: dict[str, object]) -> None:
+        pass
+
+
+async def test_an_accounts_counters_are_the_same_whoever_listens() -> None:
+    """``ingest`` packs no update nobody subscribes to; it counts every frame and trade
+    alike either way (``publish_order`` counts them when someone listens)."""
+    frames = [
+        order_frame("F1", status="TRADING"),
+        order_frame("F1", status="PARTIAL", filled="2", value="1"),
+        order_frame("F1", status="PARTIAL", filled="5", value="2.5"),
+        order_frame("F1", status="CANCELLED", filled="5", value="2.5"),
+    ]
+    counts = []
+    for plugins in ({}, {"trades": _Trades()}):
+        registry = PluginRegistry()
+        for name, plugin in plugins.items():
+            assert registry.register(plugin, name).status == "loaded"
+        host = Pipeline(registry, command="test")
+        host.start(["a"])
+        assert all(host.ingest("a", frame) for frame in frames)
+        counts.append(host.stats()["accounts"]["a"]["events"])
+        await host.stop()
+    assert counts == [{"future_order": 4, "trade": 2}] * 2

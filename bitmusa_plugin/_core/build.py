@@ -14,7 +14,11 @@ from typing import Any, NamedTuple
 
 from bitmusa_hookspecs import Balance, Order, Position
 from bitmusa_plugin._core.numbers import (
+    FPOW10,
+    ISO_MILLIS,
+    ISO_PREFIX,
     MAX_TIMESTAMP,
+    POW10,
     READ_CACHE,
     Pair,
     Reject,
@@ -26,7 +30,7 @@ from bitmusa_plugin._core.numbers import (
     norm,
     number,
     pair,
-    read,
+    read_new,
     sub,
     timestamp,
     to_float,
@@ -59,6 +63,9 @@ _ZERO: Pair = (0, 0)
 _INVERSE: dict[Pair, float | None] = {}  # leverage -> initialMarginPercentage
 _MISSING: Any = object()
 _READ = READ_CACHE
+_TWO53 = 2**53
+_P18 = 10**18
+_KEY_TYPES = frozenset((str, type(None)))
 
 
 class Asset(NamedTuple):
@@ -130,9 +137,9 @@ def order(
         if status is None:
             status = enum(v, ORDER_STATUS, "status")
         r = _READ.get(raw_filled) if type(raw_filled) is str else None
-        filled, filled_p, filled_n = r if r is not None else read(raw_filled, "tradedAmount")
+        filled, filled_p, filled_n = r if r is not None else read_new(raw_filled, "tradedAmount")
         r = _READ.get(raw_cost) if type(raw_cost) is str else None
-        cost, cost_p, _ = r if r is not None else read(raw_cost, "value")
+        cost, cost_p, _ = r if r is not None else read_new(raw_cost, "value")
         if (filled is not None and filled < 0) or (cost is not None and cost < 0):
             raise Reject("invalid_value", "price, amount, tradedAmount and value must be >= 0")
         if completed is not None:
@@ -169,13 +176,13 @@ def order(
         # number() and pair() of each field at once, through the readers' cache: an
         # order's price and amount recur in each of its updates, its fill in the next one
         r = _READ.get(raw_price) if type(raw_price) is str else None
-        price, price_p, _ = r if r is not None else read(raw_price, "price")
+        price, price_p, _ = r if r is not None else read_new(raw_price, "price")
         r = _READ.get(raw_amount) if type(raw_amount) is str else None
-        amount, amount_p, amount_n = r if r is not None else read(raw_amount, "amount")
+        amount, amount_p, amount_n = r if r is not None else read_new(raw_amount, "amount")
         r = _READ.get(raw_filled) if type(raw_filled) is str else None
-        filled, filled_p, filled_n = r if r is not None else read(raw_filled, "tradedAmount")
+        filled, filled_p, filled_n = r if r is not None else read_new(raw_filled, "tradedAmount")
         r = _READ.get(raw_cost) if type(raw_cost) is str else None
-        cost, cost_p, _ = r if r is not None else read(raw_cost, "value")
+        cost, cost_p, _ = r if r is not None else read_new(raw_cost, "value")
         if (
             (price is not None and price < 0)
             or (amount is not None and amount < 0)
@@ -201,14 +208,18 @@ def order(
         base = _ORDER_TEMPLATE.copy()
         base["id"] = order_id
         base["timestamp"] = created
-        base["datetime"] = iso8601(created)
+        # iso8601(created), its cache looked up here (created may be None: no time given)
+        prefix = ISO_PREFIX.get(created // 1000) if created is not None else None
+        base["datetime"] = (
+            prefix + ISO_MILLIS[created % 1000] if prefix is not None else iso8601(created)
+        )
         base["type"] = otype
         base["timeInForce"] = tif
         base["postOnly"] = post_only
         base["reduceOnly"] = reduce_only
         base["side"] = side
         # the key as sent (an int id was made a str above): exact str or None, or no memo
-        if key is not None and all(type(v) is str or v is None for v in key[:7]):
+        if key is not None and {*map(type, key[:7])} <= _KEY_TYPES:  # a set, no generator
             if len(ORDER_MEMO) >= ORDER_MEMO_SIZE:
                 ORDER_MEMO.clear()
             ORDER_MEMO[key] = (base, otype, price, price_p, amount, amount_p, amount_n)
@@ -220,13 +231,19 @@ def order(
         filled, filled_p, filled_n = amount, amount_p, amount_n
     remaining: float | None = None
     if amount_p is not None and filled_p is not None:
-        if amount_p[1] == filled_p[1]:  # sub() inlined for the common case: one scale
-            remaining_p: Pair = (amount_p[0] - filled_p[0], amount_p[1])
+        # sub() inlined: one scale, or a whole amount ("100") less a fill with decimals
+        a, e = amount_p
+        b, d = filled_p
+        if e == d:
+            i = a - b
+        elif e < d < 256:
+            i = a * POW10[d - e] - b
         else:
-            remaining_p = sub(amount_p, filled_p)
-        if remaining_p[0] < 0:
+            i, d = sub(amount_p, filled_p)
+        if i < 0:
             raise Reject("invalid_value", "tradedAmount exceeds amount")
-        remaining = to_float(remaining_p)
+        # to_float() inlined for the common case (its first branch: exact doubles)
+        remaining = i / FPOW10[d] if 0 < d <= 22 and i < _TWO53 else to_float((i, d))
     elif closed:
         remaining = 0.0
     average: float | None = None
@@ -234,7 +251,14 @@ def order(
         # safe_order re-reads filled * contractSize (1) from its string: the normal form
         if cost_p is not None:
             if filled_n[0] > 0:
-                average = to_float(div(cost_p, filled_n))
+                # to_float(div(cost_p, filled_n)) inlined for the common case: both >= 0,
+                # so div's floor is its truncation; the 18-place quotient over 10**18 is
+                # int / int, correctly rounded, which is what to_float() gives for it
+                d = 18 - cost_p[1] + filled_n[1]
+                if 0 <= d < 256 and cost_p[0] >= 0:
+                    average = cost_p[0] * POW10[d] // filled_n[0] / _P18
+                else:
+                    average = to_float(div(cost_p, filled_n))
         elif price_p is not None and price is not None:
             cost = to_float(mul(filled_n, price_p))
     if price is None and otype == "market":
@@ -243,13 +267,15 @@ def order(
     # order's own template (``base``, its repeated fields set) spares eight of them.
     result: dict[str, Any] = base.copy()
     result["info"] = info
-    result["lastTradeTimestamp"] = completed
+    if completed is not None:  # None in the template: stored only when set (as average)
+        result["lastTradeTimestamp"] = completed
     result["lastUpdateTimestamp"] = event_time
     result["symbol"] = symbol
     result["price"] = price
     result["amount"] = amount
     result["cost"] = cost
-    result["average"] = average
+    if average is not None:
+        result["average"] = average
     result["filled"] = filled
     result["remaining"] = remaining
     result["status"] = status
@@ -293,17 +319,17 @@ def position(
         hedged = HEDGED.get(enum_key(mode))
     # number() and pair() at once, through the readers' cache, as for orders
     r = _READ.get(raw_lev) if type(raw_lev) is str else None
-    leverage, lev_p, _ = r if r is not None else read(raw_lev, "leverage")
+    leverage, lev_p, _ = r if r is not None else read_new(raw_lev, "leverage")
     r = _READ.get(raw_entry) if type(raw_entry) is str else None
-    entry = (r if r is not None else read(raw_entry, "price"))[0]
+    entry = (r if r is not None else read_new(raw_entry, "price"))[0]
     r = _READ.get(raw_contracts) if type(raw_contracts) is str else None
-    contracts, contracts_p, contracts_n = r if r is not None else read(raw_contracts, "amount")
+    contracts, contracts_p, contracts_n = r if r is not None else read_new(raw_contracts, "amount")
     r = _READ.get(raw_notional) if type(raw_notional) is str else None
-    notional, notional_p, _ = r if r is not None else read(raw_notional, "value")
+    notional, notional_p, _ = r if r is not None else read_new(raw_notional, "value")
     r = _READ.get(raw_liq) if type(raw_liq) is str else None
-    liquidation = (r if r is not None else read(raw_liq, "liquidPrice"))[0]
+    liquidation = (r if r is not None else read_new(raw_liq, "liquidPrice"))[0]
     r = _READ.get(raw_upnl) if type(raw_upnl) is str else None
-    upnl, upnl_p, _ = r if r is not None else read(raw_upnl, "unpnl")
+    upnl, upnl_p, _ = r if r is not None else read_new(raw_upnl, "unpnl")
     if (
         (leverage is not None and leverage < 0)
         or (entry is not None and entry < 0)

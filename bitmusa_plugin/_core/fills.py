@@ -30,6 +30,10 @@ from typing import Any, Literal
 
 from bitmusa_hookspecs import Trade
 from bitmusa_plugin._core.numbers import (
+    FPOW10,
+    ISO_MILLIS,
+    ISO_PREFIX,
+    POW10,
     READ_CACHE,
     Pair,
     Reject,
@@ -37,6 +41,7 @@ from bitmusa_plugin._core.numbers import (
     div,
     iso8601,
     mul,
+    norm,
     number,
     pair,
     sub,
@@ -60,6 +65,8 @@ MAX_FACTS = 100_000
 DONE_KEEP_MS = 10_000
 _ZERO: Pair = (0, 0)
 _DIGITS15 = 10**15  # pairs below it in magnitude have at most 15 significant digits
+_TWO53 = 2**53
+_P18 = 10**18
 _TRADE_TEMPLATE: dict[str, Any] = dict.fromkeys(Trade.__annotations__)
 _ROLES: dict[object, str] = {"MAKER": "maker", "TAKER": "taker", 0: "taker", 1: "maker"}
 
@@ -115,6 +122,7 @@ class Fills:
 
     __slots__ = (
         "_done",
+        "_done_since",
         "_filled",
         "_latest",
         "_seen",
@@ -137,6 +145,7 @@ class Fills:
         #: (which begins a margin before the gap) or a repeated final frame brings no trade
         #: twice, and that frame gets its side (order frames carry none)
         self._done: OrderedDict[str, tuple[int, str | None]] = OrderedDict()
+        self._done_since = 0  # at or before the oldest time in _done (see _forget)
         self._latest = 0  # the newest event time seen (ms)
         #: orders standing at a fill recovered from the history (:meth:`stand`), until a
         #: live update comes; let go after DONE_KEEP_MS (they were done within the gap)
@@ -197,19 +206,41 @@ class Fills:
             raw = info.get("tradedAmount")
             read = READ_CACHE.get(raw) if type(raw) is str else None
             exact = read[1] if read is not None and read[0] == filled else None
-            new_filled = (
-                exact if exact is not None and -_DIGITS15 < exact[0] < _DIGITS15 else pair(filled)
-            )
-            new = (new_filled, _exact(order["cost"] or 0.0, info.get("value")))
+            normal: Pair | None
+            if exact is not None and -_DIGITS15 < exact[0] < _DIGITS15:
+                new_filled, normal = exact, read[2]  # type: ignore[index]
+            else:
+                new_filled = normal = pair(filled)
             old = known if known is not None else (_ZERO, _ZERO)
             old_filled = old[0]
+            # sub() inlined: one scale, or the first fill's (nothing delivered: (0, 0))
             if old_filled[1] == new_filled[1]:
                 amount: Pair = (new_filled[0] - old_filled[0], new_filled[1])
+            elif old_filled is _ZERO and new_filled[1] > 0:  # what sub() gives then
+                amount = new_filled
             else:
                 amount = sub(new_filled, old_filled)
             if amount[0] > 0:
-                cost = sub(new[1], old[1])
-                trades.append(self._live(order, amount, cost, new_filled, event_time))
+                # _exact(order["cost"] or 0.0, info.get("value")), inlined as for the fill
+                value = order["cost"] or 0.0
+                raw = info.get("value")
+                read = READ_CACHE.get(raw) if type(raw) is str else None
+                exact = read[1] if read is not None and read[0] == value else None
+                new = (
+                    new_filled,
+                    exact
+                    if exact is not None and -_DIGITS15 < exact[0] < _DIGITS15
+                    else pair(value),
+                )
+                old_cost = old[1]
+                if old_cost[1] == new[1][1]:
+                    cost: Pair = (new[1][0] - old_cost[0], old_cost[1])
+                elif old_cost is _ZERO and new[1][1] > 0:
+                    cost = new[1]
+                else:
+                    cost = sub(new[1], old_cost)
+                # the id needs the cumulative fill's normal form: the read's, when it is its
+                trades = [_trade(order, amount, cost, normal or new_filled, event_time)]
                 if not done:
                     self._filled[order_id] = new
                     self._seen[order_id] = filled
@@ -227,6 +258,9 @@ class Fills:
         cumulative: Pair,
         event_time: int | None,
     ) -> Trade:
+        """The trade of a fill of ``order``: ``amount`` for ``cost``, up to ``cumulative``
+        (the long way: :func:`_trade` is this, with its helpers spelt out, for the live
+        path; ``tests/test_fills_fast.py`` holds the two equal)."""
         otype = order["type"]
         role = "taker" if otype == "market" else "maker" if order["postOnly"] else None
         when = event_time if event_time is not None else order["lastTradeTimestamp"]
@@ -328,12 +362,22 @@ class Fills:
         side = self._sides.pop(order_id, None)
         if finished:
             done, now = self._done, self._latest
+            if order_id in done:
+                del done[order_id]  # to the end, with its new time
             done[order_id] = (now, side)
-            done.move_to_end(order_id)
-            while done and (
-                len(done) > MAX_FACTS or next(iter(done.values()))[0] < now - DONE_KEEP_MS
-            ):
-                done.popitem(last=False)
+            # entries go in at the newest time, so the oldest only ages when it goes:
+            # _done_since (never after the oldest's time) spares the look at it (an order's
+            # every end) until something may be due
+            cutoff = now - DONE_KEEP_MS
+            if len(done) > MAX_FACTS or self._done_since < cutoff:
+                since = now
+                while done:
+                    since = next(iter(done.values()))[0]
+                    if len(done) <= MAX_FACTS and since >= cutoff:
+                        break
+                    done.popitem(last=False)
+                    since = now
+                self._done_since = since  # the oldest left's time (now when none is left)
 
     def recover(
         self,
@@ -473,6 +517,62 @@ class Fills:
                 fee["cost"] = to_float(_scale(pair(record.get("trading_fee")), amount, whole))
                 trade["fees"] = [dict(fee)]  # type: ignore[list-item]
         return trade
+
+
+def _trade(
+    order: Mapping[str, Any],
+    amount: Pair,
+    cost: Pair,
+    cumulative: Pair,
+    event_time: int | None,
+) -> Trade:
+    """:meth:`Fills._live` for a live fill, its helpers (``to_str``, ``iso8601``, ``div``,
+    ``to_float``) spelt out for the common case and called for the rest: a live fill cost
+    about as much again as its order's whole mapping, most of it in calls. ``amount`` is
+    > 0, and so is ``cumulative`` (the order's ``filled``, which is never negative)."""
+    otype = order["type"]
+    order_id = order["id"]
+    when = event_time if event_time is not None else order["lastTradeTimestamp"]
+    trade = _TRADE_TEMPLATE.copy()  # every key None: fee stays so
+    trade["info"] = order["info"]
+    # to_str(cumulative): its normal form (norm() only when there is something to strip),
+    # then the digits with the point put in
+    i, d = cumulative
+    if not i % 10 or d < 0:
+        i, d = norm(cumulative)
+    if d == 0:
+        text = str(i)
+    elif i > 0:
+        digits = str(i)
+        text = f"{digits[:-d]}.{digits[-d:]}" if len(digits) > d else "0." + digits.rjust(d, "0")
+    else:
+        text = to_str(cumulative)
+    trade["id"] = f"{order_id}:{text}"
+    trade["order"] = order_id
+    trade["timestamp"] = when
+    if when is not None:  # iso8601(when), its cache looked up here
+        prefix = ISO_PREFIX.get(when // 1000)
+        trade["datetime"] = (
+            prefix + ISO_MILLIS[when % 1000] if prefix is not None else iso8601(when)
+        )
+    trade["symbol"] = order["symbol"]
+    trade["type"] = otype
+    trade["side"] = order["side"]
+    trade["takerOrMaker"] = "taker" if otype == "market" else "maker" if order["postOnly"] else None
+    i, d = cost
+    if i > 0:
+        # to_float(div(cost, amount)): both > 0, so div's floor is its truncation, and the
+        # 18-place quotient over 10**18 (int / int, correctly rounded) is its to_float()
+        e = 18 - d + amount[1]
+        if 0 <= e < 256:
+            trade["price"] = i * POW10[e] // amount[0] / _P18
+        else:
+            trade["price"] = to_float(div(cost, amount))
+    trade["cost"] = i / FPOW10[d] if 0 < d <= 22 and -_TWO53 < i < _TWO53 else to_float(cost)
+    i, d = amount
+    trade["amount"] = i / FPOW10[d] if 0 < d <= 22 and i < _TWO53 else to_float(amount)
+    trade["fees"] = []
+    return trade  # type: ignore[return-value]
 
 
 def history_trade(

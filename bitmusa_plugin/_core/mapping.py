@@ -78,18 +78,20 @@ class Mapper:
             if stream == "future_order":
                 # memo: the fields are orjson's, of exact types (build.ORDER_MEMO)
                 obj = build_order(fields, event_time, self.symbols, data, memo=True)  # type: ignore[assignment]
+                hook, key = "on_order", "order"  # STREAM_HOOKS' entry, without the look-up
             elif stream == "future_position":
                 obj = build_position(fields, event_time, self.symbols, data)  # type: ignore[assignment]
+                hook, key = STREAM_HOOKS[stream]
             else:
                 code, entry = build_asset(fields)
                 self._assets[code] = entry
                 obj = build_balance(self._assets, data, event_time)  # type: ignore[assignment]
+                hook, key = STREAM_HOOKS[stream]
         except Reject as exc:
             return Rejected(error_info(exc.kind, exc.message, self.account, raw))
         except Exception as exc:  # a bug of ours must not stop the stream either
             log.exception("bitmusa mapping failed unexpectedly")
             return Rejected(error_info("internal", repr(exc), self.account, raw))
-        hook, key = STREAM_HOOKS[stream]
         event: Event = {
             "account": self.account,
             "stream": stream,

@@ -40,6 +40,9 @@ _POW10 = [10**i for i in range(256)]
 
 
 _FPOW10 = [float(10**i) for i in range(23)]  # exact doubles up to 1e22
+#: The powers of ten, for the builders' inlined arithmetic: ``POW10[n]`` for ``n < 256``,
+#: ``FPOW10[n]`` as exact doubles for ``n <= 22``.
+POW10, FPOW10 = _POW10, _FPOW10
 _TWO53 = 2**53
 
 
@@ -119,12 +122,19 @@ READ_CACHE_SIZE = 4096
 def read(value: object, name: str) -> Read:
     """:func:`number`, :func:`pair` and :func:`norm` of one field at once (``Reject`` as
     :func:`number`), cached for strings: the builders' hot path looks ``READ_CACHE`` up
-    itself first and calls this on a miss."""
-    result: Read
+    itself first and calls :func:`read_new` on a miss."""
     if type(value) is str:
         found = READ_CACHE.get(value)
         if found is not None:
             return found
+    return read_new(value, name)
+
+
+def read_new(value: object, name: str) -> Read:
+    """:func:`read` of a value not in ``READ_CACHE`` (any value but a string found there):
+    read, and cached if a string. The builders call it after their own look-up missed."""
+    result: Read
+    if type(value) is str:
         head, dot, tail = value.partition(".")
         digits = head + tail if dot else head
         if len(digits) <= 15 and digits.isdigit() and digits.isascii():
@@ -133,9 +143,18 @@ def read(value: object, name: str) -> Read:
             # itself (integer and power of ten both exact doubles, one correctly rounded
             # division: the same rational rounded once); no range check can fail under 16
             # digits. A third of a miss's cost.
-            p: Pair = (int(digits), len(tail))
-            f: float | None = p[0] / _FPOW10[p[1]]
-            result = (f, p, p if p[0] % 10 else norm(p))  # type: ignore[assignment]
+            i = int(digits)
+            d = len(tail)
+            p: Pair = (i, d)
+            # norm(p) spelt out for nothing or one zero to strip (a miss is each fill's
+            # figures: a call is a third of its cost); norm() for the rest
+            if i % 10:
+                n = p
+            elif i % 100 and d:
+                n = (i // 10, d - 1)
+            else:
+                n = norm(p)
+            result = (i / _FPOW10[d], p, n)
             if len(READ_CACHE) >= READ_CACHE_SIZE:
                 READ_CACHE.clear()
             READ_CACHE[value] = result
@@ -168,12 +187,14 @@ def to_float(p: Pair) -> float:
     if 0 < d <= 22 and -_TWO53 < i < _TWO53:
         # both exact as doubles, so IEEE division is the correctly rounded quotient
         return i / _FPOW10[d]
+    # _p10() spelt out here and in add, sub and div for n < 256: a Python call costs more than
+    # the arithmetic it serves (callgrind: about 1,000 instructions a call, four a frame)
     try:
         if d <= 0:
-            return float(i * _p10(-d))
+            return float(i * (_POW10[-d] if -d < 256 else _p10(-d)))
         # CPython's int / int is correctly rounded at any size, as float(str(...)) is; an
         # 18-place quotient (div) costs 0.2 µs here against 0.8 µs through norm()
-        return i / _p10(d)
+        return i / (_POW10[d] if d < 256 else _p10(d))
     except OverflowError:
         raise Reject("invalid_value", "a derived value is out of range") from None
 
@@ -182,12 +203,21 @@ def add(a: Pair, b: Pair) -> Pair:
     if a[1] == b[1]:
         return (a[0] + b[0], a[1])
     if a[1] > b[1]:
-        return (a[0] + b[0] * _p10(a[1] - b[1]), a[1])
-    return (a[0] * _p10(b[1] - a[1]) + b[0], b[1])
+        n = a[1] - b[1]
+        return (a[0] + b[0] * (_POW10[n] if n < 256 else _p10(n)), a[1])
+    n = b[1] - a[1]
+    return (a[0] * (_POW10[n] if n < 256 else _p10(n)) + b[0], b[1])
 
 
 def sub(a: Pair, b: Pair) -> Pair:
-    return add(a, (-b[0], b[1]))
+    """``add(a, -b)``, spelt out (one call, not two)."""
+    if a[1] == b[1]:
+        return (a[0] - b[0], a[1])
+    if a[1] > b[1]:
+        n = a[1] - b[1]
+        return (a[0] - b[0] * (_POW10[n] if n < 256 else _p10(n)), a[1])
+    n = b[1] - a[1]
+    return (a[0] * (_POW10[n] if n < 256 else _p10(n)) - b[0], b[1])
 
 
 def div(a: Pair, b: Pair, precision: int = 18) -> Pair:
@@ -196,9 +226,10 @@ def div(a: Pair, b: Pair, precision: int = 18) -> Pair:
     if distance == 0:
         numerator = a[0]
     elif distance < 0:
-        numerator = a[0] // _p10(-distance)  # floors, as Precise does
+        n = -distance
+        numerator = a[0] // (_POW10[n] if n < 256 else _p10(n))  # floors, as Precise does
     else:
-        numerator = a[0] * _p10(distance)
+        numerator = a[0] * (_POW10[distance] if distance < 256 else _p10(distance))
     result, mod = divmod(numerator, b[0])
     if result < 0 and mod:
         result += 1
@@ -239,6 +270,9 @@ def timestamp(value: object, name: str) -> int | None:
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ISO_PREFIX: dict[int, str] = {}
 _ISO_MILLIS = [f".{ms:03d}Z" for ms in range(1000)]
+#: :func:`iso8601`'s cache (seconds -> ``"YYYY-MM-DDTHH:MM:SS"``) and millisecond suffixes,
+#: for a hot path that looks the prefix up itself and calls :func:`iso8601` on a miss.
+ISO_PREFIX, ISO_MILLIS = _ISO_PREFIX, _ISO_MILLIS
 
 
 def iso8601(ms: int | None) -> str | None:
