@@ -187,3 +187,19 @@ async def test_worker_status_says_why_an_account_failed_and_never_shows_a_secret
     assert listen_keys
     for secret in ("status-api-key-0001", "status-auth-key-0001", *listen_keys):
         assert secret not in everything
+
+
+@pytest.mark.parametrize("command", ["listen", "worker"])
+def test_side_wait_is_an_option_of_listen_and_worker_with_the_engines_default(
+    command: str,
+) -> None:
+    """A worker's recorder needs the side of another client's orders as much as
+    ``listen``'s does: both take ``--side-wait``, and without it the engine's own
+    default (off) holds."""
+    from bitmusa_plugin._cli import build_parser
+    from bitmusa_plugin._engine.sides import DEFAULT_SIDE_WAIT
+
+    extra = ["--redis", "redis://127.0.0.1:6379/0"] if command == "worker" else []
+    parser = build_parser()
+    assert parser.parse_args([command, *extra]).side_wait == DEFAULT_SIDE_WAIT
+    assert parser.parse_args([command, *extra, "--side-wait", "0.25"]).side_wait == 0.25

@@ -248,6 +248,19 @@ def add_insecure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_side_wait(parser: argparse.ArgumentParser) -> None:
+    """How long another client's order may wait for its side (``Session(side_wait=...)``)."""
+    parser.add_argument(
+        "--side-wait",
+        metavar="SECONDS",
+        type=non_negative,
+        default=0.0,  # the engine's own (DEFAULT_SIDE_WAIT): the help must not import it
+        help="let an order another client placed wait this long for its side over REST, "
+        "the account's other objects flowing on (default: 0, it goes out with side null; "
+        "0.25 is well under a second)",
+    )
+
+
 def add_readings(parser: argparse.ArgumentParser) -> None:
     """The API's two open readings (docs/configuration.md, "The API's open readings")."""
     parser.add_argument(

@@ -21,9 +21,9 @@ from bitmusa_plugin._cli.common import (
     add_redis_sink_options,
     add_rest_rate,
     add_rest_url,
+    add_side_wait,
     add_ws_url,
     file_error,
-    non_negative,
     positive,
     readings,
     shown_url,
@@ -84,15 +84,7 @@ def add_parser(subparsers: argparse._SubParsersAction[Parser]) -> None:
     )
     add_insecure(parser)
     add_rest_rate(parser)
-    parser.add_argument(
-        "--side-wait",
-        metavar="SECONDS",
-        type=non_negative,
-        default=None,
-        help="let an order another client placed wait this long for its side over REST, "
-        "the account's other objects flowing on (default: 0, it goes out with side null; "
-        "0.25 is well under a second)",
-    )
+    add_side_wait(parser)
     parser.add_argument(
         "--no-resync",
         action="store_true",
@@ -155,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
                 resync=not args.no_resync,
                 record=record,
                 rest_rate=args.rest_rate,
-                **({} if args.side_wait is None else {"side_wait": args.side_wait}),
+                side_wait=args.side_wait,
                 connections=min(32, 4 + len(accounts)),
                 delivery=DeliveryOptions()
                 if args.stall_after is None

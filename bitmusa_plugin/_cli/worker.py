@@ -17,6 +17,7 @@ from bitmusa_plugin._cli.common import (
     add_redis_sink_options,
     add_rest_rate,
     add_rest_url,
+    add_side_wait,
     positive,
     readings,
 )
@@ -47,6 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction[Parser]) -> None:
     add_rest_url(parser, "REST base for accounts registered without one")
     add_readings(parser)  # for accounts registered without their own readings
     add_rest_rate(parser)
+    add_side_wait(parser)
     add_insecure(parser)
     add_output_options(parser, default_output="none")
 
@@ -75,7 +77,13 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         # the account's stream outlives this worker: its listenKey is never DELETEd
-        session = Session(plugins, command="worker", rest_rate=args.rest_rate, keep_listen_key=True)
+        session = Session(
+            plugins,
+            command="worker",
+            rest_rate=args.rest_rate,
+            keep_listen_key=True,
+            side_wait=args.side_wait,
+        )
         try:
             await run_worker(args.redis, session, options, sink=sink)
         finally:
