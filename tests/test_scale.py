@@ -970,3 +970,17 @@ async def test_listen_with_redis_writes_every_event_to_the_stream(
     live_data = [orjson.loads(f.text)["data"] for f in live]
     assert [r["event"]["data"] for r in events if r["event"]["stream"] != "resync"] == live_data
     assert any(r["hook"] == "on_stream_state" for r in got)
+
+
+async def test_a_stored_record_that_is_not_valid_is_left_out_with_a_warning(
+    client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record written before its checks existed (a key typed where its variable's name
+    goes): listing the registry leaves it out, says how to fix it, and never shows it."""
+    good = registry.AccountRecord("alice", "ALICE_API", "ALICE_AUTH")
+    await registry.add(client, "default", good)
+    bad = orjson.dumps({"label": "carol", "api_key_env": "demo-api-0001", "auth_key_env": "X"})
+    await client.hset(registry.key("default", "accounts"), "carol", bad)
+    assert set(await registry.load(client, "default")) == {"alice"}
+    assert "accounts remove carol" in caplog.text
+    assert "demo-api-0001" not in caplog.text

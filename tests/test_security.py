@@ -141,3 +141,43 @@ async def test_a_certificate_that_does_not_verify_fails_with_a_clear_error(
         assert f"POST https://{tls_server}/api/v2/future/userDataStream" in reason
         assert "TLS certificate not trusted" in reason
         assert "verification stays on" in reason
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["listen", "--auth-key", "s3cr3t-auth-value"],
+        ["listen", "--api-key=s3cr3t-auth-value"],
+        ["worker", "--redis", "redis://127.0.0.1:1/0", "--secret", "s3cr3t-auth-value"],
+    ],
+)
+def test_a_secret_typed_on_the_command_line_is_not_echoed_by_the_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """There is no such option (credentials come from the environment or a file), and
+    the usage error that says so goes to logs: the value the user typed is masked, and
+    the line says where credentials come from."""
+    from bitmusa_plugin._cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "s3cr3t" not in err
+    assert "***" in err
+    assert "BITMUSA_API_KEY" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_key_given_where_its_variables_name_goes_is_refused_and_never_shown() -> None:
+    """``accounts add --api-key-env`` takes a variable's name; the key itself typed there
+    (a new user's mistake) would be stored in Redis and printed by ``worker status``.
+    It is refused, without repeating it."""
+    from bitmusa_plugin._scale import registry
+
+    with pytest.raises(ValueError, match="--api-key-env takes the name") as refused:
+        registry.AccountRecord("carol", "demo-api-key-0001", "CAROL_AUTH")
+    assert "demo-api-key-0001" not in str(refused.value)
+    with pytest.raises(ValueError, match="--auth-key-env takes the name"):
+        registry.AccountRecord("carol", "CAROL_API", "x y")
+    assert registry.AccountRecord("carol", "CAROL_API", "_auth2").auth_key_env == "_auth2"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
+import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -60,10 +62,61 @@ def one_line(text: str) -> str:
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
+#: an option that looks like it carries a secret (``--api-key``, ``--secret``, ...)
+_SECRET_OPTION = re.compile(r"--?[\w-]*(?:key|secret|passw|token)[\w-]*", re.I)
+#: the command line being parsed, for masking what follows such an option in an error
+_parsing: list[list[str]] = []
+
+
+def _secret_values(argv: list[str]) -> list[str]:
+    """The values typed after options that look like secrets (none this program takes:
+    it reads credentials from the environment or a file)."""
+    values = []
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if eq and _SECRET_OPTION.fullmatch(name) and value:
+            values.append(value)
+        elif _SECRET_OPTION.fullmatch(arg) and i + 1 < len(argv):
+            values.append(argv[i + 1])
+    return values
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, with a usage error on one line that says where to look."""
+    """argparse, with a usage error on one line that says where to look. A value typed
+    after an option that looks like a secret (``--api-key VALUE``: not an option this
+    takes) is masked wherever the error repeats it: the user typed it, but the error
+    goes to logs."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        # (parse_args calls this, then reports what is left over: both are covered)
+        if _parsing:  # a subcommand's, inside the top-level parse
+            return super().parse_known_args(args, namespace)
+        _parsing.append(list(sys.argv[1:] if args is None else args))
+        try:
+            return super().parse_known_args(args, namespace)
+        finally:
+            _parsing.clear()
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if _parsing:
+            return super().parse_args(args, namespace)
+        _parsing.append(list(sys.argv[1:] if args is None else args))
+        try:
+            return super().parse_args(args, namespace)
+        finally:
+            _parsing.clear()
 
     def error(self, message: str) -> NoReturn:
+        masked = 0
+        for value in _secret_values(_parsing[0] if _parsing else sys.argv[1:]):
+            if value and not value.startswith("-") and value in message:
+                message = message.replace(value, "***")
+                masked += 1
+        if masked:
+            message += (
+                "; credentials come from the environment (BITMUSA_API_KEY and "
+                "BITMUSA_AUTH_KEY) or a --config file, never the command line"
+            )
         self.exit(EXIT_USAGE, one_line(f"{PROG}: {message}: see '{self.prog} --help'") + "\n")
 
 

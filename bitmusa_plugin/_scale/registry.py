@@ -28,7 +28,9 @@ Every key lives under ``bitmusa:<group>:``:
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import stat
 import sys
 from dataclasses import asdict, dataclass
@@ -53,6 +55,10 @@ def key(group: str, *parts: str) -> str:
     return ":".join(("bitmusa", group, *parts))
 
 
+#: an environment variable's name, as a shell exports it
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 @dataclass(frozen=True)
 class AccountRecord:
     """A registered account: references to its credentials, never the secrets."""
@@ -72,6 +78,14 @@ class AccountRecord:
         by_env = self.api_key_env is not None and self.auth_key_env is not None
         if by_env == (self.credentials_file is not None):
             raise ValueError("give either both environment-variable names or a credentials file")
+        for option, name in (("api", self.api_key_env), ("auth", self.auth_key_env)):
+            if name is not None and not _ENV_NAME.fullmatch(name):
+                # not echoed: a value here is most likely the key itself, typed in its place
+                raise ValueError(
+                    f"--{option}-key-env takes the name of an environment variable (letters, "
+                    "digits and _, e.g. ALICE_API_KEY), not the key itself; what was given "
+                    "is not one (not shown: it may be the key)"
+                )
         if self.ws_path is not None and self.ws_path not in urls.WS_PATHS:
             raise ValueError(f"ws_path {self.ws_path!r}: one of {', '.join(urls.WS_PATHS)}")
         if self.keepalive_prefix is not None and self.keepalive_prefix not in (
@@ -145,8 +159,22 @@ async def remove(client: Any, group: str, label: str) -> bool:
 
 
 async def load(client: Any, group: str) -> dict[str, AccountRecord]:
-    raw = await client.hgetall(key(group, "accounts"))
-    return {k.decode(): AccountRecord.from_json(v) for k, v in raw.items()}
+    """The registered accounts; one whose record is not valid (say, written before its
+    checks existed) is left out, with a warning saying how to fix it."""
+    records: dict[str, AccountRecord] = {}
+    for k, v in (await client.hgetall(key(group, "accounts"))).items():
+        label = k.decode()
+        try:
+            records[label] = AccountRecord.from_json(v)
+        except (ValueError, TypeError) as exc:
+            logging.getLogger(__name__).warning(
+                "account %r: its record is not valid (%s); add it again, or remove it with "
+                "'bitmusa-plugin accounts remove %s'",
+                label,
+                exc,
+                label,
+            )
+    return records
 
 
 def redis_password(url: str) -> str | None:
