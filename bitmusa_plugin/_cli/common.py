@@ -87,17 +87,8 @@ class Parser(argparse.ArgumentParser):
     takes) is masked wherever the error repeats it: the user typed it, but the error
     goes to logs."""
 
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        # (parse_args calls this, then reports what is left over: both are covered)
-        if _parsing:  # a subcommand's, inside the top-level parse
-            return super().parse_known_args(args, namespace)
-        _parsing.append(list(sys.argv[1:] if args is None else args))
-        try:
-            return super().parse_known_args(args, namespace)
-        finally:
-            _parsing.clear()
-
     def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        # a subcommand's parse and every error (what is left over, too) happen inside
         if _parsing:
             return super().parse_args(args, namespace)
         _parsing.append(list(sys.argv[1:] if args is None else args))
