@@ -363,12 +363,14 @@ def position(
                 mark = to_float(derived)
         if lev_p is not None and lev_p[0] > 0:
             # 1 / leverage: a handful of leverages recur, so it is computed once each
-            im_percentage = _INVERSE.get(lev_p, _MISSING)
-            if im_percentage is _MISSING:
+            known = _INVERSE.get(lev_p, _MISSING)  # not into im_percentage: a float or None
+            if known is _MISSING:
                 imp_p = div(_ONE, lev_p)
                 im_percentage = to_float(imp_p) if imp_p[0] > 0 else None
                 if len(_INVERSE) < 1024:
                     _INVERSE[lev_p] = im_percentage
+            else:
+                im_percentage = known
             if has_notional:
                 im_p = div(notional_p, lev_p)  # type: ignore[arg-type]
                 if im_p[0] > 0:
