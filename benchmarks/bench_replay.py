@@ -1,6 +1,7 @@
 """The order path with fills, whole process: ``replay FILE --output none`` against ccxt.pro.
 
     python benchmarks/bench_replay.py [--frames 60000] [--repeats 5] [--json]
+        [--compiled build/compiled]
 
 Ours: a fresh ``python -m bitmusa_plugin replay FILE --output none`` over ``--frames``
 Bitmusa order frames, half of them fills (per order: new, a partial fill, a second partial
@@ -178,13 +179,31 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def main(frames: int, repeats: int, as_json: bool) -> None:
+def main(frames: int, repeats: int, as_json: bool, compiled: Path | None) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BITMUSA_")}
     env["BITMUSA_LOAD_PLUGINS"] = ""  # only the built-in output: nothing installed joins
+    # the compiled side: the same command with `make compiled`'s tree first on the path;
+    # PYTHONSAFEPATH keeps `python -m` from taking the source tree from the working directory
+    compiled_env = dict(env, PYTHONSAFEPATH="1")
+    if compiled is not None:
+        compiled_env["PYTHONPATH"] = os.pathsep.join(
+            [str(compiled.resolve()), *filter(None, [env.get("PYTHONPATH")])]
+        )
+        flavour = subprocess.run(
+            [sys.executable, "-m", "bitmusa_plugin", "--version"],
+            env=compiled_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        if "compiled core" not in flavour:
+            raise SystemExit(f"bench_replay: {compiled} holds no compiled core: run make compiled")
     with tempfile.TemporaryDirectory(prefix="bitmusa-replay-") as tmp:
         files = {}
+        ours_frames = bitmusa_frames(frames)
         made = {
-            "ours": bitmusa_frames(frames),
+            "ours": ours_frames,
+            **({"ours compiled": ours_frames} if compiled is not None else {}),
             "ccxt": binance_frames(frames),
             "ccxt orders only": binance_frames(frames, trades=False),
         }
@@ -197,17 +216,24 @@ def main(frames: int, repeats: int, as_json: bool) -> None:
         ours = [py, "-m", "bitmusa_plugin", "replay", "{}", "--output", "none"]
         theirs = [py, "-c", CCXT_CHILD, "{}", str(HERE)]
         commands = {"ours": ours, "ccxt": theirs, "ccxt orders only": theirs}
+        if compiled is not None:
+            commands = {"ours": ours, "ours compiled": ours, **commands}
         samples: dict[str, list[float]] = {}
         for _ in range(repeats):
             for side, command in commands.items():
-                full = timed([str(files[side]) if a == "{}" else a for a in command], env)
-                bare = timed([str(empty) if a == "{}" else a for a in command], env)
+                side_env = compiled_env if side == "ours compiled" else env
+                full = timed([str(files[side]) if a == "{}" else a for a in command], side_env)
+                bare = timed([str(empty) if a == "{}" else a for a in command], side_env)
                 samples.setdefault(f"{side} whole s", []).append(full)
                 samples.setdefault(f"{side} start-up s", []).append(bare)
                 samples.setdefault(f"{side} µs a frame", []).append((full - bare) / frames * 1e6)
     result = {key: statistics.median(values) for key, values in samples.items()}
     for side in ("ccxt", "ccxt orders only"):
         result[f"{side} / ours"] = result[f"{side} µs a frame"] / result["ours µs a frame"]
+        if compiled is not None:
+            result[f"{side} / ours compiled"] = (
+                result[f"{side} µs a frame"] / result["ours compiled µs a frame"]
+            )
     if as_json:  # for benchmarks/ab.py
         print(json.dumps(result))
         return
@@ -220,7 +246,9 @@ def main(frames: int, repeats: int, as_json: bool) -> None:
     print("| side | whole process, CPU s | start-up, CPU s | µs a frame | it / ours | target |")
     print("|---|---|---|---|---|---|")
     for side in commands:
-        ratio = f"**{result[f'{side} / ours']:.1f}×**" if side != "ours" else ""
+        ratio = f"**{result[f'{side} / ours']:.1f}×**" if side.startswith("ccxt") else ""
+        if ratio and compiled is not None:
+            ratio += f" (compiled: **{result[f'{side} / ours compiled']:.1f}×**)"
         print(
             f"| {side} | {result[f'{side} whole s']:.2f} | {result[f'{side} start-up s']:.2f} "
             f"| {result[f'{side} µs a frame']:.1f} | {ratio} | {'≥ 10×' if ratio else ''} |"
@@ -238,5 +266,11 @@ if __name__ == "__main__":
     parser.add_argument("--frames", type=int, default=60000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="one JSON line (benchmarks/ab.py)")
+    parser.add_argument(
+        "--compiled",
+        type=Path,
+        metavar="DIR",
+        help="also time ours with the compiled core in DIR (make compiled: build/compiled)",
+    )
     args = parser.parse_args()
-    main(args.frames, args.repeats, args.json)
+    main(args.frames, args.repeats, args.json, args.compiled)

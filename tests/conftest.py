@@ -7,12 +7,24 @@ from typing import Any
 
 import pytest
 
+from bitmusa_plugin._core import compiled
 from bitmusa_plugin.simulator import Simulator
 from bitmusa_plugin.testing import RedisServer
 
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 CORPUS = TESTS / "corpus"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``make unit-compiled`` sets BITMUSA_COMPILED=1: then the compiled core must be what
+    is imported, or the run would test the pure package twice and say it tested both."""
+    wanted = os.environ.get("BITMUSA_COMPILED") == "1"
+    if wanted and not compiled():
+        raise pytest.UsageError(
+            "BITMUSA_COMPILED=1 but bitmusa_plugin._core is the pure package: run "
+            "`make compiled` and put build/compiled first on PYTHONPATH"
+        )
 
 
 def corpus_frames() -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from bitmusa_plugin._core import compiled
 from conftest import CORPUS, ROOT, FakeDistribution, corpus_frames, corpus_rejected
 
 
@@ -44,7 +45,8 @@ def records(stdout: str) -> list[dict[str, Any]]:
 def test_version() -> None:
     result = run("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == "bitmusa-plugin 0.2.0"
+    flavour = " (compiled core)" if compiled() else ""
+    assert result.stdout.strip() == f"bitmusa-plugin 0.2.0{flavour}"
 
 
 def test_replay_corpus_delivers_every_frame_in_order_as_jsonl() -> None:

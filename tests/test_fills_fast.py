@@ -13,7 +13,7 @@ from ccxt.base.precise import Precise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bitmusa_plugin._core import fills, numbers
+from bitmusa_plugin._core import compiled, fills, numbers
 from bitmusa_plugin._core.fills import Fills
 from bitmusa_plugin._core.mapping import Mapped, Mapper
 from bitmusa_plugin._core.numbers import MAX_TIMESTAMP, Pair, Reject, iso8601
@@ -163,6 +163,11 @@ _STEPS_DONE = st.lists(
 )
 
 
+@pytest.mark.skipif(
+    compiled(),
+    reason="its reference subclasses Fills, which a compiled Fills forbids; the expiry is "
+    "the same source in both builds, and the pure run holds it",
+)
 @settings(max_examples=1000, deadline=None)
 @given(_STEPS_DONE, st.integers(1, 4))
 def test_the_orders_remembered_done_are_those_the_long_way_remembers(

@@ -19,6 +19,7 @@ from bitmusa_plugin._cli import (
     worker,
 )
 from bitmusa_plugin._cli.common import PROG, Parser
+from bitmusa_plugin._core import compiled
 
 #: In the order ``--help`` lists them.
 COMMANDS = (replay, listen, demo, simulate, plugins, new_plugin, worker, accounts)
@@ -29,7 +30,8 @@ def build_parser() -> Parser:
         prog=PROG,
         description="Bitmusa futures user data stream -> ccxt unified structures -> plugins.",
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    flavour = " (compiled core)" if compiled() else ""
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}{flavour}")
     parser.add_argument(
         "-v",
         "--verbose",
