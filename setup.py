@@ -30,9 +30,16 @@ COMPILED = [
 def _ext_modules() -> list[object]:
     if os.environ.get("BITMUSA_MYPYC") != "1":
         return []
-    from mypyc.build import mypycify
+    try:
+        from mypyc.build import mypycify
 
-    import bitmusa_hookspecs  # the contract the modules import, for mypy to read
+        import bitmusa_hookspecs  # the contract the modules import, for mypy to read
+    except ImportError as exc:
+        raise SystemExit(
+            f"BITMUSA_MYPYC=1 needs mypy and bitmusa-hookspecs in the build environment "
+            f"({exc.name} is missing): build with --no-isolation from the dev venv "
+            "(make compiled)"
+        ) from None
 
     contract = Path(bitmusa_hookspecs.__file__).parent
     return list(

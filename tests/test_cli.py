@@ -25,8 +25,10 @@ def run(
     full_env = {**os.environ, "BITMUSA_LOAD_PLUGINS": "", **(env or {})}
     if columns is not None:
         full_env["COLUMNS"] = str(columns)
-    if pythonpath:
-        full_env["PYTHONPATH"] = os.pathsep.join(pythonpath)
+    if pythonpath:  # ahead of the run's own (make unit-compiled's compiled core)
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            [*pythonpath, *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
     return subprocess.run(
         [sys.executable, "-m", "bitmusa_plugin", *args],
         input=stdin,
